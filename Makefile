@@ -1,0 +1,25 @@
+# Two entry points: `make demo` and `make test`. Both create .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m bench.demo --out demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	for b in store sim preprocess train acquire stream; do $(PY) bench/$$b.py || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

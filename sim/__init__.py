@@ -1,0 +1,1 @@
+"""twinplume sim package."""

@@ -1,0 +1,1 @@
+"""twinplume transfer package."""
