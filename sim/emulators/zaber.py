@@ -1,0 +1,350 @@
+"""Zaber ASCII-protocol motion controllers (a daisy chain of devices): state model and handler.
+
+Protocol (see docs/drivers.md for sources): a command is
+``/[device] [axis] [message id] command [args][:checksum]`` ended by CR, LF or
+both; every addressed device answers ``@dd a [id] OK|RJ IDLE|BUSY FF data``
+ended by CR LF, where FF is the highest-priority warning flag (``--`` for
+none). Unknown commands are rejected ``RJ ... BADCOMMAND``, bad or
+out-of-range data ``BADDATA``, a missing axis ``BADAXIS``. The checksum is
+the two's complement of the byte sum (mod 256) of everything between ``/``
+and ``:``; a message whose checksum does not match is ignored, and replies
+carry a checksum when the device setting ``comm.checksum`` is 1. Flags
+persist as the manual says: FS, FE and WS until ``warnings clear``, WR until
+homing or ``set pos``, NI until the next move. Positions and
+limits are in microsteps; speed data = microsteps/s x 1.6384.
+
+Hook API (stable; used by ``sim/bench.py``)
+-------------------------------------------
+``ZaberEmulator(clock=None, devices=2, axes_per_device=1, microstep_um=..., travel_um=...)``
+``lock`` / ``handle(line)`` / ``reply_terminator`` — transport protocol.
+``axes``  dict ``(device, axis) -> AxisModel``.
+``position_at(t, axis=(1, 1)) -> float``  microsteps at clock time ``t``
+    (moves run at ``maxspeed`` on the clock; no timers: evaluated lazily).
+``position_um_at(t, axis=(1, 1)) -> float``  the same in micrometres.
+``busy(axis, t=None) -> bool``  the axis is moving at ``t`` (default now).
+``inject_stall(axis, fraction=0.5, recover=False)``  the next move on
+    ``axis`` stalls after ``fraction`` of its length: it stops there with the
+    fault flag ``FS``, or (``recover=True``) sets ``WS`` and completes.
+``command_log``  :class:`CommandRecord` (t, command, replies) per message;
+    ``on_command`` is called with each.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sim.emulators.transports import Clock, WallClock
+
+SPEED_UNITS_PER_USTEP_S = 1.6384
+DEFAULT_MICROSTEP_UM = 0.047625      # lead-screw stage at resolution 64
+DEFAULT_TRAVEL_UM = 101_600.0
+_FLAG_ORDER = "FWN"                  # faults, then warnings, then notices
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    t: float
+    command: str
+    replies: tuple[str, ...]
+
+
+@dataclass
+class AxisModel:
+    limit_min: int = 0
+    limit_max: int = int(DEFAULT_TRAVEL_UM / DEFAULT_MICROSTEP_UM)
+    maxspeed: int = 153_600
+    accel: int = 2_000
+    resolution: int = 64
+    start_pos: float = 0.0
+    target: float = 0.0
+    t_start: float = 0.0
+    t_end: float = 0.0
+    stop_flag: str | None = None      # flag raised when the move ends (FS after a stall)
+    flags: set[str] = field(default_factory=lambda: {"WR"})
+    pending_stall: tuple[float, bool] | None = None
+    recover_flag_at: float | None = None
+
+    def speed_ustep_s(self) -> float:
+        return max(self.maxspeed / SPEED_UNITS_PER_USTEP_S, 1e-9)
+
+    def position_at(self, t: float) -> float:
+        if t >= self.t_end or self.t_end <= self.t_start:
+            return self.target
+        if t <= self.t_start:
+            return self.start_pos
+        frac = (t - self.t_start) / (self.t_end - self.t_start)
+        return self.start_pos + frac * (self.target - self.start_pos)
+
+    def settle(self, t: float) -> None:
+        """Fold a finished move's consequences (stall flags) into the state."""
+        if self.stop_flag and t >= self.t_end:
+            self.flags.add(self.stop_flag)
+            self.stop_flag = None
+        if self.recover_flag_at is not None and t >= self.recover_flag_at:
+            self.flags.add("WS")
+            self.recover_flag_at = None
+
+    def start_move(self, target: float, t: float) -> None:
+        here = self.position_at(t)
+        self.settle(t)
+        # Faults (FS, FE) and WS persist until "warnings clear"; NI until the next move from idle.
+        self.flags -= {"NI", "NC"}
+        if t < self.t_end:
+            self.flags.add("NI")  # the previous move was interrupted
+        self.start_pos, self.target, self.t_start = here, float(target), t
+        self.t_end = t + abs(self.target - here) / self.speed_ustep_s()
+        self.stop_flag = None
+        self.recover_flag_at = None
+        if self.pending_stall is not None and self.t_end > t:
+            fraction, recover = self.pending_stall
+            self.pending_stall = None
+            t_stall = t + fraction * (self.t_end - t)
+            if recover:
+                self.recover_flag_at = t_stall
+            else:
+                self.target = self.position_at(t_stall)
+                self.t_end = t_stall
+                self.stop_flag = "FS"
+
+    def stop(self, t: float) -> bool:
+        moving = t < self.t_end
+        here = self.position_at(t)
+        self.settle(t)
+        self.start_pos = self.target = here
+        self.t_start = self.t_end = t
+        self.stop_flag = None
+        return moving
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+_AXIS_SETTINGS = ("pos", "maxspeed", "accel", "limit.min", "limit.max", "resolution")
+_DEVICE_SETTINGS = {"comm.alert": 0, "system.access": 1, "comm.checksum": 0,
+                    "system.axiscount": None, "deviceid": 30222, "version": "7.38"}
+_READ_ONLY = {"system.axiscount", "deviceid", "version"}
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def checksum(body: str) -> int:
+    """Zaber ASCII checksum of the text between '/' (or '@') and ':'."""
+    return (-sum(body.encode("ascii"))) & 0xFF
+
+
+class ZaberEmulator:
+    reply_terminator = "\r\n"
+
+    def __init__(self, *, clock: Clock | None = None, devices: int = 2, axes_per_device: int = 1,
+                 microstep_um: float = DEFAULT_MICROSTEP_UM,
+                 travel_um: float = DEFAULT_TRAVEL_UM,
+                 on_command: Callable[[CommandRecord], None] | None = None) -> None:
+        self.clock = clock or WallClock()
+        self.microstep_um = microstep_um
+        self.on_command = on_command
+        self.lock = threading.RLock()
+        self.axes: dict[tuple[int, int], AxisModel] = {
+            (d, a): AxisModel(limit_max=int(round(travel_um / microstep_um)))
+            for d in range(1, devices + 1) for a in range(1, axes_per_device + 1)}
+        self.device_settings = {d: dict(_DEVICE_SETTINGS, **{"system.axiscount": axes_per_device})
+                                for d in range(1, devices + 1)}
+        self.command_log: list[CommandRecord] = []
+
+    # ----------------------------------------------------------------- hooks
+    def position_at(self, t: float, axis: tuple[int, int] = (1, 1)) -> float:
+        with self.lock:
+            return self.axes[axis].position_at(t)
+
+    def position_um_at(self, t: float, axis: tuple[int, int] = (1, 1)) -> float:
+        return self.position_at(t, axis) * self.microstep_um
+
+    def busy(self, axis: tuple[int, int], t: float | None = None) -> bool:
+        with self.lock:
+            t = self.clock.now() if t is None else t
+            return t < self.axes[axis].t_end
+
+    def inject_stall(self, axis: tuple[int, int], fraction: float = 0.5,
+                     recover: bool = False) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"stall fraction must lie in [0, 1], got {fraction}")
+        with self.lock:
+            self.axes[axis].pending_stall = (fraction, recover)
+
+    # ------------------------------------------------------------- protocol
+    def handle(self, line: str) -> list[str]:
+        replies = self._handle(line.strip())
+        record = CommandRecord(self.clock.now(), line.strip(), tuple(replies))
+        self.command_log.append(record)
+        if self.on_command is not None:
+            self.on_command(record)
+        return replies
+
+    def _handle(self, line: str) -> list[str]:
+        if not line.startswith("/"):
+            return []
+        body = line[1:]
+        if re.search(r":[0-9A-Fa-f]{2}$", body):
+            body, given = body[:-3], int(body[-2:], 16)
+            if checksum(body) != given:
+                return []
+        tokens = body.split()
+        numbers: list[int] = []
+        while tokens and _INT.match(tokens[0]) and len(numbers) < 3:
+            numbers.append(int(tokens.pop(0)))
+        device = numbers[0] if numbers else 0
+        axis = numbers[1] if len(numbers) > 1 else 0
+        message_id = numbers[2] if len(numbers) > 2 else None
+        targets = sorted(self.device_settings) if device == 0 else [device]
+        replies = []
+        for dev in targets:
+            if dev not in self.device_settings:
+                continue
+            reply = self._reply(dev, axis, message_id, tokens)
+            if self.device_settings[dev]["comm.checksum"] == 1:
+                reply = f"{reply}:{checksum(reply[1:]):02X}"
+            replies.append(reply)
+        return replies
+
+    def _reply(self, device: int, axis: int, message_id: int | None, tokens: list[str]) -> str:
+        t = self.clock.now()
+        try:
+            if axis and (device, axis) not in self.axes:
+                raise _Reject("BADAXIS")
+            data = self._execute(device, axis, tokens, t)
+            verdict = "OK"
+        except _Reject as exc:
+            data, verdict = exc.reason, "RJ"
+        axes = self._axes_of(device, axis if (device, axis) in self.axes else 0)
+        for a in axes:
+            a.settle(t)
+        busy = any(t < a.t_end for a in axes)
+        flags = set().union(*(a.flags for a in axes)) if axes else set()
+        if data is None:
+            data = "0"
+        ident = f" {message_id:02d}" if message_id is not None else ""
+        return (f"@{device:02d} {axis}{ident} {verdict} {'BUSY' if busy else 'IDLE'} "
+                f"{_top_flag(flags)} {data}")
+
+    def _axes_of(self, device: int, axis: int) -> list[AxisModel]:
+        if axis:
+            return [self.axes[(device, axis)]]
+        return [m for (d, _), m in sorted(self.axes.items()) if d == device]
+
+    def _execute(self, device: int, axis: int, tokens: list[str], t: float) -> str | None:
+        if not tokens:
+            return None
+        command, args = tokens[0].lower(), tokens[1:]
+        axes = self._axes_of(device, axis)
+        if command == "home":
+            _no_args(args)
+            for a in axes:
+                a.start_move(a.limit_min, t)
+                a.flags -= {"WR", "WH"}
+            return None
+        if command == "stop":
+            _no_args(args)
+            interrupted = [a.stop(t) for a in axes]
+            for a, was_moving in zip(axes, interrupted):
+                if was_moving:
+                    a.flags.add("NI")
+            return None
+        if command == "move":
+            return self._move(axes, args, t)
+        if command == "get":
+            if len(args) != 1:
+                raise _Reject("BADDATA")
+            return self._get(device, axes, args[0].lower(), t)
+        if command == "set":
+            if len(args) != 2:
+                raise _Reject("BADDATA")
+            return self._set(device, axes, args[0].lower(), args[1], t)
+        if command == "warnings":
+            flags = sorted(set().union(*(a.flags for a in axes)), key=_flag_rank)
+            if args and args != ["clear"]:
+                raise _Reject("BADDATA")
+            if args == ["clear"]:
+                for a in axes:
+                    a.flags -= {"FS", "WS", "NI", "FE", "NC"}
+            return " ".join([f"{len(flags):02d}", *flags])
+        raise _Reject("BADCOMMAND")
+
+    def _move(self, axes: list[AxisModel], args: list[str], t: float) -> None:
+        if not args:
+            raise _Reject("BADCOMMAND")
+        kind = args[0].lower()
+        if kind in ("min", "max"):
+            _no_args(args[1:])
+            for a in axes:
+                a.start_move(a.limit_min if kind == "min" else a.limit_max, t)
+            return None
+        if kind not in ("abs", "rel") or len(args) != 2 or not _INT.match(args[1]):
+            raise _Reject("BADCOMMAND" if kind not in ("abs", "rel") else "BADDATA")
+        value = int(args[1])
+        for a in axes:
+            target = value if kind == "abs" else round(a.position_at(t)) + value
+            if not a.limit_min <= target <= a.limit_max:
+                raise _Reject("BADDATA")
+        for a in axes:
+            a.start_move(value if kind == "abs" else round(a.position_at(t)) + value, t)
+        return None
+
+    def _get(self, device: int, axes: list[AxisModel], name: str, t: float) -> str:
+        settings = self.device_settings[device]
+        if name in settings:
+            return str(settings[name])
+        if name not in _AXIS_SETTINGS:
+            raise _Reject("BADCOMMAND")
+        values = []
+        for a in axes:
+            if name == "pos":
+                values.append(str(int(round(a.position_at(t)))))
+            else:
+                values.append(str(getattr(a, name.replace(".", "_"))))
+        return " ".join(values)
+
+    def _set(self, device: int, axes: list[AxisModel], name: str, raw: str, t: float) -> None:
+        settings = self.device_settings[device]
+        if name in _READ_ONLY:
+            raise _Reject("BADCOMMAND")
+        if not _INT.match(raw):
+            raise _Reject("BADDATA")
+        value = int(raw)
+        if name in settings:
+            if name in ("comm.alert", "comm.checksum") and value not in (0, 1):
+                raise _Reject("BADDATA")
+            settings[name] = value
+            return None
+        if name not in _AXIS_SETTINGS:
+            raise _Reject("BADCOMMAND")
+        limits = {"maxspeed": (1, 12_000_000), "accel": (0, 32_767),
+                  "resolution": (1, 256), "limit.min": (-2**31, 2**31 - 1),
+                  "limit.max": (-2**31, 2**31 - 1), "pos": (-2**31, 2**31 - 1)}
+        lo, hi = limits[name]
+        if not lo <= value <= hi:
+            raise _Reject("BADDATA")
+        for a in axes:
+            if name == "pos":
+                a.stop(t)
+                a.start_pos = a.target = float(value)
+                a.flags.discard("WR")  # setting the position establishes a reference
+            else:
+                setattr(a, name.replace(".", "_"), value)
+        return None
+
+
+def _no_args(args: list[str]) -> None:
+    if args:
+        raise _Reject("BADDATA")
+
+
+def _flag_rank(flag: str) -> tuple[int, str]:
+    return (_FLAG_ORDER.index(flag[0]) if flag[0] in _FLAG_ORDER else 9, flag)
+
+
+def _top_flag(flags: set[str]) -> str:
+    return min(flags, key=_flag_rank) if flags else "--"
