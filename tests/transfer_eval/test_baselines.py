@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.metrics import rse
+from transfer.preprocess import SpectraError
+
+from .synthetic import WL_PRIMARY, WL_SECONDARY, paired_spectra
+
+
+@pytest.fixture(scope="module")
+def data():
+    train_s, train_p, _ = paired_spectra(400, seed=0)
+    test_s, test_p, _ = paired_spectra(150, seed=1)
+    mean_rse = rse(test_p, np.broadcast_to(train_p.mean(axis=0), test_p.shape))
+    return train_s, train_p, test_s, test_p, mean_rse
+
+
+MODELS = {
+    "pls": lambda: PLSTransfer(n_components=16),
+    "knn": lambda: KNNTransfer(n_neighbors=10),
+    "knn_pca": lambda: KNNTransfer(n_neighbors=10, n_components=8),
+    "ds": lambda: DSTransfer(),
+    "ds_pcr": lambda: DSTransfer(n_components=6),
+    "pds": lambda: PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=5),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_baseline_beats_mean_spectrum_predictor(name, data):
+    train_s, train_p, test_s, test_p, mean_rse = data
+    model = MODELS[name]().fit(train_s, train_p)
+    predicted = model.predict(test_s)
+    assert predicted.shape == test_p.shape
+    assert mean_rse > 0.95
+    assert rse(test_p, predicted) < 0.5 * min(mean_rse, 1.0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_round_trip_predicts_the_same(name, data):
+    train_s, train_p, test_s, _, _ = data
+    model = MODELS[name]().fit(train_s[:200], train_p[:200])
+    state = model.get_state()
+    for value in state.values():
+        assert value is None or isinstance(value, (np.ndarray, int, float, str))
+    restored = type(model).from_state(state)
+    np.testing.assert_allclose(restored.predict(test_s[:20]), model.predict(test_s[:20]), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_models_recover_an_exact_linear_map():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12))
+    A = rng.normal(size=(12, 9))
+    Y = X @ A + 5.0
+    for model in (DSTransfer(alpha=1e-10), PLSTransfer(n_components=12)):
+        np.testing.assert_allclose(model.fit(X, Y).predict(X[:5]), Y[:5], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: DSTransfer(), lambda: PDSTransfer(WL_SECONDARY, WL_PRIMARY)])
+def test_streaming_fit_equals_one_shot_fit(make, data):
+    train_s, train_p, test_s, _, _ = data
+    whole = make().fit(train_s, train_p)
+    chunked = make()
+    for rows in np.array_split(np.arange(400), [7, 150, 151]):
+        chunked.partial_fit(train_s[rows], train_p[rows])
+    np.testing.assert_allclose(chunked.predict(test_s), whole.predict(test_s), rtol=1e-6,
+                               atol=1e-6 * np.abs(whole.predict(test_s)).max())
+
+
+def test_pds_windows_follow_wavelength_and_clamp_at_edges():
+    model = PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=3)
+    start = model.window_start_
+    below, above = WL_PRIMARY < WL_SECONDARY[0], WL_PRIMARY > WL_SECONDARY[-1]
+    assert np.all(start[below] == 0)
+    assert np.all(start[above] == WL_SECONDARY.size - 7)
+    inside = ~below & ~above
+    centre = WL_SECONDARY[start[inside] + 3]
+    spacing = WL_SECONDARY[1] - WL_SECONDARY[0]
+    interior = (start[inside] > 0) & (start[inside] < WL_SECONDARY.size - 7)
+    assert np.all(np.abs(centre - WL_PRIMARY[inside])[interior] <= spacing / 2 + 1e-9)
+
+
+def test_pds_is_good_inside_the_shared_range(data):
+    train_s, train_p, test_s, test_p, _ = data
+    inside = (WL_PRIMARY >= WL_SECONDARY[0]) & (WL_PRIMARY <= WL_SECONDARY[-1])
+    predicted = PDSTransfer(WL_SECONDARY, WL_PRIMARY).fit(train_s, train_p).predict(test_s)
+    assert rse(test_p[:, inside], predicted[:, inside]) < 0.05
+
+
+def test_clear_errors(data):
+    train_s, train_p, test_s, _, _ = data
+    with pytest.raises(SpectraError, match="pairs must match"):
+        DSTransfer().fit(train_s[:10], train_p[:9])
+    model = PLSTransfer(n_components=4).fit(train_s[:50], train_p[:50])
+    with pytest.raises(SpectraError, match=f"expected {WL_SECONDARY.size} pixels"):
+        model.predict(test_s[:, :-1])
+    bad = train_s[:50].copy()
+    bad[4, 4] = np.nan
+    with pytest.raises(SpectraError, match="NaN"):
+        KNNTransfer().fit(bad, train_p[:50])
+    with pytest.raises(SpectraError, match="PDS: spectra have"):
+        PDSTransfer(WL_SECONDARY, WL_PRIMARY).fit(train_s[:, :-3], train_p)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DSTransfer().predict(test_s)
+
+
+def test_restored_streaming_model_refuses_partial_fit_but_refits(data):
+    train_s, train_p, test_s, _, _ = data
+    restored = DSTransfer.from_state(DSTransfer(alpha=1e-2).fit(train_s[:100], train_p[:100]).get_state())
+    assert restored.alpha == 1e-2
+    with pytest.raises(RuntimeError, match="restored"):
+        restored.partial_fit(train_s[:10], train_p[:10])
+    fresh = DSTransfer(alpha=1e-2).fit(train_s, train_p).predict(test_s[:5])
+    np.testing.assert_allclose(restored.fit(train_s, train_p).predict(test_s[:5]), fresh)

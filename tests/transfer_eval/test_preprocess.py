@@ -1,0 +1,236 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from transfer.preprocess import (BaselineCorrector, SpectraError, SpectralScaler, SpectrumPreprocessor,
+                                 WavelengthMismatchError, baseline_correct, baseline_onnx_spec,
+                                 check_spectra, check_wavelengths, estimate_baseline, gaussian_kernel,
+                                 resample)
+
+from .synthetic import raw_spectra
+
+
+def pandas_baseline_correct(spectrum, min_window, smooth_window):
+    """The algorithm spelled out with pandas rolling windows, one spectrum at a time."""
+    s = pd.Series(spectrum, dtype=float)
+    trailing_min = s.rolling(min_window, min_periods=1).min()
+    leading_min = s[::-1].rolling(min_window, min_periods=1).min()[::-1]
+    m = (trailing_min.to_numpy() + leading_min.to_numpy()) / 2
+    pad = np.zeros(smooth_window)
+    padded = pd.Series(np.concatenate([pad, m, pad]))
+    trailing_mean = padded.rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)
+    leading_mean = padded[::-1].rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)[::-1]
+    smooth = ((trailing_mean.to_numpy() + leading_mean.to_numpy()) / 2)[smooth_window:-smooth_window]
+    return spectrum - smooth
+
+
+@pytest.mark.parametrize("n_pixels,min_window,smooth_window", [
+    (1000, 100, 50), (257, 100, 50), (80, 100, 50), (300, 7, 3), (200, 1, 1), (150, 64, 20)])
+def test_baseline_matches_pandas_reference(n_pixels, min_window, smooth_window):
+    X = raw_spectra(6, n_pixels, seed=n_pixels)
+    expected = np.array([pandas_baseline_correct(x, min_window, smooth_window) for x in X])
+    got = baseline_correct(X, min_window, smooth_window, block_rows=4)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(X).max())
+
+
+def test_baseline_float32_stays_float32_and_close():
+    X = raw_spectra(5, 600, seed=3)
+    expected = np.array([pandas_baseline_correct(x, 100, 50) for x in X])
+    got = baseline_correct(X.astype(np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-6 * np.abs(X).max())
+
+
+def test_baseline_removes_continuum_keeps_lines():
+    px = np.arange(2000, dtype=float)
+    continuum = 500 + 0.3 * px
+    line = 5000 * np.exp(-0.5 * ((px - 1000) / 2.0) ** 2)
+    corrected = baseline_correct(continuum + line)[0]
+    assert abs(np.median(corrected[200:1800])) < 0.05 * 500      # continuum gone
+    assert corrected[1000] > 0.9 * 5000                            # line kept
+
+
+def test_gaussian_kernel_is_normalised_symmetric():
+    k = gaussian_kernel(50)
+    assert k.shape == (99,)
+    assert k.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(k, k[::-1])
+
+
+def test_onnx_spec_rebuilt_in_onnxruntime_matches():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w, s, n = 100, 50, 700
+    spec = baseline_onnx_spec(w, s)
+    nodes = [
+        helper.make_node("Neg", ["x"], ["neg"]),
+        helper.make_node("MaxPool", ["neg"], ["tmax"], kernel_shape=spec["trailing_min"]["kernel_shape"],
+                         strides=[1], pads=spec["trailing_min"]["pads"]),
+        helper.make_node("MaxPool", ["neg"], ["lmax"], kernel_shape=spec["leading_min"]["kernel_shape"],
+                         strides=[1], pads=spec["leading_min"]["pads"]),
+        helper.make_node("Add", ["tmax", "lmax"], ["sum"]),
+        helper.make_node("Mul", ["sum", "minus_half"], ["m"]),
+        helper.make_node("Conv", ["m", "kernel"], ["baseline"], pads=spec["smooth"]["pads"]),
+        helper.make_node("Sub", ["x", "baseline"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(-0.5, np.float32), "minus_half"),
+             numpy_helper.from_array(spec["smooth"]["weights"].astype(np.float32)[None, None, :], "kernel")]
+    graph = helper.make_graph(nodes, "baseline",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    X = raw_spectra(4, n, seed=5).astype(np.float32)
+    got = session.run(["y"], {"x": X[:, None, :]})[0][:, 0, :]
+    np.testing.assert_allclose(got, baseline_correct(X), atol=1e-5 * np.abs(X).max())
+
+
+def test_baseline_corrector_transformer_and_errors():
+    X = raw_spectra(3, 400)
+    corrector = BaselineCorrector(100, 50).fit(X)
+    np.testing.assert_allclose(corrector.transform(X), baseline_correct(X))
+    with pytest.raises(SpectraError, match="expected 400 pixels"):
+        corrector.transform(X[:, :300])
+    bad = X.copy()
+    bad[1, 7] = np.nan
+    with pytest.raises(SpectraError, match="NaN"):
+        baseline_correct(bad)
+    with pytest.raises(ValueError, match="min_window"):
+        estimate_baseline(X, 0, 50)
+
+
+def test_check_spectra_messages():
+    with pytest.raises(SpectraError, match="2-D"):
+        check_spectra(np.zeros((2, 3, 4)))
+    with pytest.raises(SpectraError, match="expected 5 pixels per spectrum, got 4"):
+        check_spectra(np.zeros((2, 4)), 5, name="secondary")
+    bad = np.zeros((3, 4))
+    bad[2, 1] = np.inf
+    with pytest.raises(SpectraError, match=r"spectrum 2, pixel 1"):
+        check_spectra(bad)
+
+
+# --------------------------------------------------------------------------- scaling
+
+def _shifted_sets():
+    rng = np.random.default_rng(0)
+    train = rng.normal(10, 2, (500, 20))
+    test = rng.normal(14, 3, (300, 20))      # another day: shifted and wider
+    return train, test
+
+
+def test_causal_protocol_uses_training_statistics_only():
+    train, test = _shifted_sets()
+    scaler = SpectralScaler().fit(train)
+    assert scaler.protocol == "causal"
+    assert scaler.for_dataset(test) is scaler
+    scaled = scaler.for_dataset(test).transform(test)
+    np.testing.assert_allclose(scaled, (test - train.mean(0)) / train.std(0))
+    assert scaled.mean() == pytest.approx((14 - 10) / 2, abs=0.15)
+
+
+def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
+    train, test = _shifted_sets()
+    scaler = SpectralScaler(protocol="paper").fit(train)
+    own = scaler.for_dataset(np.array_split(test, 4))           # chunks, as from a file
+    scaled = own.transform(test)
+    np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(scaled.std(0), 1, atol=1e-9)
+    np.testing.assert_allclose(scaler.mean_, train.mean(0))      # training stats untouched
+    np.testing.assert_allclose(own.inverse_transform(scaled), test)
+
+
+def test_inverse_round_trip_and_float32():
+    train, test = _shifted_sets()
+    scaler = SpectralScaler().fit(train.astype(np.float32))
+    z = scaler.transform(test.astype(np.float32))
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(scaler.inverse_transform(z), test, rtol=1e-5)
+
+
+def test_partial_fit_over_chunks_equals_full_fit():
+    train, _ = _shifted_sets()
+    full = SpectralScaler().fit(train)
+    chunked = SpectralScaler()
+    for chunk in np.array_split(train, [1, 50, 51, 300]):
+        chunked.partial_fit(chunk)
+    np.testing.assert_allclose(chunked.mean_, full.mean_, rtol=1e-12)
+    np.testing.assert_allclose(chunked.var_, train.var(0), rtol=1e-10)
+    assert chunked.n_samples_seen_ == 500
+    with pytest.raises(SpectraError, match="expected 20 pixels"):
+        chunked.partial_fit(train[:, :19])
+
+
+def test_state_round_trip_is_plain_and_exact():
+    train, test = _shifted_sets()
+    scaler = SpectralScaler(protocol="paper").fit(train)
+    state = scaler.get_state()
+    assert set(state) == {"protocol", "n_samples_seen", "mean", "var"}
+    assert all(isinstance(v, (str, int, np.ndarray)) for v in state.values())
+    restored = SpectralScaler.from_state(state)
+    assert restored.protocol == "paper"
+    np.testing.assert_array_equal(restored.transform(test), scaler.transform(test))
+    with pytest.raises(ValueError, match="finite"):
+        SpectralScaler.from_state({**state, "var": -state["var"]})
+
+
+def test_constant_pixel_is_left_unscaled():
+    X = np.random.default_rng(1).normal(size=(50, 4))
+    X[:, 2] = 7.0
+    z = SpectralScaler().fit(X).transform(X)
+    assert np.all(np.isfinite(z))
+    np.testing.assert_allclose(z[:, 2], 0)
+
+
+def test_bad_protocol_and_unfitted():
+    with pytest.raises(ValueError, match="protocol"):
+        SpectralScaler(protocol="future").fit(np.ones((3, 2)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SpectralScaler().transform(np.ones((3, 2)))
+
+
+# ------------------------------------------------------------------ wavelengths
+
+def test_check_wavelengths_tolerance_and_messages():
+    wl = np.linspace(260, 370, 300)
+    check_wavelengths(wl, wl + 0.01)                      # well under a tenth of a pixel
+    with pytest.raises(WavelengthMismatchError, match="expected 300 pixels, got 299"):
+        check_wavelengths(wl, wl[:-1])
+    with pytest.raises(WavelengthMismatchError, match=r"pixel 299.*resample"):
+        check_wavelengths(wl, wl + np.linspace(0, 0.2, 300))
+
+
+def test_resample_linear_and_range():
+    wl_from = np.linspace(260, 370, 300)
+    wl_to = wl_from + 0.05                                  # drifted axis
+    X = np.stack([2.0 * wl_from + 1, -wl_from])
+    got = resample(X, wl_from, wl_to)
+    np.testing.assert_allclose(got[:, :-1], np.stack([2.0 * wl_to + 1, -wl_to])[:, :-1])
+    assert got[0, -1] == pytest.approx(X[0, -1])          # edge held within one pixel
+    with pytest.raises(WavelengthMismatchError, match="beyond"):
+        resample(X, wl_from, wl_from + 5)
+    with pytest.raises(SpectraError, match="expected 300 pixels"):
+        resample(X[:, :10], wl_from, wl_to)
+
+
+def test_spectrum_preprocessor_checks_and_protocols():
+    X_train = raw_spectra(40, 300, seed=1)
+    X_test = raw_spectra(20, 300, seed=2) + 200
+    wl = np.linspace(260, 370, 300)
+    prep = SpectrumPreprocessor(wl, protocol="paper", name="secondary").fit(X_train)
+    z = prep.transform(X_test)
+    np.testing.assert_allclose(prep.inverse_transform(z), baseline_correct(X_test), rtol=1e-9, atol=1e-6)
+    own = prep.for_dataset(np.array_split(X_test, 3))
+    np.testing.assert_allclose(own.transform(X_test).mean(0), 0, atol=1e-8)
+    restored = SpectrumPreprocessor.from_state(prep.get_state())
+    np.testing.assert_array_equal(restored.transform(X_test), z)
+    with pytest.raises(SpectraError, match="secondary: expected 300 pixels per spectrum, got 299"):
+        prep.transform(X_test[:, 1:])
+    with pytest.raises(WavelengthMismatchError, match="secondary wavelengths"):
+        prep.transform(X_test, wavelengths=wl + 1.0)
+    bad = X_test.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(SpectraError, match="NaN"):
+        prep.transform(bad)

@@ -1,0 +1,376 @@
+"""Baseline transfer models from secondary to primary spectra.
+
+Every model has ``fit(X_secondary, X_primary)`` and ``predict(X_secondary)`` on
+[n_spectra, n_pixels] arrays, and ``get_state()``/``from_state()`` as plain arrays.
+Feed them the same preprocessed (baseline-corrected, scaled) spectra the neural
+models see, and inverse-transform the predictions before computing metrics.
+
+- :class:`PLSTransfer`: PLS regression, 16 components (paper, section 4.3.2).
+- :class:`KNNTransfer`: k-nearest-neighbour regression, k = 10 (paper, 4.3.1). The
+  paper fits both on training + validation data; that is the caller's choice of X.
+- :class:`DSTransfer`: direct standardisation, one affine map from all secondary
+  pixels to all primary pixels, ridge-regularised (or truncated, PCR).
+- :class:`PDSTransfer`: piecewise DS, each primary pixel regressed on a window of
+  secondary pixels around the same wavelength.
+
+DS and PDS need only sums over spectra, so they also fit chunk by chunk
+(``partial_fit``) on maps that do not fit in memory.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsRegressor
+
+from transfer.preprocess import SpectraError, check_spectra
+
+log = logging.getLogger(__name__)
+
+
+class _TransferBaseline:
+    def _check_pair(self, X_secondary, X_primary, *, first: bool):
+        X_secondary = check_spectra(X_secondary, None if first else self.n_secondary_,
+                                    name="secondary spectra")
+        X_primary = check_spectra(X_primary, None if first else self.n_primary_,
+                                  name="primary spectra")
+        if X_secondary.shape[0] != X_primary.shape[0]:
+            raise SpectraError(f"{X_secondary.shape[0]} secondary spectra but "
+                               f"{X_primary.shape[0]} primary ones: pairs must match row by row")
+        if first:
+            self.n_secondary_, self.n_primary_ = X_secondary.shape[1], X_primary.shape[1]
+        return X_secondary, X_primary
+
+    def _check_input(self, X_secondary):
+        if not hasattr(self, "n_primary_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet")
+        return check_spectra(X_secondary, self.n_secondary_, name="secondary spectra", allow_1d=True)
+
+    def _subsample(self, *arrays):
+        limit = getattr(self, "max_fit_spectra", None)
+        n = arrays[0].shape[0]
+        if limit is None or n <= limit:
+            return arrays
+        rows = np.sort(np.random.default_rng(self.seed).choice(n, limit, replace=False))
+        log.info("%s: fitting on %d of %d spectra", type(self).__name__, limit, n)
+        return tuple(a[rows] for a in arrays)
+
+
+class _StreamingFit(_TransferBaseline):
+    """Fitting from sums over spectra: ``partial_fit`` adds a chunk (split into blocks
+    of ``_block_rows`` to bound the float64 temporaries); the solve happens once, on
+    the first ``predict``/``get_state`` after new data."""
+
+    _block_rows = 2048
+
+    def fit(self, X_secondary, X_primary):
+        for attr in ("n_primary_", "n_secondary_", "_n"):
+            self.__dict__.pop(attr, None)
+        return self.partial_fit(X_secondary, X_primary)
+
+    def partial_fit(self, X_secondary, X_primary):
+        if hasattr(self, "n_primary_") and not hasattr(self, "_n"):
+            raise RuntimeError(f"{type(self).__name__} restored from a state keeps no sums to add "
+                               "to; call fit() to fit it afresh")
+        first = not hasattr(self, "n_primary_")
+        X, Y = self._check_pair(X_secondary, X_primary, first=first)
+        if first:
+            self._start(X, Y)
+        for start in range(0, X.shape[0], self._block_rows):
+            self._accumulate(X[start:start + self._block_rows], Y[start:start + self._block_rows])
+        self._solved = False
+        return self
+
+    def _ensure_solved(self):
+        if not getattr(self, "_solved", True):
+            if self._n < 2:
+                raise SpectraError(f"{type(self).__name__} needs at least 2 spectrum pairs")
+            self._solve()
+            self._solved = True
+
+
+class _AffineTransfer(_TransferBaseline):
+    """Prediction X @ coef_ + intercept_ (coef_ [n_secondary, n_primary])."""
+
+    def _ensure_solved(self):
+        pass
+
+    def predict(self, X_secondary) -> np.ndarray:
+        X = self._check_input(X_secondary)
+        self._ensure_solved()
+        return X @ self.coef_.astype(X.dtype) + self.intercept_.astype(X.dtype)
+
+    _state_params: tuple[str, ...] = ()
+
+    def get_state(self) -> dict:
+        """{"coef": [n_secondary, n_primary], "intercept": [n_primary], constructor params}."""
+        self._ensure_solved()
+        return {"coef": self.coef_.copy(), "intercept": self.intercept_.copy(),
+                **{name: getattr(self, name) for name in self._state_params}}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        model = cls(**{name: state[name] for name in cls._state_params if name in state})
+        model.coef_ = np.asarray(state["coef"], dtype=np.float64)
+        model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
+        if model.coef_.ndim != 2 or model.intercept_.shape != model.coef_.shape[1:]:
+            raise ValueError(f"{cls.__name__} state: coef {model.coef_.shape} and intercept "
+                             f"{model.intercept_.shape} do not fit together")
+        model.n_secondary_, model.n_primary_ = model.coef_.shape
+        return model
+
+
+class PLSTransfer(_AffineTransfer):
+    """PLS regression (scikit-learn PLSRegression), kept as its affine map.
+
+    scikit-learn copies the data to float64 (about 16 bytes per value of X and Y);
+    ``max_fit_spectra`` fits on a seeded random subset when memory is short.
+    """
+
+    _state_params = ("n_components",)
+
+    def __init__(self, n_components: int = 16, *, max_fit_spectra: int | None = None, seed: int = 0):
+        self.n_components = int(n_components)
+        self.max_fit_spectra = max_fit_spectra
+        self.seed = seed
+
+    def fit(self, X_secondary, X_primary) -> "PLSTransfer":
+        X, Y = self._subsample(*self._check_pair(X_secondary, X_primary, first=True))
+        n_components = min(self.n_components, X.shape[0] - 1, X.shape[1])
+        pls = PLSRegression(n_components=n_components, scale=True).fit(X, Y)
+        self.coef_ = np.asarray(pls.coef_, dtype=np.float64).T
+        self.intercept_ = pls.predict(np.zeros((1, X.shape[1])))[0].astype(np.float64)
+        probe = X[: min(8, X.shape[0])]
+        expected = pls.predict(probe)
+        if not np.allclose(probe @ self.coef_ + self.intercept_, expected,
+                           rtol=1e-4, atol=1e-6 * (np.abs(expected).max() + 1)):
+            raise RuntimeError("PLSRegression is not affine in coef_ in this scikit-learn version")
+        return self
+
+
+class DSTransfer(_StreamingFit, _AffineTransfer):
+    """Direct standardisation: primary = secondary @ F + b over all pixels.
+
+    F solves the ridge problem min ||Yc - Xc F||^2 + alpha ||F||^2 on centred data
+    from the secondary covariance (n_secondary^2, not n_spectra^2):
+    F = (Xc^T Xc + alpha I)^-1 Xc^T Yc by a Cholesky solve. ``alpha`` is relative to the
+    mean eigenvalue (trace / n_secondary). ``n_components`` instead keeps only the
+    leading eigenvectors V (principal-component regression, still with the ridge):
+    F = V diag(1 / (s + alpha)) V^T Xc^T Yc. Memory: the two cross-product
+    matrices in float64, about 8 * n_secondary * (n_secondary + n_primary) bytes.
+    """
+
+    _state_params = ("alpha", "n_components")
+
+    def __init__(self, alpha: float = 1e-3, n_components: int | None = None):
+        self.alpha = float(alpha)
+        self.n_components = None if n_components is None else int(n_components)
+
+    def _start(self, X, Y):
+        # Sums about a fixed shift (the first chunk's mean) avoid cancellation.
+        self._shift_x, self._shift_y = X.mean(axis=0, dtype=np.float64), Y.mean(axis=0, dtype=np.float64)
+        self._n = 0
+        self._sx, self._sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
+        self._sxx = np.zeros((X.shape[1], X.shape[1]))
+        self._sxy = np.zeros((X.shape[1], Y.shape[1]))
+
+    def _accumulate(self, X, Y):
+        Xs = X - self._shift_x.astype(X.dtype)
+        Ys = Y - self._shift_y.astype(Y.dtype)
+        self._n += X.shape[0]
+        self._sx += Xs.sum(axis=0, dtype=np.float64)
+        self._sy += Ys.sum(axis=0, dtype=np.float64)
+        self._sxx += Xs.T @ Xs
+        self._sxy += Xs.T @ Ys
+
+    def _solve(self):
+        mx, my = self._sx / self._n, self._sy / self._n
+        cxx = self._sxx - self._n * np.outer(mx, mx)
+        cxy = self._sxy - self._n * np.outer(mx, my)
+        ridge = self.alpha * max(np.trace(cxx), 1e-300) / cxx.shape[0]
+        if self.n_components is None:
+            # Ridge alone: a Cholesky solve is several times cheaper than eigh.
+            cxx[np.diag_indices_from(cxx)] += ridge
+            try:
+                self.coef_ = cho_solve(cho_factor(cxx, overwrite_a=True), cxy, overwrite_b=True)
+            except np.linalg.LinAlgError:
+                raise ValueError(f"DS: the secondary covariance plus ridge alpha={self.alpha} is "
+                                 "singular; use a larger alpha") from None
+        else:
+            eigval, eigvec = np.linalg.eigh(cxx)
+            eigval = np.maximum(eigval[-self.n_components:], 0.0)
+            eigvec = eigvec[:, -self.n_components:]
+            inv = np.divide(1.0, eigval + ridge, out=np.zeros_like(eigval), where=eigval + ridge > 0)
+            self.coef_ = eigvec @ (inv[:, None] * (eigvec.T @ cxy))
+        self.intercept_ = (my + self._shift_y) - (mx + self._shift_x) @ self.coef_
+
+
+class PDSTransfer(_StreamingFit):
+    """Piecewise direct standardisation.
+
+    Primary pixel j (wavelength l_j) is regressed, with an intercept and a ridge of
+    ``alpha`` times the window's mean variance, on the 2*half_window+1 secondary pixels
+    centred on the secondary pixel nearest l_j. Windows are shifted inwards at the ends
+    of the secondary axis; primary pixels outside the secondary range use the nearest
+    edge window, i.e. they are extrapolated from how they co-vary with the edge of the
+    secondary range (nothing better is measured there). All windows are solved at once
+    as a batch of small least-squares problems; fitting keeps only banded sums.
+    """
+
+    def __init__(self, wavelengths_secondary, wavelengths_primary, *, half_window: int = 5,
+                 alpha: float = 1e-3):
+        self.wavelengths_secondary = np.asarray(wavelengths_secondary, dtype=np.float64)
+        self.wavelengths_primary = np.asarray(wavelengths_primary, dtype=np.float64)
+        self.half_window = half_window
+        self.alpha = alpha
+        self.window_start_ = _window_starts(self.wavelengths_secondary,
+                                            self.wavelengths_primary, half_window)
+
+    @property
+    def width(self) -> int:
+        return min(2 * self.half_window + 1, self.wavelengths_secondary.size)
+
+    def _start(self, X, Y):
+        if (X.shape[1], Y.shape[1]) != (self.wavelengths_secondary.size, self.wavelengths_primary.size):
+            self.__dict__.pop("n_primary_", None)
+            raise SpectraError(
+                f"PDS: spectra have {X.shape[1]}/{Y.shape[1]} pixels (secondary/primary), the "
+                f"wavelength axes {self.wavelengths_secondary.size}/{self.wavelengths_primary.size}")
+        self._shift_x, self._shift_y = X.mean(axis=0, dtype=np.float64), Y.mean(axis=0, dtype=np.float64)
+        self._n = 0
+        self._sx, self._sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
+        self._band = np.zeros((X.shape[1], self.width))        # sum x_a x_(a+d)
+        self._cross = np.zeros((Y.shape[1], self.width))       # sum x_(s_j+t) y_j
+
+    def _accumulate(self, X, Y):
+        Xs = X - self._shift_x
+        Ys = Y - self._shift_y
+        n_sec = X.shape[1]
+        self._n += X.shape[0]
+        self._sx += Xs.sum(axis=0)
+        self._sy += Ys.sum(axis=0)
+        for d in range(self.width):
+            self._band[:n_sec - d, d] += np.einsum("ia,ia->a", Xs[:, :n_sec - d], Xs[:, d:])
+            self._cross[:, d] += np.einsum("ij,ij->j", Xs[:, self.window_start_ + d], Ys)
+
+    def _solve(self):
+        n, w, start = self._n, self.width, self.window_start_
+        mx, my = self._sx / n, self._sy / n
+        t = np.arange(w)
+        rows = start[:, None, None] + np.minimum(t[:, None], t[None, :])[None]
+        gram = self._band[rows, np.abs(t[:, None] - t[None, :])[None]]      # [n_p, w, w]
+        mean_win = mx[start[:, None] + t[None, :]]                            # [n_p, w]
+        gram = gram - n * mean_win[:, :, None] * mean_win[:, None, :]
+        cross = self._cross - n * mean_win * my[:, None]
+        ridge = self.alpha * np.maximum(np.trace(gram, axis1=1, axis2=2) / w, 1e-300)
+        gram[:, t, t] += ridge[:, None]
+        self.coef_ = np.linalg.solve(gram, cross[:, :, None])[:, :, 0]       # [n_p, w]
+        self.intercept_ = (my + self._shift_y) - np.einsum(
+            "jt,jt->j", mean_win + self._shift_x[start[:, None] + t[None, :]], self.coef_)
+
+    def predict(self, X_secondary) -> np.ndarray:
+        X = self._check_input(X_secondary)
+        self._ensure_solved()
+        out = np.broadcast_to(self.intercept_.astype(X.dtype), (X.shape[0], self.n_primary_)).copy()
+        for d in range(self.coef_.shape[1]):
+            out += X[:, self.window_start_ + d] * self.coef_[:, d].astype(X.dtype)
+        return out
+
+    def get_state(self) -> dict:
+        self._ensure_solved()
+        return {"wavelengths_secondary": self.wavelengths_secondary.copy(),
+                "wavelengths_primary": self.wavelengths_primary.copy(),
+                "half_window": self.half_window, "alpha": self.alpha,
+                "coef": self.coef_.copy(), "intercept": self.intercept_.copy()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PDSTransfer":
+        model = cls(state["wavelengths_secondary"], state["wavelengths_primary"],
+                    half_window=int(state["half_window"]), alpha=float(state["alpha"]))
+        model.coef_ = np.asarray(state["coef"], dtype=np.float64)
+        model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
+        if model.coef_.shape != (model.wavelengths_primary.size, model.width):
+            raise ValueError(f"PDS state: coef shape {model.coef_.shape} does not fit the axes")
+        model.n_secondary_ = model.wavelengths_secondary.size
+        model.n_primary_ = model.wavelengths_primary.size
+        return model
+
+
+def _window_starts(wl_secondary: np.ndarray, wl_primary: np.ndarray, half_window: int) -> np.ndarray:
+    if wl_secondary.ndim != 1 or wl_primary.ndim != 1 or wl_secondary.size < 2 \
+            or np.any(np.diff(wl_secondary) <= 0):
+        raise ValueError("PDS: wavelength axes must be 1-D and the secondary strictly increasing")
+    if int(half_window) != half_window or half_window < 0:
+        raise ValueError(f"PDS: half_window must be a non-negative integer, got {half_window!r}")
+    width = min(2 * half_window + 1, wl_secondary.size)
+    right = np.clip(np.searchsorted(wl_secondary, wl_primary), 1, wl_secondary.size - 1)
+    nearest = np.where(wl_primary - wl_secondary[right - 1] <= wl_secondary[right] - wl_primary,
+                       right - 1, right)
+    return np.clip(nearest - half_window, 0, wl_secondary.size - width).astype(np.int64)
+
+
+class KNNTransfer(_TransferBaseline):
+    """k-nearest-neighbour regression (scikit-learn KNeighborsRegressor, brute force,
+    Euclidean), optionally in a PCA space of ``n_components`` dimensions.
+
+    Exact search costs O(n_fit * n_query * n_secondary): fine for ~10^4 spectra; for
+    ~10^5 set ``n_components`` (e.g. 64) and/or ``max_fit_spectra``. The model keeps its
+    training targets, so its state is as large as its training set.
+    """
+
+    def __init__(self, n_neighbors: int = 10, *, n_components: int | None = None,
+                 max_fit_spectra: int | None = None, seed: int = 0, predict_rows: int = 256):
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.max_fit_spectra = max_fit_spectra
+        self.seed = seed
+        self.predict_rows = predict_rows
+
+    def _features(self, X):
+        if self.pca_ is None:
+            return X
+        return ((X - self.pca_["mean"].astype(X.dtype)) @ self.pca_["components"].T.astype(X.dtype))
+
+    def fit(self, X_secondary, X_primary) -> "KNNTransfer":
+        X, Y = self._subsample(*self._check_pair(X_secondary, X_primary, first=True))
+        if X.shape[0] < self.n_neighbors:
+            raise SpectraError(f"KNN needs at least {self.n_neighbors} training spectra, got {X.shape[0]}")
+        self.pca_ = None
+        if self.n_components is not None:
+            pca = PCA(n_components=min(self.n_components, *X.shape), svd_solver="randomized",
+                      random_state=self.seed).fit(X)
+            self.pca_ = {"mean": pca.mean_, "components": pca.components_}
+        self._build(self._features(X), Y)
+        return self
+
+    def _build(self, features, targets):
+        self.fit_features_, self.fit_targets_ = features, targets
+        self.model_ = KNeighborsRegressor(n_neighbors=self.n_neighbors, algorithm="brute").fit(features, targets)
+
+    def predict(self, X_secondary) -> np.ndarray:
+        X = self._check_input(X_secondary)
+        features = self._features(X)
+        out = np.empty((X.shape[0], self.n_primary_), dtype=self.fit_targets_.dtype)
+        for start in range(0, X.shape[0], self.predict_rows):   # bounds the [rows, k, n] gather
+            out[start:start + self.predict_rows] = self.model_.predict(features[start:start + self.predict_rows])
+        return out
+
+    def get_state(self) -> dict:
+        state = {"n_neighbors": self.n_neighbors, "fit_features": self.fit_features_,
+                 "fit_targets": self.fit_targets_, "n_secondary": self.n_secondary_}
+        if self.pca_ is not None:
+            state.update(pca_mean=self.pca_["mean"], pca_components=self.pca_["components"])
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> "KNNTransfer":
+        model = cls(n_neighbors=int(state["n_neighbors"]))
+        model.pca_ = ({"mean": np.asarray(state["pca_mean"]), "components": np.asarray(state["pca_components"])}
+                      if "pca_components" in state else None)
+        targets = np.asarray(state["fit_targets"])
+        model.n_secondary_, model.n_primary_ = int(state["n_secondary"]), targets.shape[1]
+        model._build(np.asarray(state["fit_features"]), targets)
+        return model
