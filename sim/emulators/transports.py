@@ -167,6 +167,25 @@ class _LineServer:
         raise NotImplementedError
 
 
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _ack_at_once(conn: socket.socket) -> None:
+    """Acknowledge the segment just received without the ~40 ms delayed ACK.
+
+    A client that writes a setting and then its error query as two small
+    segments (Nagle on its side) otherwise waits for our delayed ACK on every
+    setting. Linux clears TCP_QUICKACK after each receive, so it is set again
+    every time; elsewhere the option does not exist and nothing changes.
+    """
+    if _TCP_QUICKACK is None:
+        return
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+    except OSError:
+        pass  # the peer has gone; the next recv reports it
+
+
 class TcpLineServer(_LineServer):
     """Loopback TCP server (the DG645's raw-socket LAN interface)."""
 
@@ -206,6 +225,7 @@ class TcpLineServer(_LineServer):
                 continue
             with conn:
                 conn.settimeout(_POLL_S)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._pending = b""
                 while not self._stop.is_set():
                     try:
@@ -216,6 +236,7 @@ class TcpLineServer(_LineServer):
                         break
                     if not data:
                         break
+                    _ack_at_once(conn)
                     try:
                         self._feed(data, conn.sendall)
                     except OSError:

@@ -1,0 +1,51 @@
+"""Derived results written after the fact: /entry/transferred of a finished (or stopped) map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .contract import check_contract
+from .h5files import open_for_update
+from .journal import writer_active
+from .layout import MapLayout, PairedMapError, PairedMapFormatError
+from .skeleton import create_derived_group
+from .runs import write_derived_values
+
+TRANSFERRED = "transferred"
+
+
+def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: str = "",
+                      wavelengths=None) -> None:
+    """Store transferred primary spectra (float32 [k, n_primary]) and labels for spots (iy, ix).
+
+    Creates /entry/transferred on first use. `wavelengths` is needed only when
+    the map has no primary system whose axis the spectra share.
+    """
+    path = Path(path)
+    if writer_active(path):
+        raise PairedMapError(f"{path}: a writer has the map open; use its write_derived() instead")
+    spectra = np.asarray(spectra, dtype=np.float32)
+    if spectra.ndim != 2:
+        raise ValueError(f"spectra must be [k, n_pixels], got shape {spectra.shape}")
+    with open_for_update(path, rdcc_nbytes=32 * 1024 * 1024) as f:
+        try:
+            info = check_contract(f)
+        except PairedMapFormatError as exc:
+            raise PairedMapFormatError(f"{path}: {exc}") from None
+        group = f["entry"].get(TRANSFERRED)
+        if group is None:
+            first = f["entry"][info.systems[0]]
+            layout = MapLayout(info.shape, info.step_um, info.order,
+                               (float(first["x"][0]), float(first["y"][0])))
+            spec = spectra.shape[1] if wavelengths is None else wavelengths
+            try:
+                group = create_derived_group(f, TRANSFERRED, layout, spec)
+            except ValueError as exc:
+                raise PairedMapError(f"{path}: {exc}") from None
+        elif group["spectra"].shape[2] != spectra.shape[1]:
+            raise PairedMapError(f"{path}: /entry/{TRANSFERRED} holds {group['spectra'].shape[2]}-pixel "
+                                 f"spectra, got {spectra.shape[1]}")
+        write_derived_values(group, iy, ix, info.shape, spectra=spectra, label=label, novelty=novelty)
+        group.attrs["model_id"] = str(model_id)

@@ -1,0 +1,64 @@
+"""A writer in its own process, driven by the store tests (kill -9 and live-reading tests).
+
+    python -m tests.store.writer_script run PATH NY NX BATCH   write every missing spot, printing
+                                                               "W iy ix" once write_spot returned
+    python -m tests.store.writer_script live PATH NY NX        on stdin "write K" / "finish";
+                                                               answers "ok N" / "done"
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from acquisition.store import PairedMapWriter
+
+from .mapdata import WAVELENGTHS, layout, write_spot
+
+
+def open_writer(path: Path, ny: int, nx: int, batch: int) -> PairedMapWriter:
+    lay = layout(ny, nx)
+    if path.exists():
+        return PairedMapWriter.resume(path, layout=lay, wavelengths=WAVELENGTHS, batch_spots=batch,
+                                      commit_interval_s=3600)
+    return PairedMapWriter.create(path, lay, WAVELENGTHS, title="kill test", batch_spots=batch,
+                                  commit_interval_s=3600)
+
+
+def run(path: Path, ny: int, nx: int, batch: int) -> None:
+    writer = open_writer(path, ny, nx, batch)
+    print("READY", writer.n_acquired, flush=True)
+    for iy, ix in writer.missing():
+        write_spot(writer, int(iy), int(ix))
+        print("W", iy, ix, flush=True)
+        time.sleep(0.0005)  # keeps the map in progress long enough to be killed mid-way
+    writer.finish()
+    print("FINISHED", flush=True)
+
+
+def live(path: Path, ny: int, nx: int) -> None:
+    writer = PairedMapWriter.create(path, layout(ny, nx), WAVELENGTHS, title="live test",
+                                    batch_spots=1000, commit_interval_s=3600)
+    todo = iter(writer.missing())
+    print("ok", writer.n_acquired, flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "write":
+            for _ in range(int(command[1])):
+                iy, ix = next(todo)
+                write_spot(writer, int(iy), int(ix))
+            writer.flush()
+            print("ok", writer.n_acquired, flush=True)
+        elif command[0] == "finish":
+            writer.finish()
+            print("done", flush=True)
+            return
+
+
+if __name__ == "__main__":
+    mode, path, ny, nx = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    if mode == "run":
+        run(path, ny, nx, int(sys.argv[5]))
+    else:
+        live(path, ny, nx)
