@@ -1,0 +1,123 @@
+"""``libs-sim bench``: serve the simulated bench's instruments until Ctrl-C.
+
+The delay generator, laser and stage emulators are served on their real
+transports (loopback TCP, pseudo-terminals) for driving by hand or from other
+software. The simulated spectrometers live inside this process and cannot be
+reached from another one, so a paired map on the simulated bench is normally
+acquired with ``libs-acquire map --sim``, which starts its own bench in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "Serve the simulated bench's delay generator, laser and stage until Ctrl-C."
+EPILOG = """\
+example:
+  libs-sim bench --seed 1 --realtime --write-config bench.toml
+  libs-sim bench --faults missed-trigger=0.01,timeout=0.002,interlock-at=500
+
+Prints the pyvisa resource strings of the DG645 (TCP), the Big Sky laser and
+the Zaber stage (pseudo-terminals) and, with --write-config, a ready bench
+config. The simulated spectrometers run inside this process only, so for a
+paired map use `libs-acquire map --sim ...` (it starts its own bench); this
+command is for driving the serial/TCP instruments by hand or from other
+software. Without --realtime time is virtual: it moves only while a client
+waits (polls a moving stage), so use --realtime for interactive work.
+
+faults (comma-separated key=value): missed-trigger=P, timeout=P, garbled=P,
+stall=P (probabilities), interlock-at=N (laser shot number).
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bench`` on a ``libs-sim`` subparsers object."""
+    parser = subparsers.add_parser("bench", help="serve the simulated bench's instruments",
+                                   description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure_parser(parser)
+    return parser
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="sample and fault seed (default 0)")
+    parser.add_argument("--day", type=int, default=0, help="measurement day: drifts of plasma and "
+                        "spectrographs (default 0)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run on the wall clock (default: virtual, as fast as possible)")
+    parser.add_argument("--faults", default="", metavar="SPEC",
+                        help="fault injection, e.g. missed-trigger=0.01,timeout=0.002")
+    parser.add_argument("--write-config", type=Path, metavar="PATH",
+                        help="write a ready bench config (TOML) to PATH")
+    parser.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
+                        help="shot rate written into the config (default 1000)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        faults = BenchFaults.from_string(args.faults)
+    except BenchFaultsError as exc:
+        print(f"libs-sim bench: {exc}", file=sys.stderr)
+        return 2
+    if not args.rate > 0:
+        print(f"libs-sim bench: --rate must be > 0 Hz, got {args.rate:g}", file=sys.stderr)
+        return 2
+    for name in ("seed", "day"):
+        if getattr(args, name) < 0:
+            print(f"libs-sim bench: --{name} must be >= 0, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    if args.write_config is not None and not args.write_config.parent.exists():
+        print(f"libs-sim bench: cannot write {args.write_config}: folder "
+              f"{args.write_config.parent} does not exist", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with SimulatedBench(seed=args.seed, day=args.day, realtime=args.realtime, faults=faults) as bench:
+            for name, resource in bench.resources.items():
+                print(f"{name:16s}{resource}")
+            if args.write_config is not None:
+                args.write_config.write_text(bench.config_toml(rate_hz=args.rate))
+                print(f"bench config written to {args.write_config}")
+            print("serving; Ctrl-C to stop", flush=True)
+            _serve(bench, stop)
+            summary = bench.fault_log()
+            print(f"stopped: {len(bench.fired)} laser shots reached the sample, laser made safe "
+                  f"{bench.laser_safe_count} time(s), {len(summary['missed_triggers'])} missed "
+                  f"trigger(s), {len(summary['stalls'])} stall(s)")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _serve(bench: SimulatedBench, stop: threading.Event) -> None:
+    with tqdm(desc="laser shots", unit="shot", dynamic_ncols=True, file=sys.stderr) as progress:
+        while not stop.wait(0.5):
+            progress.update(len(bench.engine.fired) - progress.n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="libs-sim bench", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

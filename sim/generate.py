@@ -1,0 +1,238 @@
+"""Simulated paired maps written through the paired-map store, and the
+``libs-sim generate`` subcommand.
+
+Generation is chunked by whole map rows: one chunk of shots is simulated,
+written with ``PairedMapWriter.write_spots`` and dropped, so memory stays
+bounded whatever the map size. The ground-truth phase map and the simulation
+settings go under ``/entry/sample``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from acquisition.store import MapLayout, PairedMapError, PairedMapReader, PairedMapWriter
+from sim.plasma import GATE_NODES
+from sim.sample import PHASE_NAMES
+from sim.scene import DEFAULT_GATES, SYSTEMS, PairedScene
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SPOTS = 2048
+SHOT_RATE_HZ = 50.0
+#: Start of the simulated acquisition, Unix time (2022-06-01 09:00 UTC), plus one day per `day`.
+EPOCH_S = 1654074000.0
+
+#: The paper's three maps (Vrabel et al. 2023, section 3): train and validation
+#: on one day, test on another day and another region of the sample.
+PRESETS: dict[str, dict] = {
+    "paper-train": {"shape": (560, 560), "step_um": 40.0, "day": 0, "origin_um": (0.0, 0.0)},
+    "paper-val": {"shape": (266, 500), "step_um": 40.0, "day": 0, "origin_um": (0.0, 24000.0)},
+    "paper-test": {"shape": (500, 500), "step_um": 20.0, "day": 1, "origin_um": (24000.0, 4000.0)},
+}
+
+
+def _pair(value, name: str) -> tuple[float, float]:
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(arr[0]), float(arr[1])
+
+
+def instrument_settings(scene: PairedScene, gates: dict[str, tuple[float, float]]) -> dict[str, dict]:
+    """/entry/instrument contents for a simulated bench."""
+    settings = {}
+    for system in SYSTEMS:
+        spectrograph = scene.spectrograph(system)
+        d = spectrograph.design
+        settings[system] = {
+            "model": d.model, "serial": d.serial, "simulated": True,
+            "gate_delay_s": gates[system][0], "gate_width_s": gates[system][1],
+            "pixels": d.pixels, "grooves_per_mm": round(spectrograph.grating.grooves_per_mm, 3),
+            "focal_length_mm": d.focal_mm, "pixel_um": d.pixel_um,
+            "fwhm_nm": [d.fwhm_blue_nm, d.fwhm_red_nm], "gain_e_per_count": d.gain_e_per_count,
+            "read_noise_e": d.read_noise_e, "dark_offset_counts": d.dark_offset_counts,
+            "saturation_counts": 65535}
+    settings["laser"] = {"wavelength_nm": 266.0, "pulse_energy_mJ": 5.0, "pulse_width_ns": 5.0,
+                         "rate_hz": SHOT_RATE_HZ, "spot_um": 30.0, "simulated": True}
+    return settings
+
+
+def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk_spots) -> dict:
+    conditions = scene.conditions
+    attrs = {"simulator": "twinplume.sim", "seed": int(seed), "day": int(day),
+             "origin_um": list(origin_um), "step_um": list(step_um), "chunk_spots": int(chunk_spots),
+             "crater_radius_um": scene.sample.crater_radius_um, "gate_nodes": GATE_NODES,
+             "day_intensity": conditions.intensity}
+    attrs.update({f"plasma_{k}": v for k, v in asdict(conditions.plasma).items()})
+    for system, drift in conditions.drift.items():
+        attrs.update({f"{system}_{k}": v for k, v in asdict(drift).items()})
+    return attrs
+
+
+def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=(0.0, 0.0),
+                 progress: bool = True, chunk_spots: int = DEFAULT_CHUNK_SPOTS,
+                 overwrite: bool = False, resume: bool = False) -> Path:
+    """Simulate a paired raster map and write it to ``out``; returns the path.
+
+    The map is a deterministic function of (seed, day, shape, step, origin,
+    chunk_spots); the sample itself depends on the seed and the absolute
+    position only, so two origins give two regions of one sample.
+    ``resume=True`` completes an interrupted map with the same settings; the
+    result equals an uninterrupted run.
+    """
+    out = Path(out)
+    if int(chunk_spots) < 1:
+        raise ValueError(f"chunk_spots must be >= 1, got {chunk_spots}")
+    dy, dx = _pair(step_um, "step_um")
+    layout = MapLayout(tuple(shape), (dy, dx), "snake", _pair(origin_um, "origin_um"))
+    scene = PairedScene(seed=seed, day=day)
+    ny, nx = layout.shape
+    xs, ys = layout.x_um, layout.y_um
+    phase_map = scene.sample.phase_at(*np.meshgrid(xs, ys))
+    rows_per_chunk = max(1, int(chunk_spots) // nx)
+    visit_rank = np.empty((ny, nx), dtype=np.int64)
+    order = layout.visit_order()
+    visit_rank[order[:, 0], order[:, 1]] = np.arange(ny * nx)
+    origin_key = [int(round(v * 1000)) & 0xFFFFFFFF for v in layout.origin_um]
+
+    wavelengths = {s: scene.wavelengths(s) for s in SYSTEMS}
+    truth_attrs = truth_attributes(scene, seed=seed, day=day, origin_um=layout.origin_um,
+                                   step_um=(dy, dx), chunk_spots=chunk_spots)
+    if resume:
+        _check_same_simulation(out, truth_attrs)
+        writer = PairedMapWriter.resume(out, layout=layout, wavelengths=wavelengths)
+    else:
+        writer = PairedMapWriter.create(
+            out, layout, wavelengths, title=f"simulated paired map, seed {seed}, day {day}",
+            sample_name=f"synthetic pegmatite (seed {seed})", instrument=instrument_settings(scene, DEFAULT_GATES),
+            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs},
+            overwrite=overwrite)
+    todo = np.ones((ny, nx), dtype=bool)
+    if resume:
+        todo[:] = False
+        missing = writer.missing()
+        todo[missing[:, 0], missing[:, 1]] = True
+    log.info("generating %dx%d map (%d spots) at %s um, day %d, seed %d -> %s",
+             ny, nx, ny * nx, (dy, dx), day, seed, out)
+    def simulate(row0: int):
+        rows = np.arange(row0, min(ny, row0 + rows_per_chunk))
+        iy, ix = (a.ravel() for a in np.meshgrid(rows, np.arange(nx), indexing="ij"))
+        rng = np.random.default_rng([int(seed), int(day), *origin_key, int(row0)])
+        return iy, ix, scene.shots(xs[ix], ys[iy], rng=rng)
+
+    # The next chunk is simulated (numpy, GIL released) while this one is written:
+    # at most two chunks are held at a time.
+    starts = [r for r in range(0, ny, rows_per_chunk) if todo[r:r + rows_per_chunk].any()]
+    with writer, tqdm(total=int(todo.sum()), unit="spot", disable=not progress, desc=out.name) as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-chunk") as pool:
+        pending = pool.submit(simulate, starts[0]) if starts else None
+        for i in range(len(starts)):
+            iy, ix, spectra = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(simulate, starts[i + 1])
+            keep = todo[iy, ix]
+            if not keep.all():
+                iy, ix, spectra = iy[keep], ix[keep], {s: v[keep] for s, v in spectra.items()}
+            shot_id = visit_rank[iy, ix]
+            writer.write_spots(iy, ix, spectra, shot_id, EPOCH_S + 86400.0 * day + shot_id / SHOT_RATE_HZ,
+                               np.stack([xs[ix], ys[iy]], axis=1))
+            bar.update(iy.size)
+        writer.finish()
+    return out
+
+
+def _check_same_simulation(out: Path, attrs: dict) -> None:
+    """Refuse to resume a map that was simulated with other settings."""
+    if not out.exists():
+        raise FileNotFoundError(f"{out}: no map to resume")
+    with PairedMapReader(out) as reader:
+        truth = reader.sample_truth
+    found = (truth or {}).get("attrs", {})
+    for key in ("simulator", "seed", "day", "chunk_spots"):
+        if key not in found or np.any(np.asarray(found[key]) != np.asarray(attrs[key])):
+            raise ValueError(f"{out}: cannot resume: the file was simulated with {key}="
+                             f"{found.get(key)!r}, this run has {key}={attrs[key]!r}")
+
+
+# -- libs-sim generate ------------------------------------------------------------------
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        ny, nx = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 100x100 (rows x columns), got {text!r}") from None
+    if ny < 1 or nx < 1:
+        raise argparse.ArgumentTypeError(f"shape must be positive, got {text!r}")
+    return ny, nx
+
+
+def _origin(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"origin must look like 1200,-400 (x,y in um), got {text!r}") from None
+    return x, y
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate", help="simulate a paired LIBS map into a paired-map HDF5 file",
+        description="Simulate a paired raster map of a synthetic pegmatite (both spectrometers see "
+                    "every plasma) and write it through the paired-map store, with the ground-truth "
+                    "phase map under /entry/sample.",
+        epilog="examples:\n"
+               "  libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5\n"
+               "  libs-sim generate --preset paper-test --seed 1 --out test.h5\n"
+               "  libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption\n"
+               "presets: " + "; ".join(f"{k}: {v['shape'][0]}x{v['shape'][1]} @ {v['step_um']:g} um, "
+                                       f"day {v['day']}, origin {v['origin_um']}" for k, v in PRESETS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="one of the paper's maps (other options override it)")
+    parser.add_argument("--shape", type=_shape, help="rows x columns, e.g. 100x100")
+    parser.add_argument("--step-um", type=float, help="grid step in um (both axes)")
+    parser.add_argument("--day", type=int, help="measurement day: background, intensity, drift (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
+    parser.add_argument("--origin-um", type=_origin, help="stage position x,y of spot (0, 0) in um (default 0,0)")
+    parser.add_argument("--chunk-spots", type=int, default=DEFAULT_CHUNK_SPOTS,
+                        help=f"spots simulated per chunk, bounds memory (default {DEFAULT_CHUNK_SPOTS})")
+    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    replace = parser.add_mutually_exclusive_group()
+    replace.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    replace.add_argument("--resume", action="store_true",
+                         help="complete an interrupted map generated with the same options")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (0.0, 0.0)}
+    for key, value in (("shape", args.shape), ("step_um", args.step_um), ("day", args.day),
+                       ("origin_um", args.origin_um)):
+        if value is not None:
+            settings[key] = value
+    missing = [f"--{k.replace('_', '-')}" for k in ("shape", "step_um") if k not in settings]
+    if missing:
+        raise SystemExit(f"libs-sim generate: give --preset or {' and '.join(missing)}")
+    if settings["step_um"] <= 0:
+        raise SystemExit(f"libs-sim generate: --step-um must be positive, got {settings['step_um']}")
+    if settings["day"] < 0 or args.seed < 0:
+        raise SystemExit("libs-sim generate: --day and --seed must be non-negative")
+    if args.out.exists() and not (args.overwrite or args.resume):
+        raise SystemExit(f"libs-sim generate: {args.out} exists; pass --overwrite to replace it "
+                         f"or --resume to complete it")
+    try:
+        path = generate_map(args.out, seed=args.seed, progress=not args.no_progress, chunk_spots=args.chunk_spots,
+                            overwrite=args.overwrite, resume=args.resume, **settings)
+    except PairedMapError as exc:
+        raise SystemExit(f"libs-sim generate: {exc}") from exc
+    ny, nx = settings["shape"]
+    print(f"wrote {path} ({ny}x{nx} spots, {settings['step_um']:g} um, day {settings['day']}, seed {args.seed})")
+    return 0

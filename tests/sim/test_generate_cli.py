@@ -1,0 +1,150 @@
+"""`libs-sim generate` and generate_map: contract-conforming paired maps with ground truth."""
+
+import h5py
+import numpy as np
+import pytest
+
+from acquisition.store import PairedMapReader, validate
+from sim.cli import main
+from sim.generate import PRESETS, generate_map
+from sim.sample import PHASE_NAMES, PegmatiteSample
+
+
+@pytest.fixture(scope="module")
+def small_map(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "map.h5"
+    code = main(["generate", "--shape", "6x9", "--step-um", "40", "--day", "0", "--seed", "1",
+                 "--out", str(path), "--chunk-spots", "20", "--no-progress"])
+    assert code == 0
+    return path
+
+
+def test_cli_writes_a_valid_complete_paired_map(small_map):
+    validate(small_map)
+    with PairedMapReader(small_map) as reader:
+        assert reader.shape == (6, 9)
+        assert reader.systems == ("primary", "secondary")
+        assert reader.acquired.all() and reader.n_acquired == 54
+        assert reader.wavelengths("primary").size == 4062 and reader.wavelengths("secondary").size == 3872
+        chunk = reader.read_all()
+        for system, spectra in chunk.spectra.items():
+            assert np.isfinite(spectra).all() and spectra.min() >= 0 and spectra.max() <= 65535
+            assert (spectra == np.rint(spectra)).all()
+            assert spectra.max() > 3000, f"{system}: no lines"
+        assert reader.instrument["primary"]["gate_delay_s"] == pytest.approx(1e-6)
+
+
+def test_map_carries_ground_truth_that_matches_the_sample(small_map):
+    with PairedMapReader(small_map) as reader:
+        truth = reader.sample_truth
+        layout = reader.layout
+    assert list(truth["phase_names"]) == list(PHASE_NAMES)
+    assert truth["phase_map"].shape == (6, 9) and truth["phase_map"].dtype == np.int16
+    x, y = np.meshgrid(layout.x_um, layout.y_um)
+    np.testing.assert_array_equal(truth["phase_map"], PegmatiteSample(seed=1).phase_at(x, y))
+    assert truth["attrs"]["seed"] == 1 and truth["attrs"]["day"] == 0
+
+
+def test_shot_ids_follow_the_snake_visiting_order(small_map):
+    with h5py.File(small_map, "r") as f:
+        shot_id = f["entry/scan/shot_id"][()]
+        timestamp = f["entry/scan/timestamp"][()]
+        position = f["entry/scan/position"][()]
+    assert shot_id[0, 0] == 0 and shot_id[0, -1] == 8 and shot_id[1, -1] == 9 and shot_id[1, 0] == 17
+    assert sorted(shot_id.ravel()) == list(range(54))
+    order = np.argsort(shot_id.ravel())
+    assert (np.diff(timestamp.ravel()[order]) > 0).all()
+    np.testing.assert_allclose(position[2, 3], [3 * 40.0, 2 * 40.0])
+
+
+def test_same_seed_gives_the_same_map_and_another_seed_does_not(tmp_path, small_map):
+    again = generate_map(tmp_path / "again.h5", shape=(6, 9), step_um=40, seed=1, progress=False, chunk_spots=20)
+    other = generate_map(tmp_path / "other.h5", shape=(6, 9), step_um=40, seed=2, progress=False, chunk_spots=20)
+    with PairedMapReader(small_map) as a, PairedMapReader(again) as b, PairedMapReader(other) as c:
+        for system in ("primary", "secondary"):
+            np.testing.assert_array_equal(a.read_all().spectra[system], b.read_all().spectra[system])
+            assert not np.array_equal(a.read_all().spectra[system], c.read_all().spectra[system])
+
+
+def test_another_origin_is_another_region_of_the_same_sample(tmp_path):
+    first = generate_map(tmp_path / "a.h5", shape=(5, 5), step_um=40, seed=4, progress=False)
+    shifted = generate_map(tmp_path / "b.h5", shape=(5, 5), step_um=40, seed=4, origin_um=(80.0, 120.0),
+                           progress=False)
+    with PairedMapReader(first) as a, PairedMapReader(shifted) as b:
+        # spot (iy, ix) of the shifted map sits at (iy + 3, ix + 2) of the first
+        np.testing.assert_array_equal(b.sample_truth["phase_map"][:2, :3], a.sample_truth["phase_map"][3:, 2:])
+        np.testing.assert_allclose(b.layout.x_um[0], 80.0)
+
+
+def test_preset_settings_with_a_small_shape(tmp_path):
+    assert PRESETS["paper-train"]["shape"] == (560, 560) and PRESETS["paper-train"]["step_um"] == 40
+    assert PRESETS["paper-val"]["shape"] == (266, 500) and PRESETS["paper-val"]["step_um"] == 40
+    assert PRESETS["paper-test"]["shape"] == (500, 500) and PRESETS["paper-test"]["step_um"] == 20
+    assert PRESETS["paper-test"]["day"] != PRESETS["paper-train"]["day"]
+    assert PRESETS["paper-test"]["origin_um"] != PRESETS["paper-train"]["origin_um"]
+    path = tmp_path / "test-like.h5"
+    assert main(["generate", "--preset", "paper-test", "--shape", "3x4", "--out", str(path), "--no-progress"]) == 0
+    with PairedMapReader(path) as reader:
+        assert reader.layout.step_um == (20.0, 20.0)
+        assert reader.layout.origin_um == PRESETS["paper-test"]["origin_um"]
+        assert reader.sample_truth["attrs"]["day"] == 1
+
+
+def test_help_has_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    assert "libs-sim generate --shape 100x100" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "0x5", "--step-um", "40"], "shape must be positive"),
+    (["--shape", "5by5", "--step-um", "40"], "shape must look like"),
+    (["--shape", "5x5"], "--step-um"),
+    (["--shape", "5x5", "--step-um", "-3"], "must be positive"),
+])
+def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
+    path = tmp_path / "x.h5"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", *argv, "--out", str(path), "--no-progress"])
+    assert exit_info.value.code not in (0, None)
+    captured = capsys.readouterr()
+    assert message in captured.err + str(exit_info.value.code)
+    assert not path.exists()
+
+
+def test_an_existing_file_is_not_overwritten_without_asking(small_map, capsys):
+    before = small_map.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--shape", "2x2", "--step-um", "40", "--out", str(small_map), "--no-progress"])
+    assert "--overwrite" in str(exit_info.value.code)
+    assert small_map.read_bytes() == before
+
+
+def test_an_interrupted_map_resumes_to_the_same_map(tmp_path, small_map, monkeypatch):
+    from sim import scene as scene_module
+    path = tmp_path / "interrupted.h5"
+    real_shots = scene_module.PairedScene.shots
+    calls = {"n": 0}
+
+    def failing_shots(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_shots(self, *args, **kwargs)
+
+    monkeypatch.setattr(scene_module.PairedScene, "shots", failing_shots)
+    with pytest.raises(KeyboardInterrupt):
+        generate_map(path, shape=(6, 9), step_um=40, seed=1, progress=False, chunk_spots=20)
+    monkeypatch.setattr(scene_module.PairedScene, "shots", real_shots)
+    with PairedMapReader(path) as partial:
+        assert 0 < partial.n_acquired < 54               # what was simulated before the stop is kept
+
+    with pytest.raises(ValueError, match="seed"):
+        generate_map(path, shape=(6, 9), step_um=40, seed=2, progress=False, chunk_spots=20, resume=True)
+    assert main(["generate", "--shape", "6x9", "--step-um", "40", "--seed", "1", "--chunk-spots", "20",
+                 "--out", str(path), "--resume", "--no-progress"]) == 0
+    with PairedMapReader(path) as resumed, PairedMapReader(small_map) as complete:
+        assert resumed.n_acquired == 54
+        for system in ("primary", "secondary"):
+            np.testing.assert_array_equal(resumed.read_all().spectra[system], complete.read_all().spectra[system])
