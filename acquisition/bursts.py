@@ -1,0 +1,146 @@
+"""Fire a burst of delay-generator cycles and collect what the spectrometers saw of it.
+
+Every laser shot of a map is a cycle of a burst that the map starts with one
+software trigger: the shots of one step-mode spot, or one fly row. Cycles are
+counted here (the delay generator's shot count since the map configured it),
+frames are read from every system and placed on the burst's schedule by
+timestamp (acquisition.pairing), and the laser's own pulse counter is compared
+with the cycles fired, so an interlock that stops the laser mid-burst is
+caught before dark frames could be recorded as spots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from acquisition.pairing import BurstPairing, pair_burst
+from acquisition.safety import StopFlag, retry
+from drivers.errors import InstrumentError, InstrumentTimeout, LaserInterlockError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (InstrumentTimeout, ProtocolError)
+# Frames still missing once a burst's first and last cycle were seen are waited for this long.
+STRAGGLER_S = 0.002
+# Frames may come this long after the last cycle of a burst was due.
+FRAME_MARGIN_S = 0.5
+
+
+@dataclass
+class Burst:
+    first_cycle: int          # shot id of cycle 0
+    pairing: BurstPairing
+    pulses: int               # laser pulses counted during the burst
+    laser_fault: InstrumentError | None = None   # the laser stopped firing during the burst
+
+
+class BurstRunner:
+    def __init__(self, rig, systems: tuple[str, ...], period_s: float, *, retries: int, stop: StopFlag):
+        self.rig = rig
+        self.systems = systems
+        self.period_s = period_s
+        self.retries = retries
+        self.stop = stop
+        self.cycles = 0
+        self.stray_frames = 0
+        self._count: int | None = None
+        self._delay: float | None = None
+        self._laser_count: int | None = None
+
+    def transient(self, action, what: str):
+        return retry(action, what, attempts=self.retries + 1, exceptions=TRANSIENT)
+
+    # ------------------------------------------------------------- set-up
+    def set_burst(self, n: int, delay_s: float) -> None:
+        dg = self.rig.delay_generator
+        if n != self._count:
+            self.transient(lambda: setattr(dg, "burst_count", n), "setting the burst count")
+            self._count = n
+        if self._delay is None or abs(delay_s - self._delay) > 1e-9:
+            self.transient(lambda: setattr(dg, "burst_delay_s", delay_s), "setting the burst delay")
+            self._delay = delay_s
+
+    @property
+    def burst_delay_s(self) -> float:
+        return self._delay or 0.0
+
+    def start_laser_count(self) -> None:
+        self._laser_count = self.transient(lambda: self.rig.laser.shot_count, "reading the laser shot counter")
+
+    # ------------------------------------------------------------- firing
+    def trigger(self) -> int:
+        """Start the programmed burst; return the shot id of its first cycle.
+
+        A trigger is never repeated: if the reply to it is lost the burst may
+        have run, so the error queue is drained instead and the burst counted.
+        """
+        dg = self.rig.delay_generator
+        try:
+            dg.trigger()
+        except TRANSIENT as exc:
+            log.warning("no clean reply to the trigger (%s); checking the error queue", exc)
+            self.transient(lambda: dg.check_errors("trigger"), "checking the trigger")
+        first = self.cycles
+        self.cycles += self._count
+        return first
+
+    def collect(self, n: int) -> dict[str, list]:
+        """Frames of the burst just fired, per system, until each has n, says no more, or the burst is over."""
+        frames: dict[str, list] = {s: [] for s in self.systems}
+        pending = list(self.systems)
+        deadline = time.monotonic() + self.burst_delay_s + n * self.period_s + FRAME_MARGIN_S
+        while pending:
+            for system in list(pending):
+                want = n - len(frames[system])
+                timeout = max(deadline - time.monotonic(), STRAGGLER_S)
+                try:
+                    frames[system] += self.rig.spectrometers[system].read_batch(want, timeout)
+                except InstrumentTimeout:
+                    # Nothing came by the end of the burst (device time): it has no more.
+                    pending.remove(system)
+                    continue
+                if len(frames[system]) >= n:
+                    pending.remove(system)
+            self.stop.check()
+            if pending and self._span_seen(frames, n):
+                for system in pending:
+                    try:
+                        frames[system] += self.rig.spectrometers[system].read_batch(
+                            n - len(frames[system]), STRAGGLER_S)
+                    except InstrumentTimeout:
+                        pass
+                pending = []
+        return frames
+
+    def _span_seen(self, frames: dict[str, list], n: int) -> bool:
+        stamps = [f.timestamp for fs in frames.values() for f in fs]
+        return bool(stamps) and (max(stamps) - min(stamps)) >= (n - 1.5) * self.period_s
+
+    def check_laser(self, n: int) -> tuple[int, InstrumentError | None]:
+        """Laser pulses during the last burst, and why not all n fired (None if they did)."""
+        laser = self.rig.laser
+        count = self.transient(lambda: laser.shot_count, "reading the laser shot counter")
+        pulses = count - self._laser_count if self._laser_count is not None else n
+        self._laser_count = count
+        if pulses >= n:
+            return pulses, None
+        flags = set(self.transient(laser.interlocks, "reading the laser interlocks"))
+        flags.discard("shutter_closed")
+        if flags:
+            return pulses, LaserInterlockError(flags, f"the laser stopped after {pulses} of {n} pulses")
+        return pulses, InstrumentError(f"the laser fired {pulses} of {n} triggered pulses "
+                                       "and reports no interlock")
+
+    def gather(self, first: int, n: int) -> Burst:
+        """Frames of the burst of n cycles just triggered, paired, with the laser's pulse count."""
+        frames = self.collect(n)
+        pulses, fault = self.check_laser(n)
+        pairing = pair_burst(frames, n, self.period_s)
+        self.stray_frames += pairing.stray
+        return Burst(first, pairing, pulses, fault)
+
+    def shoot(self, n: int) -> Burst:
+        """Fire the programmed burst of n cycles and pair its frames."""
+        return self.gather(self.trigger(), n)

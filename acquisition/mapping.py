@@ -1,0 +1,319 @@
+"""The paired-map acquisition: prepare, kickoff, complete, stop.
+
+``MapRun`` follows the flyer verbs: ``prepare()`` sets up every instrument
+(timing on the delay generator, error queue checked, laser in external
+trigger, spectrometers gated, stage homed) and opens the map file, all before
+the laser can fire; ``kickoff()`` arms the spectrometers and starts the laser;
+``complete()`` acquires every missing spot; ``stop()`` makes the laser safe
+first, then stops the stage, then closes the file, and runs on every exit
+path. ``acquire_map()`` wraps the four for callers.
+
+Step mode moves to a spot, waits for the stage, reads its position back and
+fires a burst of ``shots`` cycles; the spectra of the shots every system saw
+are averaged (so counts stay on the single-shot scale) and recorded with the
+shot id and timestamp of the first of them; shots a system missed are fired
+again, up to ``max_reshots`` per spot. Fly mode sweeps runs of adjacent spots
+at step x rate with one burst per run (acquisition.flyscan) and shoots the
+spots a sweep could not record the step-mode way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from acquisition.bursts import TRANSIENT, BurstRunner
+from acquisition.config import AcquisitionSettings, BenchConfig, ConfigError, settings_rate, validate_settings
+from acquisition.flyscan import FlyScanner
+from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
+from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
+from acquisition.progress import MapProgress
+from acquisition.safety import ShutdownChain, SignalGuard, StopFlag, retry
+from acquisition.sink import OnSpot, SpotSink
+from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
+from drivers.errors import StageFault
+
+log = logging.getLogger(__name__)
+
+ACQUISITION_GROUP = "acquisition"   # /entry/instrument/acquisition: settings and config as JSON
+
+
+@dataclass
+class MapSummary:
+    path: str
+    total: int
+    acquired: int
+    acquired_this_run: int
+    missed_shots: int
+    reshot: int
+    gaps: int                          # spots still missing at the end
+    complete: bool
+    elapsed_s: float
+    spots_per_s: float
+    stray_frames: int = 0
+    position_error_mean_um: float | None = None   # fly mode: |recorded - nominal| position
+    position_error_max_um: float | None = None
+    sink: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def layout_of(settings: AcquisitionSettings) -> MapLayout:
+    return MapLayout(settings.shape, settings.step_um, settings.order, settings.origin_um)
+
+
+def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
+    """The settings and bench config a map was started with (for --resume)."""
+    with PairedMapReader(path) as reader:
+        stored = reader.instrument.get(ACQUISITION_GROUP)
+    if not stored or "settings_json" not in stored or "config_json" not in stored:
+        raise ConfigError(f"{path}: no acquisition settings under /entry/instrument/{ACQUISITION_GROUP}; "
+                          "only maps started by `libs-acquire map` can be resumed")
+    return AcquisitionSettings.from_json(stored["settings_json"]), json.loads(stored["config_json"])
+
+
+class MapRun:
+    def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
+                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
+                 stop_flag: StopFlag | None = None, overwrite: bool = False):
+        self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
+        self.out, self.resume, self.overwrite = Path(out), resume, overwrite
+        self.systems = settings.systems
+        self.layout = layout_of(settings)
+        self.rate_hz = settings_rate(settings, config)
+        self.stop_flag = stop_flag or StopFlag()
+        self.sink = SpotSink(on_spot) if on_spot is not None else None
+        self.show_progress = show_progress
+        self.writer: PairedMapWriter | None = None
+        self.progress: MapProgress | None = None
+        self.bursts = BurstRunner(rig, self.systems, 1.0 / self.rate_hz, retries=settings.retries,
+                                  stop=self.stop_flag)
+        self.fly: FlyScanner | None = None
+        self._shutdown = ShutdownChain()
+        self.shutdown_errors: list = []
+
+    def transient(self, action, what: str):
+        return self.bursts.transient(action, what)
+
+    def move(self, action, what: str) -> None:
+        """A stage move that waits; a stall (fault flag) is cleared and the move sent again."""
+        stage = self.rig.stage
+
+        def attempt():
+            try:
+                action()
+            except StageFault as fault:
+                log.warning("%s: %s; clearing it and moving again", what, fault)
+                self.transient(stage.clear_warnings, "clearing the stage warnings")
+                raise
+        retry(attempt, what, attempts=self.settings.retries + 1, exceptions=TRANSIENT + (StageFault,))
+
+    # ----------------------------------------------------------- prepare
+    def prepare(self) -> None:
+        """Everything up to a file ready to write; nothing fires."""
+        timing = configure_timing(self.rig, self.config, self.systems, self.rate_hz, self.transient)
+        laser = self.rig.laser
+        self.transient(laser.check_interlocks, "checking the laser interlocks")
+        self.transient(lambda: laser.set_external_trigger(flashlamp=True, qswitch=True),
+                       "setting the laser to external triggering")
+        detectors = {s: prepare_spectrometer(self.rig.spectrometers[s], self.config, s) for s in self.systems}
+        stage = self.rig.stage
+        if self.transient(lambda: stage.warnings, "reading the stage warnings") & {"WR", "WH"}:
+            log.info("stage has no reference position: homing")
+            self.move(stage.home, "homing the stage")
+        self._open_writer(timing, detectors)
+        self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.writer.n_acquired,
+                                    show=self.show_progress)
+
+    def _open_writer(self, timing: dict, detectors: dict) -> None:
+        wavelengths = {s: np.asarray(self.rig.spectrometers[s].wavelengths(), dtype=np.float64)
+                       for s in self.systems}
+        if self.resume:
+            # Recover what a killed writer left in its journal first, so the shot count can go on
+            # from the file's last shot id: ids stay unique within a map across runs.
+            PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths).close()
+            with PairedMapReader(self.out) as reader:
+                if tuple(reader.systems) != tuple(self.systems):
+                    raise ConfigError(f"{self.out}: the map holds systems {reader.systems}, not {self.systems}")
+                self.bursts.cycles = int(reader.scan_values("shot_id").max()) + 1
+            self.writer = PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths)
+            return
+        identity = self.rig.identity
+        instrument = {
+            **detectors,
+            "laser": {**identity.get("laser", {}), "trigger": "external flashlamp and Q-switch",
+                      "rate_hz": self.rate_hz},
+            "delay_generator": timing,
+            "stage": {**identity.get("stage", {}), "mode": self.settings.mode, "order": self.settings.order,
+                      "run_up_um": run_up_um(self.settings, self.config)},
+            ACQUISITION_GROUP: {"settings_json": self.settings.to_json(), "config_json": self.config.to_json()},
+        }
+        self.writer = PairedMapWriter.create(
+            self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
+            instrument=instrument, overwrite=self.overwrite)
+
+    # ----------------------------------------------------------- kickoff
+    def kickoff(self) -> None:
+        """Arm the spectrometers and start the laser (it fires only on the delay generator's bursts)."""
+        for system in self.systems:
+            self.rig.spectrometers[system].arm(-1)
+        laser = self.rig.laser
+        self.transient(lambda: setattr(laser, "shutter_open", True), "opening the laser shutter")
+        self.transient(laser.start, "starting the laser")
+        self.bursts.start_laser_count()
+
+    # ---------------------------------------------------------- complete
+    def complete(self) -> MapSummary:
+        missing = self.writer.missing()
+        if self.settings.mode == "step":
+            self.shoot_spots(missing)
+        else:
+            self.fly = FlyScanner(self)
+            self.fly.run(missing)
+        return self.summary()
+
+    def shoot_spots(self, spots: np.ndarray) -> None:
+        """Step and shoot: each spot in turn, the stage at rest (step mode, and fly mode's leftovers)."""
+        stage, shots = self.rig.stage, self.settings.shots
+        x_um, y_um = self.layout.x_um, self.layout.y_um
+        self.transient(lambda: stage.set_speed(TRAVEL_SPEED_UM_S), "setting the stage speed")
+        for iy, ix in spots:
+            self.stop_flag.check()
+            self.move(lambda: stage.move_to(x_um[ix], y_um[iy], wait=True), f"moving to spot ({iy}, {ix})")
+            if self.config.stage.settle_s:
+                time.sleep(self.config.stage.settle_s)
+            position = self.transient(lambda: stage.position_um, "reading the stage position")
+            taken = self._shoot_spot(shots)
+            if len(taken) < shots:
+                self.progress.spots_unfilled()
+                log.warning("spot (%d, %d): only %d of %d shots seen by every system after %d re-shots; "
+                            "left unacquired", iy, ix, len(taken), shots, self.settings.max_reshots)
+                continue
+            spectra = {s: np.mean([frames[s].counts for _, frames in taken], axis=0) for s in self.systems}
+            shot_id, first = taken[0]
+            self.record([iy], [ix], {s: a[None] for s, a in spectra.items()}, [shot_id],
+                        [first[self.systems[0]].timestamp], [position])
+
+    def _shoot_spot(self, shots: int) -> list[tuple[int, dict]]:
+        """Shots (shot id, frame per system) every system saw, firing again for those missed."""
+        taken: list[tuple[int, dict]] = []
+        fired = 0
+        while len(taken) < shots and fired < shots + self.settings.max_reshots:
+            n = min(shots - len(taken), shots + self.settings.max_reshots - fired)
+            self.bursts.set_burst(n, 0.0)
+            burst = self.bursts.shoot(n)
+            if fired >= shots:
+                self.progress.shots_reshot(n)
+            fired += n
+            if burst.laser_fault is not None:
+                raise burst.laser_fault    # the spot is not recorded: some of its frames may be dark
+            complete = burst.pairing.complete_cycles(self.systems)
+            self.progress.shots_missed(burst.pairing.missed(self.systems))
+            taken += [(burst.first_cycle + int(k), {s: burst.pairing.frames[s][int(k)] for s in self.systems})
+                      for k in complete]
+        return taken
+
+    def record(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position) -> None:
+        """Write spots (all systems of each from one shot) and hand them to the live sink."""
+        self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
+        self.progress.spots_done(len(iy))
+        if self.sink is not None:
+            for i in range(len(iy)):
+                self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
+
+    # -------------------------------------------------------------- stop
+    def stop(self) -> list:
+        """Laser safe first, then stage stopped, spectrometers idle, file closed; every step is tried."""
+        self.stop_flag.shutting_down = True
+        chain = self._shutdown
+        chain.add("laser make_safe", self.rig.laser.make_safe, attempts=3)
+        chain.add("stage stop", self.rig.stage.stop, attempts=3)
+        for system in self.systems:
+            chain.add(f"{system} abort", self.rig.spectrometers[system].abort)
+        chain.add("map file close", self._close_writer)
+        if self.sink is not None:
+            chain.add("live sink close", self.sink.close)
+        if self.progress is not None:
+            chain.add("progress close", self.progress.close)
+        self.shutdown_errors = chain.run()
+        if any(name == "laser make_safe" for name, _ in self.shutdown_errors):
+            log.critical("THE LASER COULD NOT BE MADE SAFE: check it by hand (shutter, emission)")
+        return self.shutdown_errors
+
+    def _close_writer(self) -> None:
+        if self.writer is None:
+            return
+        # Only a map with every spot acquired is finished; one with gaps stays resumable.
+        if self.writer.n_acquired == self.layout.shape[0] * self.layout.shape[1]:
+            self.writer.finish()
+        else:
+            self.writer.close()
+
+    def summary(self) -> MapSummary:
+        snap = self.progress.snapshot() if self.progress else None
+        total = self.layout.shape[0] * self.layout.shape[1]
+        acquired = self.writer.n_acquired if self.writer is not None else 0
+        sink = {}
+        if self.sink is not None:
+            sink = {"delivered": self.sink.delivered, "dropped": self.sink.dropped, "failed": self.sink.failed}
+        return MapSummary(
+            path=str(self.out), total=total, acquired=acquired,
+            acquired_this_run=snap.done_this_run if snap else 0, missed_shots=snap.missed if snap else 0,
+            reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
+            elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
+            stray_frames=self.bursts.stray_frames, sink=sink, **self._position_errors())
+
+    def _position_errors(self) -> dict:
+        if self.fly is None or not self.fly.position_error_n:
+            return {}
+        return {"position_error_mean_um": self.fly.position_error_sum_um / self.fly.position_error_n,
+                "position_error_max_um": self.fly.position_error_max_um}
+
+
+def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
+                resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
+                overwrite: bool = False, stop_flag: StopFlag | None = None) -> MapSummary:
+    """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
+
+    ``bench`` is a running simulated bench when the config names ``sim``
+    spectrometers. Raises ConfigError (bad config or settings, before anything
+    fires), AcquisitionAborted (signal or stop request), LaserInterlockError or
+    InstrumentError; in every case the laser was made safe first and the file
+    closed with ``acquired`` telling the truth.
+    """
+    settings = validate_settings(settings, config)
+    layout, run_up = layout_of(settings), run_up_um(settings, config)
+    check_travel(layout, config.stage.travel_um, run_up)
+    if resume:
+        with PairedMapReader(out) as reader:
+            if reader.end_time is not None:
+                raise ConfigError(f"{out}: the map is complete (finished {reader.end_time}); nothing to resume")
+    stop_flag = stop_flag or StopFlag()
+    with SignalGuard(stop_flag):
+        rig = open_rig(config, settings.systems, bench=bench, attempts=settings.retries + 1,
+                       before_laser=lambda identity: check_travel(layout, identity["stage"]["travel_um"], run_up))
+        run = None
+        try:
+            run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
+                         stop_flag=stop_flag, overwrite=overwrite)
+            run.prepare()
+            stop_flag.check()
+            run.kickoff()
+            run.complete()
+        finally:
+            if run is not None:
+                run.stop()
+                if run.progress is not None:
+                    log.info("map %s: %s", out, run.summary().as_dict())
+            rig.close()
+    if run.shutdown_errors:
+        # The map ran, but something of the shutdown (the laser, the file) did not: say so.
+        raise run.shutdown_errors[0][1]
+    return run.summary()      # after stop: the live sink has delivered what it could
