@@ -1,0 +1,99 @@
+"""Writing live results into ``/entry/transferred`` of a paired map (spec/paired-map-hdf5.md).
+
+The writing itself is the map store's (acquisition.store.write_transferred); this only
+buffers results by spot and hands them over in blocks. It is imported by the command line
+only, so the streaming core does not depend on acquisition.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .protocol import StreamMessage
+
+log = logging.getLogger(__name__)
+
+
+class RecorderUnavailable(RuntimeError):
+    pass
+
+
+class TransferRecorder:
+    """Buffer ``transfer`` results with map positions and write them to an existing paired map.
+
+    A block is written every ``flush_spectra`` results; if the map is busy (a replay reads
+    it, an acquisition writes it) the results stay buffered and are written at ``close()``,
+    where a failure is raised.
+    """
+
+    def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None):
+        try:
+            from acquisition.store import PairedMapError, write_transferred
+        except ImportError as exc:
+            raise RecorderUnavailable(f"recording needs acquisition.store.write_transferred, which is not "
+                                      f"available here: {exc}") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} does not exist; --out must be an existing paired map")
+        self._write = write_transferred
+        self._busy_errors = (OSError, PairedMapError)
+        self.wavelengths = wavelengths   # only needed when the map has no primary axis of that length
+        self.flush_spectra = flush_spectra
+        self.model = ""
+        self.written = 0
+        self.skipped = 0
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._buffered = 0
+
+    def add(self, message: StreamMessage) -> None:
+        if message.topic != "transfer":
+            return
+        header = message.header
+        if "iy" not in header or "ix" not in header:
+            self.skipped += 1
+            return
+        spectra = message.array.reshape(-1, message.array.shape[-1]).copy()
+        k = spectra.shape[0]
+
+        def column(key: str, dtype) -> np.ndarray:
+            return np.asarray(header[key] if isinstance(header[key], list) else [header[key]] * k, dtype)
+
+        novelty = [np.nan if v is None else v for v in (header["novelty"] if isinstance(header["novelty"], list)
+                                                         else [header["novelty"]])]
+        self._parts.append((column("iy", np.int64), column("ix", np.int64), spectra, column("label", np.int64),
+                            np.asarray(novelty, np.float32)))
+        self.model = header.get("model", self.model)
+        self._buffered += k
+        if self._buffered >= self.flush_spectra:
+            self.flush(quiet=True)
+
+    def flush(self, *, quiet: bool = False) -> None:
+        if not self._parts:
+            return
+        iy, ix, spectra, label, novelty = (np.concatenate(col) for col in zip(*self._parts))
+        try:
+            self._write(self.path, iy, ix, spectra, label, novelty, model_id=self.model, wavelengths=self.wavelengths)
+        except self._busy_errors as exc:
+            if not quiet:
+                raise
+            log.info("map %s busy (%s); keeping %d results buffered", self.path, exc, self._buffered)
+            return
+        self.written += len(iy)
+        self._parts.clear()
+        self._buffered = 0
+
+    def close(self) -> None:
+        """Write what is buffered. If the map refuses it, the results are saved to
+        ``<map>.transferred.npz`` beside it and the error raised names that file."""
+        try:
+            self.flush()
+        except Exception as exc:
+            fallback = self.path.with_name(self.path.name + ".transferred.npz")
+            iy, ix, spectra, label, novelty = (np.concatenate(col) for col in zip(*self._parts))
+            np.savez(fallback, iy=iy, ix=ix, spectra=spectra, label=label, novelty=novelty, model_id=self.model)
+            raise RuntimeError(f"{exc}; the {len(iy)} results were saved to {fallback} instead") from exc
+        if self.skipped:
+            log.warning("%d results had no iy/ix and were not recorded", self.skipped)
