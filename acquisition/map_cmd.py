@@ -12,6 +12,8 @@ from pathlib import Path
 
 from acquisition.config import (KNOWN_SYSTEMS, AcquisitionSettings, BenchConfig, ConfigError, load_config,
                                 parse_config, parse_pair, parse_shape)
+from acquisition.live import LiveOptions, LiveTransfer
+from acquisition.live_record import describe_runs
 from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
@@ -34,6 +36,13 @@ examples:
   libs-acquire map --sim --systems secondary --realtime --rate 1000 --out deployed.h5
   libs-acquire map --sim --sim-faults missed-trigger=0.01,timeout=0.002 --out faulty.h5
   libs-acquire map --resume map.h5
+  libs-acquire map --sim --shape 20x20 --out map.h5 --live tcp://127.0.0.1:5557
+
+--live streams every secondary spectrum to a running `libs-stream serve` worker
+as it is acquired, without ever holding the map up, and writes the results
+(transferred spectra, k-means labels, novelty) into /entry/transferred; with a
+primary system it also compares each result with the measured primary spectrum
+(drift monitor). Spots that got no live result are reported at the end.
 
 Modes: `fly` sweeps each row at step x rate with one delay-generator burst per
 row (a spot a spectrometer missed stays a gap, filled by --resume; spots no
@@ -79,6 +88,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       "rest (step mode, fly-mode leftovers) when a system missed one (default 5)")
     scan.add_argument("--retries", type=int, default=3, help="retries of a timed-out or garbled instrument "
                       "reply (default 3)")
+    live = parser.add_argument_group("live transfer")
+    live.add_argument("--live", metavar="ADDR", help="the worker's input address, e.g. tcp://127.0.0.1:5557")
+    live.add_argument("--live-results", metavar="ADDR", help="the worker's output address (default: port + 1)")
+    live.add_argument("--live-control", metavar="ADDR", help="the worker's control address (default: port + 2)")
+    live.add_argument("--live-keys", type=Path, metavar="DIR", help="CURVE keys: DIR/worker.key (the worker's "
+                      "public key) and DIR/acquisition.key_secret; needed for a non-loopback worker")
+    live.add_argument("--live-timeout", type=float, default=5.0, metavar="S", help="wait this long for the "
+                      "worker at the start and for each result before counting it lost (default 5)")
+    live.add_argument("--live-drift-window", type=int, default=100, metavar="N", help="drift monitor: compare "
+                      "the mean error of the last N spots with the first N (default 100)")
+    live.add_argument("--live-drift-threshold", type=float, default=0.5, metavar="F", help="warn when that "
+                      "error grows by more than this fraction (default 0.5)")
     out = parser.add_argument_group("output")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -126,9 +147,31 @@ def _check_args(args) -> None:
         raise ConfigError("--realtime, --sim-faults, --seed and --day apply to --sim only")
 
 
+def _live_from_args(args) -> LiveTransfer | None:
+    if args.live is None:
+        given = [f"--{name}" for name in ("live-results", "live-control", "live-keys")
+                 if getattr(args, name.replace("-", "_")) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --live ADDR")
+        return None
+    options = LiveOptions(args.live, results=args.live_results, control=args.live_control, keys_dir=args.live_keys,
+                          timeout_s=args.live_timeout, drift_window=args.live_drift_window,
+                          drift_threshold=args.live_drift_threshold)
+    return LiveTransfer(options, show_progress=not args.no_progress)
+
+
 def _run(args) -> tuple[MapSummary, dict]:
     """Run the map; returns its summary and, on the simulated bench, what the bench recorded."""
     _check_args(args)
+    live = _live_from_args(args)
+    try:
+        return _run_map(args, live)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _run_map(args, live: LiveTransfer | None) -> tuple[MapSummary, dict]:
     resume = args.resume is not None
     stored_config = None
     if resume:
@@ -144,7 +187,7 @@ def _run(args) -> tuple[MapSummary, dict]:
         settings = _settings_from_args(args, None if args.sim else load_config(args.config))
     if not settings.sim:
         config = load_config(args.config) if args.config else parse_config(stored_config, source=f"{out} (stored)")
-        return _acquire(out, settings, config, stored_config, args), {}
+        return _acquire(out, settings, config, stored_config, args, live=live), {}
     from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
 
     try:
@@ -156,21 +199,22 @@ def _run(args) -> tuple[MapSummary, dict]:
         if not resume and not args.origin_um:
             settings = _settings_from_args(args, config)
         try:
-            return _acquire(out, settings, config, stored_config, args, bench=bench), \
+            return _acquire(out, settings, config, stored_config, args, bench=bench, live=live), \
                 {"laser_safe_events": bench.laser_safe_count}
         finally:
             log.info("simulated bench: laser made safe %d time(s), %d pulse(s) fired, faults %s",
                      bench.laser_safe_count, len(bench.fired), bench.fault_log())
 
 
-def _acquire(out, settings, config: BenchConfig, stored_config: dict | None, args, bench=None) -> MapSummary:
+def _acquire(out, settings, config: BenchConfig, stored_config: dict | None, args, bench=None,
+             live: LiveTransfer | None = None) -> MapSummary:
     if stored_config is not None:
         stored = parse_config(stored_config, source=f"{out} (stored config)")
         if stored.timing_dict() != config.timing_dict():
             raise ConfigError(f"the config's timing and gates differ from those {out} was started with: "
                               f"{config.timing_dict()} != {stored.timing_dict()}")
     return acquire_map(out, settings, config, bench=bench, resume=stored_config is not None,
-                       show_progress=not args.no_progress, overwrite=args.overwrite)
+                       show_progress=not args.no_progress, overwrite=args.overwrite, live=live)
 
 
 def _report(summary: MapSummary, extra: dict, args) -> None:
@@ -183,6 +227,25 @@ def _report(summary: MapSummary, extra: dict, args) -> None:
           f"missed shots {summary.missed_shots}, re-shot {summary.reshot}")
     if summary.gaps:
         print(f"{summary.gaps} spot(s) not acquired; fill them with: libs-acquire map --resume {summary.path}")
+    if summary.live:
+        _report_live(summary.live)
+
+
+def _report_live(live: dict) -> None:
+    print(f"live transfer: {live.get('results', 0)} of {live.get('spots', 0)} spots got a live result "
+          f"(model {live.get('model') or 'unknown'}), {live.get('written', 0)} written to /entry/transferred")
+    if live.get("without_result"):
+        reasons = ", ".join(f"{name} {n}" for name, n in live["reasons"].items() if n)
+        print(f"  {live['without_result']} spot(s) without a live result ({reasons}): "
+              f"{describe_runs(live['without_result_spots'])}")
+    drift = live.get("drift")
+    if drift and drift.get("recent_relative_error") is not None:
+        change = "" if drift["drift"] is None else f", drift {100 * drift['drift']:+.0f} %"
+        print(f"  live error against the measured primary: relative {drift['recent_relative_error']:.3g}, "
+              f"cosine distance {drift['recent_cosine_distance']:.3g} (last {drift['window']} spots){change}"
+              f"{'  DRIFTING' if drift['drifting'] else ''}")
+    for error in live.get("errors", []):
+        print(f"  live transfer problem: {error}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from acquisition.safety import ShutdownChain, SignalGuard, StopFlag, retry
 from acquisition.sink import OnSpot, SpotSink
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
 from drivers.errors import StageFault
+
+if TYPE_CHECKING:
+    from acquisition.live import LiveTransfer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class MapSummary:
     position_error_mean_um: float | None = None   # fly mode: |recorded - nominal| position
     position_error_max_um: float | None = None
     sink: dict = field(default_factory=dict)
+    live: dict = field(default_factory=dict)      # --live: results, spots without one, drift
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -82,13 +86,16 @@ def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
 class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
-                 stop_flag: StopFlag | None = None, overwrite: bool = False):
+                 stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None):
         self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.systems = settings.systems
         self.layout = layout_of(settings)
         self.rate_hz = settings_rate(settings, config)
         self.stop_flag = stop_flag or StopFlag()
+        self.live = live
+        if live is not None:
+            on_spot = live.on_spot if on_spot is None else _both(live.on_spot, on_spot)
         self.sink = SpotSink(on_spot) if on_spot is not None else None
         self.show_progress = show_progress
         self.writer: PairedMapWriter | None = None
@@ -143,6 +150,8 @@ class MapRun:
                 if tuple(reader.systems) != tuple(self.systems):
                     raise ConfigError(f"{self.out}: the map holds systems {reader.systems}, not {self.systems}")
                 self.bursts.cycles = int(reader.scan_values("shot_id").max()) + 1
+            if self.live is not None:
+                self.live.open_map(self.out, self.layout, wavelengths, resume=True)
             self.writer = PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths)
             return
         identity = self.rig.identity
@@ -155,9 +164,10 @@ class MapRun:
                       "run_up_um": run_up_um(self.settings, self.config)},
             ACQUISITION_GROUP: {"settings_json": self.settings.to_json(), "config_json": self.config.to_json()},
         }
+        derived = self.live.open_map(self.out, self.layout, wavelengths) if self.live is not None else None
         self.writer = PairedMapWriter.create(
             self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
-            instrument=instrument, overwrite=self.overwrite)
+            instrument=instrument, overwrite=self.overwrite, derived=derived)
 
     # ----------------------------------------------------------- kickoff
     def kickoff(self) -> None:
@@ -227,6 +237,8 @@ class MapRun:
         if self.sink is not None:
             for i in range(len(iy)):
                 self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
+        if self.live is not None:
+            self.live.write_results(self.writer)
 
     # -------------------------------------------------------------- stop
     def stop(self) -> list:
@@ -237,9 +249,14 @@ class MapRun:
         chain.add("stage stop", self.rig.stage.stop, attempts=3)
         for system in self.systems:
             chain.add(f"{system} abort", self.rig.spectrometers[system].abort)
-        chain.add("map file close", self._close_writer)
+        # The sink and the live results go before the file closes: their last results are written into it.
         if self.sink is not None:
             chain.add("live sink close", self.sink.close)
+        if self.live is not None:
+            chain.add("live transfer finish", lambda: self.live.finish(self.writer))
+        chain.add("map file close", self._close_writer)
+        if self.live is not None and self.writer is not None:
+            chain.add("live transfer record", lambda: self.live.after_close(self.out))
         if self.progress is not None:
             chain.add("progress close", self.progress.close)
         self.shutdown_errors = chain.run()
@@ -268,7 +285,8 @@ class MapRun:
             acquired_this_run=snap.done_this_run if snap else 0, missed_shots=snap.missed if snap else 0,
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
-            stray_frames=self.bursts.stray_frames, sink=sink, **self._position_errors())
+            stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
+            **self._position_errors())
 
     def _position_errors(self) -> dict:
         if self.fly is None or not self.fly.position_error_n:
@@ -277,16 +295,25 @@ class MapRun:
                 "position_error_max_um": self.fly.position_error_max_um}
 
 
+def _both(first: OnSpot, second: OnSpot) -> OnSpot:
+    def call(*spot):
+        first(*spot)
+        second(*spot)
+    return call
+
+
 def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
-                overwrite: bool = False, stop_flag: StopFlag | None = None) -> MapSummary:
+                overwrite: bool = False, stop_flag: StopFlag | None = None,
+                live: "LiveTransfer | None" = None) -> MapSummary:
     """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
 
     ``bench`` is a running simulated bench when the config names ``sim``
     spectrometers. Raises ConfigError (bad config or settings, before anything
     fires), AcquisitionAborted (signal or stop request), LaserInterlockError or
     InstrumentError; in every case the laser was made safe first and the file
-    closed with ``acquired`` telling the truth.
+    closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
+    that streams each spot's secondary spectrum and records the results in the map.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -302,7 +329,7 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
         run = None
         try:
             run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
-                         stop_flag=stop_flag, overwrite=overwrite)
+                         stop_flag=stop_flag, overwrite=overwrite, live=live)
             run.prepare()
             stop_flag.check()
             run.kickoff()
