@@ -13,13 +13,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m bench.demo --out demo-out
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash docs/demo.sh demo-out
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	for b in store sim preprocess train acquire stream; do $(PY) bench/$$b.py || exit 1; done
+	for b in store simulate preprocess train acquire stream; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

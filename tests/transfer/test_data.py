@@ -1,0 +1,115 @@
+"""Reading paired maps for training: batches, streaming, and clear errors on bad maps."""
+
+import h5py
+import numpy as np
+import pytest
+
+from acquisition.store import MapLayout, PairedMapWriter
+from tests.transfer.conftest import tiny_config
+from transfer.data import (PairedBatches, TransferDataError, check_axis, fit_preprocessors, inspect_map,
+                           sample_preprocessed)
+from transfer.pipeline import train_model
+from sim.scene import PairedScene
+
+
+def write_map(path, wavelengths, spectra, shape=(4, 4)):
+    layout = MapLayout(shape=shape, step_um=(150.0, 150.0))
+    order = layout.visit_order()
+    k = len(order)
+    with PairedMapWriter.create(path, layout, wavelengths) as writer:
+        writer.write_spots(order[:, 0], order[:, 1], {s: v[:k] for s, v in spectra.items()}, np.arange(k),
+                           np.full(k, 1.7e9), np.zeros((k, 2)))
+        writer.finish()
+    return path
+
+
+@pytest.fixture(scope="module")
+def scene_spectra():
+    scene = PairedScene(seed=0)
+    x = np.arange(16) * 150.0
+    shots = scene.shots(x, np.zeros(16), rng=np.random.default_rng(0))
+    return {s: scene.wavelengths(s) for s in shots}, shots
+
+
+@pytest.fixture(scope="module")
+def preprocessors(sim_maps):
+    info = inspect_map(sim_maps["train"])
+    return fit_preprocessors([sim_maps["train"]], info.wavelengths, chunk_spots=64, progress=False)
+
+
+def rows(batches, epoch):
+    parts = list(batches.epoch(epoch))
+    return parts, np.concatenate([p["primary"] for p in parts])
+
+
+def test_streamed_and_in_memory_batches_hold_the_same_spectra(sim_maps, preprocessors):
+    in_memory = PairedBatches([sim_maps["train"]], preprocessors, 32, seed=1, chunk_spots=40)
+    streamed = PairedBatches([sim_maps["train"]], preprocessors, 32, seed=1, chunk_spots=40, buffer_chunks=2,
+                             in_memory_max_bytes=0)
+    assert in_memory.in_memory and not streamed.in_memory
+    memory_parts, memory_rows = rows(in_memory, 0)
+    stream_parts, stream_rows = rows(streamed, 0)
+    assert len(memory_rows) == len(stream_rows) == 256
+    assert all(len(p["primary"]) == 32 for p in stream_parts)
+    # Same spectra, in another order: compare as sorted row sums.
+    np.testing.assert_allclose(np.sort(memory_rows.sum(1)), np.sort(stream_rows.sum(1)), rtol=1e-5)
+    assert all(set(p) == {"primary", "secondary"} for p in memory_parts)
+
+
+def test_order_depends_only_on_seed_and_epoch(sim_maps, preprocessors):
+    make = lambda seed: PairedBatches([sim_maps["train"]], preprocessors, 32, seed=seed,  # noqa: E731
+                                      chunk_spots=40, in_memory_max_bytes=0)
+    _, a0 = rows(make(4), 0)
+    _, b0 = rows(make(4), 0)
+    _, a1 = rows(make(4), 1)
+    _, c0 = rows(make(5), 0)
+    np.testing.assert_array_equal(a0, b0)
+    assert not np.array_equal(a0, a1) and not np.array_equal(a0, c0)
+
+
+def test_sample_is_seeded_and_preprocessed(sim_maps, preprocessors):
+    a = sample_preprocessed([sim_maps["train"]], preprocessors, 50, seed=3, chunk_spots=64)
+    b = sample_preprocessed([sim_maps["train"]], preprocessors, 50, seed=3, chunk_spots=64)
+    assert a["secondary"].shape == (50, 3872)
+    np.testing.assert_array_equal(a["primary"], b["primary"])
+    assert abs(float(a["primary"].mean())) < 0.5       # scaled with the training statistics
+
+
+def test_wrong_pixel_count_is_named(sim_maps, scene_spectra, tmp_path):
+    wavelengths, shots = scene_spectra
+    short = write_map(tmp_path / "short.h5", {"primary": wavelengths["primary"],
+                                              "secondary": wavelengths["secondary"][:3000]},
+                      {"primary": shots["primary"], "secondary": shots["secondary"][:, :3000]})
+    with pytest.raises(TransferDataError, match="secondary spectra have 3000 pixels, the training map expects 3872"):
+        train_model(sim_maps["train"], short, tmp_path / "model", config=tiny_config(), progress=False)
+    assert not (tmp_path / "model").exists()
+
+
+def test_mismatched_wavelength_axis_is_named(sim_maps, scene_spectra, tmp_path):
+    wavelengths, shots = scene_spectra
+    shifted = write_map(tmp_path / "shifted.h5", {"primary": wavelengths["primary"] + 1.0,
+                                                  "secondary": wavelengths["secondary"]}, shots)
+    with pytest.raises(TransferDataError, match="primary wavelength axis does not match the training map"):
+        train_model(sim_maps["train"], shifted, tmp_path / "model", config=tiny_config(), progress=False)
+    info = inspect_map(shifted)
+    check_axis(shifted, "secondary", info.wavelengths["secondary"], wavelengths["secondary"])   # this one is fine
+
+
+def test_nan_in_an_acquired_spectrum_names_the_spot(scene_spectra, tmp_path):
+    wavelengths, shots = scene_spectra
+    path = write_map(tmp_path / "nan.h5", wavelengths, shots)
+    with h5py.File(path, "r+") as f:     # as if another program had written the file
+        f["entry/secondary/spectra"][2, 3, 100] = np.nan
+    val = write_map(tmp_path / "val.h5", wavelengths, shots)
+    with pytest.raises(TransferDataError, match=r"secondary spectrum at spot \(iy=2, ix=3\) holds NaN"):
+        train_model(path, val, tmp_path / "model", config=tiny_config(), progress=False)
+    # The failed start leaves nothing behind, so a corrected file trains without --resume.
+    assert not (tmp_path / "model").exists()
+
+
+def test_map_missing_a_system_is_named(scene_spectra, tmp_path):
+    wavelengths, shots = scene_spectra
+    only_primary = write_map(tmp_path / "primary.h5", {"primary": wavelengths["primary"]},
+                             {"primary": shots["primary"]})
+    with pytest.raises(TransferDataError, match="has no 'secondary' system"):
+        inspect_map(only_primary)

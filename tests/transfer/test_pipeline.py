@@ -1,0 +1,112 @@
+"""Training runs end to end on tiny simulated maps: evaluate, predict, add-secondary, resume."""
+
+import hashlib
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from acquisition.store import PairedMapReader
+from tests.transfer.conftest import tiny_config
+from transfer.bundle import load_bundle
+from transfer.pipeline import add_secondary, train_model
+from transfer.predict import Transferer, evaluate_map, predict_map
+from transfer.train import TrainingError
+
+
+def test_transfer_beats_the_mean_spectrum_on_another_day(trained_bundle, sim_maps, tmp_path):
+    report = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "report", progress=False)
+    vae_mlp = report["models"]["vae_mlp"]
+    assert vae_mlp["rse"] < 0.9, "the transferred map must be closer than the mean test spectrum"
+    assert vae_mlp["cosine"] < -0.8
+    assert all(0.0 <= m["k_score"] <= 1.0 for m in report["models"].values())
+    assert set(report["models"]) == {"vae_mlp", "one_step_mlp", "pls", "knn", "pds"}
+    assert report["n_spectra"] == 144 and report["protocol"] == "causal"
+    saved = json.loads((tmp_path / "report/report.json").read_text())
+    assert saved["models"]["vae_mlp"]["rse"] == pytest.approx(vae_mlp["rse"])
+    assert (tmp_path / "report/report.md").exists() and list((tmp_path / "report").glob("*.png"))
+    # The paper's protocol scales the test set with its own statistics: other numbers.
+    paper = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "paper", protocol="paper", progress=False)
+    assert paper["protocol"] == "paper"
+    assert paper["models"]["vae_mlp"]["euclid"] != pytest.approx(vae_mlp["euclid"])
+
+
+def digest(path, dataset):
+    with h5py.File(path, "r") as f:
+        return hashlib.sha256(f[dataset][()].tobytes()).hexdigest()
+
+
+def test_predict_writes_transferred_results_readable_by_h5py(trained_bundle, sim_maps, tmp_path):
+    path = tmp_path / "map.h5"
+    shutil.copy(sim_maps["test"], path)
+    raw_before = digest(path, "entry/secondary/spectra"), digest(path, "entry/primary/spectra")
+    n = predict_map(trained_bundle, path, chunk_spots=50, progress=False)
+    assert n == 144
+    with h5py.File(path, "r") as f:
+        spectra = f["entry/transferred/spectra"][()]
+        label = f["entry/transferred/label"][()]
+        novelty = f["entry/transferred/novelty"][()]
+        assert f["entry/transferred"].attrs["model_id"] == trained_bundle.secondary().model_id
+    assert spectra.shape == (12, 12, trained_bundle.n_primary) and np.isfinite(spectra).all()
+    assert label.dtype == np.int16 and label.min() >= 0 and label.max() < trained_bundle.kmeans.k_
+    assert np.isfinite(novelty).all() and novelty.min() >= 0
+    assert (digest(path, "entry/secondary/spectra"), digest(path, "entry/primary/spectra")) == raw_before
+    with PairedMapReader(path) as reader:
+        spot = reader.spot(3, 7)["secondary"]
+    expected = Transferer(trained_bundle).transfer(spot[None, :])
+    np.testing.assert_allclose(spectra[3, 7], expected["primary"][0], rtol=1e-5, atol=1e-3)
+    assert label[3, 7] == expected["label"][0]
+
+
+def test_add_secondary_trains_only_a_new_mlp(trained_bundle, sim_maps, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_bundle.path, model_dir)
+    vae_file = (model_dir / "primary/vae.safetensors").read_bytes()
+    bundle = add_secondary(model_dir, sim_maps["train"], sim_maps["val"], name="second-spectrometer",
+                           overrides={"finetune": {"epochs": 1}, "baselines": {"models": ["pls"]}},
+                           max_epochs=2, device="cpu", seed=1, progress=False)
+    assert set(bundle.secondaries) == {"secondary", "second-spectrometer"}
+    assert (model_dir / "primary/vae.safetensors").read_bytes() == vae_file
+    added = bundle.secondary("second-spectrometer")
+    assert added.fine_tuned and (model_dir / "secondary/second-spectrometer/decoder.safetensors").exists()
+    assert set(added.baselines) == {"pls"}
+    assert added.model_id != bundle.secondary("secondary").model_id
+    assert bundle.secondary().model_id == trained_bundle.secondary().model_id   # untouched
+    assert "second-spectrometer" in bundle.history["secondaries"]
+    assert not (model_dir / "checkpoints").exists()
+    with pytest.raises(TrainingError, match="already has a secondary system named 'second-spectrometer'"):
+        add_secondary(model_dir, sim_maps["train"], sim_maps["val"], name="second-spectrometer", progress=False)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_training_resumes(sim_maps, tmp_path):
+    config = tiny_config(vae={"epochs": 3}, mlp={"epochs": 2}, one_step={"epochs": 1},
+                         baselines={"models": []})
+    out = tmp_path / "model"
+
+    def interrupt(phase, epoch, record):
+        if phase == "mlp" and epoch == 0:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        train_model(sim_maps["train"], sim_maps["val"], out, config=config, device="cpu", progress=False,
+                    epoch_callback=interrupt)
+    assert (out / "checkpoints/vae").exists() and not (out / "bundle.json").exists()
+    with pytest.raises(TrainingError, match="holds an unfinished training; pass --resume"):
+        train_model(sim_maps["train"], sim_maps["val"], out, config=config, progress=False)
+    with pytest.raises(TrainingError, match="its 'seed' differs"):
+        train_model(sim_maps["train"], sim_maps["val"], out, config=config, seed=9, resume=True, progress=False)
+    phases = []
+    bundle = train_model(sim_maps["train"], sim_maps["val"], out, config=config, device="cpu", resume=True,
+                         progress=False, epoch_callback=lambda phase, epoch, record: phases.append((phase, epoch)))
+    assert phases == [("mlp", 1), ("one_step", 0)]          # the VAE and the first MLP epoch were kept
+    assert [r["epoch"] for r in bundle.history["vae"]] == [1, 2, 3]
+    assert len(bundle.history["secondaries"]["secondary"]["mlp"]) == 2
+    assert not (out / "checkpoints").exists() and load_bundle(out).model_id == bundle.model_id
+    with pytest.raises(TrainingError, match="already holds a trained model"):
+        train_model(sim_maps["train"], sim_maps["val"], out, config=config, progress=False)

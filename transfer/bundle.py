@@ -1,0 +1,488 @@
+"""The model bundle: a directory holding everything a transfer needs, without pickle.
+
+```
+MODEL_DIR/
+  bundle.json                 format, model id, sizes, secondaries, sha256 of every file
+  config.json                 resolved hyper-parameters
+  provenance.json             data files + sha256, package versions, seed, date (per part)
+  history.json                loss history per network and epoch
+  primary/wavelength.npy      float64 [n_primary]
+  primary/preprocess.safetensors   baseline-correction parameters + scaler statistics
+  primary/vae.safetensors     encoder, to_mu, to_logvar, decoder
+  primary/kmeans.safetensors  centroids (in baseline-corrected primary counts)
+  secondary/<name>/wavelength.npy
+  secondary/<name>/preprocess.safetensors
+  secondary/<name>/mlp.safetensors
+  secondary/<name>/decoder.safetensors     only when fine-tuned end to end
+  secondary/<name>/one_step.safetensors    the one-step MLP baseline
+  secondary/<name>/novelty.safetensors     PCA-residual novelty statistics (transfer.novelty)
+  secondary/<name>/baselines/<pls|knn|ds|pds>.safetensors
+```
+
+`load_bundle()` checks the format, every file's hash and every array's shape
+and fails with `BundleError` naming the part that is missing or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.torch import load_file as load_torch, save_file as save_torch
+from torch import nn
+
+from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.clustering import SpectralClusters
+from transfer.config import TransferConfig, config_from_json
+from transfer.models import ComposedTransfer, Decoder, LatentMLP, VAE, build_mlp, build_one_step, build_vae
+from transfer.novelty import NoveltyModel
+from transfer.preprocess import SpectrumPreprocessor
+
+BUNDLE_FORMAT = "twinplume.transfer-bundle"
+BUNDLE_VERSION = 1
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+WEIGHT_SUFFIX = ".safetensors"
+
+
+class BundleError(Exception):
+    """A model bundle is missing, incomplete or corrupt; the message names the part."""
+
+
+# -- file helpers ------------------------------------------------------------
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".tmp")
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    path = Path(path)
+    tmp = _atomic(path)
+    save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"missing part: {path}")
+    try:
+        return load_numpy(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+
+
+SCALARS_KEY = "twinplume.scalars"
+
+
+def save_state_tree(path: str | Path, tree: Mapping[str, Any]) -> None:
+    """A nested dict of arrays and scalars (a `get_state()`) as one safetensors file.
+
+    Arrays become tensors named by their dotted path; strings, numbers and
+    booleans go as JSON into the file's metadata.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if "." in str(key):
+                    raise BundleError(f"state key {key!r} must not contain '.'")
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, np.ndarray) and node.ndim > 0:
+            arrays[prefix] = np.ascontiguousarray(node)
+        elif isinstance(node, (np.generic, np.ndarray)):
+            scalars[prefix] = node.item()
+        elif node is None or isinstance(node, (str, int, float, bool)):
+            scalars[prefix] = node
+        elif isinstance(node, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in node):
+            scalars[prefix] = list(node)
+        else:
+            raise BundleError(f"state entry {prefix!r} of type {type(node).__name__} cannot be stored")
+
+    walk("", tree)
+    path = Path(path)
+    tmp = _atomic(path)
+    save_numpy(arrays, str(tmp), metadata={SCALARS_KEY: json.dumps(scalars)})
+    os.replace(tmp, path)
+
+
+def load_state_tree(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"missing part: {path}")
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            flat: dict[str, Any] = {key: handle.get_tensor(key) for key in handle.keys()}
+        flat.update(json.loads(metadata.get(SCALARS_KEY, "{}")))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def save_module(path: str | Path, module: nn.Module) -> None:
+    path = Path(path)
+    tmp = _atomic(path)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    save_torch(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_module(path: str | Path, module: nn.Module) -> nn.Module:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"missing part: {path}")
+    try:
+        state = load_torch(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"part {path} does not fit the configured network: {exc}") from None
+    return module
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    path = Path(path)
+    tmp = _atomic(path)
+    with open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"missing part: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    path = Path(path)
+    tmp = _atomic(path)
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=_json_default), "utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"missing part: {path}")
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise BundleError(f"invalid secondary name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
+    return name
+
+
+# -- the loaded bundle ---------------------------------------------------------
+
+BASELINE_CLASSES = {"pls": PLSTransfer, "knn": KNNTransfer, "ds": DSTransfer, "pds": PDSTransfer}
+
+
+@dataclass
+class SecondaryModel:
+    """One secondary system's part of the bundle."""
+
+    name: str
+    wavelengths: np.ndarray
+    preprocess: SpectrumPreprocessor
+    mlp: LatentMLP
+    decoder: Decoder                 # the VAE's decoder, or this system's fine-tuned copy
+    fine_tuned: bool
+    one_step: ComposedTransfer | None
+    baselines: dict[str, Any]        # name -> fitted transfer baseline (transfer.baselines)
+    novelty: NoveltyModel            # PCA-residual novelty of scaled secondary spectra
+    model_id: str                    # hash of the weights and statistics this system's transfer uses
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.wavelengths.shape[0])
+
+    def composed(self) -> ComposedTransfer:
+        return ComposedTransfer(self.mlp, self.decoder).eval()
+
+
+@dataclass
+class TransferBundle:
+    path: Path
+    config: TransferConfig
+    model_id: str
+    primary_wavelengths: np.ndarray
+    primary_preprocess: SpectrumPreprocessor
+    vae: VAE
+    kmeans: SpectralClusters         # centroids in baseline-corrected primary counts
+    secondaries: dict[str, SecondaryModel]
+    default_secondary: str
+    provenance: dict
+    history: dict
+    manifest: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def n_primary(self) -> int:
+        return int(self.primary_wavelengths.shape[0])
+
+    def secondary(self, name: str | None = None) -> SecondaryModel:
+        name = name or self.default_secondary
+        if name not in self.secondaries:
+            raise BundleError(f"{self.path}: no secondary system named {name!r} "
+                              f"(known: {', '.join(sorted(self.secondaries))})")
+        return self.secondaries[name]
+
+
+# -- writing ---------------------------------------------------------------------
+
+def primary_files() -> list[str]:
+    return ["primary/wavelength.npy", "primary/preprocess.safetensors", "primary/vae.safetensors",
+            "primary/kmeans.safetensors"]
+
+
+def secondary_files(name: str, *, fine_tuned: bool, one_step: bool, baselines: list[str]) -> list[str]:
+    base = f"secondary/{name}"
+    files = [f"{base}/wavelength.npy", f"{base}/preprocess.safetensors", f"{base}/mlp.safetensors",
+             f"{base}/novelty.safetensors"]
+    if fine_tuned:
+        files.append(f"{base}/decoder.safetensors")
+    if one_step:
+        files.append(f"{base}/one_step.safetensors")
+    files += [f"{base}/baselines/{b}.safetensors" for b in baselines]
+    return files
+
+
+def write_primary(model_dir: str | Path, *, wavelengths: np.ndarray, preprocess: SpectrumPreprocessor,
+                  vae: VAE, kmeans: SpectralClusters) -> None:
+    model_dir = Path(model_dir)
+    save_npy(model_dir / "primary/wavelength.npy", np.asarray(wavelengths, dtype=np.float64))
+    save_state_tree(model_dir / "primary/preprocess.safetensors", preprocess.get_state())
+    save_module(model_dir / "primary/vae.safetensors", vae)
+    save_state_tree(model_dir / "primary/kmeans.safetensors", kmeans.get_state())
+
+
+def write_secondary(model_dir: str | Path, name: str, *, wavelengths: np.ndarray,
+                    preprocess: SpectrumPreprocessor, mlp: LatentMLP, decoder: Decoder | None,
+                    one_step: ComposedTransfer | None, baselines: Mapping[str, Any],
+                    novelty: NoveltyModel) -> dict:
+    """Writes one secondary's parts; `decoder` only when fine-tuned. Returns its manifest entry."""
+    base = Path(model_dir) / "secondary" / check_name(name)
+    if base.exists():
+        shutil.rmtree(base)
+    save_npy(base / "wavelength.npy", np.asarray(wavelengths, dtype=np.float64))
+    save_state_tree(base / "preprocess.safetensors", preprocess.get_state())
+    save_module(base / "mlp.safetensors", mlp)
+    if decoder is not None:
+        save_module(base / "decoder.safetensors", decoder)
+    if one_step is not None:
+        save_module(base / "one_step.safetensors", one_step)
+    save_state_tree(base / "novelty.safetensors", novelty.get_state())
+    for baseline_name, model in baselines.items():
+        save_state_tree(base / "baselines" / f"{baseline_name}.safetensors", model.get_state())
+    return {"n_pixels": int(len(wavelengths)), "mlp_hidden": [int(m.out_features) for m in mlp
+                                                              if isinstance(m, nn.Linear)][:-1],
+            "fine_tuned": decoder is not None, "one_step": one_step is not None, "baselines": sorted(baselines)}
+
+
+def _combined_id(hashes: Mapping[str, str], files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        if rel.endswith(WEIGHT_SUFFIX) or rel.endswith(".npy"):
+            digest.update(rel.encode() + b"\0" + hashes[rel].encode())
+    return digest.hexdigest()[:16]
+
+
+def write_manifest(model_dir: str | Path, *, n_primary: int, latent: int,
+                   secondaries: Mapping[str, Mapping[str, Any]], default_secondary: str) -> dict:
+    """Hashes every part and writes bundle.json last: a bundle without it is incomplete.
+
+    `secondaries` maps a name to the entry `write_secondary` returned.
+    """
+    model_dir = Path(model_dir)
+    files = primary_files() + ["config.json", "provenance.json", "history.json"]
+    entries = {}
+    for name, info in secondaries.items():
+        own = secondary_files(name, fine_tuned=info["fine_tuned"], one_step=info["one_step"],
+                              baselines=list(info["baselines"]))
+        files += own
+        entries[name] = dict(info, files=own)
+    hashes = {}
+    for rel in files:
+        if not (model_dir / rel).exists():
+            raise BundleError(f"cannot finish bundle: {model_dir / rel} was not written")
+        hashes[rel] = sha256_file(model_dir / rel)
+    for entry in entries.values():
+        entry["model_id"] = _combined_id(hashes, primary_files() + entry.pop("files"))
+    manifest = {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
+        "model_id": _combined_id(hashes, files),
+        "n_primary": n_primary, "latent": latent,
+        "default_secondary": default_secondary, "secondaries": entries, "sha256": hashes,
+    }
+    write_json(model_dir / "bundle.json", manifest)
+    return manifest
+
+
+# -- loading ---------------------------------------------------------------------
+
+def _restore(path: Path, restore: Callable[[dict], Any]) -> Any:
+    try:
+        return restore(load_state_tree(path))
+    except BundleError:
+        raise
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleError(f"corrupt part {path}: {exc}") from None
+
+
+def load_bundle(model_dir: str | Path) -> TransferBundle:
+    """Loads and checks a bundle; `BundleError` names the first missing or corrupt part."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BundleError(f"{model_dir}: not a model directory")
+    if not (model_dir / "bundle.json").exists():
+        hint = " (training did not finish; resume it with --resume)" if (model_dir / "checkpoints").exists() else ""
+        raise BundleError(f"missing part: {model_dir / 'bundle.json'}{hint}")
+    manifest = read_json(model_dir / "bundle.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{model_dir / 'bundle.json'}: not a transfer bundle")
+    if manifest.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(f"{model_dir}: bundle format version {manifest.get('format_version')} "
+                          f"is not supported (this program reads {BUNDLE_VERSION})")
+    for rel, expected in manifest["sha256"].items():
+        path = model_dir / rel
+        if not path.exists():
+            raise BundleError(f"missing part: {path}")
+        if sha256_file(path) != expected:
+            raise BundleError(f"corrupt part {path}: its sha256 differs from the one in bundle.json")
+    try:
+        config = config_from_json((model_dir / "config.json").read_text("utf-8"))
+    except Exception as exc:  # a config that no longer validates is a corrupt part too
+        raise BundleError(f"corrupt part {model_dir / 'config.json'}: {exc}") from None
+
+    wl_primary = load_npy(model_dir / "primary/wavelength.npy")
+    n_primary = int(manifest["n_primary"])
+    if wl_primary.shape != (n_primary,):
+        raise BundleError(f"{model_dir / 'primary/wavelength.npy'}: {wl_primary.shape} does not match "
+                          f"n_primary={n_primary}")
+    vae = load_module(model_dir / "primary/vae.safetensors", build_vae(n_primary, config["vae"])).eval()
+    secondaries = {name: _load_secondary(model_dir, name, info, config, vae, n_primary)
+                   for name, info in manifest["secondaries"].items()}
+    return TransferBundle(
+        path=model_dir, config=config, model_id=manifest["model_id"], primary_wavelengths=wl_primary,
+        primary_preprocess=_restore(model_dir / "primary/preprocess.safetensors", SpectrumPreprocessor.from_state),
+        vae=vae, kmeans=_restore(model_dir / "primary/kmeans.safetensors", SpectralClusters.from_state),
+        secondaries=secondaries, default_secondary=manifest["default_secondary"],
+        provenance=read_json(model_dir / "provenance.json"), history=read_json(model_dir / "history.json"),
+        manifest=manifest,
+    )
+
+
+def _load_secondary(model_dir: Path, name: str, info: Mapping[str, Any], config: TransferConfig,
+                    vae: VAE, n_primary: int) -> SecondaryModel:
+    base = model_dir / "secondary" / name
+    wavelengths = load_npy(base / "wavelength.npy")
+    n = int(info["n_pixels"])
+    if wavelengths.shape != (n,):
+        raise BundleError(f"{base / 'wavelength.npy'}: {wavelengths.shape} does not match n_pixels={n}")
+    latent = config["vae"]["latent"]
+    # A secondary added later may have its own MLP sizes.
+    config = config.with_overrides({"mlp": {"hidden": list(info.get("mlp_hidden", config["mlp"]["hidden"]))}})
+    mlp = load_module(base / "mlp.safetensors", build_mlp(n, config["mlp"], latent)).eval()
+    decoder = vae.decoder
+    if info["fine_tuned"]:
+        decoder = Decoder(latent, config["vae"]["hidden"], n_primary, config["vae"]["negative_slope"])
+        load_module(base / "decoder.safetensors", decoder).eval()
+    one_step = None
+    if info["one_step"]:
+        one_step = load_module(base / "one_step.safetensors", build_one_step(n, n_primary, config)).eval()
+    baselines = {}
+    for baseline_name in info["baselines"]:
+        if baseline_name not in BASELINE_CLASSES:
+            raise BundleError(f"{model_dir / 'bundle.json'}: unknown baseline {baseline_name!r}")
+        baselines[baseline_name] = _restore(base / "baselines" / f"{baseline_name}.safetensors",
+                                            BASELINE_CLASSES[baseline_name].from_state)
+    novelty = _restore(base / "novelty.safetensors", NoveltyModel.from_state)
+    if novelty.n_pixels != n:
+        raise BundleError(f"{base / 'novelty.safetensors'}: statistics of {novelty.n_pixels}-pixel spectra, "
+                          f"the system has {n}")
+    return SecondaryModel(
+        name=name, wavelengths=wavelengths,
+        preprocess=_restore(base / "preprocess.safetensors", SpectrumPreprocessor.from_state),
+        mlp=mlp, decoder=decoder, fine_tuned=bool(info["fine_tuned"]), one_step=one_step,
+        baselines=baselines, novelty=novelty, model_id=info["model_id"],
+    )
+
+
+# -- training checkpoints (same formats: safetensors + JSON, no pickle) --------
+
+def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Tensors of the optimizer state to safetensors; returns the JSON-able rest."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{index}.{key}"] = value
+    path = Path(path)
+    tmp = _atomic(path)
+    save_torch(tensors, str(tmp))
+    os.replace(tmp, path)
+    return {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, meta: Mapping[str, Any]) -> None:
+    tensors = load_torch(str(path))
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})

@@ -1,0 +1,232 @@
+"""`libs-transfer`: train, extend, evaluate and apply spectral-transfer models.
+
+Each subcommand is registered by a function `add_<name>(subparsers)` that
+builds its parser and sets `handler`. To add a subcommand from another
+module, append its registration function to `SUBCOMMANDS` (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger("libs-transfer")
+
+
+def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=help_text, description=help_text,
+                                 epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _common_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                        help="cap every training phase at N epochs (default: the config's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and sampling (default: 0)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+
+
+# -- train ---------------------------------------------------------------------------
+
+def add_train(subparsers) -> None:
+    p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines",
+                "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 5")
+    p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train on")
+    p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="bundle directory to write")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="TOML file overriding transfer/default_config.toml")
+    p.add_argument("--name", default="secondary", help="name of the secondary system in the bundle (default: secondary)")
+    _common_training(p)
+    p.set_defaults(handler=_train)
+
+
+def _train(args) -> int:
+    from transfer.config import load_config
+    from transfer.pipeline import train_model
+    config = load_config(args.config).with_max_epochs(args.max_epochs)
+    bundle = train_model(args.train, args.val, args.out, config=config, device=args.device, seed=args.seed,
+                         resume=args.resume, secondary_name=args.name)
+    print(f"model {bundle.model_id} written to {args.out}")
+    return 0
+
+
+# -- add-secondary --------------------------------------------------------------------
+
+def add_add_secondary(subparsers) -> None:
+    p = _parser(subparsers, "add-secondary",
+                "train only a new MLP for another secondary system against a bundle's existing VAE",
+                "libs-transfer add-secondary model/ cheap_train.h5 --val cheap_val.h5 --name cheap")
+    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
+    p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map: the bundle's primary + the new secondary")
+    p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
+    p.add_argument("--name", required=True, help="name of the new secondary system")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="TOML overriding the bundle's settings (not [vae])")
+    _common_training(p)
+    p.set_defaults(handler=_add_secondary)
+
+
+def _add_secondary(args) -> int:
+    import tomllib
+    from transfer.config import ConfigError
+    from transfer.pipeline import add_secondary
+    overrides = {}
+    if args.config is not None:
+        try:
+            overrides = tomllib.loads(args.config.read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration {args.config}: {exc}") from None
+    bundle = add_secondary(args.model, args.train, args.val, name=args.name, overrides=overrides,
+                           max_epochs=args.max_epochs, device=args.device, seed=args.seed, resume=args.resume)
+    print(f"secondary '{args.name}' added to {args.model} (model {bundle.secondary(args.name).model_id})")
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------
+
+def add_evaluate(subparsers) -> None:
+    p = _parser(subparsers, "evaluate", "compare every model of a bundle on a paired test map",
+                "libs-transfer evaluate model/ test.h5 --out report/ --protocol causal")
+    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
+    p.add_argument("test", type=Path, metavar="TEST.h5", help="paired map to evaluate on (both systems)")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",
+                   help="where report.json, report.md and the PNG figures go")
+    p.add_argument("--protocol", choices=("causal", "paper"), default="causal",
+                   help="causal (default): training statistics only; paper: the test set scaled with its own "
+                        "statistics, as the paper did")
+    p.add_argument("--secondary", default=None, help="which secondary system of the bundle (default: the first)")
+    p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    p.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from transfer.predict import evaluate_map
+    report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
+                          chunk_spots=args.chunk_spots)
+    print(json.dumps({"protocol": report["protocol"], "n_spectra": report["n_spectra"],
+                      "models": report["models"]}, indent=2))
+    return 0
+
+
+# -- predict -----------------------------------------------------------------------------
+
+def add_predict(subparsers) -> None:
+    p = _parser(subparsers, "predict",
+                "write transferred spectra, k-means labels and novelty into /entry/transferred of a map",
+                "libs-transfer predict model/ map.h5")
+    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
+    p.add_argument("map", type=Path, metavar="MAP.h5", help="map with secondary spectra (raw data is not changed)")
+    p.add_argument("--secondary", default=None, help="which secondary system of the bundle (default: the first)")
+    p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    p.set_defaults(handler=_predict)
+
+
+def _predict(args) -> int:
+    from transfer.predict import predict_map
+    n = predict_map(args.model, args.map, secondary=args.secondary, chunk_spots=args.chunk_spots)
+    print(f"{n} transferred spectra written to {args.map}:/entry/transferred")
+    return 0
+
+
+# -- search ------------------------------------------------------------------------------
+
+def add_search(subparsers) -> None:
+    p = _parser(subparsers, "search",
+                "hyper-parameter search (Optuna, Hyperband pruner) over the paper's search space",
+                "libs-transfer search train.h5 --val val.h5 --trials 8 --out best.toml")
+    p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train the trials on")
+    p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map the trials are scored on")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="base configuration (TOML)")
+    p.add_argument("--trials", type=int, default=None, help="trials per stage (default: the config's search.trials)")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                   help="Hyperband's maximum epochs per trial (default: the config's search.max_epochs)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the best configuration as TOML")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samplers and the networks (default: 0)")
+    p.set_defaults(handler=_search)
+
+
+def _search(args) -> int:
+    from transfer.config import load_config, to_toml
+    from transfer.search import run_search
+    config = load_config(args.config)
+    result = run_search(args.train, args.val, config=config, trials=args.trials, max_epochs=args.max_epochs,
+                        device=args.device, seed=args.seed)
+    text = to_toml(result["config"])
+    if args.out is not None:
+        args.out.write_text(text, "utf-8")
+        print(f"best configuration written to {args.out}")
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+    return 0
+
+
+# -- registry -----------------------------------------------------------------------------
+
+def _lazy(module: str, function: str) -> Callable:
+    """A registration function imported only when the parser is built (keeps --help fast)."""
+    def register(subparsers) -> None:
+        getattr(importlib.import_module(module), function)(subparsers)
+    return register
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the input, reported as one line instead of a traceback."""
+    from acquisition.store import PairedMapError
+    from transfer.bundle import BundleError
+    from transfer.config import ConfigError
+    from transfer.data import TransferDataError
+    from transfer.novelty import NoveltyError
+    from transfer.preprocess import SpectraError, WavelengthMismatchError
+    from transfer.train import TrainingError
+    return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
+            TrainingError, NoveltyError, FileNotFoundError)
+
+
+SUBCOMMANDS: list[Callable] = [
+    add_train,
+    add_add_secondary,
+    add_evaluate,
+    add_predict,
+    add_search,
+    # EXPORT: `libs-transfer export` lives in transfer/export.py; register it with this one line:
+    _lazy("transfer.export", "add_export"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="libs-transfer", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Spectral transfer between LIBS systems (VAE + MLP, after Vrabel et al. 2023).",
+        epilog="example:\n  libs-transfer train train.h5 --val val.h5 --out model/\n"
+               "  libs-transfer evaluate model/ test.h5 --out report/")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except _user_errors() as exc:
+        print(f"libs-transfer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"libs-transfer {args.command}: interrupted; --resume continues a training from its last epoch",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

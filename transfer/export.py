@@ -1,0 +1,431 @@
+"""`libs-transfer export`: the whole live transfer pipeline of a bundle as one ONNX graph.
+
+The graph obeys "Exported model" in docs/architecture.md and runs on ONNX
+Runtime alone (the live worker has no torch)::
+
+    secondary  float32 [batch, n_secondary]  raw counts
+      -> baseline correction    two MaxPools (sliding minimum) and a Conv (Gaussian mean),
+                                exactly transfer.preprocess.baseline_correct
+      -> causal scaling         the training statistics of the bundle
+      -> MLP                    -> latent   float32 [batch, latent]
+      -> decoder                -> scaled primary
+      -> inverse scaling        -> primary  float32 [batch, n_primary]  (baseline-corrected counts)
+      nearest k-means centroid of the primary counts, as transfer.clustering does
+                                -> label    int64   [batch]
+      PCA residual of the scaled secondary (transfer.novelty)
+                                -> novelty  float32 [batch]
+
+The label is the nearest k-means centroid in the space the bundle's k-means
+was fitted in (baseline-corrected primary counts), in float64. The novelty
+statistics are the bundle's (`transfer.novelty`, fitted at training), so the
+live stream and `libs-transfer predict` report the same score; `--reference
+MAP.h5` or `--novelty-components` recompute them.
+
+Every export is checked before the file appears: `onnx.checker` (with shape
+inference) and a parity run of ONNX Runtime against the PyTorch path
+(`transfer.predict.Transferer`) on reference spectra, max relative error
+<= 1e-4 (see :func:`relative_error`) and identical labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
+from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, add_novelty_nodes, fit_from_maps
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT = "secondary"
+OUTPUTS = ("primary", "latent", "label", "novelty")
+META = "twinplume."
+PARITY_TOLERANCE = 1e-4
+CONV_BLOCK = 64   # output pixels per Conv channel group; ~3x faster in ONNX Runtime than one long Conv
+
+
+class ExportError(Exception):
+    """The bundle cannot be exported, or the exported graph fails its checks; the message says why."""
+
+
+# -- graph building ------------------------------------------------------------------
+
+class _Graph:
+    """Nodes and initializers of one ONNX graph, with generated names."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], *, output: str | None = None, **attributes: Any) -> str:
+        self._count += 1
+        output = output or f"{op_type.lower()}_{self._count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{self._count}", **attributes))
+        return output
+
+
+def _dense_stack(graph: _Graph, x: str, module: nn.Sequential, prefix: str) -> str:
+    """nn.Linear -> Gemm, nn.LeakyReLU -> LeakyRelu, in module order."""
+    for index, layer in enumerate(module):
+        if isinstance(layer, nn.Linear):
+            weight = graph.const(f"{prefix}.{index}.weight", layer.weight.detach().cpu().numpy().astype(np.float32))
+            bias = graph.const(f"{prefix}.{index}.bias", layer.bias.detach().cpu().numpy().astype(np.float32))
+            x = graph.op("Gemm", [x, weight, bias], transB=1)
+        elif isinstance(layer, nn.LeakyReLU):
+            x = graph.op("LeakyRelu", [x], alpha=float(layer.negative_slope))
+        else:
+            raise ExportError(f"{prefix}: layer {index} is a {type(layer).__name__}, which the export does not know")
+    return x
+
+
+def _baseline_corrected(graph: _Graph, x: str, n: int, min_window: int, smooth_window: int) -> str:
+    """x [batch, n] minus the baseline of transfer.preprocess (its docstring has the ONNX form).
+
+    The Gaussian mean is one Conv whose CONV_BLOCK output channels each hold the
+    kernel shifted by one pixel, applied with stride CONV_BLOCK: the same sums
+    as a plain Conv with pads s-1, computed as a matrix product.
+    """
+    from transfer.preprocess import gaussian_kernel
+    w, s = min_window, smooth_window
+    x3 = graph.op("Unsqueeze", [x, graph.const("axis_1", np.array([1], np.int64))])
+    negated = graph.op("Neg", [x3])
+    trailing = graph.op("MaxPool", [negated], kernel_shape=[w], strides=[1], pads=[w - 1, 0])
+    leading = graph.op("MaxPool", [negated], kernel_shape=[w], strides=[1], pads=[0, w - 1])
+    minus_twice_m = graph.op("Add", [trailing, leading])        # -(trailing_min + leading_min)
+    kernel = -0.5 * gaussian_kernel(s)                          # the -1/2 turns it into m
+    block = min(CONV_BLOCK, n)
+    n_blocks = -(-n // block)
+    weights = np.zeros((block, 1, block + 2 * s - 2), np.float32)
+    for j in range(block):
+        weights[j, 0, j:j + 2 * s - 1] = kernel
+    blocks = graph.op("Conv", [minus_twice_m, graph.const("baseline_gaussian_blocks", weights)],
+                      strides=[block], pads=[s - 1, n_blocks * block - n + s - 1])   # [batch, block, n_blocks]
+    ordered = graph.op("Transpose", [blocks], perm=[0, 2, 1])
+    flat_shape = graph.const("baseline_flat_shape", np.array([-1, n_blocks * block], np.int64))
+    flat = graph.op("Reshape", [ordered, flat_shape])
+    baseline = graph.op("Slice", [flat, graph.const("baseline_start", np.array([0], np.int64)),
+                                  graph.const("baseline_stop", np.array([n], np.int64)),
+                                  graph.const("baseline_axis", np.array([1], np.int64))])
+    return graph.op("Sub", [x, baseline])
+
+
+def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> onnx.GraphProto:
+    """The pipeline of one secondary system as an ONNX graph (module docstring)."""
+    secondary, primary = system.preprocess, bundle.primary_preprocess
+    n_secondary, n_primary = system.n_pixels, bundle.n_primary
+    latent_size = int(system.mlp.latent)
+    if novelty.n_pixels != n_secondary:
+        raise ExportError(f"novelty statistics are for {novelty.n_pixels}-pixel spectra, the model "
+                          f"takes {n_secondary}")
+    g = _Graph()
+    corrected = _baseline_corrected(g, INPUT, n_secondary, secondary.min_window, secondary.smooth_window)
+    centred = g.op("Sub", [corrected, g.const("secondary_mean", secondary.scaler.mean_.astype(np.float32))])
+    scaled = g.op("Div", [centred, g.const("secondary_scale", secondary.scaler.scale_.astype(np.float32))])
+    latent = _dense_stack(g, scaled, system.mlp, "mlp")
+    g.op("Identity", [latent], output="latent")
+    predicted = _dense_stack(g, latent, system.decoder, "decoder")
+    g.op("Add", [g.op("Mul", [predicted, g.const("primary_scale", primary.scaler.scale_.astype(np.float32))]),
+                 g.const("primary_mean", primary.scaler.mean_.astype(np.float32))], output="primary")
+    # Labels as transfer.clustering computes them on the bundle's centroids: on the
+    # baseline-corrected primary counts, in float64 (counts squared reach 1e10 and more).
+    centroids = np.asarray(bundle.kmeans.centroids_, dtype=np.float64)
+    if centroids.shape[1] != n_primary:
+        raise ExportError(f"k-means centroids have {centroids.shape[1]} pixels, the primary spectra {n_primary}")
+    counts = g.op("Cast", ["primary"], to=TensorProto.DOUBLE)
+    products = g.op("MatMul", [counts, g.const("kmeans_centroids_t", np.ascontiguousarray(centroids.T))])
+    distances = g.op("Sub", [g.const("kmeans_squared_norms", np.einsum("ij,ij->i", centroids, centroids)),
+                             g.op("Mul", [products, g.const("two", np.array(2.0, np.float64))])])
+    g.op("ArgMin", [distances], output="label", axis=1, keepdims=0)
+    g.op("Identity", [add_novelty_nodes(novelty, scaled, g.const, g.op)], output="novelty")
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", n_secondary])]
+    outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", n_primary]),
+               helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
+               helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+               helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]
+    return helper.make_graph(g.nodes, "twinplume_transfer", inputs, outputs, g.initializers)
+
+
+# -- identity and metadata --------------------------------------------------------------
+
+def exported_model_id(system: SecondaryModel, novelty: NoveltyModel) -> str:
+    """Hex hash of what the graph computes: the secondary system's weights and statistics
+    (its bundle model id) and the novelty statistics added at export."""
+    digest = hashlib.sha256(system.model_id.encode() + b"\0")
+    for array in (novelty.mean, novelty.components, np.array([novelty.reference])):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in ("twinplume", "onnx", "onnxruntime", "numpy", "torch"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, model_id: str,
+                   provenance: dict) -> dict[str, str]:
+    """The metadata_props of docs/architecture.md, exactly these keys."""
+    return {
+        f"{META}model_id": model_id,
+        f"{META}n_primary": str(bundle.n_primary),
+        f"{META}n_secondary": str(system.n_pixels),
+        f"{META}primary_wavelengths": json.dumps([float(v) for v in bundle.primary_wavelengths]),
+        f"{META}secondary_wavelengths": json.dumps([float(v) for v in system.wavelengths]),
+        f"{META}provenance": json.dumps(provenance, sort_keys=True, default=str),
+    }
+
+
+def _provenance(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, source: dict) -> dict:
+    training = {"primary": bundle.provenance.get("primary", {}),
+                "secondary": bundle.provenance.get("secondaries", {}).get(system.name, {})}
+    return {
+        "format": "twinplume.exported-model", "format_version": 1,
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "bundle": {"path": str(Path(bundle.path).resolve()), "model_id": bundle.model_id},
+        "secondary": {"name": system.name, "model_id": system.model_id, "fine_tuned": system.fine_tuned},
+        "preprocess": {"baseline": {"min_window": system.preprocess.min_window,
+                                    "smooth_window": system.preprocess.smooth_window},
+                       "scaling": "causal: training statistics of the bundle"},
+        "primary_units": "baseline-corrected counts",
+        "kmeans": {"k": int(bundle.kmeans.centroids_.shape[0]), "space": "baseline-corrected primary counts"},
+        "novelty": dict(novelty.describe(), **source),
+        "training": training, "opset": OPSET, "versions": _versions(),
+    }
+
+
+def _file_record(path: Path) -> dict:
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size}
+
+
+def _training_map(bundle: TransferBundle, system: SecondaryModel) -> tuple[Path | None, str]:
+    """The training map named in the bundle's provenance, if it is still there (else why not)."""
+    record = bundle.provenance.get("secondaries", {}).get(system.name, {}).get("data", {}).get("train")
+    if not record or "path" not in record:
+        return None, f"{bundle.path}/provenance.json names no training map for secondary '{system.name}'"
+    path = Path(record["path"])
+    if not path.is_file():
+        return None, f"the training map {path} named in {bundle.path}/provenance.json is not there"
+    if "bytes" in record and path.stat().st_size != int(record["bytes"]):
+        return None, (f"the training map {path} changed since the model was trained "
+                      f"({path.stat().st_size} bytes, provenance says {record['bytes']})")
+    return path, ""
+
+
+def _reference_path(bundle: TransferBundle, system: SecondaryModel, reference: str | Path | None) -> Path:
+    """The map to recompute the novelty statistics from: `reference`, else the training map."""
+    if reference is not None:
+        path = Path(reference)
+        if not path.is_file():
+            raise ExportError(f"reference map {path} does not exist")
+        return path
+    path, why_not = _training_map(bundle, system)
+    if path is None:
+        raise ExportError(f"{why_not}; give the training data with --reference TRAIN.h5")
+    return path
+
+
+def _novelty(bundle: TransferBundle, system: SecondaryModel, reference: str | Path | None,
+             n_components: int | None, max_spots: int | None, seed: int, progress: bool
+             ) -> tuple[NoveltyModel, dict]:
+    """The bundle's novelty statistics, or new ones when a reference map or other settings are given."""
+    if reference is None and n_components is None and max_spots is None:
+        return system.novelty, {"source": "bundle"}
+    path = _reference_path(bundle, system, reference)
+    n_components = DEFAULT_COMPONENTS if n_components is None else n_components
+    max_spots = DEFAULT_MAX_SPOTS if max_spots is None else max_spots
+    log.info("novelty statistics from %s (up to %d spectra, %d components)", path, max_spots, n_components)
+    novelty = fit_from_maps([path], system.preprocess, n_components=n_components, max_spots=max_spots, seed=seed,
+                            progress=progress)
+    return novelty, {"source": "recomputed", "reference_data": _file_record(path)}
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+def relative_error(result: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per spectrum: max |result - expected| / max |expected| (0/0 counts as 0)."""
+    result = np.asarray(result, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = np.max(np.abs(expected), axis=1)
+    diff = np.max(np.abs(result - expected), axis=1)
+    return np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+
+
+def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
+           raw_secondary: np.ndarray) -> dict:
+    """ONNX Runtime against the PyTorch path (and the numpy novelty) on raw spectra."""
+    from transfer.predict import Transferer
+    transferer = Transferer(bundle, system.name)
+    expected = transferer.transfer(raw_secondary)
+    expected_novelty = novelty.score(transferer.scaled_input(raw_secondary))
+    primary, latent, label, score = session.run(
+        list(OUTPUTS), {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
+    return {"n_spectra": int(raw_secondary.shape[0]),
+            "primary_max_relative_error": float(relative_error(primary, expected["primary"]).max()),
+            "latent_max_relative_error": float(relative_error(latent, expected["latent"]).max()),
+            "labels_equal": bool(np.array_equal(label, expected["label"])),
+            "novelty_max_relative_error": float(np.max(np.abs(score - expected_novelty)
+                                                         / np.maximum(expected_novelty, 1e-12)))}
+
+
+def _session(model_bytes: bytes):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _check_spectra(bundle: TransferBundle, system: SecondaryModel, reference: str | Path | None,
+                   max_spots: int, seed: int) -> tuple[np.ndarray, str]:
+    """Raw spectra for the parity check: the first of the reference or training map, or
+    (neither at hand) synthetic spectra drawn from the training statistics."""
+    from transfer.data import iter_raw_chunks
+    path = Path(reference) if reference is not None else _training_map(bundle, system)[0]
+    if path is not None:
+        for _, _, _, spectra in iter_raw_chunks([path], ["secondary"], max_spots):
+            return spectra["secondary"][:max_spots], str(path.resolve())
+    scaler = system.preprocess.scaler
+    noise = np.random.default_rng(seed).standard_normal((max_spots, system.n_pixels))
+    log.info("no map of the training data at hand: checking the export on synthetic spectra")
+    return (scaler.mean_ + scaler.scale_ * noise).astype(np.float32), "synthetic spectra from the training statistics"
+
+
+# -- the export -------------------------------------------------------------------------------
+
+@dataclass
+class ExportResult:
+    path: Path
+    model_id: str
+    secondary: str
+    n_secondary: int
+    n_primary: int
+    parity: dict
+    novelty: dict = field(default_factory=dict)
+
+
+def export_model(model: str | Path | TransferBundle, out: str | Path, *, secondary: str | None = None,
+                 reference: str | Path | None = None, novelty_components: int | None = None,
+                 novelty_spots: int | None = None, check_spots: int = 256, seed: int = 0,
+                 progress: bool = True) -> ExportResult:
+    """Writes the ONNX model of one secondary system of a bundle to `out` (replaced atomically,
+    and only after it passed onnx.checker and the parity check).
+
+    The novelty statistics are the bundle's unless `reference` (a map of the training
+    data), `novelty_components` or `novelty_spots` ask for new ones; new ones come from
+    `reference`, else from the training map named in the bundle's provenance.
+    """
+    bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
+    system = bundle.secondary(secondary)
+    out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    novelty, source = _novelty(bundle, system, reference, novelty_components, novelty_spots, seed, progress)
+    # With the bundle's own statistics the graph computes exactly what the bundle's id names.
+    model_id = system.model_id if novelty is system.novelty else exported_model_id(system, novelty)
+    proto = _model_proto(bundle, system, novelty, model_id)
+    spectra, spectra_from = _check_spectra(bundle, system, reference, check_spots, seed)
+    checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra)
+    if not (checked["primary_max_relative_error"] <= PARITY_TOLERANCE and checked["labels_equal"]):
+        raise ExportError(f"the exported graph does not reproduce the PyTorch pipeline on {spectra_from}: {checked}")
+    provenance = _provenance(bundle, system, novelty, source)
+    provenance["parity"] = dict(checked, tolerance=PARITY_TOLERANCE, spectra_from=spectra_from)
+    helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance))
+    _write_atomically(out, proto.SerializeToString())
+    log.info("model %s (secondary '%s') exported to %s", model_id, system.name, out)
+    return ExportResult(path=out, model_id=model_id, secondary=system.name, n_secondary=system.n_pixels,
+                        n_primary=bundle.n_primary, parity=checked, novelty=dict(novelty.describe(), **source))
+
+
+def _model_proto(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
+                 model_id: str) -> onnx.ModelProto:
+    """The model around the graph, checked by onnx.checker (with shape inference)."""
+    proto = helper.make_model(build_graph(bundle, system, novelty), opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="twinplume", producer_version=_versions()["twinplume"],
+                              doc_string=f"twinplume spectral transfer {model_id}: raw '{system.name}' secondary "
+                                         "counts -> primary counts, latent, k-means label, novelty")
+    proto.ir_version = min(proto.ir_version, 9)   # loadable by onnxruntime 1.17, the floor in pyproject.toml
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
+    return proto
+
+
+def _write_atomically(out: Path, payload: bytes) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        partial.write_bytes(payload)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def add_export(subparsers) -> None:
+    help_text = "write the live transfer pipeline of a bundle as one ONNX model (for libs-stream serve)"
+    p = subparsers.add_parser(
+        "export", help=help_text,
+        description=f"{help_text}.\nThe graph is checked (onnx.checker, parity with the PyTorch path) before the "
+                    "file is written.\nThe novelty statistics are the bundle's unless --reference or the "
+                    "--novelty-* options ask for new ones.",
+        epilog="example:\n  libs-transfer export model/ --out model.onnx\n"
+               "  libs-transfer export model/ --out cheap.onnx --system cheap --novelty-components 32",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle written by libs-transfer train")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx",
+                   help="ONNX file to write (an existing one is replaced)")
+    p.add_argument("--system", default=None, metavar="NAME",
+                   help="which secondary system of the bundle (default: the bundle's default one)")
+    p.add_argument("--reference", type=Path, default=None, metavar="TRAIN.h5",
+                   help="recompute the novelty statistics from this map of the training data "
+                        "(default: keep the bundle's)")
+    p.add_argument("--novelty-components", type=int, default=None, metavar="K",
+                   help=f"recompute the novelty statistics with K principal components (bundle default: "
+                        f"{DEFAULT_COMPONENTS}); from --reference, else from the training map in the provenance")
+    p.add_argument("--novelty-spots", type=int, default=None, metavar="N",
+                   help=f"recompute the novelty statistics from N random training spectra (bundle default: "
+                        f"{DEFAULT_MAX_SPOTS})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sample of recomputed statistics (default: %(default)s)")
+    p.set_defaults(handler=_export)
+
+
+def _export(args) -> int:
+    from transfer.novelty import NoveltyError
+    try:
+        result = export_model(args.model, args.out, secondary=args.system, reference=args.reference,
+                              novelty_components=args.novelty_components, novelty_spots=args.novelty_spots,
+                              seed=args.seed)
+    except (ExportError, NoveltyError) as exc:
+        print(f"libs-transfer export: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model": str(result.path), "model_id": result.model_id, "secondary": result.secondary,
+                      "n_secondary": result.n_secondary, "n_primary": result.n_primary, "parity": result.parity,
+                      "novelty": result.novelty}, indent=2))
+    return 0

@@ -1,0 +1,367 @@
+"""Training runs that produce a model bundle.
+
+`train_model`: scalers (one streaming pass) -> VAE on primary spectra -> k-means
+of scaled primary spectra -> for the secondary system: MLP onto the VAE's mu,
+optional end-to-end fine-tuning, the one-step MLP, the baselines (PLS, KNN,
+DS, PDS) and the novelty statistics of `transfer.novelty` -> bundle.
+
+`add_secondary`: the same secondary part for another spectrometer against
+the VAE of an existing bundle (the paper's client-server idea).
+
+Both checkpoint into MODEL_DIR/checkpoints and resume from there; the
+directory is removed once the bundle is complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import importlib.metadata
+import logging
+import platform
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.bundle import (TransferBundle, check_name, load_bundle, load_state_tree,
+                             read_json, save_state_tree, sha256_file, write_json, write_manifest,
+                             write_primary, write_secondary)
+from transfer.clustering import SpectralClusters
+from transfer.config import TransferConfig
+from transfer.data import (SYSTEMS, PairedBatches, check_axis, fit_preprocessors, inspect_map,
+                           sample_preprocessed)
+from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
+from transfer.novelty import fit_from_maps as fit_novelty
+from transfer.preprocess import SpectrumPreprocessor
+from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
+                            make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[str, int, dict], None]
+VAL_BATCH = 1024
+
+
+# -- run bookkeeping ---------------------------------------------------------------
+
+def file_record(path: Path) -> dict:
+    """Provenance of one data file; hashing reads the whole file once."""
+    info = inspect_map(path)
+    log.info("hashing %s", path)
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "bytes": Path(path).stat().st_size,
+            "n_spots": info.n_spots, "shape": list(info.shape)}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("twinplume", "torch", "numpy", "scipy", "h5py", "scikit-learn", "safetensors"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _start_run(run_dir: Path, resume: bool, identity: dict) -> bool:
+    """Refuses to mix runs: a resumed run must have the same config, seed and data.
+
+    Returns True when a new run was started (False: resuming).
+    """
+    run_file = run_dir / "run.json"
+    if run_file.exists():
+        if not resume:
+            raise TrainingError(f"{run_dir.parent} holds an unfinished training; pass --resume to continue it "
+                                "or choose another output directory")
+        previous = read_json(run_file)
+        for key in identity:
+            if previous.get(key) != identity[key]:
+                raise TrainingError(f"cannot resume in {run_dir.parent}: its '{key}' differs from this run's "
+                                    "(same config, seed and data files are needed)")
+        log.info("resuming the training in %s", run_dir.parent)
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_file, identity)
+    return True
+
+
+def _preprocessors_or_abandon(checkpoints: Path, new_run: bool, *args) -> dict[str, SpectrumPreprocessor]:
+    """The first pass reads every spectrum; if the data is bad, the just-started run is dropped
+    so that a corrected file can be trained on without --resume."""
+    try:
+        return _preprocessors(checkpoints, *args)
+    except BaseException:
+        if new_run:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            parent = checkpoints.parent
+            if parent.exists() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+
+
+def _phase(section: Mapping[str, Any], early_stopping: bool = True) -> PhaseSettings:
+    return PhaseSettings(section["epochs"], section["learning_rate"],
+                         section.get("patience", 0) if early_stopping else 0, section["clip_grad_norm"])
+
+
+def _preprocessors(checkpoints: Path, paths: Sequence[Path], wavelengths: Mapping[str, np.ndarray],
+                   chunk_spots: int, progress: bool) -> dict[str, SpectrumPreprocessor]:
+    """Scaler statistics from one pass, kept in the checkpoints so a resume skips the pass."""
+    saved = {s: checkpoints / f"preprocess-{s}.safetensors" for s in wavelengths}
+    if all(p.exists() for p in saved.values()):
+        return {s: SpectrumPreprocessor.from_state(load_state_tree(p)) for s, p in saved.items()}
+    fitted = fit_preprocessors(paths, wavelengths, chunk_spots, progress)
+    for system, preprocessor in fitted.items():
+        save_state_tree(saved[system], preprocessor.get_state())
+    return fitted
+
+
+def _batches(paths, preprocessors, config: TransferConfig, batch_size: int, seed: int, shuffle: bool,
+             progress: bool) -> PairedBatches:
+    data = config["data"]
+    return PairedBatches(paths, preprocessors, batch_size, seed=seed, shuffle=shuffle,
+                         chunk_spots=data["chunk_spots"], buffer_chunks=data["shuffle_buffer_chunks"],
+                         in_memory_max_bytes=data["in_memory_max_mb"] << 20, progress=progress)
+
+
+def _callback(epoch_callback: EpochCallback | None, phase: str):
+    if epoch_callback is None:
+        return None
+    return lambda epoch, record: epoch_callback(phase, epoch, record)
+
+
+# -- the secondary part (shared by train and add-secondary) -------------------------
+
+def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], val_paths: Sequence[Path],
+                     preprocessors: Mapping[str, SpectrumPreprocessor], vae, config: TransferConfig,
+                     device: torch.device, seed: int, checkpoints: Path, resume: bool, progress: bool,
+                     epoch_callback: EpochCallback | None) -> tuple[dict, dict]:
+    n_secondary = int(preprocessors["secondary"].n_pixels)
+    n_primary = int(preprocessors["primary"].n_pixels)
+    latent = config["vae"]["latent"]
+    train = _batches(train_paths, preprocessors, config, config["mlp"]["batch_size"],
+                     derived_seed(seed, name, "batches"), True, progress)
+    val = _batches(val_paths, preprocessors, config, VAL_BATCH, 0, False, progress)
+    common = dict(train=train, val=val, device=device, seed=seed, checkpoints=checkpoints, resume=resume,
+                  progress=progress)
+    history: dict[str, list] = {}
+
+    torch.manual_seed(derived_seed(seed, name, "init", "mlp"))
+    mlp = build_mlp(n_secondary, config["mlp"], latent)
+    loss_fn, val_fn = latent_phase_losses(vae.to(device), config["mlp"]["l2"])
+    history["mlp"] = fit_network(f"{name}-mlp", mlp, loss_fn=loss_fn, val_fn=val_fn,
+                                 settings=_phase(config["mlp"]), epoch_callback=_callback(epoch_callback, "mlp"),
+                                 **common)
+
+    decoder = None
+    if config["finetune"]["epochs"] > 0:
+        composed = ComposedTransfer(copy.deepcopy(mlp), copy.deepcopy(vae.decoder))
+        for parameter in composed.parameters():
+            parameter.requires_grad_(True)
+        loss_fn, val_fn = transfer_phase_losses(config["finetune"]["l2"])
+        history["finetune"] = fit_network(
+            f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["finetune"]),
+            epoch_callback=_callback(epoch_callback, "finetune"),
+            **dict(common, train=train.rebatched(config["finetune"]["batch_size"])))
+        mlp, decoder = composed.mlp, composed.decoder
+
+    one_step = None
+    if config["one_step"]["enabled"] and config["one_step"]["epochs"] > 0:
+        torch.manual_seed(derived_seed(seed, name, "init", "one_step"))
+        one_step = build_one_step(n_secondary, n_primary, config)
+        loss_fn, val_fn = transfer_phase_losses(config["one_step"]["l2"])
+        history["one_step"] = fit_network(
+            f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["one_step"]),
+            epoch_callback=_callback(epoch_callback, "one_step"),
+            **dict(common, train=train.rebatched(config["one_step"]["batch_size"])))
+
+    chunk = config["data"]["chunk_spots"]
+    limit = config["baselines"]["max_spots"]
+    sample = sample_preprocessed(train_paths, preprocessors, limit, derived_seed(seed, name, "sample"), chunk, progress)
+    baselines = {}
+    if config["baselines"]["models"]:
+        baselines = _fit_baselines(sample, val_paths, preprocessors, config, seed, name, progress)
+
+    # The statistics the exported live model uses by default (same function, sample and seed),
+    # so that `predict` and the live stream give the same novelty.
+    novelty = fit_novelty(list(train_paths), preprocessors["secondary"], progress=progress)
+    mlp.cpu().eval()
+    entry = write_secondary(model_dir, name, wavelengths=preprocessors["secondary"].wavelengths,
+                            preprocess=preprocessors["secondary"], mlp=mlp,
+                            decoder=decoder.cpu() if decoder is not None else None,
+                            one_step=one_step.cpu() if one_step is not None else None,
+                            baselines=baselines, novelty=novelty)
+    return entry, history
+
+
+def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, config: TransferConfig,
+                   seed: int, name: str, progress: bool) -> dict:
+    cfg = config["baselines"]
+    val = sample_preprocessed(val_paths, preprocessors, max(cfg["max_spots"] // 2, 1),
+                              derived_seed(seed, name, "val-sample"), config["data"]["chunk_spots"], progress)
+    # PLS and KNN on train + validation as in the paper (section 4.3); DS and PDS on train.
+    xs = np.concatenate([sample["secondary"], val["secondary"]])
+    xp = np.concatenate([sample["primary"], val["primary"]])
+    factories = {
+        "pls": lambda: PLSTransfer(cfg["pls_components"], seed=seed),
+        "knn": lambda: KNNTransfer(min(cfg["knn_neighbors"], len(xs), cfg["knn_max_spots"]),
+                                   max_fit_spectra=cfg["knn_max_spots"], seed=seed),
+        "ds": lambda: DSTransfer(alpha=cfg["ridge_alpha"]),
+        "pds": lambda: PDSTransfer(preprocessors["secondary"].wavelengths, preprocessors["primary"].wavelengths,
+                                   half_window=cfg["pds_half_window"], alpha=cfg["ridge_alpha"]),
+    }
+    unknown = sorted(set(cfg["models"]) - set(factories))
+    if unknown:
+        raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(factories)})")
+    models = {key: factories[key]() for key in cfg["models"]}
+    for key, model in models.items():
+        log.info("fitting the %s baseline", key.upper())
+        if key in ("pls", "knn"):
+            model.fit(xs, xp)
+        else:
+            model.fit(sample["secondary"], sample["primary"])
+    return models
+
+
+def _fit_kmeans(train_paths, val_paths, primary: SpectrumPreprocessor, config: TransferConfig, seed: int,
+                progress: bool) -> SpectralClusters:
+    """k-means of baseline-corrected primary counts (k by the validation silhouette).
+
+    Counts, not scaled spectra: standard scaling gives every noise-only pixel
+    unit variance, and thousands of them drown the few lines that tell the
+    phases apart (silhouettes near 0, clusters that follow the noise).
+    """
+    cfg = config["kmeans"]
+    chunk = config["data"]["chunk_spots"]
+    preps = {"primary": primary}
+    counts = {}
+    for key, paths, limit in (("train", train_paths, cfg["max_fit_spots"]), ("val", val_paths, cfg["silhouette_spots"])):
+        scaled = sample_preprocessed(paths, preps, limit, derived_seed(seed, "kmeans", key), chunk, progress)
+        counts[key] = primary.inverse_transform(scaled["primary"]).astype(np.float64)
+    clusters = SpectralClusters(candidates=cfg["k_candidates"], silhouette_spectra=cfg["silhouette_spots"],
+                                max_fit_spectra=cfg["max_fit_spots"], seed=seed)
+    return clusters.fit(counts["train"], counts["val"])
+
+
+def _check_pair(train: Path, val: Path):
+    train_info, val_info = inspect_map(train), inspect_map(val)
+    for system in SYSTEMS:
+        check_axis(val, system, val_info.wavelengths[system], train_info.wavelengths[system], "the training map")
+    return train_info, val_info
+
+
+def _provenance(data: Mapping[str, dict], seed: int, device: torch.device) -> dict:
+    return {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "seed": seed,
+            "device": str(device), "packages": package_versions(), "data": dict(data)}
+
+
+# -- entry points ---------------------------------------------------------------------
+
+def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Path, *,
+                config: TransferConfig, device: str = "auto", seed: int = 0, resume: bool = False,
+                secondary_name: str = "secondary", progress: bool = True,
+                epoch_callback: EpochCallback | None = None) -> TransferBundle:
+    """Trains every model on TRAIN (validating on VAL) and writes the bundle to `out_dir`."""
+    train_path, val_path, out_dir = Path(train_path), Path(val_path), Path(out_dir)
+    check_name(secondary_name)
+    if (out_dir / "bundle.json").exists():
+        raise TrainingError(f"{out_dir} already holds a trained model; choose another output directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "checkpoints").exists():
+        raise TrainingError(f"{out_dir} exists and is not empty; choose another output directory")
+    torch_device = resolve_device(device)
+    make_deterministic()
+    train_info, _ = _check_pair(train_path, val_path)
+    checkpoints = out_dir / "checkpoints"
+    data = {"train": file_record(train_path), "val": file_record(val_path)}
+    new_run = _start_run(checkpoints, resume, {"config": config.to_dict(), "seed": seed,
+                                               "train_sha256": data["train"]["sha256"],
+                                               "val_sha256": data["val"]["sha256"]})
+    preprocessors = _preprocessors_or_abandon(checkpoints, new_run, [train_path], train_info.wavelengths,
+                                              config["data"]["chunk_spots"], progress)
+
+    torch.manual_seed(derived_seed(seed, "init", "vae"))
+    vae = build_vae(train_info.n_pixels("primary"), config["vae"])
+    primary_only = {"primary": preprocessors["primary"]}
+    train = _batches([train_path], primary_only, config, config["vae"]["batch_size"],
+                     derived_seed(seed, "vae", "batches"), True, progress)
+    val = _batches([val_path], primary_only, config, VAL_BATCH, 0, False, progress)
+    loss_fn, val_fn = vae_phase_losses(config["vae"])
+    history: dict[str, Any] = {"vae": fit_network(
+        "vae", vae, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val, settings=_phase(config["vae"], False),
+        device=torch_device, seed=seed, checkpoints=checkpoints, resume=resume, progress=progress,
+        epoch_callback=_callback(epoch_callback, "vae"))}
+    del train, val
+
+    kmeans = _fit_kmeans([train_path], [val_path], preprocessors["primary"], config, seed, progress)
+    entry, secondary_history = _train_secondary(out_dir, secondary_name, [train_path], [val_path], preprocessors,
+                                                vae, config, torch_device, seed, checkpoints, resume, progress,
+                                                epoch_callback)
+    vae.cpu()
+    write_primary(out_dir, wavelengths=train_info.wavelengths["primary"], preprocess=preprocessors["primary"],
+                  vae=vae, kmeans=kmeans)
+    history["secondaries"] = {secondary_name: secondary_history}
+    provenance = _provenance(data, seed, torch_device)
+    write_json(out_dir / "config.json", config.to_dict())
+    write_json(out_dir / "history.json", history)
+    write_json(out_dir / "provenance.json", {"primary": provenance, "secondaries": {secondary_name: provenance}})
+    write_manifest(out_dir, n_primary=train_info.n_pixels("primary"), latent=config["vae"]["latent"],
+                   secondaries={secondary_name: entry}, default_secondary=secondary_name)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    bundle = load_bundle(out_dir)
+    log.info("model %s written to %s", bundle.model_id, out_dir)
+    return bundle
+
+
+def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str | Path, *, name: str,
+                  overrides: Mapping[str, Any] | None = None, max_epochs: int | None = None,
+                  device: str = "auto", seed: int = 0, resume: bool = False, progress: bool = True,
+                  epoch_callback: EpochCallback | None = None) -> TransferBundle:
+    """Trains only the secondary part for another spectrometer against the bundle's VAE."""
+    model_dir, train_path, val_path = Path(model_dir), Path(train_path), Path(val_path)
+    check_name(name)
+    bundle = load_bundle(model_dir)
+    if name in bundle.secondaries:
+        raise TrainingError(f"{model_dir} already has a secondary system named {name!r}")
+    if overrides and "vae" in overrides:
+        raise TrainingError("add-secondary trains against the existing VAE: its [vae] settings cannot change")
+    config = bundle.config.with_overrides(overrides or {}).with_max_epochs(max_epochs)
+    torch_device = resolve_device(device)
+    make_deterministic()
+    train_info, _ = _check_pair(train_path, val_path)
+    check_axis(train_path, "primary", train_info.wavelengths["primary"], bundle.primary_wavelengths)
+    checkpoints = model_dir / "checkpoints" / f"add-{name}"
+    data = {"train": file_record(train_path), "val": file_record(val_path)}
+    new_run = _start_run(checkpoints, resume, {"config": config.to_dict(), "seed": seed, "name": name,
+                                               "train_sha256": data["train"]["sha256"],
+                                               "val_sha256": data["val"]["sha256"]})
+    secondary = _preprocessors_or_abandon(checkpoints, new_run, [train_path],
+                                          {"secondary": train_info.wavelengths["secondary"]},
+                                          config["data"]["chunk_spots"], progress)["secondary"]
+    preprocessors = {"primary": bundle.primary_preprocess, "secondary": secondary}
+    entry, secondary_history = _train_secondary(model_dir, name, [train_path], [val_path], preprocessors,
+                                                bundle.vae, config, torch_device, seed, checkpoints, resume,
+                                                progress, epoch_callback)
+    secondaries = {key: _manifest_entry(bundle, key) for key in bundle.secondaries}
+    secondaries[name] = entry
+    history = dict(bundle.history)
+    history.setdefault("secondaries", {})[name] = secondary_history
+    provenance = dict(bundle.provenance)
+    provenance.setdefault("secondaries", {})[name] = dict(_provenance(data, seed, torch_device),
+                                                         config=config.to_dict())
+    write_json(model_dir / "history.json", history)
+    write_json(model_dir / "provenance.json", provenance)
+    write_manifest(model_dir, n_primary=bundle.n_primary, latent=bundle.config["vae"]["latent"],
+                   secondaries=secondaries, default_secondary=bundle.default_secondary)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    if (model_dir / "checkpoints").exists() and not any((model_dir / "checkpoints").iterdir()):
+        (model_dir / "checkpoints").rmdir()
+    return load_bundle(model_dir)
+
+
+def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
+    info = bundle.manifest["secondaries"][name]
+    return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines")
+            if key in info}
