@@ -35,18 +35,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+# Reply format and interlock registers (IF, IF2, IQ bit meanings) are defined once, in the driver.
+from drivers.bigsky import INTERLOCK_BITS, REPLY_WIDTH, UNKNOWN_REPLY
 from sim.emulators.transports import Clock, WallClock
-
-REPLY_WIDTH = 15
-UNKNOWN_REPLY = "unknown command"
-
-# Interlock registers and their bit meanings (status words IF, IF2, IQ).
-INTERLOCK_BITS: dict[str, dict[int, str]] = {
-    "IF": {0: "water_flow", 2: "water_level", 3: "lamp_head_connector",
-           4: "aux_connector", 5: "external_interlock", 6: "cover_open"},
-    "IF2": {2: "capacitor_load", 3: "simmer_fail", 5: "water_temperature"},
-    "IQ": {1: "emission_inhibited", 2: "qswitch_water_temperature", 6: "shutter_closed"},
-}
 _BY_NAME = {name: (reg, bit) for reg, bits in INTERLOCK_BITS.items() for bit, name in bits.items()}
 
 STOP, SINGLE, START = 0, 1, 2

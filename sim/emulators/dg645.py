@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Callable
 
 from sim.emulators.dg645_commands import (CHANNELS, COMMANDS, ERROR_MEANINGS, OUTPUTS,
                                           TOKEN, CommandError, Settings)
+from drivers.dg645 import TriggerSource
 from sim.emulators.transports import Clock, WallClock
 
 IDN_PREFIX = "Stanford Research Systems,DG645"
@@ -42,16 +42,6 @@ __all__ = ["CHANNELS", "OUTPUTS", "ERROR_MEANINGS", "DG645Emulator", "DG645State
            "OutputLevels", "TriggerSource", "CommandRecord"]
 
 _QUEUE_DEPTH = 20
-
-
-class TriggerSource(IntEnum):
-    INTERNAL = 0
-    EXTERNAL_RISING = 1
-    EXTERNAL_FALLING = 2
-    SINGLE_SHOT_EXTERNAL_RISING = 3
-    SINGLE_SHOT_EXTERNAL_FALLING = 4
-    SINGLE_SHOT = 5
-    LINE = 6
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# The manual's facts (channel and output names, error codes) are defined once, in the driver.
+from drivers.dg645 import CHANNELS, ERROR_MEANINGS, MAX_DELAY_S, OUTPUTS
 
-CHANNELS = ("T0", "T1", "A", "B", "C", "D", "E", "F", "G", "H")
-OUTPUTS = ("T0", "AB", "CD", "EF", "GH")
-MAX_DELAY_S = 2000.0
 T0_WIDTH_S = 25e-9  # not settable: T1 (end of the T0 pulse) sits a fixed time after T0
 
-ERROR_MEANINGS = {
-    0: "No error", 10: "Illegal value", 11: "Illegal mode", 12: "Illegal delay",
-    13: "Illegal link", 14: "Recall failed", 15: "Not allowed", 16: "Failed self test",
-    17: "Failed auto calibration", 30: "Lost data", 32: "No listener",
-    110: "Illegal command", 111: "Undefined command", 112: "Illegal query",
-    113: "Illegal set", 114: "Null parameter", 115: "Extra parameters",
-    116: "Missing parameters", 117: "Parameter overflow", 118: "Invalid floating point number",
-    120: "Invalid integer", 121: "Integer overflow", 122: "Invalid hexadecimal",
-    126: "Syntax error", 170: "Communication error", 171: "Over run", 254: "Too many errors",
-}
+
 class CommandError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(ERROR_MEANINGS[code])
