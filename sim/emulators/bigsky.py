@@ -38,6 +38,7 @@ from typing import Callable
 # Reply format and interlock registers (IF, IF2, IQ bit meanings) are defined once, in the driver.
 from drivers.bigsky import INTERLOCK_BITS, REPLY_WIDTH, UNKNOWN_REPLY
 from sim.emulators.transports import Clock, WallClock
+
 _BY_NAME = {name: (reg, bit) for reg, bits in INTERLOCK_BITS.items() for bit, name in bits.items()}
 
 STOP, SINGLE, START = 0, 1, 2
