@@ -120,8 +120,8 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
         todo[:] = False
         missing = writer.missing()
         todo[missing[:, 0], missing[:, 1]] = True
-    log.info("generating %dx%d map (%d spots) at %s um, day %d, seed %d -> %s",
-             ny, nx, ny * nx, (dy, dx), day, seed, out)
+    log.info("generating %dx%d map (%d spots) at origin (x, y) %s um, step (y, x) %s um, day %d, seed %d -> %s",
+             ny, nx, ny * nx, tuple(layout.origin_um), (dy, dx), day, seed, out)
     def simulate(row0: int):
         rows = np.arange(row0, min(ny, row0 + rows_per_chunk))
         iy, ix = (a.ravel() for a in np.meshgrid(rows, np.arange(nx), indexing="ij"))

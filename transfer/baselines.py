@@ -13,8 +13,9 @@ models see, and inverse-transform the predictions before computing metrics.
 - :class:`PDSTransfer`: piecewise DS, each primary pixel regressed on a window of
   secondary pixels around the same wavelength.
 
-DS and PDS need only sums over spectra, so they also fit chunk by chunk
-(``partial_fit``) on maps that do not fit in memory.
+DS and PDS also fit chunk by chunk (``partial_fit``) on maps that do not fit in
+memory: PDS keeps only banded sums over spectra; DS keeps the spectra while they are
+fewer than its secondary pixels (the cheap dual solve) and covariance sums after that.
 """
 from __future__ import annotations
 
@@ -154,40 +155,87 @@ class PLSTransfer(_AffineTransfer):
 class DSTransfer(_StreamingFit, _AffineTransfer):
     """Direct standardisation: primary = secondary @ F + b over all pixels.
 
-    F solves the ridge problem min ||Yc - Xc F||^2 + alpha ||F||^2 on centred data
-    from the secondary covariance (n_secondary^2, not n_spectra^2):
-    F = (Xc^T Xc + alpha I)^-1 Xc^T Yc by a Cholesky solve. ``alpha`` is relative to the
-    mean eigenvalue (trace / n_secondary). ``n_components`` instead keeps only the
-    leading eigenvectors V (principal-component regression, still with the ridge):
-    F = V diag(1 / (s + alpha)) V^T Xc^T Yc. Memory: the two cross-product
-    matrices in float64, about 8 * n_secondary * (n_secondary + n_primary) bytes.
+    F solves the ridge problem min ||Yc - Xc F||^2 + alpha ||F||^2 on centred data:
+    F = (Xc^T Xc + alpha I)^-1 Xc^T Yc. ``alpha`` is relative to the mean eigenvalue
+    (trace / n_secondary). ``n_components`` instead keeps only the leading eigenvectors
+    V of Xc^T Xc (principal-component regression, still with the ridge):
+    F = V diag(1 / (s + alpha)) V^T Xc^T Yc.
+
+    Two equivalent solvers (``solver="auto"`` picks by the number of spectra n):
+
+    - dual, while n < n_secondary: the spectra themselves are kept and F comes from
+      the n x n Gram matrix K = Xc Xc^T, as F = Xc^T (K + alpha I)^-1 Yc (Cholesky) or,
+      with ``n_components``, F = Xc^T U diag(1 / (s + alpha)) U^T Yc from the leading
+      eigenvectors U of K (the eigenvalues s of K are those of Xc^T Xc). Cost O(n^2 (p + q))
+      and O(n^3); memory the kept spectra plus float64 copies, ~8 n (n_secondary + n_primary) bytes.
+    - primal, from n >= n_secondary on: only the sums Xc^T Xc and Xc^T Yc are kept
+      (memory about 8 * n_secondary * (n_secondary + n_primary) bytes) and F comes from a
+      Cholesky solve or an eigen-decomposition of the n_secondary^2 covariance.
+
+    Chunked fitting (``partial_fit``) starts dual and folds the kept spectra into the
+    primal sums as soon as n reaches n_secondary. ``solver="primal"``/``"dual"`` forces
+    one form (``"dual"`` keeps every spectrum, however many).
     """
 
     _state_params = ("alpha", "n_components")
+    SOLVERS = ("auto", "primal", "dual")
 
-    def __init__(self, alpha: float = 1e-3, n_components: int | None = None):
+    def __init__(self, alpha: float = 1e-3, n_components: int | None = None, *, solver: str = "auto"):
+        if solver not in self.SOLVERS:
+            raise ValueError(f"DS: solver must be one of {self.SOLVERS}, got {solver!r}")
         self.alpha = float(alpha)
         self.n_components = None if n_components is None else int(n_components)
+        self.solver = solver
 
     def _start(self, X, Y):
         # Sums about a fixed shift (the first chunk's mean) avoid cancellation.
         self._shift_x, self._shift_y = X.mean(axis=0, dtype=np.float64), Y.mean(axis=0, dtype=np.float64)
         self._n = 0
         self._sx, self._sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
-        self._sxx = np.zeros((X.shape[1], X.shape[1]))
-        self._sxy = np.zeros((X.shape[1], Y.shape[1]))
+        self._kept_x, self._kept_y = [], []
+        self._sxx = self._sxy = None
+        if self.solver == "primal":
+            self._start_sums()
+
+    def _start_sums(self):
+        self._sxx = np.zeros((self.n_secondary_, self.n_secondary_))
+        self._sxy = np.zeros((self.n_secondary_, self.n_primary_))
 
     def _accumulate(self, X, Y):
-        Xs = X - self._shift_x.astype(X.dtype)
+        Xs = X - self._shift_x.astype(X.dtype)      # fresh arrays: safe to keep
         Ys = Y - self._shift_y.astype(Y.dtype)
         self._n += X.shape[0]
         self._sx += Xs.sum(axis=0, dtype=np.float64)
         self._sy += Ys.sum(axis=0, dtype=np.float64)
-        self._sxx += Xs.T @ Xs
-        self._sxy += Xs.T @ Ys
+        if self._sxx is not None:
+            self._sxx += Xs.T @ Xs
+            self._sxy += Xs.T @ Ys
+            return
+        self._kept_x.append(Xs)
+        self._kept_y.append(Ys)
+        if self.solver == "auto" and self._n >= self.n_secondary_:
+            log.debug("DS: %d spectra >= %d secondary pixels, switching to covariance sums",
+                      self._n, self.n_secondary_)
+            self._start_sums()
+            kept = zip(self._kept_x, self._kept_y)
+            self._kept_x, self._kept_y = [], []
+            for Xs, Ys in kept:
+                self._sxx += Xs.T @ Xs
+                self._sxy += Xs.T @ Ys
 
     def _solve(self):
         mx, my = self._sx / self._n, self._sy / self._n
+        if self._sxx is None:
+            self.coef_ = self._dual_coef(mx, my)
+        else:
+            self.coef_ = self._primal_coef(mx, my)
+        self.intercept_ = (my + self._shift_y) - (mx + self._shift_x) @ self.coef_
+
+    def _singular(self):
+        return ValueError(f"DS: the secondary covariance plus ridge alpha={self.alpha} is "
+                          "singular; use a larger alpha")
+
+    def _primal_coef(self, mx, my):
         cxx = self._sxx - self._n * np.outer(mx, mx)
         cxy = self._sxy - self._n * np.outer(mx, my)
         ridge = self.alpha * max(np.trace(cxx), 1e-300) / cxx.shape[0]
@@ -195,17 +243,39 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
             # Ridge alone: a Cholesky solve is several times cheaper than eigh.
             cxx[np.diag_indices_from(cxx)] += ridge
             try:
-                self.coef_ = cho_solve(cho_factor(cxx, overwrite_a=True), cxy, overwrite_b=True)
+                return cho_solve(cho_factor(cxx, overwrite_a=True), cxy, overwrite_b=True)
             except np.linalg.LinAlgError:
-                raise ValueError(f"DS: the secondary covariance plus ridge alpha={self.alpha} is "
-                                 "singular; use a larger alpha") from None
-        else:
-            eigval, eigvec = np.linalg.eigh(cxx)
-            eigval = np.maximum(eigval[-self.n_components:], 0.0)
-            eigvec = eigvec[:, -self.n_components:]
-            inv = np.divide(1.0, eigval + ridge, out=np.zeros_like(eigval), where=eigval + ridge > 0)
-            self.coef_ = eigvec @ (inv[:, None] * (eigvec.T @ cxy))
-        self.intercept_ = (my + self._shift_y) - (mx + self._shift_x) @ self.coef_
+                raise self._singular() from None
+        eigval, eigvec = np.linalg.eigh(cxx)
+        eigval, eigvec = eigval[-self.n_components:], eigvec[:, -self.n_components:]
+        return eigvec @ (_shrinkage(eigval, ridge)[:, None] * (eigvec.T @ cxy))
+
+    def _dual_coef(self, mx, my):
+        Xc = np.concatenate(self._kept_x).astype(np.float64)
+        Xc -= mx
+        Yc = np.concatenate(self._kept_y).astype(np.float64)
+        Yc -= my
+        gram = Xc @ Xc.T
+        ridge = self.alpha * max(np.trace(gram), 1e-300) / Xc.shape[1]
+        if self.n_components is None:
+            if not ridge > 0:       # rank(Xc) < n < n_secondary: singular, whatever rounding says
+                raise self._singular()
+            gram[np.diag_indices_from(gram)] += ridge
+            try:
+                return Xc.T @ cho_solve(cho_factor(gram, overwrite_a=True), Yc, overwrite_b=True)
+            except np.linalg.LinAlgError:
+                raise self._singular() from None
+        # Xc = U S W^T: the leading W are Xc^T U / S, so V diag(1/(s+a)) V^T Xc^T reduces
+        # to Xc^T U diag(1/(s+a)) U^T; directions with S = 0 add nothing in either form.
+        eigval, eigvec = np.linalg.eigh(gram)
+        eigval, eigvec = eigval[-self.n_components:], eigvec[:, -self.n_components:]
+        return Xc.T @ ((eigvec * _shrinkage(eigval, ridge)) @ (eigvec.T @ Yc))
+
+
+def _shrinkage(eigval: np.ndarray, ridge: float) -> np.ndarray:
+    """1 / (s + ridge) of the eigenvalues s (clipped at 0; 0 where s + ridge is 0)."""
+    eigval = np.maximum(eigval, 0.0)
+    return np.divide(1.0, eigval + ridge, out=np.zeros_like(eigval), where=eigval + ridge > 0)
 
 
 class PDSTransfer(_StreamingFit):

@@ -21,7 +21,8 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
     """Store transferred primary spectra (float32 [k, n_primary]) and labels for spots (iy, ix).
 
     Creates /entry/transferred on first use. `wavelengths` is needed only when
-    the map has no primary system whose axis the spectra share.
+    the map has no primary system whose axis the spectra share. Zero spots (empty
+    iy/ix, spectra [0, n_primary]) write nothing but still create the group.
     """
     path = Path(path)
     if writer_active(path):
@@ -35,7 +36,8 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
         except PairedMapFormatError as exc:
             raise PairedMapFormatError(f"{path}: {exc}") from None
         group = f["entry"].get(TRANSFERRED)
-        if group is None:
+        created = group is None
+        if created:
             first = f["entry"][info.systems[0]]
             layout = MapLayout(info.shape, info.step_um, info.order,
                                (float(first["x"][0]), float(first["y"][0])))
@@ -48,4 +50,6 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
             raise PairedMapError(f"{path}: /entry/{TRANSFERRED} holds {group['spectra'].shape[2]}-pixel "
                                  f"spectra, got {spectra.shape[1]}")
         write_derived_values(group, iy, ix, info.shape, spectra=spectra, label=label, novelty=novelty)
-        group.attrs["model_id"] = str(model_id)
+        # An empty write must not relabel results that another model wrote earlier.
+        if created or spectra.shape[0]:
+            group.attrs["model_id"] = str(model_id)

@@ -94,10 +94,11 @@ def write_derived_values(group: h5py.Group, iy, ix, shape, *, spectra=None, labe
     values = {}
     if spectra is not None:
         n = group["spectra"].shape[2]
-        arr = np.asarray(spectra, dtype=np.float32).reshape(k, -1)
-        if arr.shape != (k, n):
+        arr = np.asarray(spectra, dtype=np.float32)
+        # reshape(k, -1) cannot infer the pixel count of zero spots, hence the size test first.
+        if arr.size != k * n or (arr.ndim == 2 and arr.shape != (k, n)):
             raise ValueError(f"{group.name}/spectra: expected [{k}, {n}], got {np.shape(spectra)}")
-        values["spectra"] = arr[order]
+        values["spectra"] = arr.reshape(k, n)[order]
     if label is not None:
         values["label"] = np.broadcast_to(np.asarray(label, dtype=np.int16), (k,))[order]
     if novelty is not None:

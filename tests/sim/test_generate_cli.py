@@ -148,3 +148,12 @@ def test_an_interrupted_map_resumes_to_the_same_map(tmp_path, small_map, monkeyp
         assert resumed.n_acquired == 54
         for system in ("primary", "secondary"):
             np.testing.assert_array_equal(resumed.read_all().spectra[system], complete.read_all().spectra[system])
+
+
+def test_generation_log_names_the_origin_and_the_step(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="sim.generate"):
+        generate_map(tmp_path / "logged.h5", shape=(1, 2), step_um=(30.0, 40.0), origin_um=(1250.0, 780.0),
+                     progress=False)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("generating"))
+    assert "origin (x, y) (1250.0, 780.0) um" in line
+    assert "step (y, x) (30.0, 40.0) um" in line

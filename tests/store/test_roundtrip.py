@@ -203,3 +203,30 @@ def test_write_spots_in_blocks_with_a_repeated_spot(tmp_path):
             shift = 0.25 if (iy, ix) == tuple(order[7]) else 0.0
             np.testing.assert_array_equal(got["primary"], spot_spectra(iy, ix)["primary"] + np.float32(shift))
             np.testing.assert_array_equal(got["secondary"], spot_spectra(iy, ix)["secondary"])
+
+
+def test_writing_zero_derived_spots_creates_the_group_and_writes_nothing(tmp_path):
+    import h5py
+
+    path = tmp_path / "empty-derived.h5"
+    with PairedMapWriter.create(path, layout(2, 3), WAVELENGTHS, derived={"live": N_PRIMARY}) as writer:
+        write_spot(writer, 0, 0)
+        writer.write_derived("live", [], [], spectra=np.zeros((0, N_PRIMARY)), label=[], novelty=[])
+        with pytest.raises(ValueError, match="expected"):
+            writer.write_derived("live", [], [], spectra=np.zeros((0, N_PRIMARY + 1)))
+    write_transferred(path, [], [], np.zeros((0, N_PRIMARY), np.float32), [], model_id="m0")
+    validate(path)
+    with h5py.File(path, "r") as f:
+        for name in ("live", "transferred"):
+            group = f[f"entry/{name}"]
+            assert group["spectra"].shape == (2, 3, N_PRIMARY) and np.isnan(group["spectra"][()]).all()
+            assert (group["label"][()] == -1).all()
+        assert f["entry/transferred"].attrs["model_id"] == "m0"
+    write_transferred(path, [1], [2], np.ones((1, N_PRIMARY)), [7], model_id="m1")
+    write_transferred(path, [], [], np.zeros((0, N_PRIMARY)), [], model_id="m2")
+    with h5py.File(path, "r") as f:
+        group = f["entry/transferred"]
+        assert group.attrs["model_id"] == "m1"      # an empty write does not relabel earlier results
+        assert group["label"][1, 2] == 7 and (group["label"][()] == 7).sum() == 1
+    with pytest.raises(PairedMapError, match="pixel"):
+        write_transferred(path, [], [], np.zeros((0, 5)), [])

@@ -25,9 +25,7 @@ TINY = {
     "finetune": {"epochs": 0},
     "one_step": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "patience": 2},
     "data": {"chunk_spots": 64, "shuffle_buffer_chunks": 2},
-    # DS fits through an eigen-decomposition of the full secondary covariance (tens of
-    # seconds at 3872 pixels), too slow for unit tests; it is exercised in bench runs.
-    "baselines": {"models": ["pls", "knn", "pds"], "max_spots": 200, "pls_components": 4, "knn_neighbors": 5},
+    "baselines": {"models": ["pls", "knn", "ds", "pds"], "max_spots": 200, "pls_components": 4, "knn_neighbors": 5},
     "kmeans": {"k_candidates": [2, 3, 4], "silhouette_spots": 150, "max_fit_spots": 300},
 }
 

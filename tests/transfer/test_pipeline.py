@@ -22,7 +22,7 @@ def test_transfer_beats_the_mean_spectrum_on_another_day(trained_bundle, sim_map
     assert vae_mlp["rse"] < 0.9, "the transferred map must be closer than the mean test spectrum"
     assert vae_mlp["cosine"] < -0.8
     assert all(0.0 <= m["k_score"] <= 1.0 for m in report["models"].values())
-    assert set(report["models"]) == {"vae_mlp", "one_step_mlp", "pls", "knn", "pds"}
+    assert set(report["models"]) == {"vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds"}
     assert report["n_spectra"] == 144 and report["protocol"] == "causal"
     saved = json.loads((tmp_path / "report/report.json").read_text())
     assert saved["models"]["vae_mlp"]["rse"] == pytest.approx(vae_mlp["rse"])

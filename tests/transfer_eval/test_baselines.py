@@ -112,3 +112,40 @@ def test_restored_streaming_model_refuses_partial_fit_but_refits(data):
         restored.partial_fit(train_s[:10], train_p[:10])
     fresh = DSTransfer(alpha=1e-2).fit(train_s, train_p).predict(test_s[:5])
     np.testing.assert_allclose(restored.fit(train_s, train_p).predict(test_s[:5]), fresh)
+
+
+@pytest.mark.parametrize("params", [{"alpha": 1e-3}, {"alpha": 1e-2, "n_components": 6},
+                                    {"alpha": 0.0, "n_components": 5}])
+def test_ds_dual_solve_equals_the_covariance_solve(params, data):
+    train_s, train_p, test_s, _, _ = data
+    n = 120                                     # fewer spectra than the 330 secondary pixels
+    assert n < train_s.shape[1]
+    primal = DSTransfer(**params, solver="primal").fit(train_s[:n], train_p[:n])
+    dual = DSTransfer(**params, solver="dual").fit(train_s[:n], train_p[:n])
+    auto = DSTransfer(**params).fit(train_s[:n], train_p[:n])
+    scale = np.abs(primal.get_state()["coef"]).max()
+    np.testing.assert_allclose(dual.get_state()["coef"], primal.get_state()["coef"], rtol=0, atol=1e-7 * scale)
+    np.testing.assert_array_equal(auto.get_state()["coef"], dual.get_state()["coef"])
+    expected = primal.predict(test_s)
+    np.testing.assert_allclose(dual.predict(test_s), expected, rtol=1e-7, atol=1e-7 * np.abs(expected).max())
+
+
+def test_ds_chunked_fit_crossing_to_covariance_sums_equals_either_solve(data):
+    train_s, train_p, test_s, _, _ = data
+    rows = np.array_split(np.arange(400), [100, 250, 329, 331])   # passes 330 pixels mid-way
+    models = {solver: DSTransfer(alpha=1e-3, solver=solver) for solver in DSTransfer.SOLVERS}
+    for model in models.values():
+        for part in rows:
+            model.partial_fit(train_s[part], train_p[part])
+    expected = models["primal"].predict(test_s)
+    for solver in ("auto", "dual"):
+        np.testing.assert_allclose(models[solver].predict(test_s), expected, rtol=1e-7,
+                                   atol=1e-7 * np.abs(expected).max(), err_msg=solver)
+    with pytest.raises(ValueError, match="solver"):
+        DSTransfer(solver="kernel")
+
+
+def test_ds_without_ridge_on_too_few_spectra_says_so(data):
+    train_s, train_p, _, _, _ = data
+    with pytest.raises(ValueError, match="singular"):
+        DSTransfer(alpha=0.0).fit(train_s[:50], train_p[:50]).predict(train_s[:2])
