@@ -1,7 +1,9 @@
 """Live-transfer stream benchmark: prints ONE JSON object.
 
-All in one run on one random-weight test model sized like the real export (3872 -> 4062
-pixels, baseline MaxPool + Conv front, MLP 3872-128-512-64, decoder 64-512-1024-4062):
+All in one run on the graph `libs-transfer export` writes (transfer.onnx_graph), with random
+weights of the paper's sizes: 3872 -> 4062 pixels, the paper's baseline correction (windows
+100 and 50), MLP 3872-128-512-64, decoder 64-512-1024-4062, 8 k-means centroids, 16 novelty
+axes. `--model MODEL.onnx` measures an exported model instead.
 
 - bare ONNX Runtime throughput in this process at each batch size;
 - sustained end-to-end throughput through real sockets, producer process -> worker process
@@ -32,10 +34,37 @@ N_DISTINCT = 256        # distinct random spectra cycled by the producer
 
 
 def build_model(path: Path) -> None:
-    from streaming.testing import make_test_model
+    """The exported graph with random weights of the paper's sizes, and the contracted metadata."""
+    from onnx import helper
 
-    make_test_model(path, n_secondary=N_SECONDARY, n_primary=N_PRIMARY, n_latent=64, encoder_hidden=(128, 512),
-                    decoder_hidden=(512, 1024), n_clusters=8, baseline_window=31, seed=1)
+    from transfer.export import OPSET
+    from transfer.onnx_graph import DenseLayer, PipelineArrays, pipeline_graph
+
+    rng = np.random.default_rng(1)
+
+    def layers(sizes: list[int]) -> list[DenseLayer]:
+        return [DenseLayer((rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32),
+                           (0.01 * rng.standard_normal(n_out)).astype(np.float32),
+                           0.01 if i < len(sizes) - 2 else None)
+                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+    arrays = PipelineArrays(
+        min_window=100, smooth_window=50,
+        secondary_mean=rng.uniform(0, 100, N_SECONDARY), secondary_scale=rng.uniform(20, 60, N_SECONDARY),
+        mlp=layers([N_SECONDARY, 128, 512, 64]), decoder=layers([64, 512, 1024, N_PRIMARY]),
+        primary_mean=rng.uniform(0, 100, N_PRIMARY), primary_scale=rng.uniform(20, 60, N_PRIMARY),
+        centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
+        novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0)
+    model = helper.make_model(pipeline_graph(arrays, "bench_random_weights"),
+                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
+    model.ir_version = min(model.ir_version, 9)
+    helper.set_model_props(model, {
+        "twinplume.model_id": "bench-random-weights", "twinplume.n_primary": str(N_PRIMARY),
+        "twinplume.n_secondary": str(N_SECONDARY),
+        "twinplume.primary_wavelengths": json.dumps(np.linspace(245, 407, N_PRIMARY).round(4).tolist()),
+        "twinplume.secondary_wavelengths": json.dumps(np.linspace(260, 370, N_SECONDARY).round(4).tolist()),
+        "twinplume.provenance": json.dumps({"kind": "benchmark model", "random_weights": True})})
+    path.write_bytes(model.SerializeToString())
 
 
 def inputs() -> np.ndarray:
@@ -63,6 +92,7 @@ def subscriber_process(output: str, control: str, source: str, expected: int, re
 
     with ResultSubscriber(output, topics=("transfer", "error")) as sub:
         sub.wait_ready(control, timeout_s=30)
+        cpu_start = _cpu_s()
         ready.set()
         in_seqs, e2e, worker_latency, errors = [], [], [], 0
         first = last = None
@@ -84,7 +114,7 @@ def subscriber_process(output: str, control: str, source: str, expected: int, re
             in_seqs.append(message.in_seq)
             e2e.append(now - message.header["t"])
             worker_latency.append(message.header["latency_s"])
-        results.put({"spectra": spectra, "in_seqs": in_seqs, "e2e": e2e, "worker_latency": worker_latency,
+        results.put({"cpu_s": _cpu_s() - cpu_start, "spectra": spectra, "in_seqs": in_seqs, "e2e": e2e, "worker_latency": worker_latency,
                      "first": first, "last": last, "errors": errors, "gaps": sub.missing})
 
 
@@ -95,6 +125,7 @@ def producer_process(input_address: str, source: str, batch: int, messages: int,
     x = inputs()
     pusher = SpectrumPusher(input_address, source=source)
     start.wait()
+    cpu_start = _cpu_s()
     t0 = time.time()
     next_time = time.perf_counter()
     for i in range(messages):
@@ -106,31 +137,60 @@ def producer_process(input_address: str, source: str, batch: int, messages: int,
         rows = (np.arange(batch) + i * batch) % N_DISTINCT
         pusher.send(x[rows[0]] if batch == 1 else x[rows])
     pusher.close()
-    results.put({"t0": t0})
+    results.put({"t0": t0, "cpu_s": _cpu_s() - cpu_start})
 
 
-def run_stream(worker: dict, batch: int, messages: int, rate_hz: float) -> dict:
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid or os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_stats(control: str) -> dict:
+    import zmq
+
+    with zmq.Context() as ctx, ctx.socket(zmq.REQ) as req:
+        req.connect(control)
+        req.send_json({"cmd": "stats"})
+        if not req.poll(10_000):
+            raise RuntimeError(f"worker at {control} does not answer 'stats'")
+        return req.recv_json()
+
+
+def run_stream(workers: list[dict], batch: int, messages: int, rate_hz: float) -> dict:
     ctx = mp.get_context("spawn")
     ready, start, results = ctx.Event(), ctx.Event(), ctx.Queue()
     source = f"bench-{batch}-{rate_hz}-{time.monotonic_ns()}"
-    sub = ctx.Process(target=subscriber_process, args=(worker["output"], worker["control"], source,
+    outputs, controls = [w["output"] for w in workers], [w["control"] for w in workers]
+    sub = ctx.Process(target=subscriber_process, args=(outputs, controls, source,
                                                        batch * messages, ready, results))
-    prod = ctx.Process(target=producer_process, args=(worker["input"], source, batch, messages, rate_hz, start,
+    prod = ctx.Process(target=producer_process, args=([w["input"] for w in workers], source, batch, messages, rate_hz, start,
                                                       results))
     sub.start()
     prod.start()
     if not ready.wait(60):
         raise RuntimeError("subscriber did not join")
+    worker_cpu = sum(_cpu_s(w["pid"]) for w in workers)
+    batches_before = sum(_worker_stats(c)["batches"] for c in controls)
     start.set()
     got = [results.get(timeout=300) for _ in range(2)]
+    worker_cpu = sum(_cpu_s(w["pid"]) for w in workers) - worker_cpu
+    batches = sum(_worker_stats(c)["batches"] for c in controls) - batches_before
     prod.join()
     sub.join()
     received = next(g for g in got if "spectra" in g)
     sent = next(g for g in got if "t0" in g)
     lost = messages - len(set(received["in_seqs"]))
     out = {"batch": batch, "messages": messages, "spectra": received["spectra"], "lost_messages": lost,
-           "out_of_order": received["in_seqs"] != sorted(received["in_seqs"]), "worker_seq_gaps": received["gaps"],
+           # several workers share the input: order holds per worker only
+           "out_of_order": len(workers) == 1 and received["in_seqs"] != sorted(received["in_seqs"]), "worker_seq_gaps": received["gaps"],
            "errors": received["errors"]}
+    out["spectra_per_inference"] = round(received["spectra"] / max(batches, 1), 1)
+    if received["spectra"]:
+        # where the machine's time went
+        out["cpu_us_per_spectrum"] = {name: round(1e6 * cpu / received["spectra"], 1) for name, cpu in
+                                      (("producer", sent["cpu_s"]), ("worker", worker_cpu),
+                                       ("subscriber", received["cpu_s"]))}
     if received["last"] is not None:
         out["spectra_per_s"] = round(received["spectra"] / (received["last"] - sent["t0"]), 1)
     # under saturation latency is only queueing; it means something at a set rate
@@ -143,13 +203,18 @@ def run_stream(worker: dict, batch: int, messages: int, rate_hz: float) -> dict:
     return out
 
 
-def start_worker(model: Path, workdir: Path, threads: int, max_batch: int,
-                 spin: bool) -> tuple[subprocess.Popen, dict]:
+def start_worker(model: Path, workdir: Path, threads: int, max_batch: int, spin: bool,
+                 transport: str) -> tuple[subprocess.Popen, dict]:
+    workdir.mkdir()
     ready = workdir / "ready.json"
     log = open(workdir / "worker.log", "w")
-    any_port = "tcp://127.0.0.1:*"
+    if transport == "tcp":
+        addresses = {name: "tcp://127.0.0.1:*" for name in ("input", "output", "control")}
+    else:   # unix-domain sockets: same host, no TCP stack
+        addresses = {name: f"ipc://{workdir / name}" for name in ("input", "output", "control")}
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "--log-level", "WARNING", "serve", "--model",
-                             str(model), "--input", any_port, "--output", any_port, "--control", any_port,
+                             str(model), "--input", addresses["input"], "--output", addresses["output"],
+                             "--control", addresses["control"],
                              "--threads", str(threads), "--max-batch", str(max_batch), "--ready-file", str(ready),
                              *(["--spin"] if spin else [])],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -164,43 +229,64 @@ def start_worker(model: Path, workdir: Path, threads: int, max_batch: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the benchmark)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="ONNX Runtime threads, both sides")
+    parser.add_argument("--workers", type=int, default=1, help="workers sharing the input (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime threads per worker (default: the cores shared among the workers; the bare "
+                             "reference always has every core)")
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--spin", action="store_true", help="ONNX Runtime spinning threads, both sides")
+    parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
+                        help="loopback TCP (the default addresses) or unix-domain sockets (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=None, metavar="MODEL.onnx",
+                        help="an exported model to measure (default: the exported graph with random paper-size "
+                             "weights)")
     args = parser.parse_args()
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    # the reference is one session on every core, whatever the workers are given
+    bare_threads = os.cpu_count() or 1
     scale = 0.2 if args.quick else 1.0
     batches = (1, 16, 64)
     result: dict = {"bench": "stream", "model": {"n_secondary": N_SECONDARY, "n_primary": N_PRIMARY,
                                                  "mlp": [3872, 128, 512, 64], "decoder": [64, 512, 1024, 4062],
-                                                 "front": "MaxPool(31) + Conv(31) baseline"},
-                    "cpu_count": os.cpu_count(), "threads": args.threads, "spin": args.spin,
+                                                 "graph": "transfer.onnx_graph, random weights"},
+                    "cpu_count": os.cpu_count(), "transport": args.transport, "workers": args.workers,
+                    "threads": args.threads, "bare_threads": bare_threads, "spin": args.spin,
                     "max_batch": args.max_batch,
                     # the machine is shared: the load around the run says how far to trust it
                     "loadavg_1min_before": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model = workdir / "bench_model.onnx"
-        build_model(model)
+        if args.model is not None:
+            model = args.model.resolve()
+            result["model"] = {"path": str(model)}
+        else:
+            model = workdir / "bench_model.onnx"
+            build_model(model)
         # bare runtime before and after the stream runs; the ratio uses the better of the two,
         # so load from other programs on a shared machine does not flatter the stream
         bare_batches = (*batches, args.max_batch)     # max_batch: what the worker can reach by micro-batching
         def bare() -> dict[str, float]:
-            return {str(b): round(bare_throughput(model, b, args.threads, args.spin, 1.5 * scale), 1)
+            return {str(b): round(bare_throughput(model, b, bare_threads, args.spin, 1.5 * scale), 1)
                     for b in bare_batches}
 
         bare_before = bare()
-        proc, worker = start_worker(model, workdir, args.threads, args.max_batch, args.spin)
+        started = [start_worker(model, workdir / f"worker{i}", args.threads, args.max_batch, args.spin,
+                                args.transport) for i in range(args.workers)]
+        workers = [worker for _, worker in started]
         try:
-            run_stream(worker, 16, 20, 0)       # warm-up: connections, first inferences
+            run_stream(workers, 16, 20, 0)       # warm-up: connections, first inferences
             throughput = {}
             for batch in batches:
                 messages = max(20, int(scale * {1: 15000, 16: 1500, 64: 500}[batch]))
-                throughput[str(batch)] = run_stream(worker, batch, messages, 0)
-            latency = {f"{rate}_hz": run_stream(worker, 1, max(50, int(scale * rate * seconds)), rate)
+                throughput[str(batch)] = run_stream(workers, batch, messages, 0)
+            latency = {f"{rate}_hz": run_stream(workers, 1, max(50, int(scale * rate * seconds)), rate)
                        for rate, seconds in ((50, 4), (1000, 6))}
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc, _ in started:
+                proc.terminate()
+            for proc, _ in started:
+                proc.wait(30)
         bare_after = bare()
     result["bare_ort_spectra_per_s"] = {b: max(bare_before[b], bare_after[b]) for b in bare_before}
     result["bare_ort_before_after"] = {b: [bare_before[b], bare_after[b]] for b in bare_before}

@@ -4,8 +4,8 @@ The graph obeys "Exported model" in docs/architecture.md and runs on ONNX
 Runtime alone (the live worker has no torch)::
 
     secondary  float32 [batch, n_secondary]  raw counts
-      -> baseline correction    two MaxPools (sliding minimum) and a Conv (Gaussian mean),
-                                exactly transfer.preprocess.baseline_correct
+      -> baseline correction    a MaxPool (sliding minimum) and a banded MatMul (Gaussian
+                                mean), exactly transfer.preprocess.baseline_correct
       -> causal scaling         the training statistics of the bundle
       -> MLP                    -> latent   float32 [batch, latent]
       -> decoder                -> scaled primary
@@ -15,8 +15,10 @@ Runtime alone (the live worker has no torch)::
       PCA residual of the scaled secondary (transfer.novelty)
                                 -> novelty  float32 [batch]
 
-The label is the nearest k-means centroid in the space the bundle's k-means
-was fitted in (baseline-corrected primary counts), in float64. The novelty
+The graph itself, and the exact rewrites that make it fast, are in
+`transfer.onnx_graph`. The label is the nearest k-means centroid in the space
+the bundle's k-means was fitted in (baseline-corrected primary counts), in
+float64. The novelty
 statistics are the bundle's (`transfer.novelty`, fitted at training), so the
 live stream and `libs-transfer predict` report the same score; `--reference
 MAP.h5` or `--novelty-components` recompute them.
@@ -39,24 +41,22 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 from torch import nn
 
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
-from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, add_novelty_nodes, fit_from_maps
+from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
+from transfer.onnx_graph import INPUT, DenseLayer, PipelineArrays, pipeline_graph
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT = "secondary"
 OUTPUTS = ("primary", "latent", "label", "novelty")
 META = "twinplume."
 PARITY_TOLERANCE = 1e-4
-CONV_BLOCK = 64   # output pixels per Conv channel group; ~3x faster in ONNX Runtime than one long Conv
 
 
 class ExportError(Exception):
@@ -65,104 +65,42 @@ class ExportError(Exception):
 
 # -- graph building ------------------------------------------------------------------
 
-class _Graph:
-    """Nodes and initializers of one ONNX graph, with generated names."""
-
-    def __init__(self):
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def const(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], *, output: str | None = None, **attributes: Any) -> str:
-        self._count += 1
-        output = output or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{self._count}", **attributes))
-        return output
-
-
-def _dense_stack(graph: _Graph, x: str, module: nn.Sequential, prefix: str) -> str:
-    """nn.Linear -> Gemm, nn.LeakyReLU -> LeakyRelu, in module order."""
+def dense_layers(module: nn.Sequential, prefix: str) -> list[DenseLayer]:
+    """nn.Linear (each optionally followed by nn.LeakyReLU) as plain arrays."""
+    layers: list[DenseLayer] = []
     for index, layer in enumerate(module):
         if isinstance(layer, nn.Linear):
-            weight = graph.const(f"{prefix}.{index}.weight", layer.weight.detach().cpu().numpy().astype(np.float32))
-            bias = graph.const(f"{prefix}.{index}.bias", layer.bias.detach().cpu().numpy().astype(np.float32))
-            x = graph.op("Gemm", [x, weight, bias], transB=1)
-        elif isinstance(layer, nn.LeakyReLU):
-            x = graph.op("LeakyRelu", [x], alpha=float(layer.negative_slope))
+            layers.append(DenseLayer(layer.weight.detach().cpu().numpy().astype(np.float32),
+                                     layer.bias.detach().cpu().numpy().astype(np.float32)))
+        elif isinstance(layer, nn.LeakyReLU) and layers and layers[-1].negative_slope is None:
+            layers[-1] = DenseLayer(layers[-1].weight, layers[-1].bias, float(layer.negative_slope))
         else:
             raise ExportError(f"{prefix}: layer {index} is a {type(layer).__name__}, which the export does not know")
-    return x
+    if not layers:
+        raise ExportError(f"{prefix} has no linear layer")
+    return layers
 
 
-def _baseline_corrected(graph: _Graph, x: str, n: int, min_window: int, smooth_window: int) -> str:
-    """x [batch, n] minus the baseline of transfer.preprocess (its docstring has the ONNX form).
-
-    The Gaussian mean is one Conv whose CONV_BLOCK output channels each hold the
-    kernel shifted by one pixel, applied with stride CONV_BLOCK: the same sums
-    as a plain Conv with pads s-1, computed as a matrix product.
-    """
-    from transfer.preprocess import gaussian_kernel
-    w, s = min_window, smooth_window
-    x3 = graph.op("Unsqueeze", [x, graph.const("axis_1", np.array([1], np.int64))])
-    negated = graph.op("Neg", [x3])
-    trailing = graph.op("MaxPool", [negated], kernel_shape=[w], strides=[1], pads=[w - 1, 0])
-    leading = graph.op("MaxPool", [negated], kernel_shape=[w], strides=[1], pads=[0, w - 1])
-    minus_twice_m = graph.op("Add", [trailing, leading])        # -(trailing_min + leading_min)
-    kernel = -0.5 * gaussian_kernel(s)                          # the -1/2 turns it into m
-    block = min(CONV_BLOCK, n)
-    n_blocks = -(-n // block)
-    weights = np.zeros((block, 1, block + 2 * s - 2), np.float32)
-    for j in range(block):
-        weights[j, 0, j:j + 2 * s - 1] = kernel
-    blocks = graph.op("Conv", [minus_twice_m, graph.const("baseline_gaussian_blocks", weights)],
-                      strides=[block], pads=[s - 1, n_blocks * block - n + s - 1])   # [batch, block, n_blocks]
-    ordered = graph.op("Transpose", [blocks], perm=[0, 2, 1])
-    flat_shape = graph.const("baseline_flat_shape", np.array([-1, n_blocks * block], np.int64))
-    flat = graph.op("Reshape", [ordered, flat_shape])
-    baseline = graph.op("Slice", [flat, graph.const("baseline_start", np.array([0], np.int64)),
-                                  graph.const("baseline_stop", np.array([n], np.int64)),
-                                  graph.const("baseline_axis", np.array([1], np.int64))])
-    return graph.op("Sub", [x, baseline])
+def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> PipelineArrays:
+    """The numbers of one secondary system's pipeline (transfer.onnx_graph builds the graph)."""
+    secondary, primary = system.preprocess, bundle.primary_preprocess
+    if novelty.n_pixels != system.n_pixels:
+        raise ExportError(f"novelty statistics are for {novelty.n_pixels}-pixel spectra, the model "
+                          f"takes {system.n_pixels}")
+    centroids = np.asarray(bundle.kmeans.centroids_, dtype=np.float64)
+    if centroids.shape[1] != bundle.n_primary:
+        raise ExportError(f"k-means centroids have {centroids.shape[1]} pixels, the primary spectra {bundle.n_primary}")
+    return PipelineArrays(
+        min_window=secondary.min_window, smooth_window=secondary.smooth_window,
+        secondary_mean=secondary.scaler.mean_, secondary_scale=secondary.scaler.scale_,
+        mlp=dense_layers(system.mlp, "mlp"), decoder=dense_layers(system.decoder, "decoder"),
+        primary_mean=primary.scaler.mean_, primary_scale=primary.scaler.scale_, centroids=centroids,
+        novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference)
 
 
 def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> onnx.GraphProto:
     """The pipeline of one secondary system as an ONNX graph (module docstring)."""
-    secondary, primary = system.preprocess, bundle.primary_preprocess
-    n_secondary, n_primary = system.n_pixels, bundle.n_primary
-    latent_size = int(system.mlp.latent)
-    if novelty.n_pixels != n_secondary:
-        raise ExportError(f"novelty statistics are for {novelty.n_pixels}-pixel spectra, the model "
-                          f"takes {n_secondary}")
-    g = _Graph()
-    corrected = _baseline_corrected(g, INPUT, n_secondary, secondary.min_window, secondary.smooth_window)
-    centred = g.op("Sub", [corrected, g.const("secondary_mean", secondary.scaler.mean_.astype(np.float32))])
-    scaled = g.op("Div", [centred, g.const("secondary_scale", secondary.scaler.scale_.astype(np.float32))])
-    latent = _dense_stack(g, scaled, system.mlp, "mlp")
-    g.op("Identity", [latent], output="latent")
-    predicted = _dense_stack(g, latent, system.decoder, "decoder")
-    g.op("Add", [g.op("Mul", [predicted, g.const("primary_scale", primary.scaler.scale_.astype(np.float32))]),
-                 g.const("primary_mean", primary.scaler.mean_.astype(np.float32))], output="primary")
-    # Labels as transfer.clustering computes them on the bundle's centroids: on the
-    # baseline-corrected primary counts, in float64 (counts squared reach 1e10 and more).
-    centroids = np.asarray(bundle.kmeans.centroids_, dtype=np.float64)
-    if centroids.shape[1] != n_primary:
-        raise ExportError(f"k-means centroids have {centroids.shape[1]} pixels, the primary spectra {n_primary}")
-    counts = g.op("Cast", ["primary"], to=TensorProto.DOUBLE)
-    products = g.op("MatMul", [counts, g.const("kmeans_centroids_t", np.ascontiguousarray(centroids.T))])
-    distances = g.op("Sub", [g.const("kmeans_squared_norms", np.einsum("ij,ij->i", centroids, centroids)),
-                             g.op("Mul", [products, g.const("two", np.array(2.0, np.float64))])])
-    g.op("ArgMin", [distances], output="label", axis=1, keepdims=0)
-    g.op("Identity", [add_novelty_nodes(novelty, scaled, g.const, g.op)], output="novelty")
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", n_secondary])]
-    outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", n_primary]),
-               helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
-               helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-               helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]
-    return helper.make_graph(g.nodes, "twinplume_transfer", inputs, outputs, g.initializers)
+    return pipeline_graph(pipeline_arrays(bundle, system, novelty))
 
 
 # -- identity and metadata --------------------------------------------------------------

@@ -15,14 +15,14 @@ signal where the training spectra had only noise and raise it. Why this rather
 than a distance in the latent space, with the evidence: docs/novelty.md.
 
 Everything here is numpy (no torch); the ONNX export builds the same formula
-into the graph with :func:`add_novelty_nodes`.
+into the graph in `transfer.onnx_graph`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
@@ -128,21 +128,3 @@ def fit_from_maps(paths: Sequence[str | Path], preprocess: SpectrumPreprocessor,
                    preprocess.wavelengths)
     sample = sample_preprocessed(list(paths), {"secondary": preprocess}, max_spots, seed, chunk_spots, progress)
     return NoveltyModel.fit(sample["secondary"], n_components, seed=seed)
-
-
-def add_novelty_nodes(model: NoveltyModel, scaled: str, const: Callable[[str, np.ndarray], str],
-                      op: Callable[..., str]) -> str:
-    """Appends the novelty formula to an ONNX graph; returns the name of the float32 [batch] score.
-
-    `scaled` names the float32 [batch, n] scaled secondary spectra; `const(name, array)`
-    adds an initializer and `op(op_type, inputs, **attributes)` a node (both return the
-    output's name).
-    """
-    centred = op("Sub", [scaled, const("novelty_mean", model.mean.astype(np.float32))])
-    axes = model.components.astype(np.float32)
-    projected = op("MatMul", [centred, const("novelty_axes_t", np.ascontiguousarray(axes.T))])
-    inside = op("MatMul", [projected, const("novelty_axes", axes)])
-    residual = op("Sub", [centred, inside])
-    q = op("ReduceMean", [op("Mul", [residual, residual])], axes=[1], keepdims=0)
-    inverse_reference = const("novelty_inverse_reference", np.array(1.0 / model.reference, dtype=np.float32))
-    return op("Sqrt", [op("Mul", [q, inverse_reference])])

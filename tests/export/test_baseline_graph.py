@@ -7,12 +7,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from transfer.export import OPSET, _baseline_corrected, _Graph
+from transfer.export import OPSET
+from transfer.onnx_graph import GraphBuilder, baseline_corrected
 from transfer.preprocess import baseline_correct
 
 
 def _session(build, n: int):
-    graph = _Graph()
+    graph = GraphBuilder()
     dims = ["batch", n]
     out = build(graph, "x")
     proto = helper.make_model(
@@ -23,10 +24,11 @@ def _session(build, n: int):
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("n, w, s", [(500, 100, 50), (120, 13, 7), (30, 50, 4)])
+@pytest.mark.parametrize("n, w, s", [(500, 100, 50), (128, 100, 50), (3872, 100, 50), (120, 13, 7), (30, 50, 4),
+                                     (40, 3, 90)])
 def test_exported_baseline_matches_the_numpy_one(n, w, s):
     rng = np.random.default_rng(n)
     x = (rng.uniform(0, 50, (4, n)) + 500 * np.exp(-0.5 * ((np.arange(n) - n / 3) / 2.0) ** 2)).astype(np.float32)
-    session = _session(lambda g, name: _baseline_corrected(g, name, n, w, s), n)
+    session = _session(lambda g, name: baseline_corrected(g, name, n, w, s), n)
     got = session.run(None, {"x": x})[0]
     np.testing.assert_allclose(got, baseline_correct(x, w, s), rtol=0, atol=1e-5 * np.abs(x).max())

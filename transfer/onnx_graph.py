@@ -1,0 +1,193 @@
+"""The live transfer pipeline as an ONNX graph, built from plain arrays (numpy and onnx, no torch).
+
+`transfer.export` fills :class:`PipelineArrays` from a bundle; `bench/stream.py` fills it
+with random weights of the paper's sizes, so the benchmark runs the very graph an export
+writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]::
+
+    corrected = x - baseline(x)                      transfer.preprocess.baseline_correct
+    z         = (corrected - m_s) / s_s - m_nov      causal scaling, centred for the novelty
+    latent    = MLP(z)                               first bias absorbs m_nov
+    h         = decoder hidden layers(latent)
+    primary   = h W'^T + b'                          W', b' absorb the inverse primary scaling
+    label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
+    novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)  as |z|^2 - |P z|^2 (P orthonormal)
+
+Every rewrite above is exact algebra; only float32 rounding differs from the step-by-step
+path, far inside the export's parity tolerance. They save the passes over whole spectra that
+dominate once the matrix products are fast (bench/stream.py measures the result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from onnx import GraphProto, TensorProto, helper, numpy_helper
+
+from transfer.preprocess import gaussian_kernel
+
+INPUT = "secondary"
+#: output pixels per row of the Gaussian-mean matrix product; wider rows cost more
+#: multiplications, narrower ones more rows (128 was the fastest in ONNX Runtime here)
+SMOOTH_BLOCK = 128
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """y = x W^T + b, then leaky ReLU with ``negative_slope`` unless it is None."""
+
+    weight: np.ndarray                 # [out, in]
+    bias: np.ndarray                   # [out]
+    negative_slope: float | None = None
+
+
+@dataclass(frozen=True)
+class PipelineArrays:
+    """Everything the graph computes with (shapes in the module docstring's names)."""
+
+    min_window: int
+    smooth_window: int
+    secondary_mean: np.ndarray         # m_s [n_secondary]
+    secondary_scale: np.ndarray        # s_s [n_secondary]
+    mlp: Sequence[DenseLayer]          # z -> latent
+    decoder: Sequence[DenseLayer]      # latent -> scaled primary
+    primary_mean: np.ndarray           # [n_primary]
+    primary_scale: np.ndarray          # [n_primary]
+    centroids: np.ndarray              # k-means centroids in primary counts [k, n_primary]
+    novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
+    novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
+    novelty_reference: float           # Q_ref
+
+    @property
+    def n_secondary(self) -> int:
+        return int(self.secondary_mean.shape[0])
+
+    @property
+    def n_primary(self) -> int:
+        return int(self.primary_mean.shape[0])
+
+
+class GraphBuilder:
+    """Nodes and initializers of one ONNX graph, with generated names."""
+
+    def __init__(self):
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = 0
+
+    def const(self, name: str, array: Any) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def ints(self, name: str, *values: int) -> str:
+        return self.const(name, np.array(values, np.int64))
+
+    def op(self, op_type: str, inputs: list[str], *, output: str | None = None, **attributes: Any) -> str:
+        self._count += 1
+        output = output or f"{op_type.lower()}_{self._count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{self._count}", **attributes))
+        return output
+
+
+def baseline_corrected(g: GraphBuilder, x: str, n: int, min_window: int, smooth_window: int,
+                       offset: np.ndarray | None = None) -> str:
+    """x [batch, n] minus the baseline of transfer.preprocess.baseline_correct (minus ``offset``).
+
+    Sliding minimum: one MaxPool of -x padded by w-1 on both sides gives every window's
+    maximum; the trailing windows are its first n values, the leading ones its last n.
+    Gaussian mean: the zero-padded sum is cut into rows of B outputs, each row extended by
+    the 2s-2 inputs its last outputs reach into the next row, and multiplied by one banded
+    [B + 2s - 2, B] matrix: a plain matrix product, which ONNX Runtime runs far faster
+    than a 99-tap Conv.
+    """
+    w, s = min_window, smooth_window
+    reach = 2 * s - 2
+    block = max(SMOOTH_BLOCK, reach)
+    n_blocks = -(-n // block)
+    negated = g.op("Neg", [g.op("Unsqueeze", [x, g.ints("baseline_axis_1", 1)])])              # [batch, 1, n]
+    window_max = g.op("MaxPool", [negated], kernel_shape=[w], strides=[1], pads=[w - 1, w - 1])  # [.., n + w - 1]
+    last_axis = g.ints("baseline_axis_2", 2)
+    trailing = g.op("Slice", [window_max, g.ints("baseline_trailing_start", 0), g.ints("baseline_trailing_stop", n),
+                              last_axis])
+    leading = g.op("Slice", [window_max, g.ints("baseline_leading_start", w - 1),
+                             g.ints("baseline_leading_stop", n + w - 1), last_axis])
+    minus_twice_min = g.op("Add", [trailing, leading])
+    padded = g.op("Pad", [minus_twice_min, g.ints("baseline_pads", 0, 0, s - 1, 0, 0,
+                                                  (n_blocks + 1) * block - n - (s - 1))])
+    rows = g.op("Reshape", [padded, g.ints("baseline_rows_shape", -1, n_blocks + 1, block)])
+    heads = g.op("Slice", [rows, g.ints("baseline_heads_start", 0), g.ints("baseline_heads_stop", n_blocks),
+                           g.ints("baseline_heads_axis", 1)])
+    tails = g.op("Slice", [rows, g.ints("baseline_tails_start", 1, 0), g.ints("baseline_tails_stop", n_blocks + 1, reach),
+                           g.ints("baseline_tails_axes", 1, 2)])
+    windows = g.op("Concat", [heads, tails], axis=2)                                # [batch, n_blocks, block + reach]
+    kernel = -0.5 * gaussian_kernel(s)                                              # the -1/2 averages the two minima
+    band = np.zeros((block + reach, block), np.float32)
+    for j in range(block):
+        band[j:j + reach + 1, j] = kernel
+    baseline = g.op("MatMul", [windows, g.const("baseline_gaussian_band", band)])  # [batch, n_blocks, block]
+    if offset is not None:
+        shifted = np.zeros(n_blocks * block, np.float32)
+        shifted[:n] = offset
+        baseline = g.op("Add", [baseline, g.const("baseline_offset", shifted.reshape(n_blocks, block))])
+    flat = g.op("Reshape", [baseline, g.ints("baseline_flat_shape", -1, n_blocks * block)])
+    if n_blocks * block != n:
+        flat = g.op("Slice", [flat, g.ints("baseline_start", 0), g.ints("baseline_stop", n), g.ints("baseline_axis", 1)])
+    return g.op("Sub", [x, flat])
+
+
+def dense_stack(g: GraphBuilder, x: str, layers: Sequence[DenseLayer], prefix: str) -> str:
+    for index, layer in enumerate(layers):
+        weight = g.const(f"{prefix}.{index}.weight", np.asarray(layer.weight, np.float32))
+        bias = g.const(f"{prefix}.{index}.bias", np.asarray(layer.bias, np.float32))
+        x = g.op("Gemm", [x, weight, bias], transB=1)
+        if layer.negative_slope is not None:
+            x = g.op("LeakyRelu", [x], alpha=float(layer.negative_slope))
+    return x
+
+
+def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer") -> GraphProto:
+    """The graph of the module docstring, with the contracted inputs and outputs."""
+    g = GraphBuilder()
+    secondary_scale = np.asarray(a.secondary_scale, np.float64)
+    novelty_mean = np.asarray(a.novelty_mean, np.float64)
+    offset = np.asarray(a.secondary_mean, np.float64) + novelty_mean * secondary_scale
+    centred = baseline_corrected(g, INPUT, a.n_secondary, a.min_window, a.smooth_window, offset=offset)
+    z = g.op("Mul", [centred, g.const("secondary_inverse_scale", (1.0 / secondary_scale).astype(np.float32))])
+
+    first, *rest = a.mlp
+    first = DenseLayer(first.weight, np.asarray(first.bias, np.float64)
+                       + np.asarray(first.weight, np.float64) @ novelty_mean, first.negative_slope)
+    g.op("Identity", [dense_stack(g, z, [first, *rest], "mlp")], output="latent")
+
+    *hidden, last = a.decoder
+    h = dense_stack(g, "latent", hidden, "decoder")
+    primary_scale = np.asarray(a.primary_scale, np.float64)
+    weight = (primary_scale[:, None] * np.asarray(last.weight, np.float64)).astype(np.float32)
+    bias = (primary_scale * np.asarray(last.bias, np.float64) + np.asarray(a.primary_mean, np.float64)
+            ).astype(np.float32)
+    g.op("Gemm", [h, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary", transB=1)
+
+    # |p - c|^2 - |p|^2 = |c|^2 - 2 p.c with p = h W'^T + b', in float64 (counts squared reach 1e10)
+    centroids = np.asarray(a.centroids, np.float64)
+    through = weight.astype(np.float64).T @ centroids.T                       # [hidden, k]
+    constant = np.einsum("ij,ij->i", centroids, centroids) - 2.0 * centroids @ bias.astype(np.float64)
+    products = g.op("MatMul", [g.op("Cast", [h], to=TensorProto.DOUBLE), g.const("kmeans_through", -2.0 * through)])
+    g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", constant)])], output="label", axis=1,
+         keepdims=0)
+
+    axes = np.asarray(a.novelty_axes, np.float32)
+    projected = g.op("MatMul", [z, g.const("novelty_axes_t", np.ascontiguousarray(axes.T))])
+    outside = g.op("Sub", [g.op("ReduceSumSquare", [z], axes=[1], keepdims=0),
+                           g.op("ReduceSumSquare", [projected], axes=[1], keepdims=0)])
+    q = g.op("Max", [outside, g.const("zero", np.array(0.0, np.float32))])
+    scale = np.array(1.0 / (a.n_secondary * a.novelty_reference), np.float32)
+    g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
+
+    latent_size = int(np.asarray(a.mlp[-1].weight).shape[0])
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", a.n_secondary])]
+    outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", a.n_primary]),
+               helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
+               helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+               helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]
+    return helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
