@@ -2,14 +2,18 @@
 
 The VAE + MLP can only output spectra its decoder can produce, so its transfer error on a
 test map cannot go much below what the best *linear* k-dimensional subspace of the training
-primary spectra (PCA, in the causal scaling) leaves of the test primary spectra. This prints
-that floor for several k, on the test map and on the training spectra themselves, next to direct
-standardisation (DS, a linear map secondary -> primary with no bottleneck) fitted on the
-same training spectra. All RSE in baseline-corrected counts, as `libs-transfer evaluate`
-reports them; the training statistics scale the test map (causal protocol).
+primary spectra leaves of the test primary spectra. For each k this prints two figures
+(RSE in baseline-corrected counts, as `libs-transfer evaluate` reports them):
 
-A nonlinear decoder can in principle beat the linear floor, but one trained on day-0 spectra
-has no reason to reach day-1 spectra that lie outside the day-0 subspace.
+- ``projection``: the orthogonal projection in per-pixel scaled units, what a model trained
+  with per-pixel scaling minimises. It weighs a noise-only pixel as much as a line;
+- ``best_in_counts``: the point of the same subspace closest in counts, the real floor.
+
+On the training day the two are close; on another day they are not (docs/transfer.md,
+"Per-pixel or global scaling"), which is why per-pixel scaling transfers badly there.
+Next to them: direct standardisation (DS, a linear map secondary -> primary with no
+bottleneck) fitted on the same training spectra. The training statistics scale the test
+map (causal protocol).
 
 Prints one JSON object on stdout. Needs only the maps (no trained model).
 """
@@ -45,16 +49,20 @@ def load(path: str, max_spots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return baseline_correct(primary), baseline_correct(secondary)
 
 
-def pca_floor(train: np.ndarray, others: dict[str, np.ndarray], dims: list[int]) -> dict[str, dict[str, float]]:
-    """RSE of projecting each set onto the leading `k` axes of the scaled training set."""
+def pca_floor(train: np.ndarray, others: dict[str, np.ndarray], dims: list[int]) -> dict[str, dict[str, dict]]:
+    """RSE of each set on the leading `k` axes of the per-pixel scaled training set."""
     mean, scale = train.mean(axis=0), train.std(axis=0) + 1e-6
     _, _, axes = np.linalg.svd((train - mean) / scale, full_matrices=False)
-    floors: dict[str, dict[str, float]] = {name: {} for name in others}
+    floors: dict[str, dict[str, dict]] = {name: {} for name in others}
     for k in dims:
         basis = axes[:k]
+        in_counts = (basis * scale).T                 # [n_pixels, k]: the subspace in counts
         for name, spectra in others.items():
             scaled = (spectra - mean) / scale
-            floors[name][str(k)] = round(rse(spectra, (scaled @ basis.T @ basis) * scale + mean), 4)
+            projection = (scaled @ basis.T @ basis) * scale + mean
+            coefficients, *_ = np.linalg.lstsq(in_counts, (spectra - mean).T, rcond=None)
+            floors[name][str(k)] = {"projection": round(rse(spectra, projection), 4),
+                                    "best_in_counts": round(rse(spectra, (in_counts @ coefficients).T + mean), 4)}
     return floors
 
 

@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from transfer.preprocess import SCALINGS
+
 
 class ConfigError(ValueError):
     """A configuration file or override is not valid."""
@@ -99,6 +101,11 @@ class TransferConfig:
             raise ConfigError("data.chunk_spots must be positive")
         if self._values["data"]["shuffle_buffer_chunks"] <= 0:
             raise ConfigError("data.shuffle_buffer_chunks must be positive")
+        if any(a <= 0 for a in self._values["baselines"]["ridge_alpha_candidates"]):
+            raise ConfigError("baselines.ridge_alpha_candidates must be positive")
+        if self._values["data"]["scaling"] not in SCALINGS:
+            raise ConfigError(f"data.scaling must be one of {', '.join(SCALINGS)}, "
+                              f"got {self._values['data']['scaling']!r}")
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self._values[section]

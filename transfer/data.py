@@ -89,15 +89,15 @@ def check_finite(path: Path | str, system: str, spectra: np.ndarray, iy: np.ndar
 
 # -- preprocessing -------------------------------------------------------------
 
-def new_preprocessor(wavelengths: np.ndarray, system: str) -> SpectrumPreprocessor:
+def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = "pixel") -> SpectrumPreprocessor:
     """An unfitted causal preprocessor (paper's baseline windows) for one system."""
-    return SpectrumPreprocessor(wavelengths, protocol="causal", name=system)
+    return SpectrumPreprocessor(wavelengths, protocol="causal", scaling=scaling, name=system)
 
 
 def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.ndarray], chunk_spots: int,
-                      progress: bool = True) -> dict[str, SpectrumPreprocessor]:
+                      progress: bool = True, scaling: str = "pixel") -> dict[str, SpectrumPreprocessor]:
     """One streaming pass over `paths`: scaler statistics of the baseline-corrected spectra."""
-    fitted = {s: new_preprocessor(wl, s) for s, wl in wavelengths.items()}
+    fitted = {s: new_preprocessor(wl, s, scaling) for s, wl in wavelengths.items()}
     for _, _, _, spectra in iter_raw_chunks(paths, list(wavelengths), chunk_spots, progress,
                                             desc="fitting scalers"):
         for system, preprocessor in fitted.items():

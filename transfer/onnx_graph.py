@@ -10,7 +10,7 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
     h         = decoder hidden layers(latent)
     primary   = h W'^T + b'                          W', b' absorb the inverse primary scaling
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
-    novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)  as |z|^2 - |P z|^2 (P orthonormal)
+    novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
 
 Every rewrite above is exact algebra; only float32 rounding differs from the step-by-step
 path, far inside the export's parity tolerance. They save the passes over whole spectra that
@@ -176,11 +176,12 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer") -> Graph
     g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", constant)])], output="label", axis=1,
          keepdims=0)
 
+    # The residual itself, not |z|^2 - |P z|^2: when most of z lies inside the subspace the
+    # difference cancels in float32 and loses the export's parity.
     axes = np.asarray(a.novelty_axes, np.float32)
     projected = g.op("MatMul", [z, g.const("novelty_axes_t", np.ascontiguousarray(axes.T))])
-    outside = g.op("Sub", [g.op("ReduceSumSquare", [z], axes=[1], keepdims=0),
-                           g.op("ReduceSumSquare", [projected], axes=[1], keepdims=0)])
-    q = g.op("Max", [outside, g.const("zero", np.array(0.0, np.float32))])
+    residual = g.op("Sub", [z, g.op("MatMul", [projected, g.const("novelty_axes", np.ascontiguousarray(axes))])])
+    q = g.op("ReduceSumSquare", [residual], axes=[1], keepdims=0)
     scale = np.array(1.0 / (a.n_secondary * a.novelty_reference), np.float32)
     g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
 

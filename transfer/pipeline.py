@@ -34,6 +34,7 @@ from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import (SYSTEMS, PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
+from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
@@ -108,12 +109,12 @@ def _phase(section: Mapping[str, Any], early_stopping: bool = True) -> PhaseSett
 
 
 def _preprocessors(checkpoints: Path, paths: Sequence[Path], wavelengths: Mapping[str, np.ndarray],
-                   chunk_spots: int, progress: bool) -> dict[str, SpectrumPreprocessor]:
+                   chunk_spots: int, progress: bool, scaling: str) -> dict[str, SpectrumPreprocessor]:
     """Scaler statistics from one pass, kept in the checkpoints so a resume skips the pass."""
     saved = {s: checkpoints / f"preprocess-{s}.safetensors" for s in wavelengths}
     if all(p.exists() for p in saved.values()):
         return {s: SpectrumPreprocessor.from_state(load_state_tree(p)) for s, p in saved.items()}
-    fitted = fit_preprocessors(paths, wavelengths, chunk_spots, progress)
+    fitted = fit_preprocessors(paths, wavelengths, chunk_spots, progress, scaling)
     for system, preprocessor in fitted.items():
         save_state_tree(saved[system], preprocessor.get_state())
     return fitted
@@ -209,9 +210,10 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, c
         "pls": lambda: PLSTransfer(cfg["pls_components"], seed=seed),
         "knn": lambda: KNNTransfer(min(cfg["knn_neighbors"], len(xs), cfg["knn_max_spots"]),
                                    max_fit_spectra=cfg["knn_max_spots"], seed=seed),
-        "ds": lambda: DSTransfer(alpha=cfg["ridge_alpha"]),
-        "pds": lambda: PDSTransfer(preprocessors["secondary"].wavelengths, preprocessors["primary"].wavelengths,
-                                   half_window=cfg["pds_half_window"], alpha=cfg["ridge_alpha"]),
+        "ds": lambda alpha=cfg["ridge_alpha"]: DSTransfer(alpha=alpha),
+        "pds": lambda alpha=cfg["ridge_alpha"]: PDSTransfer(preprocessors["secondary"].wavelengths,
+                                                            preprocessors["primary"].wavelengths,
+                                                            half_window=cfg["pds_half_window"], alpha=alpha),
     }
     unknown = sorted(set(cfg["models"]) - set(factories))
     if unknown:
@@ -221,9 +223,30 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, c
         log.info("fitting the %s baseline", key.upper())
         if key in ("pls", "knn"):
             model.fit(xs, xp)
+        elif cfg["ridge_alpha_candidates"]:
+            models[key] = _ridge_by_validation(key, factories[key], cfg["ridge_alpha_candidates"], sample, val,
+                                               preprocessors["primary"])
         else:
             model.fit(sample["secondary"], sample["primary"])
     return models
+
+
+def _ridge_by_validation(key: str, factory, alphas: Sequence[float], sample: Mapping[str, np.ndarray],
+                         val: Mapping[str, np.ndarray], primary: SpectrumPreprocessor):
+    """DS or PDS fitted on the training sample with each ridge; the one with the lowest
+    validation RSE (in baseline-corrected counts) is kept. A fixed ridge would favour
+    whichever scaling it happened to suit."""
+    truth = primary.inverse_transform(val["primary"])
+    best, best_rse = None, np.inf
+    for alpha in alphas:
+        model = factory(float(alpha))
+        model.fit(sample["secondary"], sample["primary"])
+        score = rse(truth, primary.inverse_transform(model.predict(val["secondary"])))
+        log.info("%s ridge %g: validation RSE %.4f", key.upper(), alpha, score)
+        if score < best_rse:
+            best, best_rse = model, score
+    log.info("%s: ridge %g kept", key.upper(), best.alpha)
+    return best
 
 
 def _fit_kmeans(train_paths, val_paths, primary: SpectrumPreprocessor, config: TransferConfig, seed: int,
@@ -280,7 +303,7 @@ def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Pat
                                                "train_sha256": data["train"]["sha256"],
                                                "val_sha256": data["val"]["sha256"]})
     preprocessors = _preprocessors_or_abandon(checkpoints, new_run, [train_path], train_info.wavelengths,
-                                              config["data"]["chunk_spots"], progress)
+                                              config["data"]["chunk_spots"], progress, config["data"]["scaling"])
 
     torch.manual_seed(derived_seed(seed, "init", "vae"))
     vae = build_vae(train_info.n_pixels("primary"), config["vae"])
@@ -339,7 +362,8 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
                                                "val_sha256": data["val"]["sha256"]})
     secondary = _preprocessors_or_abandon(checkpoints, new_run, [train_path],
                                           {"secondary": train_info.wavelengths["secondary"]},
-                                          config["data"]["chunk_spots"], progress)["secondary"]
+                                          config["data"]["chunk_spots"], progress,
+                                          config["data"]["scaling"])["secondary"]
     preprocessors = {"primary": bundle.primary_preprocess, "secondary": secondary}
     entry, secondary_history = _train_secondary(model_dir, name, [train_path], [val_path], preprocessors,
                                                 bundle.vae, config, torch_device, seed, checkpoints, resume,

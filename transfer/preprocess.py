@@ -54,6 +54,10 @@ from scipy.signal import windows
 from sklearn.base import BaseEstimator, TransformerMixin
 
 PROTOCOLS = ("causal", "paper")
+#: "pixel": every pixel its own standard deviation (the paper's standard scaling);
+#: "global": every pixel centred on its own mean, all divided by one standard deviation
+#: (the root mean variance over pixels), so that line pixels keep their weight over noise.
+SCALINGS = ("pixel", "global")
 
 
 class SpectraError(ValueError):
@@ -309,7 +313,13 @@ def _as_chunks(data) -> Iterable[np.ndarray]:
 
 
 class SpectralScaler(TransformerMixin, BaseEstimator):
-    """Per-pixel standard scaling, fitted in one go or chunk by chunk.
+    """Standard scaling, fitted in one go or chunk by chunk.
+
+    ``scaling`` says what divides the centred spectra: ``"pixel"`` (default, the paper's)
+    each pixel's own standard deviation; ``"global"`` one standard deviation for all
+    pixels, the root of their mean variance. Per-pixel scaling gives a noise-only pixel
+    the same unit variance as a line; a small background change there (another day's
+    stray light) then weighs as much as a line, in the losses and in the models' inputs.
 
     ``protocol`` says which statistics scale an evaluated dataset:
 
@@ -329,12 +339,15 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
     chunks equals ``fit`` on their concatenation. Pixels with zero variance get scale 1.
     """
 
-    def __init__(self, protocol: str = "causal"):
+    def __init__(self, protocol: str = "causal", scaling: str = "pixel"):
         self.protocol = protocol
+        self.scaling = scaling
 
     def _check_protocol(self):
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
 
     def _reset(self):
         for attr in ("n_samples_seen_", "mean_", "var_", "scale_", "n_features_in_", "_m2"):
@@ -359,7 +372,7 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
             self._m2 = self._m2 + chunk_m2 + delta ** 2 * (n * k / total)
             self.n_samples_seen_ = total
         self.var_ = self._m2 / self.n_samples_seen_
-        self.scale_ = _safe_scale(self.var_, self.mean_)
+        self.scale_ = _safe_scale(self.var_, self.mean_, self.scaling)
         return self
 
     def fit(self, X, y=None):
@@ -395,22 +408,23 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
         self._fitted()
         if self.protocol == "causal":
             return self
-        own = SpectralScaler(protocol="paper").fit_chunks(_as_chunks(data))
+        own = SpectralScaler(protocol="paper", scaling=self.scaling).fit_chunks(_as_chunks(data))
         if own.n_features_in_ != self.n_features_in_:
             raise SpectraError(f"dataset has {own.n_features_in_} pixels, the scaler "
                                f"was fitted on {self.n_features_in_}")
         return own
 
     def get_state(self) -> dict:
-        """Plain state for a bundle: {"protocol": str, "n_samples_seen": int,
+        """Plain state for a bundle: {"protocol": str, "scaling": str, "n_samples_seen": int,
         "mean": float64[n], "var": float64[n]}."""
         self._fitted()
-        return {"protocol": self.protocol, "n_samples_seen": int(self.n_samples_seen_),
+        return {"protocol": self.protocol, "scaling": self.scaling, "n_samples_seen": int(self.n_samples_seen_),
                 "mean": self.mean_.copy(), "var": self.var_.copy()}
 
     @classmethod
     def from_state(cls, state: dict) -> "SpectralScaler":
-        scaler = cls(protocol=str(state["protocol"]))
+        # bundles written before the option existed were all per-pixel
+        scaler = cls(protocol=str(state["protocol"]), scaling=str(state.get("scaling", "pixel")))
         scaler._check_protocol()
         mean = np.asarray(state["mean"], dtype=np.float64)
         var = np.asarray(state["var"], dtype=np.float64)
@@ -422,12 +436,12 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
         scaler.n_features_in_ = mean.size
         scaler.mean_, scaler.var_ = mean, var
         scaler._m2 = var * scaler.n_samples_seen_
-        scaler.scale_ = _safe_scale(var, mean)
+        scaler.scale_ = _safe_scale(var, mean, scaler.scaling)
         return scaler
 
 
-def _safe_scale(var: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    scale = np.sqrt(var)
+def _safe_scale(var: np.ndarray, mean: np.ndarray, scaling: str = "pixel") -> np.ndarray:
+    scale = np.sqrt(var) if scaling == "pixel" else np.full(var.shape, np.sqrt(var.mean()))
     # Constant pixels (e.g. zeroed by the baseline) would divide by ~0; leave them unscaled.
     scale[scale <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
     return scale
@@ -443,7 +457,7 @@ class SpectrumPreprocessor:
     """
 
     def __init__(self, wavelengths, *, min_window: int = 100, smooth_window: int = 50,
-                 protocol: str = "causal", scaler: SpectralScaler | None = None,
+                 protocol: str = "causal", scaling: str = "pixel", scaler: SpectralScaler | None = None,
                  name: str = "spectra"):
         self.wavelengths = np.asarray(wavelengths, dtype=np.float64)
         if self.wavelengths.ndim != 1 or self.wavelengths.size < 2 \
@@ -451,7 +465,7 @@ class SpectrumPreprocessor:
             raise WavelengthMismatchError(f"{name}: wavelengths must be a strictly increasing 1-D axis")
         _check_windows(min_window, smooth_window)
         self.min_window, self.smooth_window, self.name = int(min_window), int(smooth_window), name
-        self.scaler = scaler if scaler is not None else SpectralScaler(protocol)
+        self.scaler = scaler if scaler is not None else SpectralScaler(protocol, scaling)
 
     @property
     def n_pixels(self) -> int:

@@ -29,6 +29,7 @@ def test_file_overrides_a_subset(tmp_path):
     ("[vae]\nepochs = 'ten'\n", "vae.epochs: expected an integer"),
     ("[vae]\nbatch_size = 0\n", "vae.batch_size must be positive"),
     ("[vae\n", "not valid TOML"),
+    ("[data]\nscaling = 'robust'\n", "data.scaling must be one of pixel, global"),
 ])
 def test_bad_files_are_named(tmp_path, text, message):
     path = tmp_path / "bad.toml"

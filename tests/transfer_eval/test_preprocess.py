@@ -167,13 +167,41 @@ def test_state_round_trip_is_plain_and_exact():
     train, test = _shifted_sets()
     scaler = SpectralScaler(protocol="paper").fit(train)
     state = scaler.get_state()
-    assert set(state) == {"protocol", "n_samples_seen", "mean", "var"}
+    assert set(state) == {"protocol", "scaling", "n_samples_seen", "mean", "var"}
     assert all(isinstance(v, (str, int, np.ndarray)) for v in state.values())
     restored = SpectralScaler.from_state(state)
     assert restored.protocol == "paper"
     np.testing.assert_array_equal(restored.transform(test), scaler.transform(test))
     with pytest.raises(ValueError, match="finite"):
         SpectralScaler.from_state({**state, "var": -state["var"]})
+
+
+def test_global_scaling_centres_each_pixel_and_divides_by_one_deviation():
+    train, test = _shifted_sets()
+    train[:, 3] *= 10                                            # a "line" pixel: 10x the spread
+    scaler = SpectralScaler(scaling="global").fit(np.array_split(train, 3)[0])
+    for chunk in np.array_split(train, 3)[1:]:
+        scaler.partial_fit(chunk)
+    one = np.sqrt(train.var(0).mean())
+    np.testing.assert_allclose(scaler.scale_, np.full(20, one))
+    z = scaler.transform(test)
+    np.testing.assert_allclose(z, (test - train.mean(0)) / one)
+    np.testing.assert_allclose(scaler.inverse_transform(z), test)
+    # the line pixel keeps its larger spread relative to the others, unlike per-pixel scaling
+    z_train = scaler.transform(train)
+    assert z_train[:, 3].std() > 5 * np.delete(z_train, 3, axis=1).std(0).max()
+    restored = SpectralScaler.from_state(scaler.get_state())
+    assert restored.scaling == "global"
+    np.testing.assert_array_equal(restored.transform(test), z)
+    own = SpectralScaler(protocol="paper", scaling="global").fit(train).for_dataset(test)
+    np.testing.assert_allclose(own.scale_, np.full(20, np.sqrt(test.var(0).mean())))
+
+
+def test_state_without_scaling_is_per_pixel():
+    train, test = _shifted_sets()
+    state = SpectralScaler().fit(train).get_state()
+    del state["scaling"]                                         # a bundle written before the option
+    np.testing.assert_allclose(SpectralScaler.from_state(state).scale_, train.std(0))
 
 
 def test_constant_pixel_is_left_unscaled():
@@ -187,6 +215,8 @@ def test_constant_pixel_is_left_unscaled():
 def test_bad_protocol_and_unfitted():
     with pytest.raises(ValueError, match="protocol"):
         SpectralScaler(protocol="future").fit(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        SpectralScaler(scaling="robust").fit(np.ones((3, 2)))
     with pytest.raises(RuntimeError, match="not fitted"):
         SpectralScaler().transform(np.ones((3, 2)))
 
