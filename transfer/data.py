@@ -95,9 +95,13 @@ def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = "pixel
 
 
 def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.ndarray], chunk_spots: int,
-                      progress: bool = True, scaling: str = "pixel") -> dict[str, SpectrumPreprocessor]:
-    """One streaming pass over `paths`: scaler statistics of the baseline-corrected spectra."""
-    fitted = {s: new_preprocessor(wl, s, scaling) for s, wl in wavelengths.items()}
+                      progress: bool = True, *, scaling: str | Mapping[str, str]) -> dict[str, SpectrumPreprocessor]:
+    """One streaming pass over `paths`: scaler statistics of the baseline-corrected spectra.
+
+    `scaling` ("global" or "pixel", or one per system) has no default: statistics fitted
+    with another scaling than the model's would silently mis-scale its inputs."""
+    per_system = {s: scaling if isinstance(scaling, str) else scaling[s] for s in wavelengths}
+    fitted = {s: new_preprocessor(wl, s, per_system[s]) for s, wl in wavelengths.items()}
     for _, _, _, spectra in iter_raw_chunks(paths, list(wavelengths), chunk_spots, progress,
                                             desc="fitting scalers"):
         for system, preprocessor in fitted.items():

@@ -114,7 +114,7 @@ def _preprocessors(checkpoints: Path, paths: Sequence[Path], wavelengths: Mappin
     saved = {s: checkpoints / f"preprocess-{s}.safetensors" for s in wavelengths}
     if all(p.exists() for p in saved.values()):
         return {s: SpectrumPreprocessor.from_state(load_state_tree(p)) for s, p in saved.items()}
-    fitted = fit_preprocessors(paths, wavelengths, chunk_spots, progress, scaling)
+    fitted = fit_preprocessors(paths, wavelengths, chunk_spots, progress, scaling=scaling)
     for system, preprocessor in fitted.items():
         save_state_tree(saved[system], preprocessor.get_state())
     return fitted

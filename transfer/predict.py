@@ -169,7 +169,9 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     if protocol == "paper":
         # The paper scaled the test set with its own statistics (it peeks at the test data).
         overrides = fit_preprocessors([test_path], {"primary": bundle.primary_wavelengths,
-                                                     "secondary": system.wavelengths}, chunk_spots, progress)
+                                                     "secondary": system.wavelengths}, chunk_spots, progress,
+                                      scaling={"primary": bundle.primary_preprocess.scaler.scaling,
+                                               "secondary": system.preprocess.scaler.scaling})
     transferer = Transferer(bundle, system.name, primary_preprocess=overrides.get("primary"),
                             secondary_preprocess=overrides.get("secondary"))
     with PairedMapReader(test_path) as reader:

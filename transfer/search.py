@@ -57,7 +57,8 @@ def run_search(train_path: str | Path, val_path: str | Path, *, config: Transfer
     for system in SYSTEMS:
         check_axis(val_path, system, val_info.wavelengths[system], train_info.wavelengths[system], "the training map")
     data = config["data"]
-    preprocessors = fit_preprocessors([train_path], train_info.wavelengths, data["chunk_spots"], progress)
+    preprocessors = fit_preprocessors([train_path], train_info.wavelengths, data["chunk_spots"], progress,
+                                      scaling=data["scaling"])
     batches = dict(chunk_spots=data["chunk_spots"], buffer_chunks=data["shuffle_buffer_chunks"],
                    in_memory_max_bytes=data["in_memory_max_mb"] << 20)
     train = PairedBatches([train_path], preprocessors, 128, seed=derived_seed(seed, "search"), **batches)

@@ -34,7 +34,8 @@ def scene_spectra():
 @pytest.fixture(scope="module")
 def preprocessors(sim_maps):
     info = inspect_map(sim_maps["train"])
-    return fit_preprocessors([sim_maps["train"]], info.wavelengths, chunk_spots=64, progress=False)
+    return fit_preprocessors([sim_maps["train"]], info.wavelengths, chunk_spots=64, progress=False,
+                             scaling="global")
 
 
 def rows(batches, epoch):

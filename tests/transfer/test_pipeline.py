@@ -31,6 +31,8 @@ def test_transfer_beats_the_mean_spectrum_on_another_day(trained_bundle, sim_map
     paper = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "paper", protocol="paper", progress=False)
     assert paper["protocol"] == "paper"
     assert paper["models"]["vae_mlp"]["euclid"] != pytest.approx(vae_mlp["euclid"])
+    # ... scaled the way the model was trained (statistics fitted with another scaling mis-scale every input)
+    assert paper["models"]["vae_mlp"]["rse"] < 0.9 and paper["models"]["ds"]["rse"] < 0.9
 
 
 def digest(path, dataset):
