@@ -3,7 +3,9 @@
 All in one run on the graph `libs-transfer export` writes (transfer.onnx_graph), with random
 weights of the paper's sizes: 3872 -> 4062 pixels, the paper's baseline correction (windows
 100 and 50), MLP 3872-128-512-64, decoder 64-512-1024-4062, 8 k-means centroids, 16 novelty
-axes. `--model MODEL.onnx` measures an exported model instead.
+axes; once in float32 and once with the decoder's last layer in int8 (`libs-transfer export
+--precision int8`), each model measured against itself. `--model MODEL.onnx` measures an
+exported model instead.
 
 - bare ONNX Runtime throughput in this process at each batch size;
 - sustained end-to-end throughput through real sockets, producer process -> worker process
@@ -33,7 +35,7 @@ N_SECONDARY, N_PRIMARY = 3872, 4062
 N_DISTINCT = 256        # distinct random spectra cycled by the producer
 
 
-def build_model(path: Path) -> None:
+def build_model(path: Path, precision: str = "float32") -> None:
     """The exported graph with random weights of the paper's sizes, and the contracted metadata."""
     from onnx import helper
 
@@ -55,7 +57,7 @@ def build_model(path: Path) -> None:
         primary_mean=rng.uniform(0, 100, N_PRIMARY), primary_scale=rng.uniform(20, 60, N_PRIMARY),
         centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
         novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0)
-    model = helper.make_model(pipeline_graph(arrays, "bench_random_weights"),
+    model = helper.make_model(pipeline_graph(arrays, "bench_random_weights", precision=precision),
                               opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
     model.ir_version = min(model.ir_version, 9)
     helper.set_model_props(model, {
@@ -63,7 +65,8 @@ def build_model(path: Path) -> None:
         "twinplume.n_secondary": str(N_SECONDARY),
         "twinplume.primary_wavelengths": json.dumps(np.linspace(245, 407, N_PRIMARY).round(4).tolist()),
         "twinplume.secondary_wavelengths": json.dumps(np.linspace(260, 370, N_SECONDARY).round(4).tolist()),
-        "twinplume.provenance": json.dumps({"kind": "benchmark model", "random_weights": True})})
+        "twinplume.provenance": json.dumps({"kind": "benchmark model", "random_weights": True,
+                                            "precision": {"name": precision}})})
     path.write_bytes(model.SerializeToString())
 
 
@@ -205,7 +208,7 @@ def run_stream(workers: list[dict], batch: int, messages: int, rate_hz: float) -
 
 def start_worker(model: Path, workdir: Path, threads: int, max_batch: int, spin: bool,
                  transport: str) -> tuple[subprocess.Popen, dict]:
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
     ready = workdir / "ready.json"
     log = open(workdir / "worker.log", "w")
     if transport == "tcp":
@@ -226,71 +229,39 @@ def start_worker(model: Path, workdir: Path, threads: int, max_batch: int, spin:
     return proc, json.loads(ready.read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the benchmark)")
-    parser.add_argument("--workers", type=int, default=1, help="workers sharing the input (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime threads per worker (default: the cores shared among the workers; the bare "
-                             "reference always has every core)")
-    parser.add_argument("--max-batch", type=int, default=256)
-    parser.add_argument("--spin", action="store_true", help="ONNX Runtime spinning threads, both sides")
-    parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
-                        help="loopback TCP (the default addresses) or unix-domain sockets (default: %(default)s)")
-    parser.add_argument("--model", type=Path, default=None, metavar="MODEL.onnx",
-                        help="an exported model to measure (default: the exported graph with random paper-size "
-                             "weights)")
-    args = parser.parse_args()
-    if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
-    # the reference is one session on every core, whatever the workers are given
-    bare_threads = os.cpu_count() or 1
-    scale = 0.2 if args.quick else 1.0
+def measure(model: Path, workdir: Path, args, scale: float) -> dict:
+    """Bare ONNX Runtime, the stream's throughput and its latency, all on one model."""
+    bare_threads = os.cpu_count() or 1       # the reference is one session on every core
     batches = (1, 16, 64)
-    result: dict = {"bench": "stream", "model": {"n_secondary": N_SECONDARY, "n_primary": N_PRIMARY,
-                                                 "mlp": [3872, 128, 512, 64], "decoder": [64, 512, 1024, 4062],
-                                                 "graph": "transfer.onnx_graph, random weights"},
-                    "cpu_count": os.cpu_count(), "transport": args.transport, "workers": args.workers,
-                    "threads": args.threads, "bare_threads": bare_threads, "spin": args.spin,
-                    "max_batch": args.max_batch,
-                    # the machine is shared: the load around the run says how far to trust it
-                    "loadavg_1min_before": round(os.getloadavg()[0], 2)}
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        if args.model is not None:
-            model = args.model.resolve()
-            result["model"] = {"path": str(model)}
-        else:
-            model = workdir / "bench_model.onnx"
-            build_model(model)
-        # bare runtime before and after the stream runs; the ratio uses the better of the two,
-        # so load from other programs on a shared machine does not flatter the stream
-        bare_batches = (*batches, args.max_batch)     # max_batch: what the worker can reach by micro-batching
-        def bare() -> dict[str, float]:
-            return {str(b): round(bare_throughput(model, b, bare_threads, args.spin, 1.5 * scale), 1)
-                    for b in bare_batches}
+    # bare runtime before and after the stream runs; the ratio uses the better of the two,
+    # so load from other programs on a shared machine does not flatter the stream
+    bare_batches = (*batches, args.max_batch)     # max_batch: what the worker can reach by micro-batching
 
-        bare_before = bare()
-        started = [start_worker(model, workdir / f"worker{i}", args.threads, args.max_batch, args.spin,
-                                args.transport) for i in range(args.workers)]
-        workers = [worker for _, worker in started]
-        try:
-            run_stream(workers, 16, 20, 0)       # warm-up: connections, first inferences
-            throughput = {}
-            for batch in batches:
-                messages = max(20, int(scale * {1: 15000, 16: 1500, 64: 500}[batch]))
-                throughput[str(batch)] = run_stream(workers, batch, messages, 0)
-            latency = {f"{rate}_hz": run_stream(workers, 1, max(50, int(scale * rate * seconds)), rate)
-                       for rate, seconds in ((50, 4), (1000, 6))}
-        finally:
-            for proc, _ in started:
-                proc.terminate()
-            for proc, _ in started:
-                proc.wait(30)
-        bare_after = bare()
+    def bare() -> dict[str, float]:
+        return {str(b): round(bare_throughput(model, b, bare_threads, args.spin, 1.5 * scale), 1)
+                for b in bare_batches}
+
+    result: dict = {"bare_threads": bare_threads}
+    bare_before = bare()
+    started = [start_worker(model, workdir / f"worker{i}", args.threads, args.max_batch, args.spin,
+                            args.transport) for i in range(args.workers)]
+    workers = [worker for _, worker in started]
+    try:
+        run_stream(workers, 16, 20, 0)       # warm-up: connections, first inferences
+        throughput = {}
+        for batch in batches:
+            messages = max(20, int(scale * {1: 15000, 16: 1500, 64: 500}[batch]))
+            throughput[str(batch)] = run_stream(workers, batch, messages, 0)
+        latency = {f"{rate}_hz": run_stream(workers, 1, max(50, int(scale * rate * seconds)), rate)
+                   for rate, seconds in ((50, 4), (1000, 6))}
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+        for proc, _ in started:
+            proc.wait(30)
+    bare_after = bare()
     result["bare_ort_spectra_per_s"] = {b: max(bare_before[b], bare_after[b]) for b in bare_before}
     result["bare_ort_before_after"] = {b: [bare_before[b], bare_after[b]] for b in bare_before}
-    result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     result["end_to_end"] = throughput
     result["latency"] = latency
     best_e2e = max(t.get("spectra_per_s", 0) for t in throughput.values())
@@ -306,6 +277,47 @@ def main() -> None:
         "p99_le_5ms_at_1khz": latency["1000_hz"].get("e2e_ms", {}).get("p99", 1e9) <= 5.0,
         "nothing_lost": result["nothing_lost"],
     }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the benchmark)")
+    parser.add_argument("--precision", choices=("float32", "int8", "both"), default="both",
+                        help="which paper-size graph to measure (default: %(default)s; ignored with --model)")
+    parser.add_argument("--workers", type=int, default=1, help="workers sharing the input (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime threads per worker (default: the cores shared among the workers; the bare "
+                             "reference always has every core)")
+    parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--spin", action="store_true", help="ONNX Runtime spinning threads, both sides")
+    parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
+                        help="loopback TCP (the default addresses) or unix-domain sockets (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=None, metavar="MODEL.onnx",
+                        help="an exported model to measure (default: the exported graph with random paper-size "
+                             "weights)")
+    args = parser.parse_args()
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    scale = 0.2 if args.quick else 1.0
+    result: dict = {"bench": "stream", "cpu_count": os.cpu_count(), "transport": args.transport,
+                    "workers": args.workers, "threads": args.threads, "spin": args.spin, "max_batch": args.max_batch,
+                    # the machine is shared: the load around the run says how far to trust it
+                    "loadavg_1min_before": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if args.model is not None:
+            model = args.model.resolve()
+            result["model"] = {"path": str(model)}
+            result["measured"] = measure(model, workdir / "measured", args, scale)
+        else:
+            result["model"] = {"n_secondary": N_SECONDARY, "n_primary": N_PRIMARY, "mlp": [3872, 128, 512, 64],
+                               "decoder": [64, 512, 1024, 4062], "graph": "transfer.onnx_graph, random weights"}
+            for precision in ("float32", "int8") if args.precision == "both" else (args.precision,):
+                model = workdir / f"bench_model_{precision}.onnx"
+                build_model(model, precision)
+                result[precision] = measure(model, workdir / precision, args, scale)
+    result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
 

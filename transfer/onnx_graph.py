@@ -9,6 +9,7 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
     latent    = MLP(z)                               first bias absorbs m_nov
     h         = decoder hidden layers(latent)
     primary   = h W'^T + b'                          W', b' absorb the inverse primary scaling
+                                                     (precision "int8": see int8_dense)
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
     novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
 
@@ -28,6 +29,12 @@ from onnx import GraphProto, TensorProto, helper, numpy_helper
 from transfer.preprocess import gaussian_kernel
 
 INPUT = "secondary"
+#: "float32" computes everything in float32 (and the label in float64); "int8" computes the
+#: decoder's last layer, three quarters of the arithmetic, in 8-bit integers (int8_dense)
+PRECISIONS = ("float32", "int8")
+#: int8 weights span +-63, not +-127: x86 CPUs without VNNI multiply uint8 by int8 in pairs
+#: summed into int16, which overflows for 255 * 127 * 2 but not for 255 * 63 * 2
+INT8_WEIGHT_LIMIT = 63
 #: output pixels per row of the Gaussian-mean matrix product; wider rows cost more
 #: multiplications, narrower ones more rows (128 was the fastest in ONNX Runtime here)
 SMOOTH_BLOCK = 128
@@ -146,8 +153,37 @@ def dense_stack(g: GraphBuilder, x: str, layers: Sequence[DenseLayer], prefix: s
     return x
 
 
-def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer") -> GraphProto:
+def int8_dense(g: GraphBuilder, h: str, weight: np.ndarray, bias: np.ndarray, output: str) -> str:
+    """y = h W^T + b with W in int8, one step per output (row of W), and h in 8 bits, one
+    step per spectrum: MatMulInteger, then the two steps and the bias in float32.
+
+    The step of a spectrum depends on that spectrum alone, so a result does not depend on
+    which other spectra share its batch (a whole-batch step, as in dynamic quantization,
+    would make it depend on the brightest one). Integer sums are exact, so the result is
+    bit-identical however ONNX Runtime splits the work.
+    """
+    weight = np.asarray(weight, np.float64)
+    weight_step = np.abs(weight).max(axis=1) / INT8_WEIGHT_LIMIT
+    weight_step[weight_step == 0] = 1.0
+    quantized = np.round(weight / weight_step[:, None]).astype(np.int8)
+    peak = g.op("ReduceMax", [g.op("Abs", [h])], axes=[1], keepdims=1)                      # [batch, 1]
+    step = g.op("Mul", [g.op("Max", [peak, g.const("int8_smallest_peak", np.float32(1e-30))]),
+                        g.const("int8_inverse_limit", np.float32(1 / 127))])
+    # h / step lies in [-127, 127]; +128 moves it to [1, 255], the zero point of MatMulInteger
+    shifted = g.op("Add", [g.op("Round", [g.op("Div", [h, step])]), g.const("int8_zero_point_f", np.float32(128))])
+    codes = g.op("Cast", [shifted], to=TensorProto.UINT8)
+    sums = g.op("MatMulInteger", [codes, g.const("int8_weight_t", np.ascontiguousarray(quantized.T)),
+                                  g.const("int8_zero_point", np.uint8(128))])
+    scaled = g.op("Mul", [g.op("Cast", [sums], to=TensorProto.FLOAT),
+                          g.const("int8_weight_step", weight_step.astype(np.float32))])
+    return g.op("Add", [g.op("Mul", [scaled, step]), g.const("int8_bias", np.asarray(bias, np.float32))],
+                output=output)
+
+
+def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, precision: str = "float32") -> GraphProto:
     """The graph of the module docstring, with the contracted inputs and outputs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     g = GraphBuilder()
     secondary_scale = np.asarray(a.secondary_scale, np.float64)
     novelty_mean = np.asarray(a.novelty_mean, np.float64)
@@ -166,7 +202,10 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer") -> Graph
     weight = (primary_scale[:, None] * np.asarray(last.weight, np.float64)).astype(np.float32)
     bias = (primary_scale * np.asarray(last.bias, np.float64) + np.asarray(a.primary_mean, np.float64)
             ).astype(np.float32)
-    g.op("Gemm", [h, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary", transB=1)
+    if precision == "int8":
+        int8_dense(g, h, weight, bias, output="primary")
+    else:
+        g.op("Gemm", [h, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary", transB=1)
 
     # |p - c|^2 - |p|^2 = |c|^2 - 2 p.c with p = h W'^T + b', in float64 (counts squared reach 1e10)
     centroids = np.asarray(a.centroids, np.float64)

@@ -39,6 +39,13 @@ def raw_secondary(path: Path) -> np.ndarray:
         return np.asarray(reader.read_all(systems=["secondary"]).spectra["secondary"], dtype=np.float32)
 
 
+def raw_primary(path: Path) -> np.ndarray:
+    """Every acquired primary spectrum of a map, in the store's chunk order."""
+    from acquisition.store import PairedMapReader
+    with PairedMapReader(path) as reader:
+        return np.asarray(reader.read_all(systems=["primary"]).spectra["primary"], dtype=np.float32)
+
+
 @pytest.fixture(scope="session")
 def maps(tmp_path_factory) -> dict[str, Path]:
     """train and val on day 0 (two regions), test on day 1 at a third region."""
