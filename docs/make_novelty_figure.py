@@ -167,6 +167,8 @@ def summary(results) -> dict:
             "n": int(mask.sum()),
             "median_novelty": round(float(np.median(r["novelty"][mask])), 3),
             "fraction_novelty_above_1_5": round(float(np.mean(r["novelty"][mask] > 1.5)), 3),
+            "fraction_novelty_above_3": round(float(np.mean(r["novelty"][mask] > 3)), 3),
+            "novelty_p5_p95": [round(float(v), 2) for v in np.percentile(r["novelty"][mask], [5, 95])],
             "median_mse_scaled": round(float(np.median(r["mse_scaled"][mask])), 3),
             "median_euclid": round(float(np.median(r["euclid"][mask])), 1),
             "rho_novelty_mse": rho(r["novelty"][mask], r["mse_scaled"][mask]),
@@ -176,7 +178,9 @@ def summary(results) -> dict:
               for key in ("novelty", "latent_z", "mse_scaled", "euclid")}
     training = results["train"]["novelty"]
     out["training_spectra"] = {"n": int(training.size), "median_novelty": round(float(np.median(training)), 3),
-                               "fraction_novelty_above_1_5": round(float(np.mean(training > 1.5)), 3)}
+                               "fraction_novelty_above_1_5": round(float(np.mean(training > 1.5)), 3),
+                               "fraction_novelty_above_3": round(float(np.mean(training > 3)), 3),
+                               "novelty_p5_p95": [round(float(v), 2) for v in np.percentile(training, [5, 95])]}
     out["pooled"] = {"n": int(pooled["novelty"].size),
                      "rho_novelty_mse": rho(pooled["novelty"], pooled["mse_scaled"]),
                      "rho_novelty_euclid": rho(pooled["novelty"], pooled["euclid"]),
