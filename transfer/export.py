@@ -366,7 +366,7 @@ def add_export(subparsers) -> None:
                     "file is written.\nThe novelty statistics are the bundle's unless --reference or the "
                     "--novelty-* options ask for new ones.",
         epilog="example:\n  libs-transfer export model/ --out model.onnx\n"
-               "  libs-transfer export model/ --out fast.onnx --precision int8     # ~1.4x the live throughput\n"
+               "  libs-transfer export model/ --out fast.onnx --precision int8     # ~1.3x the live throughput\n"
                "  libs-transfer export model/ --out cheap.onnx --system cheap --novelty-components 32",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle written by libs-transfer train")
