@@ -62,8 +62,16 @@ class TransferModel:
             raise ModelContractError(f"{self.path}: input has {declared} pixels but metadata says "
                                      f"n_secondary={self.n_secondary}")
         self._outputs = ["primary", "label", "novelty"]
-        log.info("loaded model %s from %s: %d -> %d pixels", self.model_id, self.path, self.n_secondary,
-                 self.n_primary)
+        self.precision = self._precision()
+        log.info("loaded model %s (%s) from %s: %d -> %d pixels", self.model_id, self.precision, self.path,
+                 self.n_secondary, self.n_primary)
+
+    def _precision(self) -> str:
+        """"float32" or "int8" as the export recorded it (libs-transfer export --precision)."""
+        try:
+            return str(json.loads(self.metadata.get("provenance", "{}"))["precision"]["name"])
+        except (ValueError, KeyError, TypeError):
+            return "not recorded"
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
@@ -87,7 +95,7 @@ class TransferModel:
     def describe(self) -> dict:
         """What the control socket answers to {"cmd": "model"}."""
         info = {"model": self.model_id, "path": str(self.path), "n_secondary": self.n_secondary,
-                "n_primary": self.n_primary,
+                "n_primary": self.n_primary, "precision": self.precision,
                 "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in self.session.get_inputs()],
                 "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in self.session.get_outputs()]}
         for key in ("primary_wavelengths", "secondary_wavelengths", "provenance"):

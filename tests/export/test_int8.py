@@ -99,6 +99,13 @@ def test_int8_spectrum_does_not_depend_on_its_batch(int8_session, maps):
     assert np.array_equal(alone["primary"][0], with_neighbours["primary"][1])
 
 
+def test_the_worker_model_says_which_precision_it_runs(int8_export, exported):
+    from streaming.model import TransferModel
+
+    assert TransferModel(int8_export.path).describe()["precision"] == "int8"
+    assert TransferModel(exported.path).describe()["precision"] == "float32"
+
+
 def test_unknown_precision_is_refused(bundle, tmp_path, capsys):
     with pytest.raises(ExportError, match="precision must be one of float32, int8"):
         export_model(bundle, tmp_path / "m.onnx", precision="fp16", progress=False)
