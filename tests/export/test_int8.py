@@ -58,6 +58,29 @@ def test_int8_layer_computes_the_quantized_product():
     assert 1e-4 < relative_error(y, exact).max() <= 2e-2          # 8-bit rounding, and no more than that
 
 
+@pytest.mark.parametrize("decoder_hidden", [[16, 32], []])
+def test_int8_graph_against_the_float32_graph(decoder_hidden):
+    """Also with a decoder of one layer, where the int8 layer reads the latent itself."""
+    from tests.export.test_onnx_graph import _arrays
+    from transfer.onnx_graph import pipeline_graph
+
+    rng = np.random.default_rng(7)
+    arrays = _arrays(rng, 300, 260, decoder_hidden)
+    outputs = {}
+    x = rng.uniform(0, 100, (20, 300)).astype(np.float32)
+    for precision in ("float32", "int8"):
+        model = helper.make_model(pipeline_graph(arrays, precision=precision),
+                                  opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 9
+        onnx.checker.check_model(model, full_check=True)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs[precision] = run(session, x)
+    exact, fast = outputs["float32"], outputs["int8"]
+    for name in ("latent", "label", "novelty"):
+        assert np.array_equal(fast[name], exact[name]), name
+    assert 0 < relative_error(fast["primary"], exact["primary"]).max() <= INT8_TOLERANCE
+
+
 def test_int8_export_reports_its_precision_and_gets_its_own_id(bundle, exported, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
     assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8"]) == 0
