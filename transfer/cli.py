@@ -194,7 +194,6 @@ SUBCOMMANDS: list[Callable] = [
     add_evaluate,
     add_predict,
     add_search,
-    # EXPORT: `libs-transfer export` lives in transfer/export.py; register it with this one line:
     _lazy("transfer.export", "add_export"),
 ]
 

@@ -7,7 +7,7 @@ Every command is answered with exactly 15 characters followed by CR LF; a
 setting command answers with the value now in force (so a refused value shows
 up as the old value). An unknown command is answered ``unknown command``.
 
-Hook API (stable; used by ``sim/bench.py``)
+Hook API (stable; used by ``sim/bench/``)
 -------------------------------------------
 ``BigSkyEmulator(clock=None, serial_number=1234)``
 ``lock`` / ``handle(line)`` / ``reply_terminator`` — transport protocol.

@@ -5,7 +5,7 @@ error codes, the status registers) as SRS documents it; the per-command
 handlers are in :mod:`sim.emulators.dg645_commands`. See docs/drivers.md for
 what was checked against which source.
 
-Hook API (stable; used by ``sim/bench.py``)
+Hook API (stable; used by ``sim/bench/``)
 -------------------------------------------
 ``DG645Emulator(clock=None, serial="s/n008011", on_trigger=None)``
 ``lock`` / ``handle(line)`` / ``reply_terminator``  — the transport protocol

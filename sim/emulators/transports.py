@@ -1,6 +1,6 @@
 """Real transports for the line-protocol emulators, with link fault injection.
 
-Hook API (stable; ``sim/bench.py`` builds on it)
+Hook API (stable; ``sim/bench/`` builds on it)
 ------------------------------------------------
 
 Clock

@@ -13,7 +13,7 @@ persist as the manual says: FS, FE and WS until ``warnings clear``, WR until
 homing or ``set pos``, NI until the next move. Positions and
 limits are in microsteps; speed data = microsteps/s x 1.6384.
 
-Hook API (stable; used by ``sim/bench.py``)
+Hook API (stable; used by ``sim/bench/``)
 -------------------------------------------
 ``ZaberEmulator(clock=None, devices=2, axes_per_device=1, microstep_um=..., travel_um=...)``
 ``lock`` / ``handle(line)`` / ``reply_terminator`` — transport protocol.
