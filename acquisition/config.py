@@ -15,19 +15,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from acquisition.store.layout import ORDERS, SYSTEM_NAMES
+from acquisition.shared.errors import ConfigError
+from acquisition.shared.systems import SYSTEM_NAMES
+from acquisition.store.layout import ORDERS
 
 DELAY_GENERATOR_DRIVERS = ("dg645",)
 LASER_DRIVERS = ("bigsky",)
 STAGE_DRIVERS = ("zaber",)
 SPECTROMETER_DRIVERS = ("sim", "seabreeze")
-KNOWN_SYSTEMS = SYSTEM_NAMES
 DELAY_OUTPUTS = ("AB", "CD", "EF", "GH")
 MODES = ("step", "fly")
-
-
-class ConfigError(ValueError):
-    """A bench config or acquisition setting is unusable; the message names what and where."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ class AcquisitionSettings:
     mode: str = "fly"
     rate_hz: float | None = None         # None: the config's timing.rate_hz
     shots: int = 1                       # step mode: shots averaged per spot
-    systems: tuple[str, ...] = KNOWN_SYSTEMS
+    systems: tuple[str, ...] = SYSTEM_NAMES
     max_reshots: int = 5                 # extra shots of a spot shot at rest when a system missed one
     retries: int = 3                     # instrument timeouts/garbled replies tolerated per command
     sim: bool = False
@@ -249,8 +246,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "config") -> BenchConfig:
     systems = []
     for name, table in systems_table.items():
         where = f"[systems.{name}]"
-        if name not in KNOWN_SYSTEMS:
-            raise ConfigError(f"{where}: unknown system {name!r} (systems: {', '.join(KNOWN_SYSTEMS)})")
+        if name not in SYSTEM_NAMES:
+            raise ConfigError(f"{where}: unknown system {name!r} (systems: {', '.join(SYSTEM_NAMES)})")
         _check_keys(table, {"driver", "resource", "gate_output", "gate_delay_s", "gate_width_s"}, where)
         delay = _number(_require(table, "gate_delay_s", where), f"{where}.gate_delay_s")
         if delay < 0:
@@ -346,8 +343,8 @@ def validate_settings(settings: AcquisitionSettings, config: BenchConfig | None 
     if len(set(settings.systems)) != len(settings.systems):
         raise ConfigError(f"systems {','.join(settings.systems)}: a system is named twice")
     for name in settings.systems:
-        if name not in KNOWN_SYSTEMS:
-            raise ConfigError(f"unknown system {name!r} (systems: {', '.join(KNOWN_SYSTEMS)})")
+        if name not in SYSTEM_NAMES:
+            raise ConfigError(f"unknown system {name!r} (systems: {', '.join(SYSTEM_NAMES)})")
         if config is not None:
             config.system(name)
     if config is not None:

@@ -29,9 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
-from acquisition.drift import DEFAULT_BASELINE, DriftMonitor
+from acquisition.drift import DriftMonitor
 from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, describe_runs, gap_report,
                                      read_earlier_run, write_extras, write_results_after)
+from acquisition.shared.spectral import DEFAULT_BASELINE_WINDOWS
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -209,8 +210,8 @@ class LiveTransfer:
     def _baseline_windows(info: dict | None) -> tuple[int, int]:
         provenance = (info or {}).get("provenance")
         baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        return (int(baseline.get("min_window", DEFAULT_BASELINE[0])),
-                int(baseline.get("smooth_window", DEFAULT_BASELINE[1])))
+        return (int(baseline.get("min_window", DEFAULT_BASELINE_WINDOWS[0])),
+                int(baseline.get("smooth_window", DEFAULT_BASELINE_WINDOWS[1])))
 
     def _open_resumed(self, path: Path, spec):
         """Spots already acquired keep what they have; /entry/transferred is created if an earlier

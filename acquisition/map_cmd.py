@@ -10,13 +10,14 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from acquisition.config import (KNOWN_SYSTEMS, AcquisitionSettings, BenchConfig, ConfigError, load_config,
+from acquisition.config import (AcquisitionSettings, BenchConfig, ConfigError, load_config,
                                 parse_config, parse_pair, parse_shape)
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import describe_runs
 from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapError
 from drivers.errors import InstrumentError, LaserInterlockError
 
@@ -107,7 +108,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _settings_from_args(args, config: BenchConfig | None) -> AcquisitionSettings:
-    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else KNOWN_SYSTEMS
+    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else SYSTEM_NAMES
     settings = AcquisitionSettings(
         shape=parse_shape(args.shape or "40x40"),
         step_um=parse_pair(args.step_um or "40", "--step-um"),

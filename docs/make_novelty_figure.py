@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter  # noqa: E402
 from sim.generate import generate_map  # noqa: E402
 from sim.sample import BERYL, GARNET, PHASE_NAMES  # noqa: E402
-from sim.scene import SYSTEMS, PairedScene  # noqa: E402
+from acquisition.shared.systems import SYSTEM_NAMES  # noqa: E402
+from sim.scene import PairedScene  # noqa: E402
 
 log = logging.getLogger("make_novelty_figure")
 STEP_UM = 80.0
@@ -74,7 +75,7 @@ def write_map_without(path: Path, *, shape, origin_um, day: int, absent=ABSENT, 
     truth = {"phase_map": scene.sample.phase_at(*np.meshgrid(layout.x_um, layout.y_um)),
              "phase_names": list(PHASE_NAMES), "attrs": {"left_out": [PHASE_NAMES[p] for p in absent]}}
     rng = np.random.default_rng([seed, day, 17])
-    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEMS}, title=path.stem,
+    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEM_NAMES}, title=path.stem,
                                 sample_name=f"synthetic pegmatite (seed {seed})", sample_truth=truth) as writer:
         kept = np.flatnonzero(keep)
         for start in tqdm(range(0, kept.size, 512), desc=f"simulating {path.name}", unit="chunk"):

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from acquisition.store import PairedMapReader  # noqa: E402
 from sim.generate import generate_map  # noqa: E402
 from sim.sample import PHASE_NAMES  # noqa: E402
-from sim.scene import SYSTEMS, PairedScene  # noqa: E402
+from acquisition.shared.systems import SYSTEM_NAMES  # noqa: E402
+from sim.scene import PairedScene  # noqa: E402
 
 log = logging.getLogger("make_simulation_figures")
 PHASE_COLOURS = ["#c9c9c9", "#f2c14e", "#7fb069", "#b33f40", "#4f9dde", "#3d3b30", "#e07a5f"]
@@ -57,7 +58,7 @@ def mean_spectra_figure(scene, spots, out: Path):
     rng = np.random.default_rng(1)
     for row, name in enumerate(PHASE_NAMES):
         shots = scene.shots(*spots[name], rng=rng)
-        for col, system in enumerate(SYSTEMS):
+        for col, system in enumerate(SYSTEM_NAMES):
             ax = axes[row, col]
             wavelengths = scene.wavelengths(system)
             mean = shots[system].mean(axis=0)
@@ -125,10 +126,10 @@ def days_figure(spots, out: Path):
     for day, colour in ((0, "C0"), (1, "C3")):
         scene = PairedScene(seed=3, day=day)
         shots = scene.shots(x, y, rng=np.random.default_rng(2))
-        for ax, system in zip(axes, SYSTEMS):
+        for ax, system in zip(axes, SYSTEM_NAMES):
             ax.plot(scene.wavelengths(system), shots[system].mean(axis=0), lw=0.6, color=colour,
                     label=f"day {day}")
-    for ax, system in zip(axes, SYSTEMS):
+    for ax, system in zip(axes, SYSTEM_NAMES):
         ax.set_ylim(0, 4000)
         ax.set_ylabel("counts")
         ax.set_title(f"{system}: mean raw spectra on two days (clipped at 4000 to show the baseline)")
@@ -160,7 +161,7 @@ def gates_figure(scene, spots, out: Path):
 
 def instrument_figure(scene, out: Path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         spectrograph = scene.spectrograph(system)
         wavelengths = spectrograph.wavelengths
         pixels = np.arange(wavelengths.size)

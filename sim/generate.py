@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapLayout, PairedMapError, PairedMapReader, PairedMapWriter
 from sim.plasma import GATE_NODES
 from sim.sample import PHASE_NAMES
-from sim.scene import DEFAULT_GATES, SYSTEMS, PairedScene
+from sim.scene import DEFAULT_GATES, PairedScene
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _pair(value, name: str) -> tuple[float, float]:
 def instrument_settings(scene: PairedScene, gates: dict[str, tuple[float, float]]) -> dict[str, dict]:
     """/entry/instrument contents for a simulated bench."""
     settings = {}
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         spectrograph = scene.spectrograph(system)
         d = spectrograph.design
         settings[system] = {
@@ -103,7 +104,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     visit_rank[order[:, 0], order[:, 1]] = np.arange(ny * nx)
     origin_key = [int(round(v * 1000)) & 0xFFFFFFFF for v in layout.origin_um]
 
-    wavelengths = {s: scene.wavelengths(s) for s in SYSTEMS}
+    wavelengths = {s: scene.wavelengths(s) for s in SYSTEM_NAMES}
     truth_attrs = truth_attributes(scene, seed=seed, day=day, origin_um=layout.origin_um,
                                    step_um=(dy, dx), chunk_spots=chunk_spots)
     if resume:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from sim.lines import ionisation_energies
 from sim.plasma import PlasmaConditions, PlasmaModel
 from sim.sample import PegmatiteSample
 from sim.spectrograph import DESIGNS, InstrumentDrift, Spectrograph
 
-SYSTEMS = ("primary", "secondary")
 #: system -> (gate delay after the laser pulse, gate width), seconds
 DEFAULT_GATES: dict[str, tuple[float, float]] = {"primary": (1.0e-6, 10e-6), "secondary": (1.0e-6, 10e-6)}
 
@@ -37,7 +37,7 @@ class DayConditions:
     day: int
     intensity: float = 1.0                       # laser energy, focus: both systems
     plasma: PlasmaConditions = PlasmaConditions()
-    drift: dict[str, InstrumentDrift] = field(default_factory=lambda: {s: InstrumentDrift() for s in SYSTEMS})
+    drift: dict[str, InstrumentDrift] = field(default_factory=lambda: {s: InstrumentDrift() for s in SYSTEM_NAMES})
 
     @classmethod
     def for_day(cls, day: int) -> "DayConditions":
@@ -57,7 +57,7 @@ class DayConditions:
                                              ne_factor=rng.uniform(0.85, 1.15),
                                              continuum_factor=away_from_one(1.3, 1.8))
         drift = {}
-        for system in SYSTEMS:
+        for system in SYSTEM_NAMES:
             drift[system] = InstrumentDrift(
                 shift_px=rng.choice([-1, 1]) * rng.uniform(0.05, 0.2),
                 stretch_px=rng.uniform(-0.1, 0.1),
@@ -78,7 +78,7 @@ class PairedScene:
         self.conditions = DayConditions.for_day(self.day)
         self.plasma = PlasmaModel(self.conditions.plasma)
         self._spectrographs = {s: Spectrograph(DESIGNS[s], self.conditions.drift[s], self.plasma.lines)
-                               for s in SYSTEMS}
+                               for s in SYSTEM_NAMES}
         self._rng = np.random.default_rng([self.seed, self.day, 0x5C0E])
         lt = self.plasma.lines
         chi = ionisation_energies()[lt.element_index, 0]
@@ -90,7 +90,7 @@ class PairedScene:
         try:
             return self._spectrographs[system]
         except KeyError:
-            raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}") from None
+            raise ValueError(f"unknown system {system!r}; expected one of {SYSTEM_NAMES}") from None
 
     def wavelengths(self, system: str) -> np.ndarray:
         return self.spectrograph(system).wavelengths.copy()
@@ -121,13 +121,13 @@ class PairedScene:
         fired = np.broadcast_to(fired.reshape(-1) if fired.ndim else fired, (k,))
         gates = self._gates(gates)
         if k == 0:
-            return {s: np.zeros((0, self._spectrographs[s].design.pixels), np.float32) for s in SYSTEMS}
+            return {s: np.zeros((0, self._spectrographs[s].design.pixels), np.float32) for s in SYSTEM_NAMES}
 
         composition = self.sample.spot_composition(x, y)
         fluctuations = self.plasma.draw_fluctuations(k, rng)
         emissions = {}
         out = {}
-        for system in SYSTEMS:
+        for system in SYSTEM_NAMES:
             gate = gates[system]
             if gate not in emissions:
                 emissions[gate] = self.plasma.emit(composition, fluctuations, gate)

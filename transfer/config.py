@@ -14,11 +14,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from acquisition.shared.errors import ConfigError
 from transfer.preprocess import SCALINGS
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is not valid."""
+__all__ = ["DEFAULT_CONFIG_PATH", "ConfigError", "TransferConfig", "config_from_json", "default_config",
+           "load_config", "to_toml"]
 
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")

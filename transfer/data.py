@@ -21,12 +21,12 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader
 from transfer.preprocess import SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("primary", "secondary")
 
 
 class TransferDataError(ValueError):
@@ -46,7 +46,7 @@ class MapInfo:
         return int(self.wavelengths[system].shape[0])
 
 
-def inspect_map(path: str | Path, systems: Sequence[str] = SYSTEMS) -> MapInfo:
+def inspect_map(path: str | Path, systems: Sequence[str] = SYSTEM_NAMES) -> MapInfo:
     """Opens a paired map and checks it holds `systems` and acquired spots."""
     path = Path(path)
     if not path.exists():

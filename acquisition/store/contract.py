@@ -13,7 +13,9 @@ import h5py
 import numpy as np
 
 from .h5files import attr_text
-from .layout import (FORMAT, FORMAT_VERSION, ORDERS, SYSTEM_NAMES, MapLayout, PairedMapFormatError,
+from acquisition.shared.systems import SYSTEM_NAMES
+
+from .layout import (FORMAT, FORMAT_VERSION, ORDERS, MapLayout, PairedMapFormatError,
                      PairedMapMismatchError)
 from .skeleton import checked_wavelengths
 

@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 
 from .h5files import write_attrs
-from .layout import FORMAT, FORMAT_VERSION, SYSTEM_NAMES, MapLayout
+from acquisition.shared.systems import SYSTEM_NAMES
+
+from .layout import FORMAT, FORMAT_VERSION, MapLayout
 
 SPECTRA_CHUNK_BYTES = 256 * 1024
 STR = h5py.string_dtype()
