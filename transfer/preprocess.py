@@ -33,21 +33,6 @@ PROTOCOLS = ("causal", "paper")
 SCALINGS = ("pixel", "global")
 
 
-def baseline_onnx_spec(min_window: int = 100, smooth_window: int = 50) -> dict:
-    """Everything the ONNX export needs to rebuild the baseline (see module docstring)."""
-    check_baseline_windows(min_window, smooth_window)
-    return {
-        "trailing_min": {"op": "-MaxPool(-x)", "kernel_shape": [min_window], "strides": [1],
-                         "pads": [min_window - 1, 0]},
-        "leading_min": {"op": "-MaxPool(-x)", "kernel_shape": [min_window], "strides": [1],
-                        "pads": [0, min_window - 1]},
-        "min_combine": "0.5 * (trailing_min + leading_min)",
-        "smooth": {"op": "Conv", "weights": gaussian_kernel(smooth_window),
-                   "pads": [smooth_window - 1, smooth_window - 1]},
-        "output": "x - smooth",
-    }
-
-
 class BaselineCorrector(TransformerMixin, BaseEstimator):
     """scikit-learn transformer around :func:`baseline_correct` (stateless)."""
 

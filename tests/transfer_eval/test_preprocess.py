@@ -1,27 +1,13 @@
 import numpy as np
-import pandas as pd
 import pytest
 
+from bench.pandas_baseline import pandas_baseline_correct
 from transfer.preprocess import (BaselineCorrector, SpectraError, SpectralScaler, SpectrumPreprocessor,
-                                 WavelengthMismatchError, baseline_correct, baseline_onnx_spec,
+                                 WavelengthMismatchError, baseline_correct,
                                  check_spectra, check_wavelengths, estimate_baseline, gaussian_kernel,
                                  resample)
 
 from .synthetic import raw_spectra
-
-
-def pandas_baseline_correct(spectrum, min_window, smooth_window):
-    """The algorithm spelled out with pandas rolling windows, one spectrum at a time."""
-    s = pd.Series(spectrum, dtype=float)
-    trailing_min = s.rolling(min_window, min_periods=1).min()
-    leading_min = s[::-1].rolling(min_window, min_periods=1).min()[::-1]
-    m = (trailing_min.to_numpy() + leading_min.to_numpy()) / 2
-    pad = np.zeros(smooth_window)
-    padded = pd.Series(np.concatenate([pad, m, pad]))
-    trailing_mean = padded.rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)
-    leading_mean = padded[::-1].rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)[::-1]
-    smooth = ((trailing_mean.to_numpy() + leading_mean.to_numpy()) / 2)[smooth_window:-smooth_window]
-    return spectrum - smooth
 
 
 @pytest.mark.parametrize("n_pixels,min_window,smooth_window", [
@@ -55,36 +41,6 @@ def test_gaussian_kernel_is_normalised_symmetric():
     assert k.shape == (99,)
     assert k.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(k, k[::-1])
-
-
-def test_onnx_spec_rebuilt_in_onnxruntime_matches():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    w, s, n = 100, 50, 700
-    spec = baseline_onnx_spec(w, s)
-    nodes = [
-        helper.make_node("Neg", ["x"], ["neg"]),
-        helper.make_node("MaxPool", ["neg"], ["tmax"], kernel_shape=spec["trailing_min"]["kernel_shape"],
-                         strides=[1], pads=spec["trailing_min"]["pads"]),
-        helper.make_node("MaxPool", ["neg"], ["lmax"], kernel_shape=spec["leading_min"]["kernel_shape"],
-                         strides=[1], pads=spec["leading_min"]["pads"]),
-        helper.make_node("Add", ["tmax", "lmax"], ["sum"]),
-        helper.make_node("Mul", ["sum", "minus_half"], ["m"]),
-        helper.make_node("Conv", ["m", "kernel"], ["baseline"], pads=spec["smooth"]["pads"]),
-        helper.make_node("Sub", ["x", "baseline"], ["y"]),
-    ]
-    inits = [numpy_helper.from_array(np.array(-0.5, np.float32), "minus_half"),
-             numpy_helper.from_array(spec["smooth"]["weights"].astype(np.float32)[None, None, :], "kernel")]
-    graph = helper.make_graph(nodes, "baseline",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    X = raw_spectra(4, n, seed=5).astype(np.float32)
-    got = session.run(["y"], {"x": X[:, None, :]})[0][:, 0, :]
-    np.testing.assert_allclose(got, baseline_correct(X), atol=1e-5 * np.abs(X).max())
 
 
 def test_baseline_corrector_transformer_and_errors():
