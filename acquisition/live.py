@@ -208,10 +208,22 @@ class LiveTransfer:
 
     @staticmethod
     def _baseline_windows(info: dict | None) -> tuple[int, int]:
-        provenance = (info or {}).get("provenance")
-        baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        return (int(baseline.get("min_window", DEFAULT_BASELINE_WINDOWS[0])),
-                int(baseline.get("smooth_window", DEFAULT_BASELINE_WINDOWS[1])))
+        """The primary system's baseline windows, as the model's output was corrected: the model's
+        `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
+        paper's."""
+        windows = (info or {}).get("primary_baseline_windows")
+        if windows is None:
+            if info is not None:
+                log.info("live transfer: the model names no primary baseline windows; the drift monitor "
+                         "corrects the measured primary with the paper's %s", DEFAULT_BASELINE_WINDOWS)
+            return DEFAULT_BASELINE_WINDOWS
+        if not (isinstance(windows, list) and len(windows) == 2
+                and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
+            log.warning("live transfer: the model's twinplume.primary_baseline_windows is %r, not two positive "
+                        "integers [min_window, smooth_window]; the drift monitor uses the paper's %s",
+                        windows, DEFAULT_BASELINE_WINDOWS)
+            return DEFAULT_BASELINE_WINDOWS
+        return (windows[0], windows[1])
 
     def _open_resumed(self, path: Path, spec):
         """Spots already acquired keep what they have; /entry/transferred is created if an earlier

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from acquisition.shared.errors import ConfigError
-from transfer.preprocess import SCALINGS
+from transfer.preprocess import DEFAULT_SCALING, SCALINGS
 
 __all__ = ["DEFAULT_CONFIG_PATH", "ConfigError", "TransferConfig", "config_from_json", "default_config",
            "load_config", "to_toml"]
@@ -25,7 +25,9 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
 
 
 def _default_dict() -> dict[str, Any]:
-    return tomllib.loads(DEFAULT_CONFIG_PATH.read_text("utf-8"))
+    values = tomllib.loads(DEFAULT_CONFIG_PATH.read_text("utf-8"))
+    values["data"]["scaling"] = DEFAULT_SCALING   # one default, defined with the scaler
+    return values
 
 
 def _check_value(where: str, default: Any, value: Any) -> Any:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader
-from transfer.preprocess import SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
+from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def check_finite(path: Path | str, system: str, spectra: np.ndarray, iy: np.ndar
 
 # -- preprocessing -------------------------------------------------------------
 
-def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = "pixel") -> SpectrumPreprocessor:
+def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = DEFAULT_SCALING) -> SpectrumPreprocessor:
     """An unfitted causal preprocessor (paper's baseline windows) for one system."""
     return SpectrumPreprocessor(wavelengths, protocol="causal", scaling=scaling, name=system)
 

@@ -132,15 +132,22 @@ def _versions() -> dict[str, str]:
 
 def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, model_id: str,
                    provenance: dict) -> dict[str, str]:
-    """The metadata_props of docs/architecture.md, exactly these keys."""
+    """The metadata_props of spec/stream-protocol.md ("The model file"), exactly these keys."""
     return {
         f"{META}model_id": model_id,
         f"{META}n_primary": str(bundle.n_primary),
         f"{META}n_secondary": str(system.n_pixels),
         f"{META}primary_wavelengths": json.dumps([float(v) for v in bundle.primary_wavelengths]),
         f"{META}secondary_wavelengths": json.dumps([float(v) for v in system.wavelengths]),
+        f"{META}primary_baseline_windows": json.dumps(_windows(bundle.primary_preprocess)),
+        f"{META}secondary_baseline_windows": json.dumps(_windows(system.preprocess)),
         f"{META}provenance": json.dumps(provenance, sort_keys=True, default=str),
     }
+
+
+def _windows(preprocess) -> list[int]:
+    """[min_window, smooth_window] of one system's baseline correction."""
+    return [int(preprocess.min_window), int(preprocess.smooth_window)]
 
 
 def _precision_record(precision: str) -> dict:

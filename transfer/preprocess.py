@@ -21,7 +21,7 @@ from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, SpectraError,
                                          check_wavelengths, estimate_baseline, gaussian_kernel,
                                          gaussian_window, resample)
 
-__all__ = ["BaselineCorrector", "DEFAULT_BASELINE_WINDOWS", "PROTOCOLS", "SCALINGS", "SpectraError",
+__all__ = ["BaselineCorrector", "DEFAULT_BASELINE_WINDOWS", "DEFAULT_SCALING", "PROTOCOLS", "SCALINGS", "SpectraError",
            "SpectralScaler", "SpectrumPreprocessor", "WavelengthMismatchError", "baseline_correct",
            "check_spectra", "check_wavelengths", "estimate_baseline", "gaussian_kernel", "gaussian_window",
            "resample"]
@@ -31,6 +31,9 @@ PROTOCOLS = ("causal", "paper")
 #: "global": every pixel centred on its own mean, all divided by one standard deviation
 #: (the root mean variance over pixels), so that line pixels keep their weight over noise.
 SCALINGS = ("pixel", "global")
+#: The scaling everything uses unless told otherwise ([data] scaling of the transfer config too):
+#: on a map from another day per-pixel scaling transfers about seven times worse (docs/transfer.md).
+DEFAULT_SCALING = "global"
 
 
 class BaselineCorrector(TransformerMixin, BaseEstimator):
@@ -67,11 +70,12 @@ def _as_chunks(data) -> Iterable[np.ndarray]:
 class SpectralScaler(TransformerMixin, BaseEstimator):
     """Standard scaling, fitted in one go or chunk by chunk.
 
-    ``scaling`` says what divides the centred spectra: ``"pixel"`` (default, the paper's)
-    each pixel's own standard deviation; ``"global"`` one standard deviation for all
-    pixels, the root of their mean variance. Per-pixel scaling gives a noise-only pixel
-    the same unit variance as a line; a small background change there (another day's
-    stray light) then weighs as much as a line, in the losses and in the models' inputs.
+    ``scaling`` says what divides the centred spectra: ``"global"`` (default,
+    :data:`DEFAULT_SCALING`) one standard deviation for all pixels, the root of their mean
+    variance; ``"pixel"`` (the paper's) each pixel's own standard deviation. Per-pixel
+    scaling gives a noise-only pixel the same unit variance as a line; a small background
+    change there (another day's stray light) then weighs as much as a line, in the losses
+    and in the models' inputs.
 
     ``protocol`` says which statistics scale an evaluated dataset:
 
@@ -91,7 +95,7 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
     chunks equals ``fit`` on their concatenation. Pixels with zero variance get scale 1.
     """
 
-    def __init__(self, protocol: str = "causal", scaling: str = "pixel"):
+    def __init__(self, protocol: str = "causal", scaling: str = DEFAULT_SCALING):
         self.protocol = protocol
         self.scaling = scaling
 
@@ -192,7 +196,7 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
         return scaler
 
 
-def _safe_scale(var: np.ndarray, mean: np.ndarray, scaling: str = "pixel") -> np.ndarray:
+def _safe_scale(var: np.ndarray, mean: np.ndarray, scaling: str) -> np.ndarray:
     scale = np.sqrt(var) if scaling == "pixel" else np.full(var.shape, np.sqrt(var.mean()))
     # Constant pixels (e.g. zeroed by the baseline) would divide by ~0; leave them unscaled.
     scale[scale <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
@@ -209,7 +213,7 @@ class SpectrumPreprocessor:
     """
 
     def __init__(self, wavelengths, *, min_window: int = 100, smooth_window: int = 50,
-                 protocol: str = "causal", scaling: str = "pixel", scaler: SpectralScaler | None = None,
+                 protocol: str = "causal", scaling: str = DEFAULT_SCALING, scaler: SpectralScaler | None = None,
                  name: str = "spectra"):
         self.wavelengths = np.asarray(wavelengths, dtype=np.float64)
         if self.wavelengths.ndim != 1 or self.wavelengths.size < 2 \

@@ -79,7 +79,7 @@ def _shifted_sets():
 
 def test_causal_protocol_uses_training_statistics_only():
     train, test = _shifted_sets()
-    scaler = SpectralScaler().fit(train)
+    scaler = SpectralScaler(scaling="pixel").fit(train)
     assert scaler.protocol == "causal"
     assert scaler.for_dataset(test) is scaler
     scaled = scaler.for_dataset(test).transform(test)
@@ -89,7 +89,7 @@ def test_causal_protocol_uses_training_statistics_only():
 
 def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
     train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper").fit(train)
+    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
     own = scaler.for_dataset(np.array_split(test, 4))           # chunks, as from a file
     scaled = own.transform(test)
     np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-9)
@@ -100,7 +100,7 @@ def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
 
 def test_inverse_round_trip_and_float32():
     train, test = _shifted_sets()
-    scaler = SpectralScaler().fit(train.astype(np.float32))
+    scaler = SpectralScaler(scaling="pixel").fit(train.astype(np.float32))
     z = scaler.transform(test.astype(np.float32))
     assert z.dtype == np.float32
     np.testing.assert_allclose(scaler.inverse_transform(z), test, rtol=1e-5)
@@ -108,8 +108,8 @@ def test_inverse_round_trip_and_float32():
 
 def test_partial_fit_over_chunks_equals_full_fit():
     train, _ = _shifted_sets()
-    full = SpectralScaler().fit(train)
-    chunked = SpectralScaler()
+    full = SpectralScaler(scaling="pixel").fit(train)
+    chunked = SpectralScaler(scaling="pixel")
     for chunk in np.array_split(train, [1, 50, 51, 300]):
         chunked.partial_fit(chunk)
     np.testing.assert_allclose(chunked.mean_, full.mean_, rtol=1e-12)
@@ -121,7 +121,7 @@ def test_partial_fit_over_chunks_equals_full_fit():
 
 def test_state_round_trip_is_plain_and_exact():
     train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper").fit(train)
+    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
     state = scaler.get_state()
     assert set(state) == {"protocol", "scaling", "n_samples_seen", "mean", "var"}
     assert all(isinstance(v, (str, int, np.ndarray)) for v in state.values())
@@ -155,7 +155,7 @@ def test_global_scaling_centres_each_pixel_and_divides_by_one_deviation():
 
 def test_state_without_scaling_is_per_pixel():
     train, test = _shifted_sets()
-    state = SpectralScaler().fit(train).get_state()
+    state = SpectralScaler(scaling="pixel").fit(train).get_state()
     del state["scaling"]                                         # a bundle written before the option
     np.testing.assert_allclose(SpectralScaler.from_state(state).scale_, train.std(0))
 
@@ -163,7 +163,7 @@ def test_state_without_scaling_is_per_pixel():
 def test_constant_pixel_is_left_unscaled():
     X = np.random.default_rng(1).normal(size=(50, 4))
     X[:, 2] = 7.0
-    z = SpectralScaler().fit(X).transform(X)
+    z = SpectralScaler(scaling="pixel").fit(X).transform(X)
     assert np.all(np.isfinite(z))
     np.testing.assert_allclose(z[:, 2], 0)
 
@@ -220,3 +220,20 @@ def test_spectrum_preprocessor_checks_and_protocols():
     bad[3, 3] = np.nan
     with pytest.raises(SpectraError, match="NaN"):
         prep.transform(bad)
+
+
+def test_one_scaling_default_everywhere():
+    from transfer.config import default_config
+    from transfer.data import new_preprocessor
+    from transfer.preprocess import DEFAULT_SCALING
+
+    wl = np.linspace(300.0, 400.0, 20)
+    assert DEFAULT_SCALING == "global"
+    assert SpectralScaler().scaling == DEFAULT_SCALING
+    assert SpectrumPreprocessor(wl).scaler.scaling == DEFAULT_SCALING
+    assert new_preprocessor(wl, "secondary").scaler.scaling == DEFAULT_SCALING
+    assert default_config()["data"]["scaling"] == DEFAULT_SCALING
+    # what the default does: one deviation for all pixels
+    X = raw_spectra(50, 20, seed=3)
+    scaler = SpectralScaler().fit(X)
+    assert np.unique(scaler.scale_).size == 1
