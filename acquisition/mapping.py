@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -305,7 +305,8 @@ def _both(first: OnSpot, second: OnSpot) -> OnSpot:
 def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                 overwrite: bool = False, stop_flag: StopFlag | None = None,
-                live: "LiveTransfer | None" = None) -> MapSummary:
+                live: "LiveTransfer | None" = None,
+                on_summary: Callable[[MapSummary], None] | None = None) -> MapSummary:
     """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
 
     ``bench`` is a running simulated bench when the config names ``sim``
@@ -314,6 +315,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     InstrumentError; in every case the laser was made safe first and the file
     closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
     that streams each spot's secondary spectrum and records the results in the map.
+    ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
+    as far as opening it (an interrupted map too), with the summary of what the file holds.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -338,7 +341,10 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
             if run is not None:
                 run.stop()
                 if run.progress is not None:
-                    log.info("map %s: %s", out, run.summary().as_dict())
+                    summary = run.summary()
+                    log.info("map %s: %s", out, summary.as_dict())
+                    if on_summary is not None:
+                        on_summary(summary)
             rig.close()
     if run.shutdown_errors:
         # The map ran, but something of the shutdown (the laser, the file) did not: say so.
