@@ -113,7 +113,9 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
         writer = PairedMapWriter.create(
             out, layout, wavelengths, title=f"simulated paired map, seed {seed}, day {day}",
             sample_name=f"synthetic pegmatite (seed {seed})", instrument=instrument_settings(scene, DEFAULT_GATES),
-            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs},
+            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs,
+                          # every simulated shot hits its grid point exactly
+                          "true_position": np.stack(np.meshgrid(xs, ys), axis=-1)},
             overwrite=overwrite)
     todo = np.ones((ny, nx), dtype=bool)
     if resume:

@@ -130,6 +130,8 @@ def check_contract(f: h5py.File) -> ContractInfo:
     _dataset(f, "/entry/scan/shot_id", np.int64, shape)
     _dataset(f, "/entry/scan/timestamp", np.float64, shape)
     _dataset(f, "/entry/scan/position", np.float64, shape + (2,))
+    if "/entry/sample/true_position" in f:
+        _dataset(f, "/entry/sample/true_position", np.float64, shape + (2,))
 
     systems = tuple(s for s in SYSTEM_NAMES if s in f["/entry"])
     if not systems:

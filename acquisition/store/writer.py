@@ -259,6 +259,28 @@ class PairedMapWriter:
                                  f"derived={{{name!r}: n_pixels}}")
         write_derived_values(group, iy, ix, self.layout.shape, spectra=spectra, label=label, novelty=novelty)
 
+    @property
+    def has_true_positions(self) -> bool:
+        return "true_position" in self._h5["entry/sample"]
+
+    def write_true_positions(self, iy, ix, position_um) -> None:
+        """Simulated maps: where the shots of spots (iy, ix) really hit, (x, y) µm [k, 2], into
+        /entry/sample/true_position (created with sample_truth={"true_position": None})."""
+        self._check_open()
+        dataset = self._h5["entry/sample"].get("true_position")
+        if dataset is None:
+            raise PairedMapError(f"{self.path}: no /entry/sample/true_position; create the map with "
+                                 "sample_truth={'true_position': None}")
+        iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+        ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+        positions = np.asarray(position_um, dtype=np.float64).reshape(-1, 2)
+        if not len(iy):
+            return
+        rows = np.unique(iy)
+        block = dataset[rows[0]:rows[-1] + 1]
+        block[iy - rows[0], ix] = positions
+        dataset[rows[0]:rows[-1] + 1] = block
+
     def flush(self) -> None:
         """Commit everything written so far, derived data included, to the HDF5 file (visible to
         live readers)."""
