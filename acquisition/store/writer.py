@@ -289,15 +289,25 @@ class PairedMapWriter:
         self._h5.flush()
 
     def finish(self) -> None:
-        """Commit, write /entry/end_time (the map is complete) and close."""
+        """Commit, write /entry/end_time (the map is complete) and close, with readers open or not."""
         self._check_open()
         self._commit()
         missing = self.layout.shape[0] * self.layout.shape[1] - self._n_written
         if missing:
             log.warning("%s: finished with %d spot(s) never acquired", self.path, missing)
-        self._h5.close()
-        with open_for_update(self.path, rdcc_nbytes=0) as f:
-            f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        # Written by this SWMR writer, never through an exclusive reopen: a reader that holds the
+        # file open (a live view, h5py with swmr=True) must not turn a finished map into an error.
+        try:
+            self._h5["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+            self._h5.flush()
+        except (ValueError, RuntimeError, OSError) as exc:
+            # An HDF5 library that refuses new objects in SWMR mode: reopen (needs no reader).
+            log.info("%s: end_time not writable in SWMR mode (%s); reopening to write it", self.path, exc)
+            self._h5.close()
+            with open_for_update(self.path, rdcc_nbytes=0) as f:
+                f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        if self._h5.id.valid:
+            self._h5.close()
         self._journal.close(remove=True)
 
     def close(self) -> None:
