@@ -44,7 +44,7 @@ class FlyScanner:
         self.systems = run.systems
         self.layout = run.layout
         self.period_s = 1.0 / run.rate_hz
-        self.speed = run.settings.step_um[1] * run.rate_hz
+        self.speed = run.layout.dx_um * run.rate_hz
         self.reposition_speed = max(self.speed, TRAVEL_SPEED_UM_S)
         self.run_up = run_up_um(run.settings, run.config)
         # The laser pulse (Q-switch) comes this long after the cycle starts; that is when the spot is hit.
@@ -88,7 +88,7 @@ class FlyScanner:
         x_shots = x_trigger + seg.direction * self.speed * (self.pulse_s + np.arange(n) * self.period_s)
         log.debug("row %d, spots %d..%d: first shot id %d, trigger at x = %.3f, stall at %s",
                   seg.iy, seg.ix[0], seg.ix[-1], first, x_trigger, stalled_at)
-        columns = np.rint((x_shots - self.layout.origin_um[0]) / self.layout.step_um[1]).astype(np.int64)
+        columns = np.rint((x_shots - self.layout.origin_um[0]) / self.layout.dx_um).astype(np.int64)
         usable = np.isin(columns, seg.ix)
         usable[1:] &= columns[1:] != columns[:-1]
         if stalled_at is not None:

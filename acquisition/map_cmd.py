@@ -77,7 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     files.add_argument("--sample", default="", help="/entry/sample/name")
     scan = parser.add_argument_group("map")
     scan.add_argument("--shape", help="rows x columns, NYxNX (default 40x40)")
-    scan.add_argument("--step-um", help="step, one number or DY,DX (default 40)")
+    scan.add_argument("--step-um", help="step in µm, one number or DX,DY (default 40)")
     scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")

@@ -35,7 +35,7 @@ class ContractInfo:
     shape: tuple[int, int]
     n_pixels: dict[str, int]
     order: str
-    step_um: tuple[float, float]
+    step_um: tuple[float, float]           # (dx, dy)
 
 
 def _fail(message: str) -> None:
@@ -151,8 +151,9 @@ def check_contract(f: h5py.File) -> ContractInfo:
         _dataset(f, f"{base}/x", np.float64, (shape[1],))
         _dataset(f, f"{base}/y", np.float64, (shape[0],))
         n_pixels[system] = n
+    # The file keeps [dy, dx]; positions (and so MapLayout.step_um) go (x, y).
     return ContractInfo(systems, (int(shape[0]), int(shape[1])), n_pixels, order,
-                        (float(step[0]), float(step[1])))
+                        (float(step[1]), float(step[0])))
 
 
 def check_expectations(path, h5, info: ContractInfo, layout, wavelengths) -> None:

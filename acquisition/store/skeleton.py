@@ -126,7 +126,7 @@ def create_skeleton(f: h5py.File, layout: MapLayout, wavelengths: dict[str, np.n
     scan = entry.create_group("scan")
     scan.attrs["NX_class"] = "NXcollection"
     scan.attrs["order"] = layout.order
-    scan.attrs["step_um"] = np.asarray(layout.step_um, dtype=np.float64)
+    scan.attrs["step_um"] = np.asarray([layout.dy_um, layout.dx_um], dtype=np.float64)   # [dy, dx] in the file
     scan.attrs["origin_um"] = np.asarray(layout.origin_um, dtype=np.float64)
     journal_id = secrets.randbits(63)
     scan.attrs["journal_id"] = np.int64(journal_id)

@@ -167,4 +167,4 @@ def test_generation_log_names_the_origin_and_the_step(tmp_path, caplog):
                      progress=False)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("generating"))
     assert "origin (x, y) (1250.0, 780.0) um" in line
-    assert "step (y, x) (30.0, 40.0) um" in line
+    assert "step (x, y) (30.0, 40.0) um" in line
