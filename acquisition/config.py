@@ -107,7 +107,7 @@ class AcquisitionSettings:
     """What a map is acquired with; stored in the file so that resume needs nothing else."""
 
     shape: tuple[int, int]               # (ny, nx)
-    step_um: tuple[float, float]         # (dy, dx)
+    step_um: tuple[float, float]         # (dx, dy), like every position
     origin_um: tuple[float, float] = (0.0, 0.0)   # (x0, y0) of spot (0, 0)
     order: str = "snake"
     mode: str = "fly"
@@ -309,7 +309,7 @@ def parse_shape(text: str) -> tuple[int, int]:
 
 
 def parse_pair(text: str, what: str) -> tuple[float, float]:
-    """'40' -> (40, 40); '20,40' -> (20, 40)."""
+    """'40' -> (40, 40); '20,40' -> (20, 40): (x, y), as every position."""
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:

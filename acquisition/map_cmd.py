@@ -78,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     files.add_argument("--sample", default="", help="/entry/sample/name")
     scan = parser.add_argument_group("map")
     scan.add_argument("--shape", help="rows x columns, NYxNX (default 40x40)")
-    scan.add_argument("--step-um", help="step, one number or DY,DX (default 40)")
+    scan.add_argument("--step-um", help="step in µm, one number or DX,DY (default 40)")
     scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")
@@ -142,6 +142,9 @@ def _check_args(args) -> None:
         return
     if args.out is None:
         raise ConfigError("give --out FILE for a new map (or --resume FILE)")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out}: exists; pass --overwrite to replace it, "
+                          f"or continue it with: libs-acquire map --resume {args.out}")
     if args.sim == (args.config is not None):
         raise ConfigError("give either --config FILE (real instruments) or --sim (simulated bench)")
     if not args.sim and (args.realtime or args.sim_faults or args.seed is not None or args.day is not None):
@@ -215,7 +218,8 @@ def _acquire(out, settings, config: BenchConfig, stored_config: dict | None, arg
             raise ConfigError(f"the config's timing and gates differ from those {out} was started with: "
                               f"{config.timing_dict()} != {stored.timing_dict()}")
     return acquire_map(out, settings, config, bench=bench, resume=stored_config is not None,
-                       show_progress=not args.no_progress, overwrite=args.overwrite, live=live)
+                       show_progress=not args.no_progress, overwrite=args.overwrite, live=live,
+                       on_summary=lambda summary: setattr(args, "final_summary", summary))
 
 
 def _report(summary: MapSummary, extra: dict, args) -> None:
@@ -250,6 +254,15 @@ def _report_live(live: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.final_summary = None
+    code = _run_and_report(args)
+    if code and args.json and args.final_summary is not None:
+        # --json promises the summary whenever the map file was opened, interrupted or not.
+        print(json.dumps(args.final_summary.as_dict()))
+    return code
+
+
+def _run_and_report(args: argparse.Namespace) -> int:
     try:
         summary, extra = _run(args)
     except (ConfigError, PairedMapError, FileExistsError, FileNotFoundError) as exc:

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -86,7 +86,8 @@ def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
 class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
-                 stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None):
+                 stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None,
+                 fired_shots: Callable[[], list] | None = None):
         self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.systems = settings.systems
@@ -105,6 +106,9 @@ class MapRun:
         self.fly: FlyScanner | None = None
         self._shutdown = ShutdownChain()
         self.shutdown_errors: list = []
+        # Simulated bench: its record of every pulse (shot id, t, x, y), for /entry/sample/true_position.
+        self.fired_shots = fired_shots
+        self._recorded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def transient(self, action, what: str):
         return self.bursts.transient(action, what)
@@ -165,9 +169,10 @@ class MapRun:
             ACQUISITION_GROUP: {"settings_json": self.settings.to_json(), "config_json": self.config.to_json()},
         }
         derived = self.live.open_map(self.out, self.layout, wavelengths) if self.live is not None else None
+        truth = {"true_position": None} if self.fired_shots is not None else None
         self.writer = PairedMapWriter.create(
             self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
-            instrument=instrument, overwrite=self.overwrite, derived=derived)
+            instrument=instrument, overwrite=self.overwrite, derived=derived, sample_truth=truth)
 
     # ----------------------------------------------------------- kickoff
     def kickoff(self) -> None:
@@ -234,6 +239,9 @@ class MapRun:
         """Write spots (all systems of each from one shot) and hand them to the live sink."""
         self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
         self.progress.spots_done(len(iy))
+        if self.fired_shots is not None:
+            self._recorded.append((np.asarray(iy, np.int64), np.asarray(ix, np.int64),
+                                   np.asarray(timestamp, np.float64)))
         if self.sink is not None:
             for i in range(len(iy)):
                 self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
@@ -254,6 +262,8 @@ class MapRun:
             chain.add("live sink close", self.sink.close)
         if self.live is not None:
             chain.add("live transfer finish", lambda: self.live.finish(self.writer))
+        if self.fired_shots is not None and self.writer is not None:
+            chain.add("true positions", self._write_true_positions)
         chain.add("map file close", self._close_writer)
         if self.live is not None and self.writer is not None:
             chain.add("live transfer record", lambda: self.live.after_close(self.out))
@@ -263,6 +273,20 @@ class MapRun:
         if any(name == "laser make_safe" for name, _ in self.shutdown_errors):
             log.critical("THE LASER COULD NOT BE MADE SAFE: check it by hand (shutter, emission)")
         return self.shutdown_errors
+
+    def _write_true_positions(self) -> None:
+        """Where the bench says each recorded spot's shot hit (matched by trigger time, which
+        frames carry as their timestamp), into /entry/sample/true_position."""
+        if not self._recorded or not self.writer.has_true_positions:
+            return
+        fired = self.fired_shots()
+        times = np.array([shot.t for shot in fired], dtype=np.float64)
+        hits = np.array([(shot.x_um, shot.y_um) for shot in fired], dtype=np.float64).reshape(-1, 2)
+        iy, ix, stamps = (np.concatenate(parts) for parts in zip(*self._recorded))
+        shot = _matching(times, stamps, tolerance=1e-6)
+        positions = np.full((len(stamps), 2), np.nan)
+        positions[shot >= 0] = hits[shot[shot >= 0]]
+        self.writer.write_true_positions(iy, ix, positions)
 
     def _close_writer(self) -> None:
         if self.writer is None:
@@ -295,6 +319,16 @@ class MapRun:
                 "position_error_max_um": self.fly.position_error_max_um}
 
 
+def _matching(times: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.ndarray:
+    """For each stamp, the index of the time (ascending) within tolerance of it, or -1."""
+    if not len(times):
+        return np.full(len(stamps), -1)
+    right = np.clip(np.searchsorted(times, stamps), 0, len(times) - 1)
+    left = np.clip(right - 1, 0, len(times) - 1)
+    nearest = np.where(np.abs(times[left] - stamps) < np.abs(times[right] - stamps), left, right)
+    return np.where(np.abs(times[nearest] - stamps) <= tolerance, nearest, -1)
+
+
 def _both(first: OnSpot, second: OnSpot) -> OnSpot:
     def call(*spot):
         first(*spot)
@@ -305,7 +339,8 @@ def _both(first: OnSpot, second: OnSpot) -> OnSpot:
 def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                 overwrite: bool = False, stop_flag: StopFlag | None = None,
-                live: "LiveTransfer | None" = None) -> MapSummary:
+                live: "LiveTransfer | None" = None,
+                on_summary: Callable[[MapSummary], None] | None = None) -> MapSummary:
     """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
 
     ``bench`` is a running simulated bench when the config names ``sim``
@@ -314,6 +349,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     InstrumentError; in every case the laser was made safe first and the file
     closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
     that streams each spot's secondary spectrum and records the results in the map.
+    ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
+    as far as opening it (an interrupted map too), with the summary of what the file holds.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -329,7 +366,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
         run = None
         try:
             run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
-                         stop_flag=stop_flag, overwrite=overwrite, live=live)
+                         stop_flag=stop_flag, overwrite=overwrite, live=live,
+                         fired_shots=(lambda: bench.fired) if bench is not None else None)
             run.prepare()
             stop_flag.check()
             run.kickoff()
@@ -338,7 +376,10 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
             if run is not None:
                 run.stop()
                 if run.progress is not None:
-                    log.info("map %s: %s", out, run.summary().as_dict())
+                    summary = run.summary()
+                    log.info("map %s: %s", out, summary.as_dict())
+                    if on_summary is not None:
+                        on_summary(summary)
             rig.close()
     if run.shutdown_errors:
         # The map ran, but something of the shutdown (the laser, the file) did not: say so.

@@ -92,8 +92,8 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     out = Path(out)
     if int(chunk_spots) < 1:
         raise ValueError(f"chunk_spots must be >= 1, got {chunk_spots}")
-    dy, dx = _pair(step_um, "step_um")
-    layout = MapLayout(tuple(shape), (dy, dx), "snake", _pair(origin_um, "origin_um"))
+    dx, dy = _pair(step_um, "step_um")
+    layout = MapLayout(tuple(shape), (dx, dy), "snake", _pair(origin_um, "origin_um"))
     scene = PairedScene(seed=seed, day=day)
     ny, nx = layout.shape
     xs, ys = layout.x_um, layout.y_um
@@ -106,7 +106,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
 
     wavelengths = {s: scene.wavelengths(s) for s in SYSTEM_NAMES}
     truth_attrs = truth_attributes(scene, seed=seed, day=day, origin_um=layout.origin_um,
-                                   step_um=(dy, dx), chunk_spots=chunk_spots)
+                                   step_um=(dx, dy), chunk_spots=chunk_spots)
     if resume:
         _check_same_simulation(out, truth_attrs)
         writer = PairedMapWriter.resume(out, layout=layout, wavelengths=wavelengths)
@@ -114,15 +114,17 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
         writer = PairedMapWriter.create(
             out, layout, wavelengths, title=f"simulated paired map, seed {seed}, day {day}",
             sample_name=f"synthetic pegmatite (seed {seed})", instrument=instrument_settings(scene, DEFAULT_GATES),
-            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs},
+            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs,
+                          # every simulated shot hits its grid point exactly
+                          "true_position": np.stack(np.meshgrid(xs, ys), axis=-1)},
             overwrite=overwrite)
     todo = np.ones((ny, nx), dtype=bool)
     if resume:
         todo[:] = False
         missing = writer.missing()
         todo[missing[:, 0], missing[:, 1]] = True
-    log.info("generating %dx%d map (%d spots) at origin (x, y) %s um, step (y, x) %s um, day %d, seed %d -> %s",
-             ny, nx, ny * nx, tuple(layout.origin_um), (dy, dx), day, seed, out)
+    log.info("generating %dx%d map (%d spots) at origin (x, y) %s um, step (x, y) %s um, day %d, seed %d -> %s",
+             ny, nx, ny * nx, tuple(layout.origin_um), (dx, dy), day, seed, out)
     def simulate(row0: int):
         rows = np.arange(row0, min(ny, row0 + rows_per_chunk))
         iy, ix = (a.ravel() for a in np.meshgrid(rows, np.arange(nx), indexing="ij"))

@@ -88,6 +88,12 @@ class PairedMapReader:
                 "phase_names": [attr_text(n) for n in names],
                 "attrs": read_attrs(sample)}
 
+    def true_positions(self) -> np.ndarray | None:
+        """Simulated maps: (x, y) µm where each spot's shot really hit, float64 [ny, nx, 2] (NaN
+        where none did); None for a map without that ground truth (every real map)."""
+        dataset = self._h5["entry/sample"].get("true_position")
+        return None if dataset is None else dataset[()]
+
     def scan_values(self, name: str) -> np.ndarray:
         """A whole /entry/scan dataset: 'shot_id', 'timestamp', 'position' or 'acquired'."""
         if name not in ("shot_id", "timestamp", "position", "acquired"):

@@ -261,6 +261,28 @@ class PairedMapWriter:
                                  f"derived={{{name!r}: n_pixels}}")
         write_derived_values(group, iy, ix, self.layout.shape, spectra=spectra, label=label, novelty=novelty)
 
+    @property
+    def has_true_positions(self) -> bool:
+        return "true_position" in self._h5["entry/sample"]
+
+    def write_true_positions(self, iy, ix, position_um) -> None:
+        """Simulated maps: where the shots of spots (iy, ix) really hit, (x, y) µm [k, 2], into
+        /entry/sample/true_position (created with sample_truth={"true_position": None})."""
+        self._check_open()
+        dataset = self._h5["entry/sample"].get("true_position")
+        if dataset is None:
+            raise PairedMapError(f"{self.path}: no /entry/sample/true_position; create the map with "
+                                 "sample_truth={'true_position': None}")
+        iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+        ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+        positions = np.asarray(position_um, dtype=np.float64).reshape(-1, 2)
+        if not len(iy):
+            return
+        rows = np.unique(iy)
+        block = dataset[rows[0]:rows[-1] + 1]
+        block[iy - rows[0], ix] = positions
+        dataset[rows[0]:rows[-1] + 1] = block
+
     def flush(self) -> None:
         """Commit everything written so far, derived data included, to the HDF5 file (visible to
         live readers)."""
@@ -269,15 +291,25 @@ class PairedMapWriter:
         self._h5.flush()
 
     def finish(self) -> None:
-        """Commit, write /entry/end_time (the map is complete) and close."""
+        """Commit, write /entry/end_time (the map is complete) and close, with readers open or not."""
         self._check_open()
         self._commit()
         missing = self.layout.shape[0] * self.layout.shape[1] - self._n_written
         if missing:
             log.warning("%s: finished with %d spot(s) never acquired", self.path, missing)
-        self._h5.close()
-        with open_for_update(self.path, rdcc_nbytes=0) as f:
-            f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        # Written by this SWMR writer, never through an exclusive reopen: a reader that holds the
+        # file open (a live view, h5py with swmr=True) must not turn a finished map into an error.
+        try:
+            self._h5["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+            self._h5.flush()
+        except (ValueError, RuntimeError, OSError) as exc:
+            # An HDF5 library that refuses new objects in SWMR mode: reopen (needs no reader).
+            log.info("%s: end_time not writable in SWMR mode (%s); reopening to write it", self.path, exc)
+            self._h5.close()
+            with open_for_update(self.path, rdcc_nbytes=0) as f:
+                f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        if self._h5.id.valid:
+            self._h5.close()
         self._journal.close(remove=True)
 
     def close(self) -> None:

@@ -80,17 +80,29 @@ def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
     assert finished.returncode == 2 and "nothing to resume" in finished.stderr
 
 
-def test_sigterm_exits_143_with_a_resumable_file(tmp_path):
+def test_sigterm_exits_143_with_a_resumable_file_and_its_json_summary(tmp_path):
     out = tmp_path / "map.h5"
-    process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out))
+    process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out), "--json")
     wait_for_acquired(out, 1, process)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    stdout, stderr = process.communicate(timeout=30)
 
     assert process.returncode == 143, stderr
     assert "stopped by SIGTERM" in stderr
     validate(out)
-    assert 1 <= scan(out)["acquired"].sum() < 80
+    acquired = int(scan(out)["acquired"].sum())
+    assert 1 <= acquired < 80
+    summary = json.loads(stdout)
+    assert summary["acquired"] == acquired and summary["complete"] is False and summary["gaps"] == 80 - acquired
+
+
+def test_existing_out_file_is_refused_naming_the_flag(tmp_path):
+    out = tmp_path / "map.h5"
+    out.write_bytes(b"precious")
+    result = run("--sim", "--shape", "2x2", "--out", str(out))
+    assert result.returncode == 2
+    assert "pass --overwrite to replace it" in result.stderr and "overwrite=True" not in result.stderr
+    assert out.read_bytes() == b"precious"
 
 
 @pytest.mark.parametrize("args, message", [

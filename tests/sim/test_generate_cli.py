@@ -45,6 +45,17 @@ def test_map_carries_ground_truth_that_matches_the_sample(small_map):
     assert truth["attrs"]["seed"] == 1 and truth["attrs"]["day"] == 0
 
 
+def test_true_positions_are_where_the_spectra_were_simulated(small_map):
+    with PairedMapReader(small_map) as reader:
+        true_position = reader.true_positions()
+        position = reader.scan_values("position")
+        layout = reader.layout
+    assert true_position.shape == (6, 9, 2) and true_position.dtype == np.float64
+    np.testing.assert_array_equal(true_position[..., 0], np.broadcast_to(layout.x_um, (6, 9)))
+    np.testing.assert_array_equal(true_position[..., 1], np.broadcast_to(layout.y_um[:, None], (6, 9)))
+    np.testing.assert_array_equal(true_position, position)
+
+
 def test_shot_ids_follow_the_snake_visiting_order(small_map):
     with h5py.File(small_map, "r") as f:
         shot_id = f["entry/scan/shot_id"][()]
@@ -156,4 +167,4 @@ def test_generation_log_names_the_origin_and_the_step(tmp_path, caplog):
                      progress=False)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("generating"))
     assert "origin (x, y) (1250.0, 780.0) um" in line
-    assert "step (y, x) (30.0, 40.0) um" in line
+    assert "step (x, y) (30.0, 40.0) um" in line
