@@ -16,9 +16,12 @@ Flush policy (measured with bench/store.py; see docs/store.md):
   normally once resumed) with `acquired` telling exactly which spots are good.
 * resume() replays the journal into the file, so the spots that were only in
   the journal when the writer died are committed before writing goes on.
-* write_spots() (blocks of spots, e.g. an import) skips the journal: the block
-  is committed to the file before the call returns, so its bytes are written
-  once; a kill during the call loses at most that call's spots.
+* write_spots() (blocks of spots: a fly row, a batch of frames) journals the
+  block the same way (one os.pwritev for all its records) and returns: it is
+  safe against kill -9 once the call has returned. With durable=False (an
+  import or a simulation that can simply be run again) the block skips the
+  journal and is committed to the file before the call returns, so its bytes
+  are written once; a kill during the call then loses that call's spots.
 
 Flushing HDF5 after every spot instead would rewrite a partly filled 256 KiB
 chunk per spot; the journal keeps each spot a single sequential write.
@@ -85,6 +88,7 @@ class PairedMapWriter:
         self._buffers = {s: np.empty((self._batch_spots, n), np.float32) for s, n in self._n_pixels.items()}
         self._pending: dict[tuple[int, int], int] = {}
         self._first_pending = 0.0
+        self.recovered_from_journal = 0
         self._journal.configure(int(scan.attrs["journal_id"]), [self._n_pixels[s] for s in self.systems])
 
     # -- opening -------------------------------------------------------------
@@ -172,6 +176,16 @@ class PairedMapWriter:
             raise
         return writer
 
+    @classmethod
+    def recover(cls, path) -> int:
+        """Close an interrupted map cleanly without going on: replay its journal into the file,
+        clear the flags its killed writer left (so any HDF5 tool opens it), close. Returns how
+        many spots came from the journal. The map stays unfinished, to be resumed."""
+        writer = cls.resume(path)
+        recovered = writer.recovered_from_journal
+        writer.close()
+        return recovered
+
     def _replay_journal(self) -> None:
         n = 0
         for record in self._journal.records():
@@ -180,6 +194,7 @@ class PairedMapWriter:
             n += 1
         self._commit()
         self._journal.reset()
+        self.recovered_from_journal = n
         if n:
             log.info("%s: recovered %d spot(s) from the journal of an interrupted writer", self.path, n)
 
@@ -205,13 +220,15 @@ class PairedMapWriter:
         self._stage(iy, ix, arrays, int(shot_id), float(timestamp), (x, y), journal=True)
         self._maybe_commit()
 
-    def write_spots(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position_um) -> None:
+    def write_spots(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position_um, *,
+                    durable: bool = True) -> None:
         """Vectorised write_spot: spectra [k, n] per system; all inputs are checked before any is written.
 
-        The spots go to the HDF5 file directly and are committed before this returns (no
-        journal: a block is written once), so they are safe against kill -9 once it returns;
-        a kill during the call loses the spots of that call at most. A spot given twice keeps
-        its last pair.
+        The spots are journalled (one write for the block) and committed with the next batch,
+        as write_spot does: safe against kill -9 once this returns. durable=False skips the
+        journal for data that can be produced again (an import, a simulation): the block goes
+        to the HDF5 file directly and is committed before this returns, written once. A spot
+        given twice keeps its last pair.
         """
         self._check_open()
         iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
@@ -240,6 +257,10 @@ class PairedMapWriter:
                                  f"expected ({k}, {self._n_pixels[system]})")
             _check_finite(block, f"write_spots: spectra[{system!r}]")
             blocks[system] = block
+        if durable:
+            self._stage_block(iy, ix, blocks, shot, times, pos)
+            self._maybe_commit()
+            return
         self._commit()  # journalled single spots first, so the order of writes is kept
         keep = _last_of_each(iy * self.layout.nx + ix)
         iy, ix = iy[keep], ix[keep]
@@ -381,6 +402,23 @@ class PairedMapWriter:
         self._shot[iy, ix] = shot_id
         self._time[iy, ix] = timestamp
         self._pos[iy, ix] = position
+
+    def _stage_block(self, iy, ix, blocks, shot, times, pos) -> None:
+        """Journal a block of checked spots with one write, then stage them like single spots."""
+        start = 0
+        while start < len(iy):
+            room = self._batch_spots - len(self._pending)
+            if room <= 0:
+                self._commit()
+                continue
+            stop = min(len(iy), start + room)
+            part = slice(start, stop)
+            self._journal.append_many(iy[part], ix[part], shot[part], times[part], pos[part],
+                                      [np.ascontiguousarray(blocks[s][part]) for s in self.systems])
+            for i in range(start, stop):
+                self._stage(int(iy[i]), int(ix[i]), {s: blocks[s][i] for s in self.systems}, int(shot[i]),
+                            float(times[i]), (float(pos[i, 0]), float(pos[i, 1])), journal=False)
+            start = stop
 
     def _maybe_commit(self) -> None:
         if (len(self._pending) >= self._batch_spots
