@@ -64,6 +64,10 @@ class MapSummary:
     position_error_max_um: float | None = None
     sink: dict = field(default_factory=dict)
     live: dict = field(default_factory=dict)      # --live: results, spots without one, drift
+    # A write failed (disk full...): of `acquired`, this many are safe in the journal only, to be
+    # written into the file by --resume or `libs-acquire recover` once there is space.
+    spots_in_journal: int = 0
+    write_error: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -307,6 +311,9 @@ class MapRun:
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
             stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
+            spots_in_journal=(acquired - self.writer.n_in_file) if self.writer is not None and
+            self.writer.failure is not None else 0,
+            write_error=self.writer.failure if self.writer is not None else None,
             **self._position_errors())
 
     def _position_errors(self) -> dict:
