@@ -17,6 +17,7 @@ from acquisition.store import PairedMapError
 SUBCOMMANDS = [
     "acquisition.npy_import",
     "acquisition.map_cmd",
+    "acquisition.recover_cmd",
 ]
 
 EXAMPLE = """example:

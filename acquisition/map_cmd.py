@@ -18,12 +18,12 @@ from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
 from acquisition.shared.systems import SYSTEM_NAMES
-from acquisition.store import PairedMapError
+from acquisition.store import MapWriteError, PairedMapError
 from drivers.errors import InstrumentError, LaserInterlockError
 
 log = logging.getLogger(__name__)
 
-EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT, EXIT_WRITE = 2, 3, 4, 5
 # The emulators answer over loopback in milliseconds; a lost reply need not cost the drivers' defaults.
 SIM_TIMEOUT_S = 0.5
 # Without --origin-um the map starts this far inside the stage travel (plus the fly run-up).
@@ -51,7 +51,8 @@ shot hit, after a stall or a late trigger, are shot with the stage at rest);
 `step` moves, waits, and fires --shots shots per spot, averaging them (missed
 shots are fired again). Shape is rows x columns (NYxNX); steps and origin in µm.
 Exit codes: 0 done (gaps are reported), 2 bad config or input (nothing fired),
-3 laser interlock, 4 instrument failure, 130/143 stopped by SIGINT/SIGTERM.
+3 laser interlock, 4 instrument failure, 5 the map file could not be written (disk
+full: free space, then --resume), 130/143 stopped by SIGINT/SIGTERM.
 """
 
 
@@ -265,6 +266,14 @@ def run(args: argparse.Namespace) -> int:
 def _run_and_report(args: argparse.Namespace) -> int:
     try:
         summary, extra = _run(args)
+    except MapWriteError as exc:
+        out = args.resume or args.out
+        total = exc.in_file + exc.in_journal
+        where = f"{exc.in_file} in the file" + (f", {exc.in_journal} in its journal" if exc.in_journal else "")
+        print(f"libs-acquire map: stopped: {exc}\n  the laser was made safe; {total} spot(s) are safely stored "
+              f"({where}).\n  Free some space, then continue with: libs-acquire map --resume {out}\n"
+              f"  (or close it for other tools without acquiring: libs-acquire recover {out})", file=sys.stderr)
+        return EXIT_WRITE
     except (ConfigError, PairedMapError, FileExistsError, FileNotFoundError) as exc:
         print(f"libs-acquire map: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

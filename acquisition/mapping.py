@@ -64,6 +64,10 @@ class MapSummary:
     position_error_max_um: float | None = None
     sink: dict = field(default_factory=dict)
     live: dict = field(default_factory=dict)      # --live: results, spots without one, drift
+    # A write failed (disk full...): of `acquired`, this many are safe in the journal only, to be
+    # written into the file by --resume or `libs-acquire recover` once there is space.
+    spots_in_journal: int = 0
+    write_error: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -87,7 +91,7 @@ class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                  stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None,
-                 fired_shots: Callable[[], list] | None = None):
+                 fired_shots: Callable[[int], list] | None = None):
         self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.systems = settings.systems
@@ -106,9 +110,11 @@ class MapRun:
         self.fly: FlyScanner | None = None
         self._shutdown = ShutdownChain()
         self.shutdown_errors: list = []
-        # Simulated bench: its record of every pulse (shot id, t, x, y), for /entry/sample/true_position.
+        # Simulated bench: fired_shots(k) gives its record of every pulse after the first k (shot id,
+        # t, x, y), for /entry/sample/true_position.
         self.fired_shots = fired_shots
-        self._recorded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._fired_t = np.empty(0)
+        self._fired_xy = np.empty((0, 2))
 
     def transient(self, action, what: str):
         return self.bursts.transient(action, what)
@@ -239,9 +245,8 @@ class MapRun:
         """Write spots (all systems of each from one shot) and hand them to the live sink."""
         self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
         self.progress.spots_done(len(iy))
-        if self.fired_shots is not None:
-            self._recorded.append((np.asarray(iy, np.int64), np.asarray(ix, np.int64),
-                                   np.asarray(timestamp, np.float64)))
+        if self.fired_shots is not None and self.writer.has_true_positions:
+            self._write_true_positions(iy, ix, np.asarray(timestamp, np.float64))
         if self.sink is not None:
             for i in range(len(iy)):
                 self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
@@ -262,8 +267,6 @@ class MapRun:
             chain.add("live sink close", self.sink.close)
         if self.live is not None:
             chain.add("live transfer finish", lambda: self.live.finish(self.writer))
-        if self.fired_shots is not None and self.writer is not None:
-            chain.add("true positions", self._write_true_positions)
         chain.add("map file close", self._close_writer)
         if self.live is not None and self.writer is not None:
             chain.add("live transfer record", lambda: self.live.after_close(self.out))
@@ -274,18 +277,16 @@ class MapRun:
             log.critical("THE LASER COULD NOT BE MADE SAFE: check it by hand (shutter, emission)")
         return self.shutdown_errors
 
-    def _write_true_positions(self) -> None:
-        """Where the bench says each recorded spot's shot hit (matched by trigger time, which
-        frames carry as their timestamp), into /entry/sample/true_position."""
-        if not self._recorded or not self.writer.has_true_positions:
-            return
-        fired = self.fired_shots()
-        times = np.array([shot.t for shot in fired], dtype=np.float64)
-        hits = np.array([(shot.x_um, shot.y_um) for shot in fired], dtype=np.float64).reshape(-1, 2)
-        iy, ix, stamps = (np.concatenate(parts) for parts in zip(*self._recorded))
-        shot = _matching(times, stamps, tolerance=1e-6)
+    def _write_true_positions(self, iy, ix, stamps: np.ndarray) -> None:
+        """Where the bench says each spot's shot hit (matched by trigger time, which frames carry
+        as their timestamp), into /entry/sample/true_position."""
+        new = self.fired_shots(len(self._fired_t))
+        if new:
+            self._fired_t = np.concatenate([self._fired_t, [shot.t for shot in new]])
+            self._fired_xy = np.concatenate([self._fired_xy, [(shot.x_um, shot.y_um) for shot in new]])
+        shot = _matching(self._fired_t, stamps, tolerance=1e-6)
         positions = np.full((len(stamps), 2), np.nan)
-        positions[shot >= 0] = hits[shot[shot >= 0]]
+        positions[shot >= 0] = self._fired_xy[shot[shot >= 0]]
         self.writer.write_true_positions(iy, ix, positions)
 
     def _close_writer(self) -> None:
@@ -310,6 +311,9 @@ class MapRun:
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
             stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
+            spots_in_journal=(acquired - self.writer.n_in_file) if self.writer is not None and
+            self.writer.failure is not None else 0,
+            write_error=self.writer.failure if self.writer is not None else None,
             **self._position_errors())
 
     def _position_errors(self) -> dict:
@@ -367,7 +371,7 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
         try:
             run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
                          stop_flag=stop_flag, overwrite=overwrite, live=live,
-                         fired_shots=(lambda: bench.fired) if bench is not None else None)
+                         fired_shots=bench.fired_since if bench is not None else None)
             run.prepare()
             stop_flag.check()
             run.kickoff()

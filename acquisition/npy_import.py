@@ -97,7 +97,8 @@ def import_npy(directory, split: str, out, *, shape: tuple[int, int] | None = No
                                    {"primary": np.asarray(primary[start:end], dtype=np.float32),
                                     "secondary": np.asarray(secondary[start:end], dtype=np.float32)},
                                    shot_id=np.arange(start, end), timestamp=np.nan,
-                                   position_um=np.stack([x_um[ix], y_um[iy]], axis=1))
+                                   position_um=np.stack([x_um[ix], y_um[iy]], axis=1),
+                                   durable=False)   # the .npy files are still there to import again
             except ValueError as exc:
                 raise ValueError(f"rows {start}..{end - 1} of the {split} split: {exc}") from None
             bar.update(end - start)

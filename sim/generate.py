@@ -146,7 +146,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
                 iy, ix, spectra = iy[keep], ix[keep], {s: v[keep] for s, v in spectra.items()}
             shot_id = visit_rank[iy, ix]
             writer.write_spots(iy, ix, spectra, shot_id, EPOCH_S + 86400.0 * day + shot_id / SHOT_RATE_HZ,
-                               np.stack([xs[ix], ys[iy]], axis=1))
+                               np.stack([xs[ix], ys[iy]], axis=1), durable=False)   # can be simulated again
             bar.update(iy.size)
         writer.finish()
     return out

@@ -20,6 +20,15 @@ class PairedMapFormatError(PairedMapError):
     """A file violates the paired-map contract; the message names the first violation."""
 
 
+class MapWriteError(PairedMapError):
+    """Writing a map failed (disk full, I/O error). Every spot whose write had returned before is
+    safe, in the file or in its journal; the writer touches the file no more."""
+
+    def __init__(self, message: str, *, in_file: int, in_journal: int):
+        super().__init__(message)
+        self.in_file, self.in_journal = in_file, in_journal
+
+
 class PairedMapMismatchError(PairedMapError):
     """A map being resumed differs from what the caller expects (shape, systems, wavelengths)."""
 

@@ -60,8 +60,8 @@ class PairedMapReader:
         self._acquired_ds = entry["scan/acquired"]
         self._read_acquired()
         if journal_path(self.path).exists() and not self.live:
-            log.warning("%s: has a journal of unfinished writing beside it; spots still in the journal "
-                        "appear once the map is resumed", self.path)
+            log.warning("%s: has a journal of unfinished writing beside it; the spots still in it appear "
+                        "once the map is recovered (libs-acquire recover %s) or resumed", self.path, self.path)
 
     # -- what the map is -------------------------------------------------------
 
