@@ -11,6 +11,7 @@ import time
 
 from . import control
 from .security import SecurityError, ServerKeys, client_keys_from_args, make_keys, require_keys_for
+from .protocol import MAX_SPECTRA_PER_MESSAGE
 from .worker import DEFAULT_CONTROL, DEFAULT_INPUT, DEFAULT_OUTPUT
 
 log = logging.getLogger("libs-stream")
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", default=DEFAULT_CONTROL, help=f"REP address to bind (default {DEFAULT_CONTROL})")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--max-batch", type=int, default=256, help="most spectra per inference (default 256)")
+    p.add_argument("--max-message-spectra", type=int, default=MAX_SPECTRA_PER_MESSAGE, metavar="K",
+                   help=f"most spectra in one input message; larger ones get a 'too-many-spectra' error and "
+                        f"larger frames are dropped by ZeroMQ (default {MAX_SPECTRA_PER_MESSAGE})")
+    p.add_argument("--queue-mb", type=float, default=256.0, metavar="MB",
+                   help="input the worker queues per connected producer, in MB of maximum-size messages; "
+                        "a producer beyond it blocks (default 256)")
     p.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin: faster on a machine "
                                                        "the worker has to itself, slower on a shared one")
     p.add_argument("--curve-secret", metavar="FILE", help="worker's CURVE secret key file (.key_secret)")
@@ -107,22 +114,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StopRequest:
+    """A signal handler that only records the request: one attribute write, no lock, no I/O.
+
+    However many SIGINT/SIGTERM arrive, and whenever (even inside the handler itself), the
+    worker's loop sees the flag within one turn and stops once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.worker = None
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+        worker = self.worker
+        if worker is not None:
+            worker.stop()
+
+
 def cmd_serve(args) -> int:
     from .model import ModelContractError
     from .worker import TransferWorker, WorkerConfig
 
     if bool(args.curve_secret) != bool(args.curve_clients):
         raise SecurityError("CURVE needs both --curve-secret and --curve-clients")
+    if args.max_batch < 1 or args.max_message_spectra < 1 or not args.queue_mb > 0:
+        print("libs-stream serve: error: --max-batch, --max-message-spectra and --queue-mb must be positive",
+              file=sys.stderr)
+        return 2
     keys = ServerKeys.load(args.curve_secret, args.curve_clients) if args.curve_secret else None
     config = WorkerConfig(model=args.model, input=args.input, output=args.output, control=args.control,
-                          threads=args.threads, spin=args.spin, max_batch=args.max_batch, keys=keys,
-                          ready_file=args.ready_file)
+                          threads=args.threads, spin=args.spin, max_batch=args.max_batch,
+                          max_message_spectra=args.max_message_spectra, queue_bytes=int(args.queue_mb * 1e6),
+                          keys=keys, ready_file=args.ready_file)
+    # installed before the model loads, so a stop during start-up is a clean exit too
+    stop = StopRequest()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     try:
         worker = TransferWorker(config)
     except ModelContractError as exc:
         raise SystemExit(f"libs-stream serve: error: {exc}") from None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop())
+    stop.worker = worker
+    if stop.requested:
+        worker.stop()
     worker.run()
     return 0
 
