@@ -175,6 +175,10 @@ def cmd_serve(args) -> int:
     if stop.requested:
         worker.stop()
     worker.run()
+    # stopped and closed: later signals of the same burst must not kill the exit itself
+    # (Python restores the default handlers while it shuts down)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     return 0
 
 

@@ -38,6 +38,9 @@ MAX_SPECTRA_PER_MESSAGE = 256
 #: map indices are echoed into results that viewers turn into array indices
 MAX_MAP_INDEX = 2**31 - 1
 MAX_SHOT = 2**63 - 1
+MAX_SEQ = 2**63 - 1
+#: longest "source" and "system" string: both are echoed into every reply
+MAX_NAME_CHARS = 256
 #: how much of a client's value an error reason quotes
 QUOTE_CHARS = 60
 
@@ -180,8 +183,9 @@ def parse_header(frame, *, topic: str, limits: Limits = DEFAULT_LIMITS) -> dict:
     if not isinstance(header, dict):
         raise MessageError("bad-json", f"{topic} header must be a JSON object, got {type(header).__name__}")
     seq = header.get("seq")
-    in_seq = seq if _is_int(seq) and seq >= 0 else None
-    source = header.get("source") if isinstance(header.get("source"), str) else None
+    in_seq = seq if _is_int(seq) and 0 <= seq <= MAX_SEQ else None
+    source = header.get("source")
+    source = source if isinstance(source, str) and len(source) <= MAX_NAME_CHARS else None
     if "v" not in header:
         raise MessageError("bad-version", f"{topic} header has no 'v' (protocol version, must be {VERSION})",
                             in_seq=in_seq, source=source)
@@ -230,12 +234,13 @@ def decode_spectra(frames: Sequence, *, limits: Limits = DEFAULT_LIMITS) -> Spec
         raise MessageError("bad-topic", f"input topic must be 'secondary', got {topic[:40]!r}")
     header = parse_header(frames[1], topic="secondary", limits=limits)
     source = header.get("source")
-    if source is not None and not isinstance(source, str):
-        raise MessageError("bad-source", f"'source' must be a string, got {quote(source)}")
+    if source is not None and not (isinstance(source, str) and len(source) <= MAX_NAME_CHARS):
+        raise MessageError("bad-source", f"'source' must be a string of at most {MAX_NAME_CHARS} characters, "
+                           f"got {quote(source)}")
 
     seq = header.get("seq")
-    if not _is_int(seq) or seq < 0:
-        raise MessageError("bad-seq", f"'seq' must be an integer >= 0, got {quote(seq)}", source=source)
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise MessageError("bad-seq", f"'seq' must be an integer in 0..{MAX_SEQ}, got {quote(seq)}", source=source)
 
     def fail(code: str, reason: str) -> MessageError:
         return MessageError(code, f"message seq {seq}: {reason}", in_seq=seq, source=source)
@@ -296,8 +301,9 @@ def decode_spectra(frames: Sequence, *, limits: Limits = DEFAULT_LIMITS) -> Spec
             raise fail("bad-t", f"'t' must be a finite number (Unix time), got {quote(header['t'])}")
         echo["t"] = header["t"]
     if "system" in header:
-        if not isinstance(header["system"], str):
-            raise fail("bad-system", f"'system' must be a string, got {quote(header['system'])}")
+        if not (isinstance(header["system"], str) and len(header["system"]) <= MAX_NAME_CHARS):
+            raise fail("bad-system", f"'system' must be a string of at most {MAX_NAME_CHARS} characters, "
+                       f"got {quote(header['system'])}")
         echo["system"] = header["system"]
     if source is not None:
         echo["source"] = source

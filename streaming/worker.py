@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INPUT = "tcp://127.0.0.1:5557"
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5558"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5559"
+CONTROL_MAX_FRAME_BYTES = 1 << 20
 
 
 @dataclass
@@ -108,6 +109,9 @@ class TransferWorker:
             # control last: a ping answered means everything else is bound and the model loaded
             self.control = self._socket(zmq.REP)
             self.control.linger = 0
+            # requests are a few bytes of JSON; a huge one is dropped by ZeroMQ before it is buffered
+            self.control.maxmsgsize = CONTROL_MAX_FRAME_BYTES
+            self.control.rcvhwm = 16
             self.endpoints["control"] = self._bind_one(self.control, cfg.control)
         except Exception:
             self.close()

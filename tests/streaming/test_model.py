@@ -23,9 +23,17 @@ def test_a_model_with_hidden_layers_and_front_runs_like_onnxruntime(tmp_path):
     assert out["primary"].shape == (5, 50) and out["label"].dtype == np.int64 and out["novelty"].shape == (5,)
     # dynamic batch: one spectrum works as well as five
     np.testing.assert_allclose(model.run(x[:1])["primary"], ref[0][:1], rtol=1e-5, atol=1e-4)
-    # the front really removes a baseline: a constant offset changes nothing after it
-    shifted = model.run(x + 1000.0)["primary"]
-    np.testing.assert_allclose(shifted, out["primary"], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(out["novelty"], ref[3], rtol=1e-5)
+    assert out["finite"].all() and (out["novelty"] >= 0).all()
+
+
+def test_rows_that_overflow_are_marked_not_finite(tmp_path):
+    path = tmp_path / "m.onnx"
+    make_test_model(path, n_secondary=64, n_primary=50, seed=2)
+    model = PipelineSession(path, threads=1)
+    x = np.random.default_rng(0).uniform(0, 300, (3, 64)).astype(np.float32)
+    x[1] = np.resize(np.array([3.4e38, -3.4e38], np.float32), 64)     # x - baseline leaves float32
+    assert model.run(x)["finite"].tolist() == [True, False, True]
 
 
 def identity_model(path, *, outputs=("primary", "latent", "label", "novelty"), metadata=None):
