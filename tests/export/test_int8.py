@@ -123,10 +123,10 @@ def test_int8_spectrum_does_not_depend_on_its_batch(int8_session, maps):
 
 
 def test_the_worker_model_says_which_precision_it_runs(int8_export, exported):
-    from streaming.model import TransferModel
+    from streaming.model import PipelineSession
 
-    assert TransferModel(int8_export.path).describe()["precision"] == "int8"
-    assert TransferModel(exported.path).describe()["precision"] == "float32"
+    assert PipelineSession(int8_export.path).describe()["precision"] == "int8"
+    assert PipelineSession(exported.path).describe()["precision"] == "float32"
 
 
 def test_unknown_precision_is_refused(bundle, tmp_path, capsys):
