@@ -243,6 +243,7 @@ def cmd_watch(args) -> int:
             sub.wait_ready(args.control, timeout_s=5.0)
         except (TimeoutError, control.ControlError) as exc:
             log.warning("%s; showing whatever arrives", exc)
+        log.info("watching %s", ", ".join(outputs))   # subscribed: what is published from now on is seen
         end = None if args.duration is None else time.monotonic() + args.duration
         next_draw = time.monotonic()
         try:

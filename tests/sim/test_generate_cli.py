@@ -4,8 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import h5py
@@ -16,6 +14,7 @@ from acquisition.store import PairedMapReader, validate
 from sim.cli import main
 from sim.generate import PRESETS, generate_map
 from sim.sample import PHASE_NAMES, PegmatiteSample
+from tests.waiting import StderrLines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,27 +182,6 @@ def _start_generate(out, *, sigint_ignored: bool):
         [sys.executable, "-m", "sim.cli", "generate", "--preset", "paper-test", "--out", str(out)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
-
-
-class StderrLines:
-    """Collects a process's stderr lines in a thread, so that a test can wait for one with a bound."""
-
-    def __init__(self, process):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=lambda: self.lines.extend(process.stderr), daemon=True)
-        self._thread.start()
-
-    def wait_for(self, needle: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._thread.is_alive():
-            if any(needle in line for line in list(self.lines)):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {needle!r} on stderr within {timeout_s} s: {''.join(self.lines)[-2000:]}")
-
-    def finish(self, timeout_s: float = 10.0) -> str:
-        self._thread.join(timeout_s)
-        return "".join(self.lines)
 
 
 @pytest.mark.slow
