@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from acquisition.shared import cli as shared_cli
 from acquisition.shared.errors import ConfigError
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store.layout import ORDERS
@@ -298,27 +299,19 @@ def load_config(path: str | Path) -> BenchConfig:
 
 
 def parse_shape(text: str) -> tuple[int, int]:
-    """'30x40' -> (ny, nx) = (30, 40): rows by columns."""
+    """'30x40' -> (ny, nx) = (30, 40): rows by columns (the shared --shape parser, as a ConfigError)."""
     try:
-        ny, nx = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--shape {text!r}: expected NYxNX, e.g. 40x40") from None
-    if ny < 1 or nx < 1:
-        raise ConfigError(f"--shape {text!r}: both sizes must be >= 1")
-    return ny, nx
+        return shared_cli.parse_shape(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}") from None
 
 
 def parse_pair(text: str, what: str) -> tuple[float, float]:
     """'40' -> (40, 40); '20,40' -> (20, 40): (x, y), as every position."""
     try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{what} {text!r}: expected a number or two numbers 'A,B'") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise ConfigError(f"{what} {text!r}: expected one or two numbers")
-    return parts[0], parts[1]
+        return shared_cli.parse_pair(text, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate_settings(settings: AcquisitionSettings, config: BenchConfig | None = None) -> AcquisitionSettings:

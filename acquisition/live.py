@@ -82,7 +82,7 @@ class LiveOptions:
         exposed = [a for a in (options.input, options.results, options.control) if not is_loopback(a)]
         if exposed and self.keys_dir is None:
             raise ConfigError(f"{', '.join(exposed)} is not a loopback address: the stream must be encrypted; "
-                              "give --live-keys DIR (make keys with `libs-stream keys`)")
+                              "give --keys DIR (make keys with `libs-stream keys`)")
         return options
 
 
@@ -94,12 +94,12 @@ def load_client_keys(keys_dir: str | os.PathLike) -> ClientKeys:
     secrets = [folder / CLIENT_SECRET_KEY, folder / "clients" / CLIENT_SECRET_KEY]
     secret = next((path for path in secrets if path.is_file()), None)
     if not server.is_file() or secret is None:
-        raise ConfigError(f"--live-keys {folder}: needs the worker's public key {server} and this client's "
+        raise ConfigError(f"--keys {folder}: needs the worker's public key {server} and this client's "
                           f"secret key {secrets[0]} or {secrets[1]} (make them with `libs-stream keys`)")
     try:
         return ClientKeys.load(secret, server)
     except SecurityError as exc:
-        raise ConfigError(f"--live-keys {folder}: {exc}") from None
+        raise ConfigError(f"--keys {folder}: {exc}") from None
 
 
 class LiveTransfer:

@@ -17,6 +17,7 @@ from acquisition.live_record import describe_runs
 from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
+from acquisition.shared import cli as shared_cli
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapWriteError, PairedMapError
 from drivers.errors import InstrumentError, LaserInterlockError
@@ -28,6 +29,8 @@ EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT, EXIT_WRITE = 2, 3, 4, 5
 SIM_TIMEOUT_S = 0.5
 # Without --origin-um the map starts this far inside the stage travel (plus the fly run-up).
 ORIGIN_MARGIN_UM = 1000.0
+# The simulated bench's timing.rate_hz (sim.bench.DEFAULT_RATE_HZ; acquisition does not import sim at load time).
+SIM_DEFAULT_RATE_HZ = 1000.0
 MAP_OPTIONS = ("shape", "step_um", "origin_um", "order", "mode", "rate", "shots", "systems", "seed", "day")
 
 EPILOG = """\
@@ -83,7 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")
-    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz)")
+    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz; "
+                      f"with --sim {SIM_DEFAULT_RATE_HZ:g} Hz)")
     scan.add_argument("--shots", type=int, help="step mode: shots averaged per spot (default 1)")
     scan.add_argument("--systems", help="comma-separated systems (default primary,secondary)")
     scan.add_argument("--max-reshots", type=int, default=5, help="extra shots per spot shot with the stage at "
@@ -94,8 +98,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     live.add_argument("--live", metavar="ADDR", help="the worker's input address, e.g. tcp://127.0.0.1:5557")
     live.add_argument("--live-results", metavar="ADDR", help="the worker's output address (default: port + 1)")
     live.add_argument("--live-control", metavar="ADDR", help="the worker's control address (default: port + 2)")
-    live.add_argument("--live-keys", type=Path, metavar="DIR", help="CURVE keys: DIR/worker.key (the worker's "
-                      "public key) and DIR/acquisition.key_secret; needed for a non-loopback worker")
+    live.add_argument("--keys", dest="live_keys", type=Path, metavar="DIR", help="CURVE keys from `libs-stream "
+                      "keys`: DIR/worker.key (the worker's public key) and DIR/clients/acquisition.key_secret; "
+                      "needed for a non-loopback worker")
+    live.add_argument("--live-keys", dest="live_keys", type=Path, action=shared_cli.DeprecatedAlias, new="--keys",
+                      help=argparse.SUPPRESS)
     live.add_argument("--live-timeout", type=float, default=5.0, metavar="S", help="wait this long for the "
                       "worker at the start and for each result before counting it lost (default 5)")
     live.add_argument("--live-drift-window", type=int, default=100, metavar="N", help="drift monitor: compare "
@@ -154,8 +161,8 @@ def _check_args(args) -> None:
 
 def _live_from_args(args) -> LiveTransfer | None:
     if args.live is None:
-        given = [f"--{name}" for name in ("live-results", "live-control", "live-keys")
-                 if getattr(args, name.replace("-", "_")) is not None]
+        given = [f"--{name}" for name in ("live-results", "live-control", "keys")
+                 if getattr(args, {"keys": "live_keys"}.get(name, name.replace("-", "_"))) is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} need --live ADDR")
         return None

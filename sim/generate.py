@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from acquisition.shared import cli
+from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapLayout, PairedMapError, PairedMapReader, PairedMapWriter
 from sim.plasma import GATE_NODES
@@ -134,10 +135,14 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     # The next chunk is simulated (numpy, GIL released) while this one is written:
     # at most two chunks are held at a time.
     starts = [r for r in range(0, ny, rows_per_chunk) if todo[r:r + rows_per_chunk].any()]
-    with writer, tqdm(total=int(todo.sum()), unit="spot", disable=not progress, desc=out.name) as bar, \
+    # Ctrl-C stops between chunks even if a library swallowed the KeyboardInterrupt; what was
+    # written stays, and --resume completes it.
+    with cli.StopRequested() as stop, writer, \
+            Progress(int(todo.sum()), desc=f"generate {out.name}", unit="spot", enabled=progress) as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-chunk") as pool:
         pending = pool.submit(simulate, starts[0]) if starts else None
         for i in range(len(starts)):
+            stop.check()
             iy, ix, spectra = pending.result()
             if i + 1 < len(starts):
                 pending = pool.submit(simulate, starts[i + 1])
@@ -148,6 +153,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
             writer.write_spots(iy, ix, spectra, shot_id, EPOCH_S + 86400.0 * day + shot_id / SHOT_RATE_HZ,
                                np.stack([xs[ix], ys[iy]], axis=1), durable=False)   # can be simulated again
             bar.update(iy.size)
+        stop.check()
         writer.finish()
     return out
 
@@ -167,43 +173,26 @@ def _check_same_simulation(out: Path, attrs: dict) -> None:
 
 # -- libs-sim generate ------------------------------------------------------------------
 
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        ny, nx = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like 100x100 (rows x columns), got {text!r}") from None
-    if ny < 1 or nx < 1:
-        raise argparse.ArgumentTypeError(f"shape must be positive, got {text!r}")
-    return ny, nx
-
-
-def _origin(text: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"origin must look like 1200,-400 (x,y in um), got {text!r}") from None
-    return x, y
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "generate", help="simulate a paired LIBS map into a paired-map HDF5 file",
+    parser = cli.subcommand(
+        subparsers, "generate", run=run, help="simulate a paired LIBS map into a paired-map HDF5 file",
         description="Simulate a paired raster map of a synthetic pegmatite (both spectrometers see "
                     "every plasma) and write it through the paired-map store, with the ground-truth "
                     "phase map under /entry/sample.",
-        epilog="examples:\n"
-               "  libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5\n"
-               "  libs-sim generate --preset paper-test --seed 1 --out test.h5\n"
-               "  libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption\n"
-               "presets: " + "; ".join(f"{k}: {v['shape'][0]}x{v['shape'][1]} @ {v['step_um']:g} um, "
-                                       f"day {v['day']}, origin {v['origin_um']}" for k, v in PRESETS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples=["libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5",
+                  "libs-sim generate --preset paper-test --seed 1 --out test.h5",
+                  "libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption"],
+        notes="presets: " + "; ".join(f"{k}: {v['shape'][0]}x{v['shape'][1]} @ {v['step_um']:g} um, "
+                                      f"day {v['day']}, origin {v['origin_um']}" for k, v in PRESETS.items()))
     parser.add_argument("--preset", choices=sorted(PRESETS), help="one of the paper's maps (other options override it)")
-    parser.add_argument("--shape", type=_shape, help="rows x columns, e.g. 100x100")
-    parser.add_argument("--step-um", type=float, help="grid step in um (both axes)")
+    parser.add_argument("--shape", type=cli.shape_type, metavar="NYxNX",
+                        help="rows x columns, e.g. 100x100 (default: the preset's; required without --preset)")
+    parser.add_argument("--step-um", type=float, metavar="UM",
+                        help="grid step in um, both axes (default: the preset's; required without --preset)")
     parser.add_argument("--day", type=int, help="measurement day: background, intensity, drift (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
-    parser.add_argument("--origin-um", type=_origin, help="stage position x,y of spot (0, 0) in um (default 0,0)")
+    parser.add_argument("--origin-um", type=cli.position_type, metavar="X,Y",
+                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 0,0)")
     parser.add_argument("--chunk-spots", type=int, default=DEFAULT_CHUNK_SPOTS,
                         help=f"spots simulated per chunk, bounds memory (default {DEFAULT_CHUNK_SPOTS})")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
@@ -223,19 +212,19 @@ def run(args: argparse.Namespace) -> int:
             settings[key] = value
     missing = [f"--{k.replace('_', '-')}" for k in ("shape", "step_um") if k not in settings]
     if missing:
-        raise SystemExit(f"libs-sim generate: give --preset or {' and '.join(missing)}")
+        raise cli.UsageError(f"give --preset or {' and '.join(missing)}")
     if settings["step_um"] <= 0:
-        raise SystemExit(f"libs-sim generate: --step-um must be positive, got {settings['step_um']}")
+        raise cli.UsageError(f"--step-um must be positive, got {settings['step_um']}")
     if settings["day"] < 0 or args.seed < 0:
-        raise SystemExit("libs-sim generate: --day and --seed must be non-negative")
+        raise cli.UsageError("--day and --seed must be non-negative")
     if args.out.exists() and not (args.overwrite or args.resume):
-        raise SystemExit(f"libs-sim generate: {args.out} exists; pass --overwrite to replace it "
+        raise cli.UsageError(f"{args.out} exists; pass --overwrite to replace it "
                          f"or --resume to complete it")
     try:
         path = generate_map(args.out, seed=args.seed, progress=not args.no_progress, chunk_spots=args.chunk_spots,
                             overwrite=args.overwrite, resume=args.resume, **settings)
     except PairedMapError as exc:
-        raise SystemExit(f"libs-sim generate: {exc}") from exc
+        raise cli.UsageError(str(exc)) from exc
     ny, nx = settings["shape"]
     print(f"wrote {path} ({ny}x{nx} spots, {settings['step_um']:g} um, day {settings['day']}, seed {args.seed})")
     return 0

@@ -10,6 +10,8 @@ import signal
 import sys
 import time
 
+from acquisition.shared import cli as shared_cli
+
 from . import control
 from .security import SecurityError, ServerKeys, client_keys_from_args, make_keys, require_keys_for
 from .protocol import MAX_SPECTRA_PER_MESSAGE
@@ -28,7 +30,7 @@ SEND_EXAMPLE = """example:
 """
 WATCH_EXAMPLE = """example:
   libs-stream watch                               # label map of the worker on the default addresses
-  libs-stream watch --shape 60 80 --out map.h5    # also write results to /entry/transferred of map.h5
+  libs-stream watch --shape 60x80 --out map.h5    # also write results to /entry/transferred of map.h5
 """
 KEYS_EXAMPLE = """example:
   libs-stream keys --out keys --name worker       # keys/worker.key (public) + keys/worker.key_secret
@@ -40,19 +42,43 @@ CONTROL_EXAMPLE = """example:
 """
 
 
-def _add_client_keys(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--curve-secret", metavar="FILE", help="this client's CURVE secret key file (.key_secret)")
-    p.add_argument("--curve-server", metavar="FILE", help="the worker's CURVE public key file (.key)")
+EXAMPLES = [
+    "libs-stream serve --model model.onnx",
+    "libs-stream send map.h5 --rate 1000",
+    "libs-stream watch --shape 60x80",
+    "libs-stream control stats",
+    "libs-stream keys --out keys --name worker",
+]
+
+
+def _add_client_keys(p: argparse.ArgumentParser, client_name: str = "viewer") -> None:
+    shared_cli.add_keys_option(p, role="client", client_name=client_name)
+    p.add_argument("--curve-secret", metavar="FILE", help="instead of --keys: this client's CURVE secret key file "
+                                                          "(.key_secret)")
+    p.add_argument("--curve-server", metavar="FILE", help="instead of --keys: the worker's CURVE public key file (.key)")
+
+
+def _keys_from_dir(args) -> None:
+    """--keys DIR fills in the key files it stands for; giving both spellings is refused."""
+    if getattr(args, "keys", None) is None:
+        return
+    if args.command == "serve":
+        if args.curve_secret or args.curve_clients:
+            raise SecurityError("give either --keys DIR or --curve-secret/--curve-clients, not both")
+        args.curve_secret, args.curve_clients = shared_cli.worker_key_files(args.keys)
+    else:
+        if args.curve_secret or args.curve_server:
+            raise SecurityError("give either --keys DIR or --curve-secret/--curve-server, not both")
+        args.curve_secret, args.curve_server = shared_cli.client_key_files(args.keys, args.key_name)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return shared_cli.program("libs-stream", "Live spectral transfer over ZeroMQ (spec/stream-protocol.md).",
+                              EXAMPLES, [_add_subcommands])
+
+
+def _add_subcommands(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="libs-stream", formatter_class=fmt,
-                                     description="Live spectral transfer over ZeroMQ (spec/stream-protocol.md).",
-                                     epilog=SERVE_EXAMPLE + WATCH_EXAMPLE)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log messages of this level and above (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the transfer worker", formatter_class=fmt, epilog=SERVE_EXAMPLE,
                        description="Run the exported model on every secondary spectrum pulled from --input and "
@@ -71,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "a producer beyond it blocks (default 256)")
     p.add_argument("--spin", action="store_true", help="let ONNX Runtime threads spin: faster on a machine "
                                                        "the worker has to itself, slower on a shared one")
-    p.add_argument("--curve-secret", metavar="FILE", help="worker's CURVE secret key file (.key_secret)")
-    p.add_argument("--curve-clients", metavar="DIR", help="directory of allowed client public keys (*.key)")
+    shared_cli.add_keys_option(p, role="worker")
+    p.add_argument("--curve-secret", metavar="FILE", help="instead of --keys: the worker's CURVE secret key file "
+                                                          "(.key_secret)")
+    p.add_argument("--curve-clients", metavar="DIR", help="instead of --keys: directory of allowed client public "
+                                                          "keys (*.key)")
     p.add_argument("--ready-file", metavar="FILE", help="write the bound endpoints here as JSON once ready")
 
     p = sub.add_parser("send", help="replay a paired map's secondary spectra", formatter_class=fmt,
@@ -93,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      f"to its messages; repeat for several (default {DEFAULT_OUTPUT})")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="give up when no worker answers or takes a message for this long (default 10)")
-    _add_client_keys(p)
+    _add_client_keys(p, client_name="acquisition")
 
     p = sub.add_parser("watch", help="show the label map building up live", formatter_class=fmt,
                        epilog=WATCH_EXAMPLE, description="Subscribe to workers' output and draw the k-means label "
@@ -101,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", action="append", help=f"worker PUB address; repeat for several workers "
                                                      f"(default {DEFAULT_OUTPUT})")
     p.add_argument("--control", action="append", help="worker control address, for a quick handshake")
-    p.add_argument("--shape", type=int, nargs=2, metavar=("NY", "NX"), help="map shape (default: grow as seen)")
+    p.add_argument("--shape", type=shared_cli.shape_type, metavar="NYxNX",
+                   help="map shape, rows x columns (default: grow as seen)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--refresh", type=float, default=4.0, help="redraws per second (default 4)")
     p.add_argument("--out", metavar="MAP.h5", help="write results into /entry/transferred of this paired map")
@@ -127,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=2.0, metavar="S",
                    help="seconds to wait for the reply before exiting 2 (default 2)")
     _add_client_keys(p)
-    return parser
+    for name, parser in sub.choices.items():
+        parser.set_defaults(run=COMMANDS[name])
 
 
 class StopRequest:
@@ -353,6 +384,7 @@ def cmd_watch(args) -> int:
             sub.wait_ready(args.control, timeout_s=5.0)
         except (TimeoutError, control.ControlError) as exc:
             log.warning("%s; showing whatever arrives", exc)
+        log.info("watching %s", ", ".join(outputs))   # subscribed: what is published from now on is seen
         end = None if args.duration is None else time.monotonic() + args.duration
         next_draw = time.monotonic()
         try:
@@ -398,15 +430,22 @@ def cmd_control(args) -> int:
     return 0
 
 
+COMMANDS = {"serve": cmd_serve, "send": cmd_send, "watch": cmd_watch, "keys": cmd_keys, "control": cmd_control}
+
+
+def _run(run):
+    def with_keys(args) -> int:
+        _keys_from_dir(args)
+        return run(args)
+    return with_keys
+
+
+COMMANDS = {name: _run(run) for name, run in COMMANDS.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"serve": cmd_serve, "send": cmd_send, "watch": cmd_watch, "keys": cmd_keys, "control": cmd_control}
-    try:
-        return commands[args.command](args)
-    except (SecurityError, control.ControlError, FileNotFoundError, OSError) as exc:
-        print(f"libs-stream {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return shared_cli.run_main(build_parser, argv,
+                               input_errors=(SecurityError, control.ControlError, FileNotFoundError, OSError))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_int8_graph_against_the_float32_graph(decoder_hidden):
 
 def test_int8_export_reports_its_precision_and_gets_its_own_id(bundle, exported, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
-    assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8"]) == 0
+    assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     provenance = json.loads(meta["twinplume.provenance"])

@@ -14,6 +14,8 @@ from streaming.producer import SpectrumPusher
 from streaming.protocol import StreamMessage
 from streaming.watch import PALETTE, LabelMapView, cell
 
+from tests.waiting import StreamLines
+
 from .conftest import N_PRIMARY, spectra
 
 
@@ -59,18 +61,24 @@ def test_large_maps_are_shown_downsampled_to_fit():
 def test_watch_redraws_in_place_on_a_terminal(worker):
     import os
     import pty
+    import select
 
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
-                             "--control", worker.control, "--duration", "2.5", "--refresh", "10"],
+                             "--control", worker.control, "--duration", "4", "--refresh", "10"],
                             stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "80", "LINES": "24"})
     os.close(slave)
     try:
-        time.sleep(1.2)
+        # watch draws its first frame once its handshake with the worker is done: only then send
+        screen, deadline = b"", time.monotonic() + 30
+        while b"\x1b[H" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                screen += os.read(master, 65536)
+        assert b"\x1b[H" in screen, "watch drew no frame within 30 s"
         pusher = SpectrumPusher(worker.input)
         pusher.send(spectra(2, seed=1), iy=[0, 0], ix=[0, 1])
         pusher.close()
-        screen = b""
         while True:
             try:
                 chunk = os.read(master, 65536)
@@ -106,13 +114,15 @@ def test_watch_draws_the_label_map_of_a_live_stream(worker):
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
                              "--control", worker.control, "--duration", "3"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    stdout, stderr = StreamLines(proc.stdout), StreamLines(proc.stderr)
     try:
-        time.sleep(1.5)     # started and joined (the handshake needs no more than this here)
+        stderr.wait_for("watching", timeout_s=30)     # subscribed and handshake done
         pusher = SpectrumPusher(worker.input)
         for iy in range(3):
             pusher.send(spectra(4, seed=iy), iy=[iy] * 4, ix=[0, 1, 2, 3])
         pusher.close()
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out, err = stdout.finish(), stderr.finish()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -169,11 +179,13 @@ def test_watch_records_results_into_the_map(worker, paired_map, test_model):
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
                              "--control", worker.control, "--duration", "4", "--out", str(paired_map)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = StreamLines(proc.stdout), StreamLines(proc.stderr)
     try:
-        time.sleep(1.5)
+        stderr.wait_for("watching", timeout_s=30)
         assert cli.main(["send", str(paired_map), "--input", worker.input, "--output", worker.output,
                          "--rate", "1000"]) == 0
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out, err = stdout.finish(), stderr.finish()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
