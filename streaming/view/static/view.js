@@ -27,6 +27,9 @@ const stats = window.viewStats = {
   shown: 0, messages: 0, snapshots: 0, bytes: 0, lags: [], frames: [], applyMs: [], spotCurves: [],
   spot: null, banner: "",
 };
+// what the page shows, readable by tests and the benchmark
+stats.labelMap = () => Array.from(label || []);
+stats.emissionMap = () => Array.from(emission || [], v => Number.isFinite(v) ? v : null);
 function keep(list, value, max = 20000) { list.push(value); if (list.length > max) list.splice(0, list.length - max); }
 
 let ny = 0, nx = 0, label, emission, novelty, error;
@@ -276,7 +279,7 @@ function showSpot(spot) {
     `— spot (iy ${spot.iy}, ix ${spot.ix})${pinned ? " pinned" : ""}: label ${spot.label < 0 ? "–" : spot.label}, novelty ${fmt(spot.novelty)}${threshold !== null && spot.novelty > threshold ? " (above the trust threshold)" : ""}, error ${fmt(spot.error)}`;
   document.getElementById("spot-notes").textContent = spot.notes.join("; ");
   const names = Object.keys(CURVES).filter(n => spot.curves[n]);
-  stats.spotCurves = names; stats.spot = [spot.iy, spot.ix];
+  stats.spotCurves = names; stats.spot = [spot.iy, spot.ix]; stats.spotData = spot;
   const data = names.length ? uPlot.join(names.map(n => [spot.curves[n].x, spot.curves[n].y])) : [[]];
   const series = [{label: "nm"}, ...names.map(n => ({label: n, stroke: CURVES[n].stroke, width: 1, spanGaps: true,
                                                      scale: CURVES[n].scale, points: {show: false}}))];
