@@ -155,3 +155,18 @@ def encode_frame(header: dict, spots: np.ndarray | None = None, state: MapState 
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     text += b" " * (-len(text) % 4)
     return len(text).to_bytes(4, "little") + text + body
+
+
+def decode_frame(frame: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """The inverse of :func:`encode_frame` (what the page does in JavaScript): header, records by field."""
+    size = int.from_bytes(frame[:4], "little")
+    header = json.loads(frame[4:4 + size])
+    k, offset = header["count"], 4 + size
+    records = {}
+    for name, dtype in RECORD_FIELDS:
+        dtype = np.dtype(dtype)
+        records[name] = np.frombuffer(frame, dtype, k, offset)
+        offset += k * dtype.itemsize
+        if name == "label" and k % 2:
+            offset += 2
+    return header, records
