@@ -31,17 +31,23 @@ class PageSocket:
     """A page's websocket, read in a thread: every frame decoded, in order."""
 
     def __init__(self, url: str):
-        self.ws = connect(url.replace("http://", "ws://").split("?")[0] + "ws")
+        self.url = url.replace("http://", "ws://").split("?")[0] + "ws"
         self.frames: list[tuple[dict, dict]] = []
+        self.ws = None
+        self.connected = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+        assert self.connected.wait(10), f"no websocket connection to {self.url}"
 
     def _read(self):
-        try:
-            while True:
-                self.frames.append(decode_frame(self.ws.recv()))
-        except WebSocketException:
-            pass
+        with connect(self.url) as ws:
+            self.ws = ws
+            self.connected.set()
+            try:
+                while True:
+                    self.frames.append(decode_frame(ws.recv()))
+            except WebSocketException:
+                pass
 
     def spots(self, kind: str | None = None) -> list[int]:
         return [int(i) for h, r in self.frames if kind is None or h["type"] == kind for i in r["index"]]
