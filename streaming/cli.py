@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "precision, wavelengths, trust threshold")
     p.add_argument("--map", metavar="MAP.h5", help="the paired map being written: measured spectra and the live "
                                                    "transfer error (read through SWMR)")
+    p.add_argument("--wait-for-map", action="store_true", help="--map may not exist yet: follow it once the "
+                                                               "acquisition has created it (give --shape)")
     p.add_argument("--shape", metavar="NYxNX", help="map shape (default: from --map, else grows as spots arrive)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else "
                                                        "requires the access token)")
@@ -283,7 +285,10 @@ def cmd_view(args) -> int:
         return bad(str(exc))
     if not 0 <= args.port <= 65535 or args.spectra_memory_mb <= 0:
         return bad("--port must be 0-65535 and --spectra-memory-mb > 0")
+    if args.wait_for_map and not args.map:
+        return bad("--wait-for-map needs --map")
     config = ViewConfig(results=results, controls=args.control or [], map_path=args.map, shape=shape,
+                        wait_for_map=args.wait_for_map,
                         host=args.host, port=args.port, token=args.token, keys=keys,
                         spectra_budget_bytes=int(args.spectra_memory_mb * (1 << 20)))
     from acquisition.store import PairedMapError

@@ -44,6 +44,7 @@ class ViewConfig:
     results: list[str]
     controls: list[str] = field(default_factory=list)
     map_path: str | None = None
+    wait_for_map: bool = False          # the map file may not exist yet (the acquisition creates it)
     shape: tuple[int, int] | None = None
     host: str = "127.0.0.1"
     port: int = 8050
@@ -64,7 +65,7 @@ class LiveView:
 
     def __init__(self, config: ViewConfig):
         self.config = config
-        self.measured = MeasuredMap(config.map_path) if config.map_path else None
+        self.measured = MeasuredMap(config.map_path, wait=config.wait_for_map) if config.map_path else None
         shape = config.shape or (self.measured.shape if self.measured else None)
         self.fixed_shape = shape is not None
         self.state = MapState(shape or (1, 1))
@@ -180,13 +181,13 @@ class LiveView:
         health = self.feed.health(complete=complete)
         health.update(shown=self.state.shown, outside=self.outside, clients=len(self.clients))
         if self.measured:
-            health["measured"] = {"errors": self.measured.computed, "given_up": self.measured.given_up,
+            health["measured"] = {"problem": self.measured.problem, "errors": self.measured.computed, "given_up": self.measured.given_up,
                                   "dropped": self.measured.dropped, "map": self.measured.path}
         return {"health": health, "limits": self.limits, "threshold": trust_threshold(self.feed.model_info)}
 
     def snapshot(self) -> bytes:
         header = {"type": "snapshot", "shape": list(self.state.shape), "history": list(self.history),
-                  "has_map": self.measured is not None, "has_primary": bool(self.measured and self.measured.primary),
+                  "has_map": self.measured is not None, "has_primary": bool(self.measured and (self.measured.primary or self.measured.reader is None)),
                   "store": {"capacity": self.feed.store.capacity, "bytes": self.feed.store.nbytes},
                   **self._health_fields()}
         self.stats["snapshots"] += 1

@@ -9,6 +9,7 @@ drift monitor computes it (the measured primary baseline-corrected as the model'
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -26,16 +27,14 @@ REFRESH_S = 0.2
 class MeasuredMap:
     """Follows a paired map being written and computes the live transfer error of arriving results."""
 
-    def __init__(self, path, model_info: dict | None = None):
-        # the map store and the drift monitor are acquisition's; only the view with --map reads them
-        from acquisition.store import PairedMapReader
-
+    def __init__(self, path, model_info: dict | None = None, *, wait: bool = False):
         self.path = str(path)
-        self.reader = PairedMapReader(path, live=True)
-        self.shape = self.reader.shape
-        self.systems = self.reader.systems
-        self.primary = "primary" if "primary" in self.systems else None
-        self.secondary = "secondary" if "secondary" in self.systems else None
+        self.reader = None
+        self.shape: tuple[int, int] | None = None
+        self.systems: tuple[str, ...] = ()
+        self.primary = self.secondary = None
+        self.problem: str | None = None
+        self._inode = None
         self._monitor = None
         self._monitor_axis = None
         self._waiting: OrderedDict[tuple[int, int], tuple[np.ndarray, float]] = OrderedDict()
@@ -49,6 +48,31 @@ class MeasuredMap:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="view-measured", daemon=True)
         self.model_info = model_info
+        if not self._open() and not wait:
+            # the map store's own message names the file and what is wrong with it
+            from acquisition.store import PairedMapError
+            raise PairedMapError(self.problem)
+
+    def _open(self) -> bool:
+        """Open (or, after the writer replaced the file, reopen) the map; False while it cannot be read yet."""
+        from acquisition.store import PairedMapError, PairedMapReader
+
+        try:
+            inode = os.stat(self.path).st_ino
+            if self.reader is not None and inode == self._inode:
+                return True
+            reader = PairedMapReader(self.path, live=True)
+        except (OSError, PairedMapError, KeyError, ValueError) as exc:
+            self.problem = f"{self.path}: {exc}" if self.path not in str(exc) else str(exc)
+            return False
+        if self.reader is not None:
+            self.reader.close()
+            log.info("%s was replaced: following the new file", self.path)
+        self.reader, self._inode, self.problem = reader, inode, None
+        self.shape, self.systems = reader.shape, reader.systems
+        self.primary = "primary" if "primary" in self.systems else None
+        self.secondary = "secondary" if "secondary" in self.systems else None
+        return True
 
     def start(self) -> None:
         self._thread.start()
@@ -57,12 +81,13 @@ class MeasuredMap:
         self._stop.set()
         self._thread.join(5)
         with self._file_lock:
-            self.reader.close()
+            if self.reader is not None:
+                self.reader.close()
 
     # -- fed by the result thread
 
     def add(self, iy: np.ndarray, ix: np.ndarray, spectra: np.ndarray) -> None:
-        if self.primary is None:
+        if self.reader is not None and self.primary is None:
             return
         now = time.monotonic()
         with self._lock:
@@ -89,6 +114,8 @@ class MeasuredMap:
         """Measured spectra of one spot: raw secondary, baseline-corrected primary (as the error compares)."""
         out: dict = {}
         with self._file_lock:
+            if self.reader is None:
+                return out
             self.reader.refresh()
             ny, nx = self.shape
             if not (0 <= iy < ny and 0 <= ix < nx) or not self.reader.acquired[iy, ix]:
@@ -143,6 +170,11 @@ class MeasuredMap:
                 log.warning("cannot read %s: %s", self.path, exc)
 
     def _compute_ready(self) -> None:
+        with self._file_lock:
+            if not self._open():
+                return
+        if self.primary is None:
+            return
         with self._lock:
             if not self._waiting:
                 return

@@ -207,7 +207,8 @@ function showHealth(header) {
     ["worker", w.worker ? `${w.worker}: received ${w.received}, rejected ${w.rejected}, ${w.throughput_spectra_s} spectra/s, batch ${w.batch_mean ?? "–"}, up ${w.uptime_s} s` : "no status yet"],
     ["trust threshold", header.threshold ? `${header.threshold.value} — ${header.threshold.source}` : "–"],
   ];
-  if (h.measured) rows.push(["measured map", `${h.measured.map}: ${h.measured.errors} errors computed, ${h.measured.given_up} spots never appeared`]);
+  if (h.measured) rows.push(["measured map", h.measured.problem ? `not readable yet: ${h.measured.problem}` :
+    `${h.measured.map}: ${h.measured.errors} errors computed, ${h.measured.given_up} spots never appeared in it`]);
   rows.push(["pages watching", `${h.clients}`]);
   document.querySelector("#health-table tbody").innerHTML = rows.map(([a, b]) => `<tr><td>${a}</td><td>${escapeHtml(b)}</td></tr>`).join("");
 }
