@@ -32,7 +32,7 @@ from .state import MapState
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.2          # deltas at 5 Hz
+FLUSH_S = 0.125        # deltas at 8 Hz: a spot is drawn within ~0.2 s, and a page gets few messages
 HEALTH_S = 1.0         # health and colour limits once a second
 HISTORY = 900          # seconds of the drift figure kept (and sent to a new page)
 CLIENT_QUEUE = 16      # messages queued per page before it is resynchronised with a snapshot
@@ -102,8 +102,10 @@ class LiveView:
     # -- flushing
 
     async def _flush_loop(self) -> None:
+        next_flush = time.monotonic()
         while True:
-            await asyncio.sleep(FLUSH_S)
+            next_flush = max(next_flush + FLUSH_S, time.monotonic())
+            await asyncio.sleep(next_flush - time.monotonic())
             try:
                 self.flush()
             except Exception:  # keep serving pages whatever one flush met
@@ -359,7 +361,8 @@ def build_app(view: LiveView) -> Starlette:
 
     async def stats(request):
         return JSONResponse({**view.stats, "clients": len(view.clients), "shown": view.state.shown,
-                             "spectra": view.feed.counts["spectra"]})
+                             "spectra": view.feed.counts["spectra"], "lost": view.feed.missing,
+                             "contact": view.feed.first_contact is not None})
 
     async def websocket(ws):
         await view.serve_page(ws)

@@ -165,25 +165,38 @@ class ResultFeed:
         self.counts["spectra"] += k
         self.last_result = now
         self.rate.add(k, now=now)
-        if isinstance(header.get("latency_s"), (int, float)):
-            self.worker_latency.add(0, header["latency_s"], now=now)
+        latency = header.get("latency_s")
+        if isinstance(latency, (int, float)):
+            self.worker_latency.add(0, latency, now=now)
         t = header.get("t")
         t = float(t) if isinstance(t, (int, float)) else None
         if t is not None:
             self.end_to_end.add(0, time.time() - t, now=now)
-        self._ask_model(header.get("model"))
-        if "iy" not in header or "ix" not in header:
+        if header.get("model") != self._asked_model_for:
+            self._ask_model(header.get("model"))
+        iy, ix = header.get("iy"), header.get("ix")
+        if iy is None or ix is None:
             self.counts["without_position"] += k
             return
-        iy = _per_spectrum(header["iy"], k, np.int64)
-        ix = _per_spectrum(header["ix"], k, np.int64)
-        keep = (iy >= 0) & (ix >= 0)
-        if not keep.all():
-            self.counts["negative_index"] += int(np.count_nonzero(~keep))
-            iy, ix, spectra = iy[keep], ix[keep], spectra[keep]
-        label = _per_spectrum(header.get("label"), k, np.int64)[keep]
-        novelty = _per_spectrum(header.get("novelty"), k, np.float64)[keep]
-        emission = spectra.sum(axis=1, dtype=np.float64)
+        if k == 1 and isinstance(iy, int) and isinstance(ix, int):
+            # the common case (one spectrum per message at acquisition rate): no small arrays
+            if iy < 0 or ix < 0:
+                self.counts["negative_index"] += 1
+                return
+            label, novelty = header.get("label"), header.get("novelty")
+            iy, ix = np.array([iy]), np.array([ix])
+            label = np.array([label if isinstance(label, int) else -1])
+            novelty = np.array([novelty if isinstance(novelty, (int, float)) else np.nan])
+        else:
+            iy = _per_spectrum(iy, k, np.int64)
+            ix = _per_spectrum(ix, k, np.int64)
+            label = _per_spectrum(header.get("label"), k, np.int64)
+            novelty = _per_spectrum(header.get("novelty"), k, np.float64)
+            keep = (iy >= 0) & (ix >= 0)
+            if not keep.all():
+                self.counts["negative_index"] += int(np.count_nonzero(~keep))
+                iy, ix, spectra, label, novelty = iy[keep], ix[keep], spectra[keep], label[keep], novelty[keep]
+        emission = spectra.sum(axis=1)
         self.store.put(iy, ix, spectra)
         if self.on_results is not None:
             self.on_results(iy, ix, spectra)

@@ -49,7 +49,8 @@ class SpectrumStore:
         with self._lock:
             if self._block is None or spectra.shape[1] != self.n_pixels:
                 self._allocate(spectra.shape[1])
-            for key, spectrum in zip(zip(iy.tolist(), ix.tolist()), spectra):
+            for key, spectrum in zip(zip(iy.tolist(), ix.tolist()), spectra) if len(iy) > 1 else \
+                    (((int(iy[0]), int(ix[0])), spectra[0]),):
                 slot = self._slot_of.get(key)
                 if slot is None:
                     slot = self._next
@@ -69,7 +70,9 @@ class SpectrumStore:
     def _allocate(self, n_pixels: int) -> None:
         self.n_pixels = n_pixels
         capacity = max(1, min(self.n_spots, self.budget_bytes // (4 * n_pixels)))
-        self._block = np.empty((capacity, n_pixels), np.float32)
+        # written once now, so that no result later pays for the memory's first touch
+        self._block = np.zeros((capacity, n_pixels), np.float32)
+        self._block.fill(0.0)
         self._spot_in = [None] * capacity
         self._slot_of = {}
         self._next = 0

@@ -55,7 +55,8 @@ class ViewProcess:
         self.url = line.split()[2]
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stats(self) -> dict:
