@@ -108,8 +108,10 @@ class LiveView:
             await asyncio.sleep(next_flush - time.monotonic())
             try:
                 self.flush()
-            except Exception:  # keep serving pages whatever one flush met
+            except Exception:  # keep serving pages whatever one flush met; they start again from a snapshot
                 log.exception("flush failed")
+                for client in self.clients:
+                    client.resync = True
 
     def flush(self) -> None:
         batch = self.feed.take()
@@ -135,7 +137,10 @@ class LiveView:
         if time.monotonic() - self._last_health >= HEALTH_S:
             self._last_health = time.monotonic()
             self.limits = self.state.limits()
-            header.update(self._health_fields())
+            try:
+                header.update(self._health_fields())
+            except Exception:  # the spots of this flush must reach the pages all the same
+                log.exception("health figures failed")
             point = self._history_point(now)
             self.history.append(point)
             header["history"] = [point]

@@ -164,14 +164,15 @@ class ResultFeed:
         self.counts["messages"] += 1
         self.counts["spectra"] += k
         self.last_result = now
-        self.rate.add(k, now=now)
         latency = header.get("latency_s")
-        if isinstance(latency, (int, float)):
-            self.worker_latency.add(0, latency, now=now)
         t = header.get("t")
         t = float(t) if isinstance(t, (int, float)) else None
-        if t is not None:
-            self.end_to_end.add(0, time.time() - t, now=now)
+        with self._lock:   # the web server reads these windows for the health panel
+            self.rate.add(k, now=now)
+            if isinstance(latency, (int, float)):
+                self.worker_latency.add(0, latency, now=now)
+            if t is not None:
+                self.end_to_end.add(0, time.time() - t, now=now)
         if header.get("model") != self._asked_model_for:
             self._ask_model(header.get("model"))
         iy, ix = header.get("iy"), header.get("ix")
@@ -227,9 +228,13 @@ class ResultFeed:
 
     def health(self, *, complete: bool) -> dict:
         now = time.monotonic()
-        worker_lat, e2e = self.worker_latency.latency(now), self.end_to_end.latency(now)
-        last_contact = max([*self.status_seen.values(), self.last_result or 0.0], default=0.0)
-        latest = max(self.status.values(), key=lambda h: self.status_seen.get(str(h.get("worker")), 0), default=None)
+        with self._lock:
+            worker_lat, e2e = self.worker_latency.latency(now), self.end_to_end.latency(now)
+            rate = self.rate.rate(now)
+        seen = list(self.status_seen.items())      # copies: the receiving thread adds workers
+        statuses = list(self.status.values())
+        last_contact = max([t for _, t in seen] + [self.last_result or 0.0])
+        latest = max(statuses, key=lambda h: dict(seen).get(str(h.get("worker")), 0), default=None)
         banner = None
         if self.first_contact is None:
             banner = {"level": "warn", "text": f"waiting for the worker at {', '.join(self.results)}"}
@@ -244,7 +249,7 @@ class ResultFeed:
         info = self.model_info or {}
         model_id = info.get("model") or (latest or {}).get("model")
         return {
-            "spectra": self.counts["spectra"], "rate": round(self.rate.rate(now), 1),
+            "spectra": self.counts["spectra"], "rate": round(rate, 1),
             "worker_latency_ms": _ms(worker_lat), "end_to_end_ms": _ms(e2e),
             "lost": self.missing, "rejected": self.counts["errors"], "last_errors": self.last_errors,
             "without_position": self.counts["without_position"], "negative_index": self.counts["negative_index"],
