@@ -41,6 +41,7 @@ examples:
   libs-acquire map --sim --sim-faults missed-trigger=0.01,timeout=0.002 --out faulty.h5
   libs-acquire map --resume map.h5
   libs-acquire map --sim --shape 20x20 --out map.h5 --live tcp://127.0.0.1:5557
+  libs-acquire map --sim --shape 20x20 --out map.h5 --live tcp://127.0.0.1:5557 --view   # + browser view
 
 --live streams every secondary spectrum to a running `libs-stream serve` worker
 as it is acquired, without ever holding the map up, and writes the results
@@ -109,6 +110,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       "the mean error of the last N spots with the first N (default 100)")
     live.add_argument("--live-drift-threshold", type=float, default=0.5, metavar="F", help="warn when that "
                       "error grows by more than this fraction (default 0.5)")
+    live.add_argument("--view", action="store_true", help="also start `libs-stream view` on the worker and this "
+                      "map, and print its URL (stops with the map)")
+    live.add_argument("--view-port", type=int, default=8050, metavar="N", help="the view's HTTP port (default 8050)")
     out = parser.add_argument_group("output")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -172,15 +176,33 @@ def _live_from_args(args) -> LiveTransfer | None:
     return LiveTransfer(options, show_progress=not args.no_progress)
 
 
+def _view_from_args(args):
+    """`--view`: the live view on the worker and the map file, started before the map (it waits for the file)."""
+    if not args.view:
+        return None
+    if args.live is None:
+        raise ConfigError("--view needs --live ADDR")
+    from acquisition.live_view import start_live_view
+
+    shape = parse_shape(args.shape) if args.shape else (None if args.resume else parse_shape("40x40"))
+    return start_live_view(LiveOptions(args.live, results=args.live_results, control=args.live_control,
+                                       keys_dir=args.live_keys), args.resume or args.out, shape, port=args.view_port,
+                           announce=lambda line: print(line, flush=True))
+
+
 def _run(args) -> tuple[MapSummary, dict]:
     """Run the map; returns its summary and, on the simulated bench, what the bench recorded."""
     _check_args(args)
     live = _live_from_args(args)
+    view = None
     try:
+        view = _view_from_args(args)
         return _run_map(args, live)
     finally:
         if live is not None:
             live.close()
+        if view is not None:
+            view.stop()
 
 
 def _run_map(args, live: LiveTransfer | None) -> tuple[MapSummary, dict]:

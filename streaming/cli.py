@@ -36,6 +36,11 @@ KEYS_EXAMPLE = """example:
   libs-stream keys --out keys --name worker       # keys/worker.key (public) + keys/worker.key_secret
   libs-stream keys --out keys/clients --name viewer
 """
+VIEW_EXAMPLE = """example:
+  libs-stream view --results tcp://127.0.0.1:5558 --control tcp://127.0.0.1:5559 --shape 500x500
+  libs-stream view --results tcp://127.0.0.1:5558 --control tcp://127.0.0.1:5559 --map live.h5
+  libs-stream view --results tcp://lab-pc:5558 --host 0.0.0.0 --port 8050   # prints a URL with a token
+"""
 CONTROL_EXAMPLE = """example:
   libs-stream control stats
   libs-stream control model --control tcp://127.0.0.1:5559
@@ -135,6 +140,29 @@ def _add_subcommands(sub) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--refresh", type=float, default=4.0, help="redraws per second (default 4)")
     p.add_argument("--out", metavar="MAP.h5", help="write results into /entry/transferred of this paired map")
+    _add_client_keys(p)
+
+    p = sub.add_parser("view", help="the live map, spectra and health in a browser", formatter_class=fmt,
+                       epilog=VIEW_EXAMPLE,
+                       description="Serve a read-only page showing the label, emission, novelty and (with --map) "
+                                   "transfer-error maps as results arrive, the spectra of any spot and the "
+                                   "stream's health. Loopback only unless --host is given; then the page needs "
+                                   "the access token printed at start.")
+    p.add_argument("--results", action="append", metavar="ADDR", help=f"worker PUB address; repeat for several "
+                                                                      f"workers (default {DEFAULT_OUTPUT})")
+    p.add_argument("--control", action="append", metavar="ADDR", help="worker control address: model id, "
+                                                                      "precision, wavelengths, trust threshold")
+    p.add_argument("--map", metavar="MAP.h5", help="the paired map being written: measured spectra and the live "
+                                                   "transfer error (read through SWMR)")
+    p.add_argument("--wait-for-map", action="store_true", help="--map may not exist yet: follow it once the "
+                                                               "acquisition has created it (give --shape)")
+    p.add_argument("--shape", metavar="NYxNX", help="map shape (default: from --map, else grows as spots arrive)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything else "
+                                                       "requires the access token)")
+    p.add_argument("--port", type=int, default=8050, help="HTTP port (default 8050; 0: any free port)")
+    p.add_argument("--token", help="access token to require (default: a random one when off loopback)")
+    p.add_argument("--spectra-memory-mb", type=float, default=256.0,
+                   help="memory for transferred spectra kept per spot (default 256)")
     _add_client_keys(p)
 
     p = sub.add_parser("keys", help="make a CURVE key pair", formatter_class=fmt, epilog=KEYS_EXAMPLE,
@@ -417,6 +445,37 @@ def cmd_watch(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from .view.app import ViewConfig
+    from .view.server import parse_shape, serve
+
+    def bad(reason: str) -> int:
+        print(f"libs-stream view: error: {reason}", file=sys.stderr)
+        return 2
+
+    results = args.results or [DEFAULT_OUTPUT]
+    keys = client_keys_from_args(args.curve_secret, args.curve_server)
+    require_keys_for(results + (args.control or []), keys is not None)
+    try:
+        shape = parse_shape(args.shape) if args.shape else None
+    except ValueError as exc:
+        return bad(str(exc))
+    if not 0 <= args.port <= 65535 or args.spectra_memory_mb <= 0:
+        return bad("--port must be 0-65535 and --spectra-memory-mb > 0")
+    if args.wait_for_map and not args.map:
+        return bad("--wait-for-map needs --map")
+    config = ViewConfig(results=results, controls=args.control or [], map_path=args.map, shape=shape,
+                        wait_for_map=args.wait_for_map,
+                        host=args.host, port=args.port, token=args.token, keys=keys,
+                        spectra_budget_bytes=int(args.spectra_memory_mb * (1 << 20)))
+    from acquisition.store import PairedMapError
+    try:
+        serve(config, announce=lambda line: print(line, flush=True))
+    except PairedMapError as exc:
+        return bad(str(exc))
+    return 0
+
+
 def cmd_keys(args) -> int:
     public, secret = make_keys(args.out, args.name)
     print(f"public key: {public}  (hand this out)\nsecret key: {secret}  (keep private)")
@@ -430,7 +489,8 @@ def cmd_control(args) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "send": cmd_send, "watch": cmd_watch, "keys": cmd_keys, "control": cmd_control}
+COMMANDS = {"serve": cmd_serve, "send": cmd_send, "watch": cmd_watch, "keys": cmd_keys, "control": cmd_control,
+            "view": cmd_view}
 
 
 def _run(run):
