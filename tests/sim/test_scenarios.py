@@ -122,6 +122,7 @@ def test_cli_sample_variant_and_severity_options(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--scenario", "nope"], "unknown scenario 'nope'"),
     (["--scenario", "basalt", "--shape", "4x4"], "drop --shape"),
+    (["--scenario", "basalt", "--sample", "granite"], "drop --sample"),
     (["--scenario", "basalt", "--scale", "-1"], "--scale must be positive"),
 ])
 def test_cli_bad_scenario_arguments_are_named(tmp_path, capsys, argv, message):
