@@ -16,6 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
+from acquisition.shared.spectral import baseline_correct
+
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 20_000
@@ -132,24 +135,12 @@ class MeasuredMap:
     # -- the thread
 
     def _correct(self, raw: np.ndarray) -> np.ndarray:
-        from transfer.preprocess import baseline_correct
-
         return baseline_correct(raw, *self._baseline_windows())
 
     def _baseline_windows(self) -> tuple[int, int]:
-        from acquisition.drift import DEFAULT_BASELINE
-
-        provenance = (self.model_info or {}).get("provenance")
-        baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        try:
-            return (int(baseline.get("min_window", DEFAULT_BASELINE[0])),
-                    int(baseline.get("smooth_window", DEFAULT_BASELINE[1])))
-        except (TypeError, ValueError):
-            return DEFAULT_BASELINE
+        return primary_baseline_windows(self.model_info)
 
     def _monitor_for(self, n_transferred: int):
-        from acquisition.drift import DriftMonitor
-
         axis = (self.model_info or {}).get("primary_wavelengths")
         axis = np.asarray(axis, float) if isinstance(axis, list) and len(axis) == n_transferred else None
         key = (n_transferred, None if axis is None else axis.size, self._baseline_windows())

@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from acquisition.config import ConfigError
-from acquisition.drift import DriftMonitor
+from acquisition.shared.drift import DriftMonitor
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import spot_runs
 from acquisition.mapping import acquire_map
@@ -413,7 +413,7 @@ def test_drift_monitor_measures_against_the_baseline_corrected_primary_and_warns
     truth = baseline_correct(raw)
     rng = np.random.default_rng(1)
     good = truth * (1 + 0.05 * rng.standard_normal(truth.shape)).astype(np.float32)
-    with caplog.at_level(logging.WARNING, logger="acquisition.drift"):
+    with caplog.at_level(logging.WARNING, logger="acquisition.shared.drift"):
         rel, cos = monitor.measure(good[:60], raw[:60])
         assert not monitor.drifting and "drifting" not in caplog.text
         bad = truth[60:] * (1 + 0.2 * rng.standard_normal(truth[60:].shape)).astype(np.float32)
