@@ -3,6 +3,8 @@ resampling and the paper's baseline correction (numpy and scipy only).
 
 - ``check_spectra(X, n_pixels=None, name=...)`` -> 2-D float array; raises
   :class:`SpectraError` for a wrong shape, a wrong pixel count or NaN/inf.
+- ``check_wavelength_axis(axis, name=...)``: a usable axis (1-D, finite, strictly
+  increasing) or :class:`WavelengthMismatchError`.
 - ``check_wavelengths(expected, actual, tol_nm=None, name=...)``; raises
   :class:`WavelengthMismatchError`.  ``resample(X, wl_from, wl_to)`` moves spectra
   onto another (slightly drifted) axis by linear interpolation.
@@ -79,6 +81,22 @@ def check_spectra(X, n_pixels: int | None = None, *, name: str = "spectra",
     return X
 
 
+def check_wavelength_axis(axis, *, name: str = "wavelengths") -> np.ndarray:
+    """``axis`` as float64 [n_pixels] if it is a usable wavelength axis (1-D, at least 2 pixels,
+    finite, strictly increasing), else WavelengthMismatchError naming the first fault."""
+    axis = np.asarray(axis, dtype=np.float64)
+    if axis.ndim != 1 or axis.size < 2:
+        raise WavelengthMismatchError(f"{name}: must be 1-D with at least 2 pixels, got shape {axis.shape}")
+    if not np.all(np.isfinite(axis)):
+        raise WavelengthMismatchError(f"{name}: holds non-finite values")
+    bad = np.flatnonzero(np.diff(axis) <= 0)
+    if bad.size:
+        i = int(bad[0])
+        raise WavelengthMismatchError(f"{name}: not strictly increasing (index {i}: {axis[i]!r} then "
+                                      f"{axis[i + 1]!r})")
+    return axis
+
+
 def check_wavelengths(expected, actual, *, tol_nm: float | None = None,
                       name: str = "wavelengths") -> None:
     """Raise WavelengthMismatchError unless the two axes have the same length and
@@ -111,11 +129,9 @@ def resample(X, wl_from, wl_to, *, max_extrapolation_nm: float | None = None) ->
     to ``max_extrapolation_nm`` (default: one pixel spacing at that end); further out is
     an error, since it would invent signal.
     """
-    wl_from = np.asarray(wl_from, dtype=np.float64)
+    wl_from = check_wavelength_axis(wl_from, name="resample: source axis")
     wl_to = np.asarray(wl_to, dtype=np.float64)
     X = check_spectra(X, wl_from.size, name="spectra to resample", allow_1d=True)
-    if wl_from.size < 2 or np.any(np.diff(wl_from) <= 0):
-        raise WavelengthMismatchError("resample: source axis must be strictly increasing")
     lo_gap, hi_gap = wl_from[0] - wl_to.min(), wl_to.max() - wl_from[-1]
     lo_lim = max_extrapolation_nm if max_extrapolation_nm is not None else wl_from[1] - wl_from[0]
     hi_lim = max_extrapolation_nm if max_extrapolation_nm is not None else wl_from[-1] - wl_from[-2]
