@@ -37,8 +37,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft
-from scipy.signal import windows
+
+# scipy is imported where the baseline needs it, not here: the paired-map store imports this
+# module for its axis checks, and scipy.signal alone takes seconds to import on a small PC.
 
 #: The paper's baseline windows in pixels: (sliding-minimum window, Gaussian smoothing window).
 DEFAULT_BASELINE_WINDOWS = (100, 50)
@@ -151,6 +152,8 @@ def resample(X, wl_from, wl_to, *, max_extrapolation_nm: float | None = None) ->
 def gaussian_window(window: int, std: float | None = None) -> np.ndarray:
     """The weights pandas uses for ``rolling(window, win_type="gaussian").mean(std)``
     (symmetric, unnormalised); ``std`` defaults to ``window``."""
+    from scipy.signal import windows
+
     return windows.gaussian(window, window if std is None else std, sym=True)
 
 
@@ -204,6 +207,8 @@ def _window_min_into(padded: np.ndarray, window: int, ping: np.ndarray, pong: np
 def _kernel_spectrum(n: int, smooth_window: int, dtype: str) -> tuple[int, np.ndarray]:
     # Zero padding to n + s - 1 keeps the circular convolution equal to the linear one.
     # The 1/2 of the min average is folded into the kernel.
+    from scipy import fft
+
     n_fft = fft.next_fast_len(n + smooth_window - 1, real=True)
     kernel = 0.5 * gaussian_kernel(smooth_window)
     taps = np.zeros(n_fft)
@@ -219,6 +224,8 @@ def _baseline_into(X: np.ndarray, out: np.ndarray, min_window: int, smooth_windo
                    subtract: bool, block_rows: int) -> None:
     """Write the baseline (or X minus it) of finite 2-D X into ``out``, block by block
     with reused buffers small enough to stay in cache."""
+    from scipy import fft
+
     n_total, n = X.shape
     w = min_window
     rows = max(1, min(block_rows, n_total))
