@@ -108,7 +108,8 @@ class PipelineSession:
                 "n_primary": self.n_primary, "precision": self.precision,
                 "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in self.session.get_inputs()],
                 "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in self.session.get_outputs()]}
-        for key in ("primary_wavelengths", "secondary_wavelengths", "provenance"):
+        for key in ("primary_wavelengths", "secondary_wavelengths", "primary_baseline_windows",
+                    "secondary_baseline_windows", "provenance"):
             if key in self.metadata:
                 try:
                     info[key] = json.loads(self.metadata[key])
