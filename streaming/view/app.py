@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..security import ClientKeys
 from .feed import ResultFeed, trust_threshold
 from .measured import MeasuredMap
-from .state import MapState
+from .state import MapState, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class LiveView:
         if changed is None or (len(changed) == 0 and len(header) == 1):
             self._wake_resyncs()
             return
-        self.broadcast(encode_delta(header, changed, self.state))
+        self.broadcast(encode_frame(header, changed, self.state))
 
     def _inside(self, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ny, nx = self.state.shape
@@ -198,7 +198,7 @@ class LiveView:
                   "store": {"capacity": self.feed.store.capacity, "bytes": self.feed.store.nbytes},
                   **self._health_fields()}
         self.stats["snapshots"] += 1
-        return encode_delta(header, self.state.filled(), self.state)
+        return encode_frame(header, self.state.filled(), self.state)
 
     # -- pages
 
@@ -284,12 +284,6 @@ class LiveView:
                     axis, values = measured[key]
                     out["curves"][name] = {"x": _rounded(axis, 4), "y": _rounded(values)}
         return out
-
-
-def encode_delta(header: dict, spots: np.ndarray, state: MapState) -> bytes:
-    from .state import encode_frame
-
-    return encode_frame(header, spots, state)
 
 
 def _finite(value) -> float | None:

@@ -59,6 +59,7 @@ class PageSocket:
 
 def test_a_page_gets_one_snapshot_then_only_the_spots_that_changed(worker, test_model, tmp_path):
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--shape", "4x6")
+    view.wait_subscribed()
     early = PageSocket(view.url)
     late = None
     pusher = SpectrumPusher(worker.input)
@@ -103,6 +104,7 @@ def test_a_page_gets_one_snapshot_then_only_the_spots_that_changed(worker, test_
 
 def test_a_spot_without_the_map_file_shows_the_transferred_spectrum_and_says_why_no_other(worker, tmp_path):
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--shape", "2x2")
+    view.wait_subscribed()
     pusher = SpectrumPusher(worker.input)
     try:
         page = PageSocket(view.url)
@@ -220,3 +222,33 @@ def test_without_a_usable_threshold_the_documented_guide_value_is_marked_and_sai
 
 def test_parse_shape():
     assert parse_shape("500x500") == (500, 500) and parse_shape("6X8") == (6, 8)
+
+
+def test_the_view_loads_no_torch():
+    script = ("import sys, streaming.cli, streaming.view.app, streaming.view.server, streaming.view.measured, "
+              "acquisition.drift, transfer.preprocess, acquisition.live_view; "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_without_a_shape_the_map_grows_and_pages_get_it_anew(worker, tmp_path):
+    view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control)
+    view.wait_subscribed()
+    pusher = SpectrumPusher(worker.input)
+    page = PageSocket(view.url)
+    try:
+        wait_for(lambda: page.frames, 10, "the snapshot")
+        pusher.send(spectra(1, seed=1)[0], iy=0, ix=0)
+        wait_for(lambda: page.spots() == [0], 20, "the first spot")
+        pusher.send(spectra(1, seed=2)[0], iy=5, ix=9)
+        header, records = wait_for(lambda: next(((h, r) for h, r in page.frames
+                                                 if h["type"] == "snapshot" and h["count"] == 2), None), 20,
+                                   "a snapshot of the grown map")
+        ny, nx = header["shape"]
+        assert ny >= 6 and nx >= 10
+        assert sorted(records["index"].tolist()) == [0, 5 * nx + 9]
+    finally:
+        pusher.close()
+        page.close()
+        view.stop()

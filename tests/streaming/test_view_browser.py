@@ -76,6 +76,7 @@ def truth(model: Path, small_map: Path) -> dict[str, np.ndarray]:
 def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model, small_map, tmp_path):
     worker = WorkerProcess(map_model, tmp_path)
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--map", str(small_map))
+    view.wait_subscribed()
     browser = start_browser(*BROWSER)
     try:
         browser.get(view.url)
