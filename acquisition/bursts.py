@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from acquisition.pairing import BurstPairing, pair_burst
 from acquisition.safety import StopFlag, retry
+from drivers.dg645 import TriggerSource
 from drivers.errors import InstrumentError, InstrumentTimeout, LaserInterlockError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class BurstRunner:
         self._count: int | None = None
         self._delay: float | None = None
         self._laser_count: int | None = None
+        self._source: TriggerSource | None = None
 
     def transient(self, action, what: str):
         return retry(action, what, attempts=self.retries + 1, exceptions=TRANSIENT)
@@ -61,6 +63,12 @@ class BurstRunner:
         if self._delay is None or abs(delay_s - self._delay) > 1e-9:
             self.transient(lambda: setattr(dg, "burst_delay_s", delay_s), "setting the burst delay")
             self._delay = delay_s
+
+    def _set_source(self, source: TriggerSource) -> None:
+        if source != self._source:
+            dg = self.rig.delay_generator
+            self.transient(lambda: setattr(dg, "trigger_source", source), "setting the trigger source")
+            self._source = source
 
     @property
     def burst_delay_s(self) -> float:
@@ -77,6 +85,7 @@ class BurstRunner:
         have run, so the error queue is drained instead and the burst counted.
         """
         dg = self.rig.delay_generator
+        self._set_source(TriggerSource.SINGLE_SHOT)
         try:
             dg.trigger()
         except TRANSIENT as exc:
@@ -86,11 +95,28 @@ class BurstRunner:
         self.cycles += self._count
         return first
 
-    def collect(self, n: int) -> dict[str, list]:
-        """Frames of the burst just fired, per system, until each has n, says no more, or the burst is over."""
+    def arm(self) -> int:
+        """Arm the programmed burst to start on the next rising edge at the trigger input (the
+        stage's position trigger); return the shot id its first cycle will have. Arming again
+        is harmless, so a lost reply is simply retried."""
+        dg = self.rig.delay_generator
+        self._set_source(TriggerSource.SINGLE_SHOT_EXTERNAL_RISING)
+        self.transient(dg.trigger, "arming the burst")
+        first = self.cycles
+        self.cycles += self._count
+        return first
+
+    def disarm(self, first: int) -> None:
+        """The armed burst never ran (its edge never came): take back its cycles and disarm."""
+        self.cycles = first
+        self._set_source(TriggerSource.SINGLE_SHOT)
+
+    def collect(self, n: int, lead_s: float = 0.0) -> dict[str, list]:
+        """Frames of the burst just fired (or starting within lead_s), per system, until each has n,
+        says no more, or the burst is over."""
         frames: dict[str, list] = {s: [] for s in self.systems}
         pending = list(self.systems)
-        deadline = time.monotonic() + self.burst_delay_s + n * self.period_s + FRAME_MARGIN_S
+        deadline = time.monotonic() + lead_s + self.burst_delay_s + n * self.period_s + FRAME_MARGIN_S
         while pending:
             for system in list(pending):
                 want = n - len(frames[system])
@@ -133,9 +159,10 @@ class BurstRunner:
         return pulses, InstrumentError(f"the laser fired {pulses} of {n} triggered pulses "
                                        "and reports no interlock")
 
-    def gather(self, first: int, n: int) -> Burst:
-        """Frames of the burst of n cycles just triggered, paired, with the laser's pulse count."""
-        frames = self.collect(n)
+    def gather(self, first: int, n: int, lead_s: float = 0.0) -> Burst:
+        """Frames of the burst of n cycles just triggered (or armed to start within lead_s), paired,
+        with the laser's pulse count."""
+        frames = self.collect(n, lead_s)
         pulses, fault = self.check_laser(n)
         pairing = pair_burst(frames, n, self.period_s)
         self.stray_frames += pairing.stray

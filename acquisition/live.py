@@ -29,9 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
-from acquisition.drift import DEFAULT_BASELINE, DriftMonitor
+from acquisition.drift import DriftMonitor
 from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, describe_runs, gap_report,
                                      read_earlier_run, write_extras, write_results_after)
+from acquisition.shared.spectral import DEFAULT_BASELINE_WINDOWS
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -81,7 +82,7 @@ class LiveOptions:
         exposed = [a for a in (options.input, options.results, options.control) if not is_loopback(a)]
         if exposed and self.keys_dir is None:
             raise ConfigError(f"{', '.join(exposed)} is not a loopback address: the stream must be encrypted; "
-                              "give --live-keys DIR (make keys with `libs-stream keys`)")
+                              "give --keys DIR (make keys with `libs-stream keys`)")
         return options
 
 
@@ -93,12 +94,12 @@ def load_client_keys(keys_dir: str | os.PathLike) -> ClientKeys:
     secrets = [folder / CLIENT_SECRET_KEY, folder / "clients" / CLIENT_SECRET_KEY]
     secret = next((path for path in secrets if path.is_file()), None)
     if not server.is_file() or secret is None:
-        raise ConfigError(f"--live-keys {folder}: needs the worker's public key {server} and this client's "
+        raise ConfigError(f"--keys {folder}: needs the worker's public key {server} and this client's "
                           f"secret key {secrets[0]} or {secrets[1]} (make them with `libs-stream keys`)")
     try:
         return ClientKeys.load(secret, server)
     except SecurityError as exc:
-        raise ConfigError(f"--live-keys {folder}: {exc}") from None
+        raise ConfigError(f"--keys {folder}: {exc}") from None
 
 
 class LiveTransfer:
@@ -207,10 +208,22 @@ class LiveTransfer:
 
     @staticmethod
     def _baseline_windows(info: dict | None) -> tuple[int, int]:
-        provenance = (info or {}).get("provenance")
-        baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        return (int(baseline.get("min_window", DEFAULT_BASELINE[0])),
-                int(baseline.get("smooth_window", DEFAULT_BASELINE[1])))
+        """The primary system's baseline windows, as the model's output was corrected: the model's
+        `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
+        paper's."""
+        windows = (info or {}).get("primary_baseline_windows")
+        if windows is None:
+            if info is not None:
+                log.info("live transfer: the model names no primary baseline windows; the drift monitor "
+                         "corrects the measured primary with the paper's %s", DEFAULT_BASELINE_WINDOWS)
+            return DEFAULT_BASELINE_WINDOWS
+        if not (isinstance(windows, list) and len(windows) == 2
+                and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
+            log.warning("live transfer: the model's twinplume.primary_baseline_windows is %r, not two positive "
+                        "integers [min_window, smooth_window]; the drift monitor uses the paper's %s",
+                        windows, DEFAULT_BASELINE_WINDOWS)
+            return DEFAULT_BASELINE_WINDOWS
+        return (windows[0], windows[1])
 
     def _open_resumed(self, path: Path, spec):
         """Spots already acquired keep what they have; /entry/transferred is created if an earlier

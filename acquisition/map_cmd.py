@@ -10,23 +10,27 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from acquisition.config import (KNOWN_SYSTEMS, AcquisitionSettings, BenchConfig, ConfigError, load_config,
+from acquisition.config import (AcquisitionSettings, BenchConfig, ConfigError, load_config,
                                 parse_config, parse_pair, parse_shape)
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import describe_runs
 from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
-from acquisition.store import PairedMapError
+from acquisition.shared import cli as shared_cli
+from acquisition.shared.systems import SYSTEM_NAMES
+from acquisition.store import MapWriteError, PairedMapError
 from drivers.errors import InstrumentError, LaserInterlockError
 
 log = logging.getLogger(__name__)
 
-EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT, EXIT_WRITE = 2, 3, 4, 5
 # The emulators answer over loopback in milliseconds; a lost reply need not cost the drivers' defaults.
 SIM_TIMEOUT_S = 0.5
 # Without --origin-um the map starts this far inside the stage travel (plus the fly run-up).
 ORIGIN_MARGIN_UM = 1000.0
+# The simulated bench's timing.rate_hz (sim.bench.DEFAULT_RATE_HZ; acquisition does not import sim at load time).
+SIM_DEFAULT_RATE_HZ = 1000.0
 MAP_OPTIONS = ("shape", "step_um", "origin_um", "order", "mode", "rate", "shots", "systems", "seed", "day")
 
 EPILOG = """\
@@ -51,7 +55,8 @@ shot hit, after a stall or a late trigger, are shot with the stage at rest);
 `step` moves, waits, and fires --shots shots per spot, averaging them (missed
 shots are fired again). Shape is rows x columns (NYxNX); steps and origin in µm.
 Exit codes: 0 done (gaps are reported), 2 bad config or input (nothing fired),
-3 laser interlock, 4 instrument failure, 130/143 stopped by SIGINT/SIGTERM.
+3 laser interlock, 4 instrument failure, 5 the map file could not be written (disk
+full: free space, then --resume), 130/143 stopped by SIGINT/SIGTERM.
 """
 
 
@@ -78,11 +83,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     files.add_argument("--sample", default="", help="/entry/sample/name")
     scan = parser.add_argument_group("map")
     scan.add_argument("--shape", help="rows x columns, NYxNX (default 40x40)")
-    scan.add_argument("--step-um", help="step, one number or DY,DX (default 40)")
+    scan.add_argument("--step-um", help="step in µm, one number or DX,DY (default 40)")
     scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")
-    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz)")
+    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz; "
+                      f"with --sim {SIM_DEFAULT_RATE_HZ:g} Hz)")
     scan.add_argument("--shots", type=int, help="step mode: shots averaged per spot (default 1)")
     scan.add_argument("--systems", help="comma-separated systems (default primary,secondary)")
     scan.add_argument("--max-reshots", type=int, default=5, help="extra shots per spot shot with the stage at "
@@ -93,8 +99,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     live.add_argument("--live", metavar="ADDR", help="the worker's input address, e.g. tcp://127.0.0.1:5557")
     live.add_argument("--live-results", metavar="ADDR", help="the worker's output address (default: port + 1)")
     live.add_argument("--live-control", metavar="ADDR", help="the worker's control address (default: port + 2)")
-    live.add_argument("--live-keys", type=Path, metavar="DIR", help="CURVE keys: DIR/worker.key (the worker's "
-                      "public key) and DIR/acquisition.key_secret; needed for a non-loopback worker")
+    live.add_argument("--keys", dest="live_keys", type=Path, metavar="DIR", help="CURVE keys from `libs-stream "
+                      "keys`: DIR/worker.key (the worker's public key) and DIR/clients/acquisition.key_secret; "
+                      "needed for a non-loopback worker")
+    live.add_argument("--live-keys", dest="live_keys", type=Path, action=shared_cli.DeprecatedAlias, new="--keys",
+                      help=argparse.SUPPRESS)
     live.add_argument("--live-timeout", type=float, default=5.0, metavar="S", help="wait this long for the "
                       "worker at the start and for each result before counting it lost (default 5)")
     live.add_argument("--live-drift-window", type=int, default=100, metavar="N", help="drift monitor: compare "
@@ -111,7 +120,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _settings_from_args(args, config: BenchConfig | None) -> AcquisitionSettings:
-    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else KNOWN_SYSTEMS
+    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else SYSTEM_NAMES
     settings = AcquisitionSettings(
         shape=parse_shape(args.shape or "40x40"),
         step_um=parse_pair(args.step_um or "40", "--step-um"),
@@ -145,6 +154,9 @@ def _check_args(args) -> None:
         return
     if args.out is None:
         raise ConfigError("give --out FILE for a new map (or --resume FILE)")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out}: exists; pass --overwrite to replace it, "
+                          f"or continue it with: libs-acquire map --resume {args.out}")
     if args.sim == (args.config is not None):
         raise ConfigError("give either --config FILE (real instruments) or --sim (simulated bench)")
     if not args.sim and (args.realtime or args.sim_faults or args.seed is not None or args.day is not None):
@@ -153,8 +165,8 @@ def _check_args(args) -> None:
 
 def _live_from_args(args) -> LiveTransfer | None:
     if args.live is None:
-        given = [f"--{name}" for name in ("live-results", "live-control", "live-keys")
-                 if getattr(args, name.replace("-", "_")) is not None]
+        given = [f"--{name}" for name in ("live-results", "live-control", "keys")
+                 if getattr(args, {"keys": "live_keys"}.get(name, name.replace("-", "_"))) is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} need --live ADDR")
         return None
@@ -236,7 +248,8 @@ def _acquire(out, settings, config: BenchConfig, stored_config: dict | None, arg
             raise ConfigError(f"the config's timing and gates differ from those {out} was started with: "
                               f"{config.timing_dict()} != {stored.timing_dict()}")
     return acquire_map(out, settings, config, bench=bench, resume=stored_config is not None,
-                       show_progress=not args.no_progress, overwrite=args.overwrite, live=live)
+                       show_progress=not args.no_progress, overwrite=args.overwrite, live=live,
+                       on_summary=lambda summary: setattr(args, "final_summary", summary))
 
 
 def _report(summary: MapSummary, extra: dict, args) -> None:
@@ -271,8 +284,25 @@ def _report_live(live: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.final_summary = None
+    code = _run_and_report(args)
+    if code and args.json and args.final_summary is not None:
+        # --json promises the summary whenever the map file was opened, interrupted or not.
+        print(json.dumps(args.final_summary.as_dict()))
+    return code
+
+
+def _run_and_report(args: argparse.Namespace) -> int:
     try:
         summary, extra = _run(args)
+    except MapWriteError as exc:
+        out = args.resume or args.out
+        total = exc.in_file + exc.in_journal
+        where = f"{exc.in_file} in the file" + (f", {exc.in_journal} in its journal" if exc.in_journal else "")
+        print(f"libs-acquire map: stopped: {exc}\n  the laser was made safe; {total} spot(s) are safely stored "
+              f"({where}).\n  Free some space, then continue with: libs-acquire map --resume {out}\n"
+              f"  (or close it for other tools without acquiring: libs-acquire recover {out})", file=sys.stderr)
+        return EXIT_WRITE
     except (ConfigError, PairedMapError, FileExistsError, FileNotFoundError) as exc:
         print(f"libs-acquire map: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -64,6 +64,10 @@ class MapSummary:
     position_error_max_um: float | None = None
     sink: dict = field(default_factory=dict)
     live: dict = field(default_factory=dict)      # --live: results, spots without one, drift
+    # A write failed (disk full...): of `acquired`, this many are safe in the journal only, to be
+    # written into the file by --resume or `libs-acquire recover` once there is space.
+    spots_in_journal: int = 0
+    write_error: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -86,7 +90,8 @@ def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
 class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
-                 stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None):
+                 stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None,
+                 fired_shots: Callable[[int], list] | None = None):
         self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.systems = settings.systems
@@ -105,6 +110,11 @@ class MapRun:
         self.fly: FlyScanner | None = None
         self._shutdown = ShutdownChain()
         self.shutdown_errors: list = []
+        # Simulated bench: fired_shots(k) gives its record of every pulse after the first k (shot id,
+        # t, x, y), for /entry/sample/true_position.
+        self.fired_shots = fired_shots
+        self._fired_t = np.empty(0)
+        self._fired_xy = np.empty((0, 2))
 
     def transient(self, action, what: str):
         return self.bursts.transient(action, what)
@@ -165,9 +175,10 @@ class MapRun:
             ACQUISITION_GROUP: {"settings_json": self.settings.to_json(), "config_json": self.config.to_json()},
         }
         derived = self.live.open_map(self.out, self.layout, wavelengths) if self.live is not None else None
+        truth = {"true_position": None} if self.fired_shots is not None else None
         self.writer = PairedMapWriter.create(
             self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
-            instrument=instrument, overwrite=self.overwrite, derived=derived)
+            instrument=instrument, overwrite=self.overwrite, derived=derived, sample_truth=truth)
 
     # ----------------------------------------------------------- kickoff
     def kickoff(self) -> None:
@@ -234,6 +245,8 @@ class MapRun:
         """Write spots (all systems of each from one shot) and hand them to the live sink."""
         self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
         self.progress.spots_done(len(iy))
+        if self.fired_shots is not None and self.writer.has_true_positions:
+            self._write_true_positions(iy, ix, np.asarray(timestamp, np.float64))
         if self.sink is not None:
             for i in range(len(iy)):
                 self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
@@ -264,6 +277,18 @@ class MapRun:
             log.critical("THE LASER COULD NOT BE MADE SAFE: check it by hand (shutter, emission)")
         return self.shutdown_errors
 
+    def _write_true_positions(self, iy, ix, stamps: np.ndarray) -> None:
+        """Where the bench says each spot's shot hit (matched by trigger time, which frames carry
+        as their timestamp), into /entry/sample/true_position."""
+        new = self.fired_shots(len(self._fired_t))
+        if new:
+            self._fired_t = np.concatenate([self._fired_t, [shot.t for shot in new]])
+            self._fired_xy = np.concatenate([self._fired_xy, [(shot.x_um, shot.y_um) for shot in new]])
+        shot = _matching(self._fired_t, stamps, tolerance=1e-6)
+        positions = np.full((len(stamps), 2), np.nan)
+        positions[shot >= 0] = self._fired_xy[shot[shot >= 0]]
+        self.writer.write_true_positions(iy, ix, positions)
+
     def _close_writer(self) -> None:
         if self.writer is None:
             return
@@ -286,6 +311,9 @@ class MapRun:
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
             stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
+            spots_in_journal=(acquired - self.writer.n_in_file) if self.writer is not None and
+            self.writer.failure is not None else 0,
+            write_error=self.writer.failure if self.writer is not None else None,
             **self._position_errors())
 
     def _position_errors(self) -> dict:
@@ -293,6 +321,16 @@ class MapRun:
             return {}
         return {"position_error_mean_um": self.fly.position_error_sum_um / self.fly.position_error_n,
                 "position_error_max_um": self.fly.position_error_max_um}
+
+
+def _matching(times: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.ndarray:
+    """For each stamp, the index of the time (ascending) within tolerance of it, or -1."""
+    if not len(times):
+        return np.full(len(stamps), -1)
+    right = np.clip(np.searchsorted(times, stamps), 0, len(times) - 1)
+    left = np.clip(right - 1, 0, len(times) - 1)
+    nearest = np.where(np.abs(times[left] - stamps) < np.abs(times[right] - stamps), left, right)
+    return np.where(np.abs(times[nearest] - stamps) <= tolerance, nearest, -1)
 
 
 def _both(first: OnSpot, second: OnSpot) -> OnSpot:
@@ -305,7 +343,8 @@ def _both(first: OnSpot, second: OnSpot) -> OnSpot:
 def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                 overwrite: bool = False, stop_flag: StopFlag | None = None,
-                live: "LiveTransfer | None" = None) -> MapSummary:
+                live: "LiveTransfer | None" = None,
+                on_summary: Callable[[MapSummary], None] | None = None) -> MapSummary:
     """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
 
     ``bench`` is a running simulated bench when the config names ``sim``
@@ -314,6 +353,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     InstrumentError; in every case the laser was made safe first and the file
     closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
     that streams each spot's secondary spectrum and records the results in the map.
+    ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
+    as far as opening it (an interrupted map too), with the summary of what the file holds.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -329,7 +370,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
         run = None
         try:
             run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
-                         stop_flag=stop_flag, overwrite=overwrite, live=live)
+                         stop_flag=stop_flag, overwrite=overwrite, live=live,
+                         fired_shots=bench.fired_since if bench is not None else None)
             run.prepare()
             stop_flag.check()
             run.kickoff()
@@ -338,7 +380,10 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
             if run is not None:
                 run.stop()
                 if run.progress is not None:
-                    log.info("map %s: %s", out, run.summary().as_dict())
+                    summary = run.summary()
+                    log.info("map %s: %s", out, summary.as_dict())
+                    if on_summary is not None:
+                        on_summary(summary)
             rig.close()
     if run.shutdown_errors:
         # The map ran, but something of the shutdown (the laser, the file) did not: say so.

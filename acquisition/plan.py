@@ -28,8 +28,9 @@ def run_up_um(settings: AcquisitionSettings, config: BenchConfig) -> float:
         return 0.0
     if config.stage.run_up_um is not None:
         return config.stage.run_up_um
-    speed = settings.step_um[1] * settings_rate(settings, config)
-    return max(2 * settings.step_um[1], speed * RUN_UP_TIME_S)
+    dx = settings.step_um[0]
+    speed = dx * settings_rate(settings, config)
+    return max(2 * dx, speed * RUN_UP_TIME_S)
 
 
 @dataclass(frozen=True)
@@ -94,5 +95,5 @@ def check_travel(layout: MapLayout, travel_um: tuple[tuple[float, float], tuple[
             raise ConfigError(
                 f"map larger than the stage travel: {axis} from {lo:g} to {hi:g} µm{extra} "
                 f"is outside the stage's {axis} travel [{t_lo:g}, {t_hi:g}] µm "
-                f"(shape {ny}x{nx}, step {layout.step_um[0]:g}x{layout.step_um[1]:g} µm, "
+                f"(shape {ny}x{nx}, step (x, y) ({layout.dx_um:g}, {layout.dy_um:g}) µm, "
                 f"origin ({layout.origin_um[0]:g}, {layout.origin_um[1]:g}) µm)")

@@ -34,10 +34,13 @@ import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acquisition.config import AcquisitionSettings, parse_config, parse_shape  # noqa: E402
 from acquisition.mapping import acquire_map  # noqa: E402
+from acquisition.store import PairedMapReader  # noqa: E402
 from sim.bench import SimulatedBench  # noqa: E402
 import sim.bench.spectrometers as simulated_spectrometers  # noqa: E402
 
@@ -77,6 +80,12 @@ def run_map(shape, *, realtime: bool, out: Path, progress: bool) -> dict:
             summary = acquire_map(out, settings, config, bench=bench, overwrite=True, show_progress=progress)
         cpu = time.process_time() - cpu0
         fired = len(bench.fired)
+    with PairedMapReader(out) as reader:
+        acquired = reader.acquired
+        truth = reader.true_positions()
+        stored = reader.scan_values("position")
+        layout = reader.layout
+    grid = np.stack(np.meshgrid(layout.x_um, layout.y_um), axis=-1)
     shots = summary.acquired_this_run
     return {"shape": list(shape), "shots_fired": fired, "paired_shots_recorded": shots,
             "elapsed_s": round(summary.elapsed_s, 3), "paired_shots_per_s": round(summary.spots_per_s, 1),
@@ -85,7 +94,10 @@ def run_map(shape, *, realtime: bool, out: Path, progress: bool) -> dict:
             "process_cpu_s": round(cpu, 3), "missed_shots": summary.missed_shots, "gaps": summary.gaps,
             "spots_shot_again_at_rest": summary.reshot,
             "position_error_mean_um": summary.position_error_mean_um and round(summary.position_error_mean_um, 2),
-            "position_error_max_um": summary.position_error_max_um and round(summary.position_error_max_um, 2)}
+            "position_error_max_um": summary.position_error_max_um and round(summary.position_error_max_um, 2),
+            # against the bench's record of where each shot hit (/entry/sample/true_position)
+            "true_position_error_max_um": round(float(np.abs(stored - truth).max(axis=-1)[acquired].max()), 3),
+            "shot_off_grid_max_um": round(float(np.abs(truth - grid).max(axis=-1)[acquired].max()), 3)}
 
 
 def main(argv=None) -> int:

@@ -3,8 +3,10 @@
 Prints one JSON object. Writing: PairedMapWriter.write_spot of paired spots
 (4062 + 3872 float32 pixels) with its kill -9 guarantee, against writing the
 same spectra spot by spot to a flat file with f.write (both without fsync);
-for reference also write_spots in blocks of 2048 spots, and one np.save of all
-of them. Reading:
+for reference also write_spots in blocks of 2048 spots without the journal
+(durable=False, as an import), write_spots of map rows (560 spots) through the
+journal (durable=True, as an acquisition records a fly row), and one np.save
+of all of them. Reading:
 PairedMapReader.iter_chunks over the written map against np.fromfile of the
 flat file in blocks of the same size (both give new arrays per block); for
 reference also against readinto one reused buffer. Each measurement is
@@ -61,19 +63,20 @@ def write_store(path: Path, layout: MapLayout, n_spots: int, pool) -> float:
     return time.perf_counter() - t0
 
 
-def write_store_blocks(path: Path, layout: MapLayout, n_spots: int, pool) -> float:
-    """write_spots in blocks of WRITE_BLOCK_SPOTS, as an importer or a buffered acquisition would."""
+def write_store_blocks(path: Path, layout: MapLayout, n_spots: int, pool, *, block: int = WRITE_BLOCK_SPOTS,
+                       durable: bool = False) -> float:
+    """write_spots in blocks: an importer (durable=False) or an acquisition recording rows (durable=True)."""
     primary, secondary = pool
     spots = layout.visit_order()[:n_spots]
     rows = np.arange(n_spots) % len(primary)
     writer = PairedMapWriter.create(path, layout, wavelengths(), title="bench", overwrite=True,
-                                    batch_spots=WRITE_BLOCK_SPOTS)
+                                    batch_spots=WRITE_BLOCK_SPOTS if not durable else 256)
     t0 = time.perf_counter()
-    for a in range(0, n_spots, WRITE_BLOCK_SPOTS):
-        b = min(a + WRITE_BLOCK_SPOTS, n_spots)
+    for a in range(0, n_spots, block):
+        b = min(a + block, n_spots)
         writer.write_spots(spots[a:b, 0], spots[a:b, 1],
                            {"primary": primary[rows[a:b]], "secondary": secondary[rows[a:b]]},
-                           np.arange(a, b), t0, spots[a:b, ::-1].astype(np.float64))
+                           np.arange(a, b), t0, spots[a:b, ::-1].astype(np.float64), durable=durable)
     writer.close()
     return time.perf_counter() - t0
 
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
     nx = min(MAP_COLUMNS, args.spots)
     layout = MapLayout((-(-args.spots // nx), nx), (40.0, 40.0))
     nbytes = args.spots * (N_PRIMARY + N_SECONDARY) * 4
-    write_s, raw_write_s, bulk_write_s, block_write_s = [], [], [], []
+    write_s, raw_write_s, bulk_write_s, block_write_s, row_write_s = [], [], [], [], []
     read_s, raw_read_s, reused_read_s = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
         store_path, raw_path = Path(tmp) / "map.h5", Path(tmp) / "raw.f32"
@@ -160,6 +163,7 @@ def main(argv=None) -> int:
             bulk_write_s.append(write_raw_bulk(raw_path, args.spots, pool))
             raw_write_s.append(write_raw(raw_path, args.spots, pool))
             block_write_s.append(write_store_blocks(store_path, layout, args.spots, pool))
+            row_write_s.append(write_store_blocks(store_path, layout, args.spots, pool, block=nx, durable=True))
             write_s.append(write_store(store_path, layout, args.spots, pool))
         for _ in range(args.repeats):
             raw_read_s.append(read_raw(raw_path, args.spots))
@@ -188,6 +192,10 @@ def main(argv=None) -> int:
         "write_ratio_vs_bulk": round(min(bulk_write_s) / w, 3),
         "write_spots_blocks_MB_per_s": round(mb / min(block_write_s), 1),
         "write_spots_blocks_ratio_vs_bulk": round(min(bulk_write_s) / min(block_write_s), 3),
+        # fly rows through the journal (kill -9 safe once each call returns) against the same
+        # blocks straight into HDF5 (the path acquisition used before)
+        "write_rows_journalled_spots_per_s": round(args.spots / min(row_write_s)),
+        "write_rows_journalled_ratio_vs_blocks_unjournalled": round(min(block_write_s) / min(row_write_s), 3),
         "read_MB_per_s": round(mb / r, 1),
         "raw_read_MB_per_s": round(mb / rr, 1),
         "read_ratio": round(read_ratio, 3),
@@ -196,6 +204,7 @@ def main(argv=None) -> int:
         "all_write_s": [round(v, 3) for v in write_s],
         "all_raw_write_s": [round(v, 3) for v in raw_write_s],
         "all_write_spots_blocks_s": [round(v, 3) for v in block_write_s],
+        "all_write_rows_journalled_s": [round(v, 3) for v in row_write_s],
         "all_raw_bulk_write_s": [round(v, 3) for v in bulk_write_s],
         "all_read_s": [round(v, 3) for v in read_s],
         "all_raw_read_s": [round(v, 3) for v in raw_read_s],

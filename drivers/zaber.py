@@ -75,6 +75,9 @@ class ZaberXYStage(VisaInstrument):
     def command(self, axis: str, text: str) -> Reply:
         """Send ``text`` to one axis ("x" or "y") and return its parsed reply."""
         device, number = self.axes[axis]
+        return self._send(axis, device, number, text)
+
+    def _send(self, axis: str, device: int, number: int, text: str) -> Reply:
         body = f"{device} {number} {text}".rstrip()
         message = f"/{body}:{checksum(body):02X}" if self.checksums else f"/{body}"
         with self._lock:
@@ -170,6 +173,22 @@ class ZaberXYStage(VisaInstrument):
             raise ValueError(f"speed must be positive, got {um_per_s!r} um/s")
         data = int(round(float(um_per_s) / self.microstep_um * SPEED_UNITS_PER_USTEP_S))
         self._each_axis(f"set maxspeed {max(data, 1)}")
+
+    def arm_position_trigger(self, x_um: float, increasing: bool) -> float:
+        """Pulse digital output 1 once, the instant the x axis passes ``x_um`` (moving towards
+        larger x if ``increasing``, else smaller); returns the position it was set to (µm, on the
+        microstep grid). The output is wired to the delay generator's trigger input, so the
+        stage itself starts a burst at a known position, whatever the computer is doing."""
+        device, number = self.axes["x"]
+        steps = self._to_microsteps(x_um)
+        for text in (f"trigger 1 when {number} pos {'>=' if increasing else '<='} {steps}",
+                     "trigger 1 action a io set do 1 1", "trigger 1 enable 1"):
+            self._send("x", device, 0, text)
+        return steps * self.microstep_um
+
+    def disarm_position_trigger(self) -> None:
+        device, _ = self.axes["x"]
+        self._send("x", device, 0, "trigger 1 disable")
 
     # ------------------------------------------------------------- status
     @property

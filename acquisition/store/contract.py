@@ -13,7 +13,9 @@ import h5py
 import numpy as np
 
 from .h5files import attr_text
-from .layout import (FORMAT, FORMAT_VERSION, ORDERS, SYSTEM_NAMES, MapLayout, PairedMapFormatError,
+from acquisition.shared.systems import SYSTEM_NAMES
+
+from .layout import (FORMAT, FORMAT_VERSION, ORDERS, MapLayout, PairedMapFormatError,
                      PairedMapMismatchError)
 from .skeleton import checked_wavelengths
 
@@ -35,7 +37,7 @@ class ContractInfo:
     shape: tuple[int, int]
     n_pixels: dict[str, int]
     order: str
-    step_um: tuple[float, float]
+    step_um: tuple[float, float]           # (dx, dy)
 
 
 def _fail(message: str) -> None:
@@ -130,6 +132,8 @@ def check_contract(f: h5py.File) -> ContractInfo:
     _dataset(f, "/entry/scan/shot_id", np.int64, shape)
     _dataset(f, "/entry/scan/timestamp", np.float64, shape)
     _dataset(f, "/entry/scan/position", np.float64, shape + (2,))
+    if "/entry/sample/true_position" in f:
+        _dataset(f, "/entry/sample/true_position", np.float64, shape + (2,))
 
     systems = tuple(s for s in SYSTEM_NAMES if s in f["/entry"])
     if not systems:
@@ -149,8 +153,9 @@ def check_contract(f: h5py.File) -> ContractInfo:
         _dataset(f, f"{base}/x", np.float64, (shape[1],))
         _dataset(f, f"{base}/y", np.float64, (shape[0],))
         n_pixels[system] = n
+    # The file keeps [dy, dx]; positions (and so MapLayout.step_um) go (x, y).
     return ContractInfo(systems, (int(shape[0]), int(shape[1])), n_pixels, order,
-                        (float(step[0]), float(step[1])))
+                        (float(step[1]), float(step[0])))
 
 
 def check_expectations(path, h5, info: ContractInfo, layout, wavelengths) -> None:

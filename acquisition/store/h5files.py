@@ -94,7 +94,9 @@ def open_for_reading(path: Path, *, live: bool) -> tuple[h5py.File, bool]:
     except OSError as exc:
         if not is_stale_writer_error(exc):
             raise PairedMapFormatError(f"{path}: HDF5 cannot open it: {exc}") from exc
-        log.info("%s: held by a writer or left by a killed one; reading it in SWMR mode", path)
+        log.warning("%s: held by a writer or left open by a killed one; reading it in SWMR mode. Other HDF5 "
+                    "tools refuse such a file: if no writer runs, `libs-acquire recover %s` closes it "
+                    "cleanly (no instrument is touched) and it stays resumable", path, path)
         return h5py.File(path, "r", swmr=True, **kwargs), True
 
 

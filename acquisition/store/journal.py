@@ -21,6 +21,7 @@ fails ends the replay (a torn tail, or an older generation).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover - no advisory locks on this platform
 log = logging.getLogger(__name__)
 
 MAGIC = b"TPJ1"
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 HEADER = struct.Struct("<4sIQQiiqddd")
 TRAILER = struct.Struct("<I")
 
@@ -62,6 +64,34 @@ def writer_active(map_path: Path | str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class SpaceReserve:
+    """A file of preallocated bytes beside the map, given back to the disk when writing fails, so
+    that HDF5 can still flush and close the map cleanly on a full disk."""
+
+    def __init__(self, map_path: Path | str, nbytes: int):
+        self.path = Path(str(map_path) + ".reserve")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, int(nbytes))
+                else:  # pragma: no cover
+                    os.pwrite(fd, bytes(int(nbytes)), 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.path.unlink(missing_ok=True)
+            log.warning("%s: no room for a %.1f MB reserve (%s): a full disk may leave the map unclosed",
+                        self.path, nbytes / 1e6, exc)
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def remove(map_path: Path | str) -> None:
+        Path(str(map_path) + ".reserve").unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -128,14 +158,55 @@ class SpotJournal:
         for spectrum in spectra:
             crc = zlib.crc32(spectrum, crc)
         buffers = [header, *spectra, TRAILER.pack(crc)]
-        written = os.pwritev(self._fd, buffers, self._offset)
-        if written != self.record_size:
-            # A short write of a regular file means the disk is full or failing; finish the
-            # record from a joined copy so the journal stays parseable if space comes back.
-            rest = b"".join(bytes(b) for b in buffers)[written:]
-            os.pwrite(self._fd, rest, self._offset + written)
+        with self._whole_or_nothing():
+            written = os.pwritev(self._fd, buffers, self._offset)
+            if written != self.record_size:
+                # A short write of a regular file means the disk is full or failing: try the rest.
+                rest = b"".join(bytes(b) for b in buffers)[written:]
+                os.pwrite(self._fd, rest, self._offset + written)
         self._offset += self.record_size
         self._sequence += 1
+
+    def append_many(self, iy, ix, shot_id, timestamp, position_um, spectra) -> None:
+        """Write k spots as k records with one os.pwritev; spectra: per system, float32 [k, n]."""
+        buffers = []
+        for i in range(len(iy)):
+            header = HEADER.pack(MAGIC, self._generation, self.file_id, self._sequence + i, int(iy[i]),
+                                 int(ix[i]), int(shot_id[i]), float(timestamp[i]), float(position_um[i][0]),
+                                 float(position_um[i][1]))
+            crc = zlib.crc32(header)
+            rows = [block[i] for block in spectra]
+            for row in rows:
+                crc = zlib.crc32(row, crc)
+            buffers += [header, *rows, TRAILER.pack(crc)]
+        size = self.record_size * len(iy)
+        written = 0
+        # pwritev takes at most IOV_MAX buffers at a time.
+        step = max(1, (_IOV_MAX // (len(spectra) + 2))) * (len(spectra) + 2)
+        with self._whole_or_nothing():
+            for start in range(0, len(buffers), step):
+                part = buffers[start:start + step]
+                n = os.pwritev(self._fd, part, self._offset + written)
+                expected = sum(memoryview(b).nbytes for b in part)
+                if n != expected:
+                    rest = b"".join(bytes(b) for b in part)[n:]
+                    os.pwrite(self._fd, rest, self._offset + written + n)
+                written += expected
+        self._offset += size
+        self._sequence += len(iy)
+
+    @contextlib.contextmanager
+    def _whole_or_nothing(self):
+        """A failed write (disk full) takes back what it wrote of its records, so the journal holds
+        exactly the spots whose write returned: what the writer counts is what a replay finds."""
+        try:
+            yield
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._offset)
+            except OSError as exc:
+                log.warning("%s: could not cut off a partly written record: %s", self.path, exc)
+            raise
 
     def start_generation(self) -> None:
         """Everything journalled so far is in the HDF5 file: reuse the journal from the start."""

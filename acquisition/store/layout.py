@@ -9,7 +9,6 @@ import numpy as np
 
 FORMAT = "twinplume.paired-map"
 FORMAT_VERSION = 1
-SYSTEM_NAMES = ("primary", "secondary")
 ORDERS = ("snake", "raster")
 
 
@@ -19,6 +18,15 @@ class PairedMapError(Exception):
 
 class PairedMapFormatError(PairedMapError):
     """A file violates the paired-map contract; the message names the first violation."""
+
+
+class MapWriteError(PairedMapError):
+    """Writing a map failed (disk full, I/O error). Every spot whose write had returned before is
+    safe, in the file or in its journal; the writer touches the file no more."""
+
+    def __init__(self, message: str, *, in_file: int, in_journal: int):
+        super().__init__(message)
+        self.in_file, self.in_journal = in_file, in_journal
 
 
 class PairedMapMismatchError(PairedMapError):
@@ -37,8 +45,11 @@ def default_creator() -> str:
 class MapLayout:
     """The nominal grid of a map and the order in which the laser visits it.
 
-    `shape` and `step_um` are (rows, columns) = (y, x); `origin_um` is the
-    stage position (x0, y0) of spot (0, 0).
+    `shape` is (rows, columns) = (ny, nx), like every array of a map;
+    `step_um` (dx, dy) and `origin_um` (x0, the stage position of spot
+    (0, 0)) are positions and go (x, y), like every position. (The file keeps
+    its attribute /entry/scan@step_um as [dy, dx], format version 1; only the
+    store's skeleton and contract touch it.)
     """
 
     shape: tuple[int, int]
@@ -52,7 +63,7 @@ class MapLayout:
             raise ValueError(f"map shape must be two positive integers (ny, nx), got {self.shape!r}")
         step = tuple(float(v) for v in self.step_um)
         if len(step) != 2 or not all(np.isfinite(step)) or min(step) <= 0:
-            raise ValueError(f"step_um must be two positive finite numbers (dy, dx), got {self.step_um!r}")
+            raise ValueError(f"step_um must be two positive finite numbers (dx, dy), got {self.step_um!r}")
         origin = tuple(float(v) for v in self.origin_um)
         if len(origin) != 2 or not all(np.isfinite(origin)):
             raise ValueError(f"origin_um must be two finite numbers (x0, y0), got {self.origin_um!r}")
@@ -71,12 +82,20 @@ class MapLayout:
         return self.shape[1]
 
     @property
+    def dx_um(self) -> float:
+        return self.step_um[0]
+
+    @property
+    def dy_um(self) -> float:
+        return self.step_um[1]
+
+    @property
     def x_um(self) -> np.ndarray:
-        return self.origin_um[0] + self.step_um[1] * np.arange(self.nx, dtype=np.float64)
+        return self.origin_um[0] + self.dx_um * np.arange(self.nx, dtype=np.float64)
 
     @property
     def y_um(self) -> np.ndarray:
-        return self.origin_um[1] + self.step_um[0] * np.arange(self.ny, dtype=np.float64)
+        return self.origin_um[1] + self.dy_um * np.arange(self.ny, dtype=np.float64)
 
     def visit_order(self) -> np.ndarray:
         """int64 [ny*nx, 2] of (iy, ix): rows top to bottom, fast axis x, row 0 left to right."""

@@ -60,8 +60,8 @@ class PairedMapReader:
         self._acquired_ds = entry["scan/acquired"]
         self._read_acquired()
         if journal_path(self.path).exists() and not self.live:
-            log.warning("%s: has a journal of unfinished writing beside it; spots still in the journal "
-                        "appear once the map is resumed", self.path)
+            log.warning("%s: has a journal of unfinished writing beside it; the spots still in it appear "
+                        "once the map is recovered (libs-acquire recover %s) or resumed", self.path, self.path)
 
     # -- what the map is -------------------------------------------------------
 
@@ -87,6 +87,12 @@ class PairedMapReader:
         return {"phase_map": sample["phase_map"][()],
                 "phase_names": [attr_text(n) for n in names],
                 "attrs": read_attrs(sample)}
+
+    def true_positions(self) -> np.ndarray | None:
+        """Simulated maps: (x, y) µm where each spot's shot really hit, float64 [ny, nx, 2] (NaN
+        where none did); None for a map without that ground truth (every real map)."""
+        dataset = self._h5["entry/sample"].get("true_position")
+        return None if dataset is None else dataset[()]
 
     def scan_values(self, name: str) -> np.ndarray:
         """A whole /entry/scan dataset: 'shot_id', 'timestamp', 'position' or 'acquired'."""

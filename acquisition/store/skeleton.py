@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 
 from .h5files import write_attrs
-from .layout import FORMAT, FORMAT_VERSION, SYSTEM_NAMES, MapLayout
+from acquisition.shared.systems import SYSTEM_NAMES
+
+from .layout import FORMAT, FORMAT_VERSION, MapLayout
 
 SPECTRA_CHUNK_BYTES = 256 * 1024
 STR = h5py.string_dtype()
@@ -126,7 +128,7 @@ def create_skeleton(f: h5py.File, layout: MapLayout, wavelengths: dict[str, np.n
     scan = entry.create_group("scan")
     scan.attrs["NX_class"] = "NXcollection"
     scan.attrs["order"] = layout.order
-    scan.attrs["step_um"] = np.asarray(layout.step_um, dtype=np.float64)
+    scan.attrs["step_um"] = np.asarray([layout.dy_um, layout.dx_um], dtype=np.float64)   # [dy, dx] in the file
     scan.attrs["origin_um"] = np.asarray(layout.origin_um, dtype=np.float64)
     journal_id = secrets.randbits(63)
     scan.attrs["journal_id"] = np.int64(journal_id)
@@ -143,12 +145,30 @@ def create_skeleton(f: h5py.File, layout: MapLayout, wavelengths: dict[str, np.n
 
 
 def write_sample_truth(sample: h5py.Group, layout: MapLayout, truth: dict) -> None:
-    phase_map = np.asarray(truth["phase_map"])
-    if phase_map.shape != layout.shape:
-        raise ValueError(f"sample_truth['phase_map']: shape {phase_map.shape} differs from the map {layout.shape}")
-    _dataset(sample, "phase_map", phase_map.astype(np.int16), units="1")
-    names = [str(n) for n in truth.get("phase_names", [])]
-    _dataset(sample, "phase_names", np.array(names, dtype=object), dtype=STR)
+    """Ground truth of a simulated map: `phase_map` (+ `phase_names`), `true_position`, attributes.
+
+    `true_position` (x, y µm of every spot's shot, NaN where none hit) may be None: the
+    dataset is then created all NaN, to be filled while the map is acquired.
+    """
+    unknown = set(truth) - {"phase_map", "phase_names", "true_position", "attrs"}
+    if unknown:
+        raise ValueError(f"sample_truth: unknown key {sorted(unknown)[0]!r}")
+    if "phase_map" in truth:
+        phase_map = np.asarray(truth["phase_map"])
+        if phase_map.shape != layout.shape:
+            raise ValueError(f"sample_truth['phase_map']: shape {phase_map.shape} differs from the map "
+                             f"{layout.shape}")
+        _dataset(sample, "phase_map", phase_map.astype(np.int16), units="1")
+        names = [str(n) for n in truth.get("phase_names", [])]
+        _dataset(sample, "phase_names", np.array(names, dtype=object), dtype=STR)
+    if "true_position" in truth:
+        shape = layout.shape + (2,)
+        values = truth["true_position"]
+        if values is not None and np.shape(values) != shape:
+            raise ValueError(f"sample_truth['true_position']: shape {np.shape(values)}, expected {shape}")
+        _dataset(sample, "true_position", None if values is None else np.asarray(values, np.float64),
+                 shape=None if values is not None else shape, dtype=np.float64,
+                 chunks=(1, layout.nx, 2), fill=np.nan, units="um")
     write_attrs(sample, truth.get("attrs", {}))
 
 

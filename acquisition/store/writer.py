@@ -16,9 +16,12 @@ Flush policy (measured with bench/store.py; see docs/store.md):
   normally once resumed) with `acquired` telling exactly which spots are good.
 * resume() replays the journal into the file, so the spots that were only in
   the journal when the writer died are committed before writing goes on.
-* write_spots() (blocks of spots, e.g. an import) skips the journal: the block
-  is committed to the file before the call returns, so its bytes are written
-  once; a kill during the call loses at most that call's spots.
+* write_spots() (blocks of spots: a fly row, a batch of frames) journals the
+  block the same way (one os.pwritev for all its records) and returns: it is
+  safe against kill -9 once the call has returned. With durable=False (an
+  import or a simulation that can simply be run again) the block skips the
+  journal and is committed to the file before the call returns, so its bytes
+  are written once; a kill during the call then loses that call's spots.
 
 Flushing HDF5 after every spot instead would rewrite a partly filled 256 KiB
 chunk per spot; the journal keeps each spot a single sequential write.
@@ -28,7 +31,9 @@ the next commit; it is not journalled (it can be recomputed from the spectra).
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Mapping
@@ -38,17 +43,49 @@ import numpy as np
 
 from .contract import check_contract, check_expectations
 from .h5files import open_for_update
-from .journal import SpotJournal, journal_path
-from .layout import SYSTEM_NAMES, MapLayout, PairedMapError, default_creator
+from acquisition.shared.systems import SYSTEM_NAMES
+
+from .journal import SpaceReserve, SpotJournal, journal_path
+from .layout import MapLayout, MapWriteError, PairedMapError, default_creator
 from .runs import contiguous_ranges, sorted_runs, write_derived_values, write_runs
 from .skeleton import checked_wavelengths, create_skeleton, now_iso
 
 log = logging.getLogger(__name__)
 
+# What a failed disk write raises through h5py or os (ENOSPC, EIO, a failed HDF5 flush).
+WRITE_FAILURES = (OSError, RuntimeError)
 DEFAULT_BATCH_SPOTS = 256
+RESERVE_EXTRA_BYTES = 2 * 1024 * 1024
 DEFAULT_COMMIT_INTERVAL_S = 1.0
 # Per-dataset chunk cache: holds the partly filled chunks between two commits.
 WRITER_CHUNK_CACHE_BYTES = 32 * 1024 * 1024
+
+
+def _stops_on_write_failure(what: str):
+    """A failed write (disk full, I/O error) becomes MapWriteError and ends writing for good:
+    after an HDF5 error the library's state is uncertain, so the file is only closed, once."""
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except WRITE_FAILURES as exc:
+                if isinstance(exc, PairedMapError):
+                    raise
+                self._fail(f"{what}: {exc}")
+                raise MapWriteError(f"{self.path}: {what} failed: {_first_line(exc)}", in_file=self.n_in_file,
+                                    in_journal=self.n_acquired - self.n_in_file) from exc
+        return guarded
+    return wrap
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of an OS or HDF5 error (HDF5's own messages run over several lines)."""
+    text = str(exc).strip()
+    reason = re.search(r"error message = '([^']*)'", text)
+    if reason:
+        return f"{text.split(' (')[0]}: {reason.group(1)}"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PairedMapWriter:
@@ -85,6 +122,13 @@ class PairedMapWriter:
         self._buffers = {s: np.empty((self._batch_spots, n), np.float32) for s, n in self._n_pixels.items()}
         self._pending: dict[tuple[int, int], int] = {}
         self._first_pending = 0.0
+        self.recovered_from_journal = 0
+        self._n_in_file = self._n_written
+        self._failure: str | None = None
+        # Room for HDF5 to write out what it holds (one batch, its metadata) and close cleanly after
+        # the disk filled up: a file HDF5 cannot close leaves the interpreter to crash at exit.
+        batch_bytes = self._batch_spots * 4 * sum(self._n_pixels.values())
+        self._reserve = SpaceReserve(path, batch_bytes + RESERVE_EXTRA_BYTES)
         self._journal.configure(int(scan.attrs["journal_id"]), [self._n_pixels[s] for s in self.systems])
 
     # -- opening -------------------------------------------------------------
@@ -168,9 +212,20 @@ class PairedMapWriter:
             h5.flush()
         except BaseException:
             h5.close()
+            SpaceReserve.remove(path)
             journal.close(remove=journal.is_empty())
             raise
         return writer
+
+    @classmethod
+    def recover(cls, path) -> int:
+        """Close an interrupted map cleanly without going on: replay its journal into the file,
+        clear the flags its killed writer left (so any HDF5 tool opens it), close. Returns how
+        many spots came from the journal. The map stays unfinished, to be resumed."""
+        writer = cls.resume(path)
+        recovered = writer.recovered_from_journal
+        writer.close()
+        return recovered
 
     def _replay_journal(self) -> None:
         n = 0
@@ -180,6 +235,7 @@ class PairedMapWriter:
             n += 1
         self._commit()
         self._journal.reset()
+        self.recovered_from_journal = n
         if n:
             log.info("%s: recovered %d spot(s) from the journal of an interrupted writer", self.path, n)
 
@@ -190,11 +246,27 @@ class PairedMapWriter:
         """Spots written so far (committed or still in the journal), this session and before."""
         return self._n_written
 
+    @property
+    def n_in_file(self) -> int:
+        """Spots committed to the HDF5 file (the others written are in the journal)."""
+        return self._n_in_file
+
+    @property
+    def failure(self) -> str | None:
+        """What write failed, if one did (the writer then writes no more)."""
+        return self._failure
+
+    def _fail(self, what: str) -> None:
+        self._failure = what
+        log.error("%s: %s; %d spot(s) in the file, %d more in its journal", self.path, what, self._n_in_file,
+                  self._n_written - self._n_in_file)
+
     def missing(self) -> np.ndarray:
         """(iy, ix) of the spots not written yet, int64 [m, 2], in visiting order."""
         order = self.layout.visit_order()
         return order[~self._written[order[:, 0], order[:, 1]]]
 
+    @_stops_on_write_failure("writing a spot")
     def write_spot(self, iy: int, ix: int, spectra: Mapping[str, np.ndarray], shot_id: int,
                    timestamp: float, position_um: tuple[float, float]) -> None:
         """Record one spot of every system; safe against kill -9 once this returns."""
@@ -205,13 +277,16 @@ class PairedMapWriter:
         self._stage(iy, ix, arrays, int(shot_id), float(timestamp), (x, y), journal=True)
         self._maybe_commit()
 
-    def write_spots(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position_um) -> None:
+    @_stops_on_write_failure("writing spots")
+    def write_spots(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position_um, *,
+                    durable: bool = True) -> None:
         """Vectorised write_spot: spectra [k, n] per system; all inputs are checked before any is written.
 
-        The spots go to the HDF5 file directly and are committed before this returns (no
-        journal: a block is written once), so they are safe against kill -9 once it returns;
-        a kill during the call loses the spots of that call at most. A spot given twice keeps
-        its last pair.
+        The spots are journalled (one write for the block) and committed with the next batch,
+        as write_spot does: safe against kill -9 once this returns. durable=False skips the
+        journal for data that can be produced again (an import, a simulation): the block goes
+        to the HDF5 file directly and is committed before this returns, written once. A spot
+        given twice keeps its last pair.
         """
         self._check_open()
         iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
@@ -240,16 +315,23 @@ class PairedMapWriter:
                                  f"expected ({k}, {self._n_pixels[system]})")
             _check_finite(block, f"write_spots: spectra[{system!r}]")
             blocks[system] = block
+        if durable:
+            self._stage_block(iy, ix, blocks, shot, times, pos)
+            self._maybe_commit()
+            return
         self._commit()  # journalled single spots first, so the order of writes is kept
         keep = _last_of_each(iy * self.layout.nx + ix)
         iy, ix = iy[keep], ix[keep]
         self._shot[iy, ix] = shot[keep]
         self._time[iy, ix] = times[keep]
         self._pos[iy, ix] = pos[keep]
-        self._n_written += int(np.count_nonzero(~self._written[iy, ix]))
-        self._written[iy, ix] = True
+        new = int(np.count_nonzero(~self._written[iy, ix]))
         self._commit_spots(iy, ix, blocks, keep)
+        # Counted once in the file: a failed commit leaves these spots unwritten (no journal here).
+        self._n_written += new
+        self._written[iy, ix] = True
 
+    @_stops_on_write_failure("writing derived results")
     def write_derived(self, name: str, iy, ix, *, spectra=None, label=None, novelty=None) -> None:
         """Live results for spots (iy, ix) into the pre-created /entry/<name> group."""
         self._check_open()
@@ -259,6 +341,30 @@ class PairedMapWriter:
                                  f"derived={{{name!r}: n_pixels}}")
         write_derived_values(group, iy, ix, self.layout.shape, spectra=spectra, label=label, novelty=novelty)
 
+    @property
+    def has_true_positions(self) -> bool:
+        return "true_position" in self._h5["entry/sample"]
+
+    @_stops_on_write_failure("writing true positions")
+    def write_true_positions(self, iy, ix, position_um) -> None:
+        """Simulated maps: where the shots of spots (iy, ix) really hit, (x, y) µm [k, 2], into
+        /entry/sample/true_position (created with sample_truth={"true_position": None})."""
+        self._check_open()
+        dataset = self._h5["entry/sample"].get("true_position")
+        if dataset is None:
+            raise PairedMapError(f"{self.path}: no /entry/sample/true_position; create the map with "
+                                 "sample_truth={'true_position': None}")
+        iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+        ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+        positions = np.asarray(position_um, dtype=np.float64).reshape(-1, 2)
+        if not len(iy):
+            return
+        rows = np.unique(iy)
+        block = dataset[rows[0]:rows[-1] + 1]
+        block[iy - rows[0], ix] = positions
+        dataset[rows[0]:rows[-1] + 1] = block
+
+    @_stops_on_write_failure("flushing the map")
     def flush(self) -> None:
         """Commit everything written so far, derived data included, to the HDF5 file (visible to
         live readers)."""
@@ -266,32 +372,57 @@ class PairedMapWriter:
         self._commit()
         self._h5.flush()
 
+    @_stops_on_write_failure("finishing the map")
     def finish(self) -> None:
-        """Commit, write /entry/end_time (the map is complete) and close."""
+        """Commit, write /entry/end_time (the map is complete) and close, with readers open or not."""
         self._check_open()
         self._commit()
         missing = self.layout.shape[0] * self.layout.shape[1] - self._n_written
         if missing:
             log.warning("%s: finished with %d spot(s) never acquired", self.path, missing)
-        self._h5.close()
-        with open_for_update(self.path, rdcc_nbytes=0) as f:
-            f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        # Written by this SWMR writer, never through an exclusive reopen: a reader that holds the
+        # file open (a live view, h5py with swmr=True) must not turn a finished map into an error.
+        try:
+            self._h5["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+            self._h5.flush()
+        except (ValueError, RuntimeError, OSError) as exc:
+            # An HDF5 library that refuses new objects in SWMR mode: reopen (needs no reader).
+            log.info("%s: end_time not writable in SWMR mode (%s); reopening to write it", self.path, exc)
+            self._h5.close()
+            with open_for_update(self.path, rdcc_nbytes=0) as f:
+                f["entry"].create_dataset("end_time", data=now_iso(), dtype=h5py.string_dtype())
+        if self._h5.id.valid:
+            self._h5.close()
+        self._reserve.release()
         self._journal.close(remove=True)
 
     def close(self) -> None:
         """Commit and close without finishing; the map can be resumed later."""
         if self._journal.closed:
             return
+        if self._failure is not None:
+            # Nothing more is written after a failure; the journal keeps what the file lacks. The
+            # reserve gives HDF5 the room to flush what it holds and close the file cleanly.
+            self._reserve.release()
+            try:
+                if self._h5.id.valid:
+                    self._h5.close()
+            except WRITE_FAILURES as exc:
+                log.error("%s: could not be closed after the failed write: %s", self.path, _first_line(exc))
+            self._journal.close(remove=False)
+            return
         try:
             if self._h5.id.valid:
                 self._commit()
         except BaseException:
             # The journal still holds the spots that did not reach the file: keep it for resume().
+            self._reserve.release()
             if self._h5.id.valid:
                 self._h5.close()
             self._journal.close(remove=False)
             raise
         self._h5.close()
+        self._reserve.release()
         self._journal.close(remove=True)
 
     def __enter__(self) -> "PairedMapWriter":
@@ -305,6 +436,9 @@ class PairedMapWriter:
     def _check_open(self) -> None:
         if self._journal.closed:
             raise PairedMapError(f"{self.path}: the writer is closed")
+        if self._failure is not None:
+            raise MapWriteError(f"{self.path}: writing stopped after a failure ({self._failure})",
+                                in_file=self._n_in_file, in_journal=self._n_written - self._n_in_file)
 
     def _check_index(self, iy, ix) -> tuple[int, int]:
         ny, nx = self.layout.shape
@@ -350,6 +484,23 @@ class PairedMapWriter:
         self._time[iy, ix] = timestamp
         self._pos[iy, ix] = position
 
+    def _stage_block(self, iy, ix, blocks, shot, times, pos) -> None:
+        """Journal a block of checked spots with one write, then stage them like single spots."""
+        start = 0
+        while start < len(iy):
+            room = self._batch_spots - len(self._pending)
+            if room <= 0:
+                self._commit()
+                continue
+            stop = min(len(iy), start + room)
+            part = slice(start, stop)
+            self._journal.append_many(iy[part], ix[part], shot[part], times[part], pos[part],
+                                      [np.ascontiguousarray(blocks[s][part]) for s in self.systems])
+            for i in range(start, stop):
+                self._stage(int(iy[i]), int(ix[i]), {s: blocks[s][i] for s in self.systems}, int(shot[i]),
+                            float(times[i]), (float(pos[i, 0]), float(pos[i, 1])), journal=False)
+            start = stop
+
     def _maybe_commit(self) -> None:
         if (len(self._pending) >= self._batch_spots
                 or time.monotonic() - self._first_pending >= self._commit_interval_s):
@@ -384,6 +535,7 @@ class PairedMapWriter:
         for r0, r1 in row_ranges:
             self._scan["acquired"][r0:r1] = self._acquired[r0:r1]
         self._h5.flush()
+        self._n_in_file = int(np.count_nonzero(self._acquired))
 
 
 def _position(position_um, where: str) -> tuple[float, float]:

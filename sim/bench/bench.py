@@ -195,6 +195,12 @@ class SimulatedBench:
         with engine.lock:
             return list(engine.fired)
 
+    def fired_since(self, start: int) -> list[FiredShot]:
+        """The pulses after the first ``start`` of :attr:`fired` (to follow them without copying all)."""
+        engine = self._started()
+        with engine.lock:
+            return engine.fired[start:]
+
     @property
     def laser_safe_count(self) -> int:
         """How many times the laser was made safe (shutter closed with emission stopped)."""

@@ -68,6 +68,9 @@ class BenchEngine:
         self._batches = 0
         self._processed_until = clock.now()
         self.stage_polls = 0        # questions to a moving stage in a row (see sim.bench.links)
+        # The stage's position-trigger output is wired to the delay generator's trigger input:
+        # (stage device, edge time, cycles it scheduled, generator busy-until before, was armed).
+        self._stage_edge: tuple[int, float, np.ndarray, float, bool] | None = None
         self.dg.on_trigger = self._on_software_trigger
         self.reconfigure()
 
@@ -90,6 +93,39 @@ class BenchEngine:
             return
         if self.clock.virtual:
             self.advance_to(used)
+        self.changed.notify_all()
+
+    def settle_stage_edge(self) -> None:
+        """Before a stage command: an output edge already passed has used up its trigger."""
+        if self._stage_edge is not None and self._stage_edge[1] <= self.clock.now():
+            self.stage.trigger_fired(self._stage_edge[0])
+            self._stage_edge = None
+
+    def schedule_stage_edge(self) -> None:
+        """After a stage command: (re)schedule the delay generator's external trigger at the
+        instant the stage's position trigger will fire on the motion as it now is."""
+        now = self.clock.now()
+        if self._stage_edge is not None:
+            _, t_edge, times, busy_until, armed = self._stage_edge
+            self._stage_edge = None
+            self.schedule.cancel(times, busy_until)
+            if armed:
+                self.dg.armed = True
+        edge = self.stage.output_edge(now)
+        if edge is None:
+            return
+        device, t = edge
+        source = int(self.dg.state().trigger_source)
+        times, busy_until, armed = np.empty(0), self.schedule.busy_until, False
+        # DG645 TSRC 1: every rising edge; TSRC 3: the first rising edge after *TRG armed it.
+        if source == 1 or (source == 3 and self.dg.armed):
+            offsets = np.asarray(self.dg.pulse_times(t)) - t
+            used = self.schedule.software_trigger(t, offsets)
+            if used is not None:
+                times = used + offsets
+                armed = source == 3
+                self.dg.armed = False
+        self._stage_edge = (device, t, times, busy_until, armed)
         self.changed.notify_all()
 
     def note_activity(self, role: str) -> None:

@@ -64,8 +64,10 @@ class StageLink(BenchLink):
             moving = engine.stage_move_end() is not None
             before = {a: self._move_of(a) for a in self.axes}
             armed = self._arm_stalls()
+            engine.settle_stage_edge()
             replies = self.emulator.handle(line)
             self._settle_stalls(before, armed)
+            engine.schedule_stage_edge()
             motion_changed = any(self._move_of(a) != before[a] for a in self.axes)
             # Only questions to a moving stage count as polling; a command that
             # starts or stops motion, or an idle stage, starts the count afresh.

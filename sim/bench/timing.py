@@ -162,6 +162,15 @@ class TriggerSchedule:
         self._pending = np.sort(np.concatenate([self._pending, times]))
         return t
 
+    def cancel(self, times: np.ndarray, busy_until: float) -> None:
+        """Withdraw cycles scheduled ahead (an external edge that will not come after all)."""
+        self._pending = self._pending[~np.isin(self._pending, times)]
+        self._busy_until = busy_until
+
+    @property
+    def busy_until(self) -> float:
+        return self._busy_until
+
     # ---------------------------------------------------------------- query
     def _internal_triggers(self, count: int) -> np.ndarray:
         epoch, period, _ = self._internal

@@ -52,6 +52,38 @@ class CommandRecord:
 
 
 @dataclass
+class PositionTrigger:
+    """``trigger 1`` of a device: when an axis passes a position, pulse digital output 1.
+
+    The subset the bench uses: ``trigger 1 when A pos >= N`` (or ``<=``),
+    ``trigger 1 action a io set do 1 1``, ``trigger 1 enable 1`` (fire once),
+    ``trigger 1 disable``. The output is wired to the delay generator's
+    trigger input, so its edge comes at the instant the axis crosses N.
+    """
+
+    axis: int = 0
+    above: bool = True            # condition pos >= N (else pos <= N)
+    value: int = 0
+    action: bool = False          # digital output 1 is set by the trigger
+    remaining: int = 0            # firings left (enable 1: one)
+
+    def crossing(self, model: "AxisModel", t: float) -> float | None:
+        """When, from t on, the condition becomes true on the axis's current move; None if never."""
+        if not (self.action and self.remaining and self.axis):
+            return None
+
+        def holds(position: float) -> bool:
+            return position >= self.value if self.above else position <= self.value
+
+        if holds(model.position_at(t)):
+            return t
+        if t >= model.t_end or not holds(model.target):
+            return None
+        fraction = (self.value - model.start_pos) / (model.target - model.start_pos)
+        return max(t, model.t_start + fraction * (model.t_end - model.t_start))
+
+
+@dataclass
 class AxisModel:
     limit_min: int = 0
     limit_max: int = int(DEFAULT_TRAVEL_UM / DEFAULT_MICROSTEP_UM)
@@ -154,8 +186,26 @@ class ZaberEmulator:
         self.device_settings = {d: dict(_DEVICE_SETTINGS, **{"system.axiscount": axes_per_device})
                                 for d in range(1, devices + 1)}
         self.command_log: list[CommandRecord] = []
+        self.triggers: dict[int, PositionTrigger] = {d: PositionTrigger() for d in range(1, devices + 1)}
 
     # ----------------------------------------------------------------- hooks
+    def output_edge(self, t: float) -> tuple[int, float] | None:
+        """(device, time >= t) of the next digital-output edge an enabled position trigger makes."""
+        with self.lock:
+            edges = [(self.triggers[d].crossing(self.axes[(d, trig.axis)], t), d)
+                     for d, trig in self.triggers.items() if (d, trig.axis) in self.axes]
+            edges = [(when, d) for when, d in edges if when is not None]
+            if not edges:
+                return None
+            when, device = min(edges)
+            return device, when
+
+    def trigger_fired(self, device: int) -> None:
+        """The bench saw this device's output edge: an ``enable 1`` trigger is used up."""
+        with self.lock:
+            trig = self.triggers[device]
+            trig.remaining = max(trig.remaining - 1, 0)
+
     def position_at(self, t: float, axis: tuple[int, int] = (1, 1)) -> float:
         with self.lock:
             return self.axes[axis].position_at(t)
@@ -263,6 +313,8 @@ class ZaberEmulator:
             if len(args) != 2:
                 raise _Reject("BADDATA")
             return self._set(device, axes, args[0].lower(), args[1], t)
+        if command == "trigger":
+            return self._trigger(device, axis, args)
         if command == "warnings":
             flags = sorted(set().union(*(a.flags for a in axes)), key=_flag_rank)
             if args and args != ["clear"]:
@@ -272,6 +324,27 @@ class ZaberEmulator:
                     a.flags -= {"FS", "WS", "NI", "FE", "NC"}
             return " ".join([f"{len(flags):02d}", *flags])
         raise _Reject("BADCOMMAND")
+
+    def _trigger(self, device: int, axis: int, args: list[str]) -> None:
+        if axis or len(args) < 2 or args[0] != "1":
+            raise _Reject("BADCOMMAND")
+        trig, rest = self.triggers[device], [a.lower() for a in args[1:]]
+        if rest[0] == "when" and len(rest) == 5 and rest[2] == "pos" and rest[3] in (">=", "<=") \
+                and _INT.match(rest[1]) and _INT.match(rest[4]):
+            if (device, int(rest[1])) not in self.axes:
+                raise _Reject("BADDATA")
+            trig.axis, trig.above, trig.value = int(rest[1]), rest[3] == ">=", int(rest[4])
+            return None
+        if rest[0] == "action" and rest[1:] == ["a", "io", "set", "do", "1", "1"]:
+            trig.action = True
+            return None
+        if rest[0] == "enable" and len(rest) == 2 and _INT.match(rest[1]) and int(rest[1]) > 0:
+            trig.remaining = int(rest[1])
+            return None
+        if rest == ["disable"]:
+            trig.remaining = 0
+            return None
+        raise _Reject("BADDATA")
 
     def _move(self, axes: list[AxisModel], args: list[str], t: float) -> None:
         if not args:

@@ -7,6 +7,8 @@ import logging
 import secrets
 import socket
 
+from acquisition.shared.cli import parse_shape  # noqa: F401  (re-exported for the view's callers)
+
 from .app import LiveView, ViewConfig, build_app
 
 log = logging.getLogger(__name__)
@@ -19,18 +21,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    """'NYxNX' -> (ny, nx); ValueError naming the problem."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        ny, nx = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--shape must be NYxNX (rows x columns), e.g. 500x500; got {text!r}") from None
-    if ny < 1 or nx < 1 or ny * nx > 25_000_000:
-        raise ValueError(f"--shape {text!r}: rows and columns must be >= 1 and at most 25 million spots")
-    return ny, nx
 
 
 def page_url(config: ViewConfig) -> str:

@@ -69,7 +69,7 @@ def assert_matches_fired(path, fired, settings: AcquisitionSettings, spots=None,
     mask = values["acquired"] == 1 if spots is None else spots
     times = np.array([f.t for f in fired])
     assert len(times), "the bench fired nothing"
-    (dy, dx), (x0, y0) = settings.step_um, settings.origin_um
+    (dx, dy), (x0, y0) = settings.step_um, settings.origin_um
     for iy, ix in zip(*np.nonzero(mask)):
         j = int(np.argmin(np.abs(times - values["timestamp"][iy, ix])))
         shot = fired[j]

@@ -55,9 +55,18 @@ def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=10)
     assert process.returncode == -signal.SIGKILL
+    seen_live = int(scan(out)["acquired"].sum())
+
+    recovered = subprocess.run([sys.executable, "-m", "acquisition.cli", "recover", str(out), "--json"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+
+    assert recovered.returncode == 0, recovered.stderr
+    assert json.loads(recovered.stdout)["finished"] is False
+    import h5py
+    with h5py.File(out, "r") as f:          # any HDF5 tool opens it now
+        interrupted = int(f["entry/scan/acquired"][()].sum())
+    assert 10 <= seen_live <= interrupted < 80
     before = scan(out)
-    interrupted = int(before["acquired"].sum())
-    assert 10 <= interrupted < 80
 
     resumed = run("--resume", str(out), "--no-realtime", "--json")
 
@@ -76,21 +85,39 @@ def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
         assert "end_time" in f["entry"]
         nominal = np.stack(np.meshgrid(f["entry/primary/x"][()], f["entry/primary/y"][()]), axis=-1)
     assert np.abs(after["position"] - nominal).max() <= 20.0, "a spot holds a shot from elsewhere"
+    with PairedMapReader(out) as reader:
+        truth = reader.true_positions()
+    # Truth goes with the spots into the file; spots still in the journal at the kill have none.
+    known = np.isfinite(truth[..., 0])
+    assert known.sum() >= summary["acquired_this_run"]
+    assert np.abs(after["position"] - truth)[known].max() <= 5.0
     finished = run("--resume", str(out))
     assert finished.returncode == 2 and "nothing to resume" in finished.stderr
 
 
-def test_sigterm_exits_143_with_a_resumable_file(tmp_path):
+def test_sigterm_exits_143_with_a_resumable_file_and_its_json_summary(tmp_path):
     out = tmp_path / "map.h5"
-    process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out))
+    process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out), "--json")
     wait_for_acquired(out, 1, process)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    stdout, stderr = process.communicate(timeout=30)
 
     assert process.returncode == 143, stderr
     assert "stopped by SIGTERM" in stderr
     validate(out)
-    assert 1 <= scan(out)["acquired"].sum() < 80
+    acquired = int(scan(out)["acquired"].sum())
+    assert 1 <= acquired < 80
+    summary = json.loads(stdout)
+    assert summary["acquired"] == acquired and summary["complete"] is False and summary["gaps"] == 80 - acquired
+
+
+def test_existing_out_file_is_refused_naming_the_flag(tmp_path):
+    out = tmp_path / "map.h5"
+    out.write_bytes(b"precious")
+    result = run("--sim", "--shape", "2x2", "--out", str(out))
+    assert result.returncode == 2
+    assert "pass --overwrite to replace it" in result.stderr and "overwrite=True" not in result.stderr
+    assert out.read_bytes() == b"precious"
 
 
 @pytest.mark.parametrize("args, message", [

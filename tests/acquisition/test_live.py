@@ -37,6 +37,7 @@ from transfer.preprocess import baseline_correct
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (20, 20)
 SPOTS = SHAPE[0] * SHAPE[1]
+PRIMARY_WINDOWS = [60, 30]     # the model's primary baseline windows: neither the secondary's nor the paper's
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,11 @@ def bench_model(tmp_path_factory):
     for prop in model.metadata_props:
         if prop.key in axes:
             prop.value = json.dumps(axes[prop.key].tolist())
+    # the baseline windows of each system (the test graph corrects the secondary with 5, 5)
+    windows = {"twinplume.primary_baseline_windows": PRIMARY_WINDOWS, "twinplume.secondary_baseline_windows": [5, 5]}
+    for key, value in windows.items():
+        prop = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
+        prop.key, prop.value = key, json.dumps(value)
     onnx.save(model, path)
     return path
 
@@ -150,15 +156,15 @@ def test_cli_live_map_fills_transferred_for_every_spot_without_importing_torch(t
     assert_results_are_the_models(out, bench_model, data["acquired"])
     model_id = {p.key: p.value for p in onnx.load(bench_model).metadata_props}["twinplume.model_id"]
     assert data["attrs"]["model_id"] == live["model"] == model_id
-    # drift monitor: per-spot errors against the measured primary, baseline-corrected
-    truth = baseline_correct(data["primary"].reshape(SPOTS, -1))
+    # drift monitor: per-spot errors against the measured primary, corrected with the primary's windows
+    truth = baseline_correct(data["primary"].reshape(SPOTS, -1), *PRIMARY_WINDOWS)
     transferred = data["spectra"].reshape(SPOTS, -1).astype(np.float64)
     expected = np.linalg.norm(transferred - truth, axis=1) / np.linalg.norm(truth, axis=1)
     np.testing.assert_allclose(data["live_relative_error"].ravel(), expected, rtol=1e-4)
     cosine = 1 - (transferred * truth).sum(1) / (np.linalg.norm(transferred, axis=1) * np.linalg.norm(truth, axis=1))
     np.testing.assert_allclose(data["live_cosine_distance"].ravel(), cosine, rtol=1e-4, atol=1e-6)
     drift = json.loads(data["attrs"]["live_drift_json"])
-    assert drift["spots"] == SPOTS
+    assert drift["spots"] == SPOTS and drift["baseline_windows"] == PRIMARY_WINDOWS
     assert drift["reference_relative_error"] == pytest.approx(np.mean(expected[np.argsort(
         stored_shot_ids(out).ravel())][:100]), rel=1e-4)
 

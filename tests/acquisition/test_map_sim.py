@@ -40,6 +40,19 @@ def test_map_pairs_every_spot_with_the_shot_fired_there(tmp_path, make_bench, mo
     assert stored_settings(out)[0] == settings
 
 
+def test_a_non_square_step_puts_every_shot_at_its_spot(tmp_path, make_bench):
+    bench = make_bench(seed=6)
+    settings = small_map(mode="fly", shape=(3, 4), step_um=(40.0, 70.0))
+    out = tmp_path / "map.h5"
+
+    acquire_map(out, settings, bench_config(bench), bench=bench, show_progress=False)
+
+    assert assert_matches_fired(out, bench.fired, settings) == 12
+    with PairedMapReader(out) as reader:
+        assert reader.layout.step_um == (40.0, 70.0)
+        np.testing.assert_allclose(np.diff(reader.layout.y_um), 70.0)
+
+
 def test_step_mode_averages_the_shots_of_a_spot(tmp_path, make_bench):
     bench = make_bench(seed=5)
     tap = FrameTap(bench)

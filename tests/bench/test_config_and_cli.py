@@ -73,7 +73,7 @@ def test_help_shows_an_example_and_the_in_process_spectrometers(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert "example:" in text and "libs-sim bench --seed 1" in text
+    assert "examples:" in text and "libs-sim bench --seed 1" in text
     assert "--sim" in text
 
 

@@ -165,3 +165,28 @@ def test_close_stops_both_axes(stage, stage_emulator):
     stage.move_to(4000.0, 4000.0, wait=False)
     stage.close()
     assert not stage_emulator.busy((1, 1)) and not stage_emulator.busy((2, 1))
+
+
+def test_position_trigger_fires_once_when_the_axis_passes_its_point():
+    from sim.emulators.zaber import ZaberEmulator
+
+    class Clock:
+        virtual, t = True, 100.0
+
+        def now(self):
+            return self.t
+
+    clock = Clock()
+    stage = ZaberEmulator(clock=clock)
+    for line in ("/1 0 trigger 1 when 1 pos >= 5000", "/1 0 trigger 1 action a io set do 1 1",
+                 "/1 0 trigger 1 enable 1"):
+        assert " OK " in stage.handle(line)[0]
+    assert stage.output_edge(clock.t) is None, "a stage at rest below the point fires nothing"
+    stage.handle("/1 1 move abs 20000")
+    axis = stage.axes[(1, 1)]
+    device, when = stage.output_edge(clock.t)
+    assert device == 1
+    assert axis.position_at(when) == pytest.approx(5000, abs=1e-6)
+    stage.trigger_fired(1)
+    assert stage.output_edge(clock.t) is None, "enable 1 fires once"
+    assert " RJ " in stage.handle("/1 0 trigger 1 when 9 pos >= 1")[0]

@@ -12,7 +12,7 @@ from transfer.cli import main
 
 def test_export_command_writes_a_model_and_reports_it(bundle, tmp_path, capsys):
     out = tmp_path / "models" / "live.onnx"
-    assert main(["export", str(bundle.path), "--out", str(out), "--novelty-components", "8"]) == 0
+    assert main(["export", str(bundle.path), "--out", str(out), "--novelty-components", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert report["model_id"] == meta["twinplume.model_id"]
@@ -25,7 +25,7 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit) as done:
         main(["export", "--help"])
     assert done.value.code == 0
-    assert "example:\n  libs-transfer export model/ --out model.onnx" in capsys.readouterr().out
+    assert "examples:\n  libs-transfer export model/ --out model.onnx" in capsys.readouterr().out
 
 
 def test_moved_training_map(bundle, maps, tmp_path, capsys):
@@ -35,7 +35,7 @@ def test_moved_training_map(bundle, maps, tmp_path, capsys):
     moved = maps["train"].with_name("train-moved.h5")
     maps["train"].rename(moved)
     try:
-        kept = main(["export", str(bundle.path), "--out", str(out)])
+        kept = main(["export", str(bundle.path), "--out", str(out), "--json"])
         kept_report = json.loads(capsys.readouterr().out)
         recomputed = main(["export", str(bundle.path), "--out", str(tmp_path / "new.onnx"),
                            "--novelty-components", "4"])

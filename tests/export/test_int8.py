@@ -83,7 +83,7 @@ def test_int8_graph_against_the_float32_graph(decoder_hidden):
 
 def test_int8_export_reports_its_precision_and_gets_its_own_id(bundle, exported, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
-    assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8"]) == 0
+    assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     provenance = json.loads(meta["twinplume.provenance"])
@@ -123,10 +123,10 @@ def test_int8_spectrum_does_not_depend_on_its_batch(int8_session, maps):
 
 
 def test_the_worker_model_says_which_precision_it_runs(int8_export, exported):
-    from streaming.model import TransferModel
+    from streaming.model import PipelineSession
 
-    assert TransferModel(int8_export.path).describe()["precision"] == "int8"
-    assert TransferModel(exported.path).describe()["precision"] == "float32"
+    assert PipelineSession(int8_export.path).describe()["precision"] == "int8"
+    assert PipelineSession(exported.path).describe()["precision"] == "float32"
 
 
 def test_unknown_precision_is_refused(bundle, tmp_path, capsys):

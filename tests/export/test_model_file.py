@@ -16,7 +16,9 @@ from tests.export.conftest import raw_secondary, run
 from transfer.predict import Transferer
 
 METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secondary",
-                 "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths", "twinplume.provenance"}
+                 "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths",
+                 "twinplume.primary_baseline_windows", "twinplume.secondary_baseline_windows",
+                 "twinplume.provenance"}
 
 
 def test_graph_is_valid_and_has_the_contracted_interface(exported):
@@ -45,6 +47,10 @@ def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, m
     assert int(meta["twinplume.n_secondary"]) == system.n_pixels
     assert np.array_equal(json.loads(meta["twinplume.primary_wavelengths"]), bundle.primary_wavelengths)
     assert np.array_equal(json.loads(meta["twinplume.secondary_wavelengths"]), system.wavelengths)
+    assert json.loads(meta["twinplume.primary_baseline_windows"]) == [bundle.primary_preprocess.min_window,
+                                                                      bundle.primary_preprocess.smooth_window]
+    assert json.loads(meta["twinplume.secondary_baseline_windows"]) == [system.preprocess.min_window,
+                                                                        system.preprocess.smooth_window]
     # the bundle's own novelty statistics: the graph is what the secondary system's id names
     assert meta["twinplume.model_id"] == exported.model_id == system.model_id
     int(meta["twinplume.model_id"], 16)

@@ -20,12 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 NY, NX = 30, 40
 
 
-def run_and_kill(path: Path, after_spots: int, batch: int) -> tuple[int, list[tuple[int, int]]]:
+def run_and_kill(path: Path, after_spots: int, batch: int, mode: str = "run") -> tuple[int, list[tuple[int, int]]]:
     """Start a writer, SIGKILL it once it reported `after_spots` spots.
 
     Returns the spots the writer found acquired when it started, and every spot it reported written.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "run", str(path), str(NY), str(NX),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", mode, str(path), str(NY), str(NX),
                              str(batch)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     reported: list[tuple[int, int]] = []
     try:
@@ -93,6 +93,33 @@ def test_kill_nine_then_resume_loses_nothing(tmp_path):
         shots = reader.scan_values("shot_id")
         assert len(np.unique(shots)) == NY * NX
         assert reader.end_time is not None
+
+
+@pytest.mark.timeout(120)
+def test_blocks_survive_kill_nine_and_recover_closes_the_file_for_any_reader(tmp_path):
+    import h5py
+
+    path = tmp_path / "blocks.h5"
+    _, reported = run_and_kill(path, after_spots=70, batch=100_000, mode="blocks")
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(path, "r")     # what HDFView, silx or plain h5py meet after a kill
+
+    result = subprocess.run([sys.executable, "-m", "acquisition.cli", "recover", str(path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert f"libs-acquire map --resume {path}" in result.stdout
+    assert not (tmp_path / "blocks.h5.journal").exists()
+    with h5py.File(path, "r") as f:                      # a plain, non-SWMR open now works
+        acquired = f["entry/scan/acquired"][()] == 1
+        assert "end_time" not in f["entry"]
+    assert all(acquired[iy, ix] for iy, ix in reported), "a spot whose write_spots call returned was lost"
+    assert check_acquired_spots(path).sum() == acquired.sum()
+    with PairedMapWriter.resume(path, layout=layout(NY, NX), wavelengths=WAVELENGTHS) as writer:
+        for iy, ix in writer.missing():
+            write_spot(writer, iy, ix)
+        writer.finish()
+    assert check_acquired_spots(path).all()
 
 
 def test_resume_refuses_another_grid_or_other_wavelengths(tmp_path):

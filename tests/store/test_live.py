@@ -54,3 +54,36 @@ def test_live_reader_sees_spots_while_they_are_written(tmp_path):
         proc.wait(timeout=30)
     with PairedMapReader(path) as reader:
         assert reader.n_acquired == 30 and reader.end_time is not None
+
+
+@pytest.mark.timeout(60)
+def test_finish_with_a_plain_swmr_reader_open_writes_end_time(tmp_path):
+    import h5py
+
+    path = tmp_path / "read-while-finishing.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "live", str(path), "5", "6"],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def ask(command: str) -> str:
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().strip()
+
+    try:
+        assert proc.stdout.readline().strip() == "ok 0"
+        assert ask("write 30") == "ok 30"
+        # The recipe of docs/store.md, held open across finish().
+        with h5py.File(path, "r", swmr=True) as held:
+            acquired = held["entry/scan/acquired"]
+            acquired.refresh()
+            assert acquired[()].sum() == 30
+            assert ask("finish") == "done", proc.stderr.read()
+            assert proc.wait(timeout=30) == 0
+            acquired.refresh()
+            assert acquired[()].sum() == 30
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with PairedMapReader(path) as reader:
+        assert reader.n_acquired == 30 and reader.end_time is not None

@@ -17,12 +17,27 @@ def test_layout_visit_order_snake_and_raster():
                                             [2, 0], [2, 1], [2, 2], [2, 3]]
     raster = MapLayout((2, 3), (20.0, 40.0), "raster")
     assert raster.visit_order().tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
-    np.testing.assert_allclose(snake.x_um, [5.0, 45.0, 85.0, 125.0])
-    np.testing.assert_allclose(snake.y_um, [7.0, 27.0, 47.0])
+    np.testing.assert_allclose(snake.x_um, [5.0, 25.0, 45.0, 65.0])    # step (dx, dy), like positions
+    np.testing.assert_allclose(snake.y_um, [7.0, 47.0, 87.0])
     with pytest.raises(ValueError, match="order"):
         MapLayout((2, 2), (1.0, 1.0), "spiral")
     with pytest.raises(ValueError, match="step_um"):
         MapLayout((2, 2), (0.0, 1.0))
+
+
+def test_a_non_square_step_keeps_its_axes_through_the_file(tmp_path):
+    import h5py
+
+    path = tmp_path / "map.h5"
+    lay = MapLayout((2, 3), (10.0, 25.0), "snake", (100.0, 200.0))
+    PairedMapWriter.create(path, lay, WAVELENGTHS).close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["entry/scan"].attrs["step_um"], [25.0, 10.0])   # [dy, dx] in the file
+        np.testing.assert_allclose(f["entry/primary/x"][()], [100.0, 110.0, 120.0])
+        np.testing.assert_allclose(f["entry/primary/y"][()], [200.0, 225.0])
+    with PairedMapReader(path) as reader:
+        assert reader.layout == lay
+    PairedMapWriter.resume(path, layout=lay).close()
 
 
 def test_round_trip_of_a_partial_map(tmp_path):

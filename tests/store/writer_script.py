@@ -2,6 +2,7 @@
 
     python -m tests.store.writer_script run PATH NY NX BATCH   write every missing spot, printing
                                                                "W iy ix" once write_spot returned
+    python -m tests.store.writer_script blocks PATH NY NX BATCH  the same with write_spots, 7 spots a call
     python -m tests.store.writer_script live PATH NY NX        on stdin "write K" / "finish";
                                                                answers "ok N" / "done"
 """
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from acquisition.store import PairedMapWriter
 
-from .mapdata import WAVELENGTHS, layout, write_spot
+import numpy as np
+
+from .mapdata import WAVELENGTHS, layout, shot_of, spot_spectra, write_spot
 
 
 def open_writer(path: Path, ny: int, nx: int, batch: int) -> PairedMapWriter:
@@ -33,6 +36,25 @@ def run(path: Path, ny: int, nx: int, batch: int) -> None:
         write_spot(writer, int(iy), int(ix))
         print("W", iy, ix, flush=True)
         time.sleep(0.0005)  # keeps the map in progress long enough to be killed mid-way
+    writer.finish()
+    print("FINISHED", flush=True)
+
+
+def blocks(path: Path, ny: int, nx: int, batch: int) -> None:
+    writer = open_writer(path, ny, nx, batch)
+    print("READY", writer.n_acquired, flush=True)
+    missing = writer.missing()
+    for start in range(0, len(missing), 7):
+        block = missing[start:start + 7]
+        spectra = [spot_spectra(int(iy), int(ix)) for iy, ix in block]
+        lay = writer.layout
+        writer.write_spots(block[:, 0], block[:, 1], {s: np.stack([sp[s] for sp in spectra]) for s in spectra[0]},
+                           [shot_of(int(iy), int(ix), lay.nx) for iy, ix in block],
+                           [1.7e9 + iy * lay.nx + ix for iy, ix in block],
+                           [(float(lay.x_um[ix]) + 0.25, float(lay.y_um[iy]) - 0.25) for iy, ix in block])
+        for iy, ix in block:
+            print("W", iy, ix, flush=True)
+        time.sleep(0.002)
     writer.finish()
     print("FINISHED", flush=True)
 
@@ -60,5 +82,7 @@ if __name__ == "__main__":
     mode, path, ny, nx = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     if mode == "run":
         run(path, ny, nx, int(sys.argv[5]))
+    elif mode == "blocks":
+        blocks(path, ny, nx, int(sys.argv[5]))
     else:
         live(path, ny, nx)
