@@ -132,20 +132,20 @@ class MeasuredMap:
     # -- the thread
 
     def _correct(self, raw: np.ndarray) -> np.ndarray:
-        from transfer.preprocess import baseline_correct
+        from acquisition.shared.spectral import baseline_correct
 
         return baseline_correct(raw, *self._baseline_windows())
 
     def _baseline_windows(self) -> tuple[int, int]:
-        from acquisition.drift import DEFAULT_BASELINE
+        """As the model's output was corrected: its `primary_baseline_windows` (the control `model`
+        reply, spec/stream-protocol.md), else the paper's."""
+        from acquisition.shared.spectral import DEFAULT_BASELINE_WINDOWS
 
-        provenance = (self.model_info or {}).get("provenance")
-        baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        try:
-            return (int(baseline.get("min_window", DEFAULT_BASELINE[0])),
-                    int(baseline.get("smooth_window", DEFAULT_BASELINE[1])))
-        except (TypeError, ValueError):
-            return DEFAULT_BASELINE
+        windows = (self.model_info or {}).get("primary_baseline_windows")
+        if (isinstance(windows, list) and len(windows) == 2
+                and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
+            return (windows[0], windows[1])
+        return tuple(DEFAULT_BASELINE_WINDOWS)
 
     def _monitor_for(self, n_transferred: int):
         from acquisition.drift import DriftMonitor

@@ -82,6 +82,7 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
         browser.get(view.url)
         wait_for(lambda: browser.execute_script("return window.viewStats.snapshots") >= 1, 30, "the first snapshot")
         subprocess.run([sys.executable, "-m", "streaming.cli", "send", str(small_map), "--input", worker.input,
+                        "--output", worker.output,
                         "--control", worker.control, "--rate", "200"], check=True, capture_output=True, timeout=60)
         n = SHAPE[0] * SHAPE[1]
         wait_for(lambda: browser.execute_script("return window.viewStats.shown") == n, 30, "every spot on the page")
