@@ -1,8 +1,9 @@
 """What the live view knows about the map: per-spot values, a bounded spectrum store, the wire format.
 
 Memory is bounded by the map shape and a fixed spectrum budget, never by how long the
-map runs: four [ny, nx] arrays (label int16, emission, novelty, error float32: 14 bytes
-per spot) plus at most ``spectra_budget_bytes`` of transferred spectra.
+map runs: five [ny, nx] arrays (label int16; emission, novelty, expected relative error,
+transfer error float32: 18 bytes per spot) plus at most ``spectra_budget_bytes`` of
+transferred spectra.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import threading
 
 import numpy as np
 
-# one delta/snapshot record per spot on the wire: index, label, emission, novelty, error
-RECORD_FIELDS = (("index", "<u4"), ("label", "<i2"), ("emission", "<f4"), ("novelty", "<f4"), ("error", "<f4"))
+# one delta/snapshot record per spot on the wire, field after field: index, label, total emission,
+# novelty, the model's expected relative error (trust), the transfer error against the measured primary
+RECORD_FIELDS = (("index", "<u4"), ("label", "<i2"), ("emission", "<f4"), ("novelty", "<f4"), ("trust", "<f4"),
+                 ("error", "<f4"))
+VALUE_FIELDS = ("emission", "novelty", "trust", "error")
 DEFAULT_SPECTRA_BUDGET = 256 << 20
 # colour limits come from a random sample of shown spots, so their cost does not grow with the map
 LIMIT_SAMPLE = 20_000
@@ -87,6 +91,7 @@ class MapState:
         self.label = np.full(n, -1, np.int16)
         self.emission = np.full(n, np.nan, np.float32)
         self.novelty = np.full(n, np.nan, np.float32)
+        self.trust = np.full(n, np.nan, np.float32)
         self.error = np.full(n, np.nan, np.float32)
         self.shown = 0
         self._rng = np.random.default_rng(0)
@@ -108,16 +113,18 @@ class MapState:
         grown = MapState((new_ny, new_nx))
         old = np.arange(self.size)
         spots = grown.flat(old // self.shape[1], old % self.shape[1])
-        for name in ("label", "emission", "novelty", "error"):
+        for name in ("label", *VALUE_FIELDS):
             getattr(grown, name)[spots] = getattr(self, name)
         grown.shown = self.shown
         return grown
 
-    def apply(self, spots: np.ndarray, label: np.ndarray, emission: np.ndarray, novelty: np.ndarray) -> None:
+    def apply(self, spots: np.ndarray, label: np.ndarray, emission: np.ndarray, novelty: np.ndarray,
+              trust: np.ndarray) -> None:
         newly = np.count_nonzero(self.label[spots] < 0)
         self.label[spots] = label
         self.emission[spots] = emission
         self.novelty[spots] = novelty
+        self.trust[spots] = trust
         self.shown += int(newly)
 
     def apply_error(self, spots: np.ndarray, error: np.ndarray) -> None:
@@ -129,8 +136,7 @@ class MapState:
         parts = [spots.astype("<u4"), self.label[spots].astype("<i2")]
         if spots.size % 2:
             parts.append(np.zeros(1, "<i2"))   # keep the float32 fields 4-byte aligned
-        parts += [self.emission[spots].astype("<f4"), self.novelty[spots].astype("<f4"),
-                  self.error[spots].astype("<f4")]
+        parts += [getattr(self, name)[spots].astype("<f4") for name in VALUE_FIELDS]
         return b"".join(p.tobytes() for p in parts)
 
     def filled(self) -> np.ndarray:
@@ -139,7 +145,8 @@ class MapState:
     def limits(self) -> dict[str, list[float] | None]:
         """Colour limits Q0.01-Q0.99 per map, from at most LIMIT_SAMPLE shown spots."""
         out = {}
-        for name, values in (("emission", self.emission), ("novelty", self.novelty), ("error", self.error)):
+        for name in VALUE_FIELDS:
+            values = getattr(self, name)
             finite = values[np.isfinite(values)]
             if finite.size > LIMIT_SAMPLE:
                 finite = finite[self._rng.integers(0, finite.size, LIMIT_SAMPLE)]

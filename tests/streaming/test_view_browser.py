@@ -113,6 +113,8 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
         wait_for(lambda: browser.execute_script("return window.viewStats.banner") == "map complete", 10,
                  "the map-complete banner")
         browser.save_screenshot(str(tmp_path / "view-live.png"))
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors                               # no script error on the page
 
         # the worker goes away: the page says so
         worker.stop(signal.SIGTERM)
