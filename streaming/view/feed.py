@@ -72,25 +72,30 @@ def novelty_threshold(model_info: dict | None) -> dict:
 
 @dataclass
 class Batch:
-    """Results received since the last take: per spot (iy, ix), label, total emission, novelty."""
+    """Results received since the last take: per spot (iy, ix), label, total emission, novelty, trust.
 
-    iy: list = field(default_factory=list)
-    ix: list = field(default_factory=list)
-    label: list = field(default_factory=list)
-    emission: list = field(default_factory=list)
-    novelty: list = field(default_factory=list)
-    trust: list = field(default_factory=list)
+    One-spectrum messages (the acquisition's) are kept as plain tuples, batches as arrays:
+    no small numpy arrays per result.
+    """
+
+    singles: list = field(default_factory=list)     # (iy, ix, label, emission, novelty, trust)
+    blocks: list = field(default_factory=list)      # (iy, ix, label, emission, novelty, trust) arrays
     oldest_t: float | None = None      # the earliest producer time `t` among them (Unix s)
     spectra: int = 0
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        if not self.iy:
-            empty = np.empty(0, np.int64)
-            f32 = empty.astype(np.float32)
-            return empty, empty, empty.astype(np.int16), f32, f32, f32
-        return (np.concatenate(self.iy), np.concatenate(self.ix), np.concatenate(self.label).astype(np.int16),
-                np.concatenate(self.emission).astype(np.float32), np.concatenate(self.novelty).astype(np.float32),
-                np.concatenate(self.trust).astype(np.float32))
+        """iy, ix (int64), label (int16), emission, novelty, trust (float32), all [k]."""
+        dtypes = (np.int64, np.int64, np.int16, np.float32, np.float32, np.float32)
+        parts = [[] for _ in dtypes]
+        if self.singles:
+            columns = list(zip(*self.singles))
+            for part, column, dtype in zip(parts, columns, dtypes):
+                part.append(np.array(column, dtype=dtype))
+        for block in self.blocks:
+            for part, column in zip(parts, block):
+                part.append(column)
+        return tuple(np.concatenate(part).astype(dtype, copy=False) if part else np.empty(0, dtype)
+                     for part, dtype in zip(parts, dtypes))
 
 
 def _per_spectrum(value, k: int, dtype) -> np.ndarray:
@@ -203,33 +208,36 @@ class ResultFeed:
                 self.counts["negative_index"] += 1
                 return
             label, novelty, trust = header.get("label"), header.get("novelty"), header.get(TRUST_KEY)
-            iy, ix = np.array([iy]), np.array([ix])
-            label = np.array([label if isinstance(label, int) else -1])
-            novelty = np.array([novelty if isinstance(novelty, (int, float)) else np.nan])
-            trust = np.array([trust if isinstance(trust, (int, float)) else np.nan])
-        else:
-            iy = _per_spectrum(iy, k, np.int64)
-            ix = _per_spectrum(ix, k, np.int64)
-            label = _per_spectrum(header.get("label"), k, np.int64)
-            novelty = _per_spectrum(header.get("novelty"), k, np.float64)
-            trust = _per_spectrum(header.get(TRUST_KEY), k, np.float64)
-            keep = (iy >= 0) & (ix >= 0)
-            if not keep.all():
-                self.counts["negative_index"] += int(np.count_nonzero(~keep))
-                iy, ix, spectra = iy[keep], ix[keep], spectra[keep]
-                label, novelty, trust = label[keep], novelty[keep], trust[keep]
+            record = (iy, ix, label if isinstance(label, int) else -1, float(spectra[0].sum()),
+                      novelty if isinstance(novelty, (int, float)) else np.nan,
+                      trust if isinstance(trust, (int, float)) else np.nan)
+            self.store.put_one(iy, ix, spectra[0])
+            if self.on_results is not None:
+                self.on_results(np.array([iy]), np.array([ix]), spectra)
+            with self._lock:
+                b = self._batch
+                b.singles.append(record)
+                b.spectra += 1
+                if t is not None and (b.oldest_t is None or t < b.oldest_t):
+                    b.oldest_t = t
+            return
+        iy = _per_spectrum(iy, k, np.int64)
+        ix = _per_spectrum(ix, k, np.int64)
+        label = _per_spectrum(header.get("label"), k, np.int64)
+        novelty = _per_spectrum(header.get("novelty"), k, np.float64)
+        trust = _per_spectrum(header.get(TRUST_KEY), k, np.float64)
+        keep = (iy >= 0) & (ix >= 0)
+        if not keep.all():
+            self.counts["negative_index"] += int(np.count_nonzero(~keep))
+            iy, ix, spectra = iy[keep], ix[keep], spectra[keep]
+            label, novelty, trust = label[keep], novelty[keep], trust[keep]
         emission = spectra.sum(axis=1)
         self.store.put(iy, ix, spectra)
         if self.on_results is not None:
             self.on_results(iy, ix, spectra)
         with self._lock:
             b = self._batch
-            b.iy.append(iy)
-            b.ix.append(ix)
-            b.label.append(label)
-            b.emission.append(emission)
-            b.novelty.append(novelty)
-            b.trust.append(trust)
+            b.blocks.append((iy, ix, label, emission, novelty, trust))
             b.spectra += len(iy)
             if t is not None and (b.oldest_t is None or t < b.oldest_t):
                 b.oldest_t = t

@@ -50,21 +50,25 @@ class SpectrumStore:
 
     def put(self, iy, ix, spectra: np.ndarray) -> None:
         """Keep ``spectra`` [k, n] as the latest of spots (iy[k], ix[k])."""
+        for key_y, key_x, spectrum in zip(iy.tolist(), ix.tolist(), spectra):
+            self.put_one(key_y, key_x, spectrum)
+
+    def put_one(self, iy: int, ix: int, spectrum: np.ndarray) -> None:
+        """Keep ``spectrum`` [n] as the latest of spot (iy, ix)."""
+        key = (iy, ix)
         with self._lock:
-            if self._block is None or spectra.shape[1] != self.n_pixels:
-                self._allocate(spectra.shape[1])
-            for key, spectrum in zip(zip(iy.tolist(), ix.tolist()), spectra) if len(iy) > 1 else \
-                    (((int(iy[0]), int(ix[0])), spectra[0]),):
-                slot = self._slot_of.get(key)
-                if slot is None:
-                    slot = self._next
-                    self._next = (self._next + 1) % self.capacity
-                    evicted = self._spot_in[slot]
-                    if evicted is not None:
-                        del self._slot_of[evicted]
-                    self._spot_in[slot] = key
-                    self._slot_of[key] = slot
-                self._block[slot] = spectrum
+            if self._block is None or spectrum.shape[0] != self.n_pixels:
+                self._allocate(spectrum.shape[0])
+            slot = self._slot_of.get(key)
+            if slot is None:
+                slot = self._next
+                self._next = (self._next + 1) % self.capacity
+                evicted = self._spot_in[slot]
+                if evicted is not None:
+                    del self._slot_of[evicted]
+                self._spot_in[slot] = key
+                self._slot_of[key] = slot
+            self._block[slot] = spectrum
 
     def get(self, iy: int, ix: int) -> np.ndarray | None:
         with self._lock:
