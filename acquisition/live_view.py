@@ -7,12 +7,14 @@ is about to create.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
 from acquisition.config import ConfigError
 from acquisition.live import CLIENT_SECRET_KEY, WORKER_PUBLIC_KEY, LiveOptions
@@ -20,6 +22,7 @@ from acquisition.live import CLIENT_SECRET_KEY, WORKER_PUBLIC_KEY, LiveOptions
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
+SUBSCRIBE_TIMEOUT_S = 5.0
 
 
 class LiveViewProcess:
@@ -28,6 +31,7 @@ class LiveViewProcess:
     def __init__(self, command: list[str]):
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.url = self._read_url()
+        self._await_subscription()
         # keep draining its output so that a chatty view can never block on a full pipe
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
@@ -43,6 +47,19 @@ class LiveViewProcess:
         self.stop()
         problem = self.proc.stderr.read().strip().splitlines()
         raise ConfigError(f"--view: the live view did not start: {problem[-1] if problem else 'no output'}")
+
+    def _await_subscription(self) -> None:
+        """Until the view has heard from the worker, so that it sees the map's first results too."""
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urlopen(self.url.split("?")[0] + "api/stats", timeout=1) as reply:
+                    if json.loads(reply.read()).get("contact"):
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        log.warning("the live view has not heard from the worker yet; it may miss the first results")
 
     @staticmethod
     def _drain(stream) -> None:

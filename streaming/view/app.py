@@ -26,9 +26,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..security import ClientKeys
-from .feed import ResultFeed, trust_threshold
+from .feed import ResultFeed, novelty_threshold, trust_threshold
 from .measured import MeasuredMap
-from .state import MapState
+from .state import MapState, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class LiveView:
         self.clients: set[_Client] = set()
         self.outside = 0
         self.history: deque[list] = deque(maxlen=HISTORY)
-        self._second = {"t": time.time(), "novelty": [], "error": [], "spectra": 0}
+        self._second = {"t": time.time(), "novelty": [], "trust": [], "error": [], "spectra": 0}
         self._last_health = 0.0
         self.limits = self.state.limits()
         self.stats = {"flushes": 0, "messages_sent": 0, "bytes_sent": 0, "snapshots": 0, "resyncs": 0}
@@ -115,7 +115,7 @@ class LiveView:
 
     def flush(self) -> None:
         batch = self.feed.take()
-        iy, ix, label, emission, novelty = batch.arrays()
+        iy, ix, label, emission, novelty, trust = batch.arrays()
         if self.measured:
             self.measured.model_info = self.feed.model_info
             ey, ex, error = self.measured.take()
@@ -123,11 +123,12 @@ class LiveView:
             ey, ex, error = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
         resized = self._fit(np.concatenate([iy, ey]), np.concatenate([ix, ex]))
         spots, inside = self._inside(iy, ix)
-        self.state.apply(spots, label[inside], emission[inside], novelty[inside])
+        self.state.apply(spots, label[inside], emission[inside], novelty[inside], trust[inside])
         espots, einside = self._inside(ey, ex)
         self.state.apply_error(espots, error[einside])
         second = self._second
         second["novelty"].append(novelty)
+        second["trust"].append(trust)
         second["error"].append(error)
         second["spectra"] += len(iy)
         now = time.time()
@@ -154,7 +155,7 @@ class LiveView:
         if changed is None or (len(changed) == 0 and len(header) == 1):
             self._wake_resyncs()
             return
-        self.broadcast(encode_delta(header, changed, self.state))
+        self.broadcast(encode_frame(header, changed, self.state))
 
     def _inside(self, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ny, nx = self.state.shape
@@ -174,14 +175,15 @@ class LiveView:
         return True
 
     def _history_point(self, now: float) -> list:
-        second, self._second = self._second, {"t": now, "novelty": [], "error": [], "spectra": 0}
-        novelty = np.concatenate(second["novelty"]) if second["novelty"] else np.empty(0)
-        error = np.concatenate(second["error"]) if second["error"] else np.empty(0)
-        novelty, error = novelty[np.isfinite(novelty)], error[np.isfinite(error)]
+        """[time, spectra/s, median novelty, median expected relative error, median transfer error] of the last second."""
+        second, self._second = self._second, {"t": now, "novelty": [], "trust": [], "error": [], "spectra": 0}
         span = max(now - second["t"], 1e-3)
-        return [round(now, 3), round(second["spectra"] / span, 1),
-                None if novelty.size == 0 else round(float(np.median(novelty)), 4),
-                None if error.size == 0 else round(float(np.median(error)), 5)]
+        point = [round(now, 3), round(second["spectra"] / span, 1)]
+        for name in ("novelty", "trust", "error"):
+            values = np.concatenate(second[name]) if second[name] else np.empty(0)
+            values = values[np.isfinite(values)]
+            point.append(None if values.size == 0 else round(float(np.median(values)), 5))
+        return point
 
     def _health_fields(self) -> dict:
         complete = self.fixed_shape and self.state.shown >= self.state.size
@@ -190,7 +192,9 @@ class LiveView:
         if self.measured:
             health["measured"] = {"problem": self.measured.problem, "errors": self.measured.computed, "given_up": self.measured.given_up,
                                   "dropped": self.measured.dropped, "map": self.measured.path}
-        return {"health": health, "limits": self.limits, "threshold": trust_threshold(self.feed.model_info)}
+        info = self.feed.model_info
+        return {"health": health, "limits": self.limits,
+                "thresholds": {"novelty": novelty_threshold(info), "trust": trust_threshold(info)}}
 
     def snapshot(self) -> bytes:
         header = {"type": "snapshot", "shape": list(self.state.shape), "history": list(self.history),
@@ -198,7 +202,7 @@ class LiveView:
                   "store": {"capacity": self.feed.store.capacity, "bytes": self.feed.store.nbytes},
                   **self._health_fields()}
         self.stats["snapshots"] += 1
-        return encode_delta(header, self.state.filled(), self.state)
+        return encode_frame(header, self.state.filled(), self.state)
 
     # -- pages
 
@@ -260,7 +264,8 @@ class LiveView:
         flat = iy * nx + ix
         info = self.feed.model_info or {}
         out: dict = {"iy": iy, "ix": ix, "label": int(self.state.label[flat]),
-                     "novelty": _finite(self.state.novelty[flat]), "error": _finite(self.state.error[flat]),
+                     "novelty": _finite(self.state.novelty[flat]), "trust": _finite(self.state.trust[flat]),
+                     "error": _finite(self.state.error[flat]),
                      "curves": {}, "notes": []}
         transferred = self.feed.store.get(iy, ix)
         if transferred is not None:
@@ -284,12 +289,6 @@ class LiveView:
                     axis, values = measured[key]
                     out["curves"][name] = {"x": _rounded(axis, 4), "y": _rounded(values)}
         return out
-
-
-def encode_delta(header: dict, spots: np.ndarray, state: MapState) -> bytes:
-    from .state import encode_frame
-
-    return encode_frame(header, spots, state)
 
 
 def _finite(value) -> float | None:

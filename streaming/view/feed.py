@@ -27,62 +27,85 @@ log = logging.getLogger(__name__)
 WORKER_SILENT_S = 3.0
 # results that stop for this long while the worker is alive and the map unfinished are worth a banner
 RESULTS_SILENT_S = 5.0
-# where a calibrated novelty threshold may sit in the control `model` reply (first found wins)
-THRESHOLD_KEYS = ("novelty_threshold", "trust_threshold")
+# the model's expected relative transfer error per spectrum (optional in a transfer header)
+TRUST_KEY = "expected_rel_error"
 # docs/novelty.md: above about 3, look at the transferred spectrum with suspicion
 DOCUMENTED_NOVELTY_THRESHOLD = 3.0
 
 
-def trust_threshold(model_info: dict | None) -> dict:
-    """The novelty threshold to mark on the map and where it came from.
+def _positive_number(value) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        return float(value)
+    return None
 
-    A calibrated threshold in the model's metadata wins (a top-level key of the control
-    ``model`` reply, a ``trust`` object with ``threshold``, or the same keys in the
-    provenance); otherwise the guide value of docs/novelty.md, said so.
-    """
+
+def trust_threshold(model_info: dict | None) -> dict | None:
+    """The calibrated threshold on the expected relative error, from the model's metadata
+    (`trust_threshold` in the control ``model`` reply or its provenance); None without one."""
     places = []
     if isinstance(model_info, dict):
         places.append(("model metadata", model_info))
-        if isinstance(model_info.get("trust"), dict):
-            places.append(("model metadata (trust)", model_info["trust"]))
-        provenance = model_info.get("provenance")
-        if isinstance(provenance, dict):
-            places.append(("model provenance", provenance))
-            if isinstance(provenance.get("trust"), dict):
-                places.append(("model provenance (trust)", provenance["trust"]))
+        if isinstance(model_info.get("provenance"), dict):
+            places.append(("model provenance", model_info["provenance"]))
     for where, obj in places:
-        for key in (*THRESHOLD_KEYS, "threshold") if "trust" in where else THRESHOLD_KEYS:
-            value = obj.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
-                return {"value": float(value), "source": f"calibrated ({where}: {key})", "calibrated": True}
+        value = _positive_number(obj.get("trust_threshold"))
+        if value is not None:
+            return {"value": value, "calibrated": True, "source": f"calibrated ({where}: trust_threshold)"}
+    return None
+
+
+def novelty_threshold(model_info: dict | None) -> dict:
+    """The novelty mark: a `novelty_threshold` in the model's metadata, else docs/novelty.md's guide value."""
+    for obj in (model_info, (model_info or {}).get("provenance") if isinstance(model_info, dict) else None):
+        if isinstance(obj, dict):
+            value = _positive_number(obj.get("novelty_threshold"))
+            if value is not None:
+                return {"value": value, "calibrated": True, "source": "model metadata: novelty_threshold"}
     return {"value": DOCUMENTED_NOVELTY_THRESHOLD, "calibrated": False,
-            "source": "guide value of docs/novelty.md (the model carries no calibrated threshold)"}
+            "source": "guide value of docs/novelty.md (the model carries no novelty threshold)"}
 
 
 @dataclass
 class Batch:
-    """Results received since the last take: per spot (iy, ix), label, total emission, novelty."""
+    """Results received since the last take: per spot (iy, ix), label, total emission, novelty, trust.
 
-    iy: list = field(default_factory=list)
-    ix: list = field(default_factory=list)
-    label: list = field(default_factory=list)
-    emission: list = field(default_factory=list)
-    novelty: list = field(default_factory=list)
+    One-spectrum messages (the acquisition's) are kept as plain tuples, batches as arrays:
+    no small numpy arrays per result.
+    """
+
+    singles: list = field(default_factory=list)     # (iy, ix, label, emission, novelty, trust)
+    blocks: list = field(default_factory=list)      # (iy, ix, label, emission, novelty, trust) arrays
     oldest_t: float | None = None      # the earliest producer time `t` among them (Unix s)
     spectra: int = 0
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        if not self.iy:
-            empty = np.empty(0, np.int64)
-            return empty, empty, empty.astype(np.int16), empty.astype(np.float32), empty.astype(np.float32)
-        return (np.concatenate(self.iy), np.concatenate(self.ix), np.concatenate(self.label).astype(np.int16),
-                np.concatenate(self.emission).astype(np.float32), np.concatenate(self.novelty).astype(np.float32))
+        """iy, ix (int64), label (int16), emission, novelty, trust (float32), all [k]."""
+        dtypes = (np.int64, np.int64, np.int16, np.float32, np.float32, np.float32)
+        parts = [[] for _ in dtypes]
+        if self.singles:
+            columns = list(zip(*self.singles))
+            for part, column, dtype in zip(parts, columns, dtypes):
+                part.append(np.array(column, dtype=dtype))
+        for block in self.blocks:
+            for part, column in zip(parts, block):
+                part.append(column)
+        return tuple(np.concatenate(part).astype(dtype, copy=False) if part else np.empty(0, dtype)
+                     for part, dtype in zip(parts, dtypes))
 
 
 def _per_spectrum(value, k: int, dtype) -> np.ndarray:
     if isinstance(value, list):
-        out = np.asarray(value, dtype=dtype)
-        return out if out.shape == (k,) else np.full(k, np.nan if dtype is np.float64 else -1, dtype)
+        try:   # null (a non-finite value on the wire) becomes NaN
+            out = np.asarray([np.nan if v is None else v for v in value], dtype=dtype)
+        except (TypeError, ValueError):
+            out = None
+        return out if out is not None and out.shape == (k,) else np.full(k, np.nan if dtype is np.float64 else -1,
+                                                                          dtype)
     if value is None:
         return np.full(k, np.nan if dtype is np.float64 else -1, dtype)
     return np.full(k, value, dtype)
@@ -184,30 +207,37 @@ class ResultFeed:
             if iy < 0 or ix < 0:
                 self.counts["negative_index"] += 1
                 return
-            label, novelty = header.get("label"), header.get("novelty")
-            iy, ix = np.array([iy]), np.array([ix])
-            label = np.array([label if isinstance(label, int) else -1])
-            novelty = np.array([novelty if isinstance(novelty, (int, float)) else np.nan])
-        else:
-            iy = _per_spectrum(iy, k, np.int64)
-            ix = _per_spectrum(ix, k, np.int64)
-            label = _per_spectrum(header.get("label"), k, np.int64)
-            novelty = _per_spectrum(header.get("novelty"), k, np.float64)
-            keep = (iy >= 0) & (ix >= 0)
-            if not keep.all():
-                self.counts["negative_index"] += int(np.count_nonzero(~keep))
-                iy, ix, spectra, label, novelty = iy[keep], ix[keep], spectra[keep], label[keep], novelty[keep]
+            label, novelty, trust = header.get("label"), header.get("novelty"), header.get(TRUST_KEY)
+            record = (iy, ix, label if isinstance(label, int) else -1, float(spectra[0].sum()),
+                      novelty if isinstance(novelty, (int, float)) else np.nan,
+                      trust if isinstance(trust, (int, float)) else np.nan)
+            self.store.put_one(iy, ix, spectra[0])
+            if self.on_results is not None:
+                self.on_results(np.array([iy]), np.array([ix]), spectra)
+            with self._lock:
+                b = self._batch
+                b.singles.append(record)
+                b.spectra += 1
+                if t is not None and (b.oldest_t is None or t < b.oldest_t):
+                    b.oldest_t = t
+            return
+        iy = _per_spectrum(iy, k, np.int64)
+        ix = _per_spectrum(ix, k, np.int64)
+        label = _per_spectrum(header.get("label"), k, np.int64)
+        novelty = _per_spectrum(header.get("novelty"), k, np.float64)
+        trust = _per_spectrum(header.get(TRUST_KEY), k, np.float64)
+        keep = (iy >= 0) & (ix >= 0)
+        if not keep.all():
+            self.counts["negative_index"] += int(np.count_nonzero(~keep))
+            iy, ix, spectra = iy[keep], ix[keep], spectra[keep]
+            label, novelty, trust = label[keep], novelty[keep], trust[keep]
         emission = spectra.sum(axis=1)
         self.store.put(iy, ix, spectra)
         if self.on_results is not None:
             self.on_results(iy, ix, spectra)
         with self._lock:
             b = self._batch
-            b.iy.append(iy)
-            b.ix.append(ix)
-            b.label.append(label)
-            b.emission.append(emission)
-            b.novelty.append(novelty)
+            b.blocks.append((iy, ix, label, emission, novelty, trust))
             b.spectra += len(iy)
             if t is not None and (b.oldest_t is None or t < b.oldest_t):
                 b.oldest_t = t

@@ -1,8 +1,9 @@
 """What the live view knows about the map: per-spot values, a bounded spectrum store, the wire format.
 
 Memory is bounded by the map shape and a fixed spectrum budget, never by how long the
-map runs: four [ny, nx] arrays (label int16, emission, novelty, error float32: 14 bytes
-per spot) plus at most ``spectra_budget_bytes`` of transferred spectra.
+map runs: five [ny, nx] arrays (label int16; emission, novelty, expected relative error,
+transfer error float32: 18 bytes per spot) plus at most ``spectra_budget_bytes`` of
+transferred spectra.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import threading
 
 import numpy as np
 
-# one delta/snapshot record per spot on the wire: index, label, emission, novelty, error
-RECORD_FIELDS = (("index", "<u4"), ("label", "<i2"), ("emission", "<f4"), ("novelty", "<f4"), ("error", "<f4"))
+# one delta/snapshot record per spot on the wire, field after field: index, label, total emission,
+# novelty, the model's expected relative error (trust), the transfer error against the measured primary
+RECORD_FIELDS = (("index", "<u4"), ("label", "<i2"), ("emission", "<f4"), ("novelty", "<f4"), ("trust", "<f4"),
+                 ("error", "<f4"))
+VALUE_FIELDS = ("emission", "novelty", "trust", "error")
 DEFAULT_SPECTRA_BUDGET = 256 << 20
 # colour limits come from a random sample of shown spots, so their cost does not grow with the map
 LIMIT_SAMPLE = 20_000
@@ -46,21 +50,25 @@ class SpectrumStore:
 
     def put(self, iy, ix, spectra: np.ndarray) -> None:
         """Keep ``spectra`` [k, n] as the latest of spots (iy[k], ix[k])."""
+        for key_y, key_x, spectrum in zip(iy.tolist(), ix.tolist(), spectra):
+            self.put_one(key_y, key_x, spectrum)
+
+    def put_one(self, iy: int, ix: int, spectrum: np.ndarray) -> None:
+        """Keep ``spectrum`` [n] as the latest of spot (iy, ix)."""
+        key = (iy, ix)
         with self._lock:
-            if self._block is None or spectra.shape[1] != self.n_pixels:
-                self._allocate(spectra.shape[1])
-            for key, spectrum in zip(zip(iy.tolist(), ix.tolist()), spectra) if len(iy) > 1 else \
-                    (((int(iy[0]), int(ix[0])), spectra[0]),):
-                slot = self._slot_of.get(key)
-                if slot is None:
-                    slot = self._next
-                    self._next = (self._next + 1) % self.capacity
-                    evicted = self._spot_in[slot]
-                    if evicted is not None:
-                        del self._slot_of[evicted]
-                    self._spot_in[slot] = key
-                    self._slot_of[key] = slot
-                self._block[slot] = spectrum
+            if self._block is None or spectrum.shape[0] != self.n_pixels:
+                self._allocate(spectrum.shape[0])
+            slot = self._slot_of.get(key)
+            if slot is None:
+                slot = self._next
+                self._next = (self._next + 1) % self.capacity
+                evicted = self._spot_in[slot]
+                if evicted is not None:
+                    del self._slot_of[evicted]
+                self._spot_in[slot] = key
+                self._slot_of[key] = slot
+            self._block[slot] = spectrum
 
     def get(self, iy: int, ix: int) -> np.ndarray | None:
         with self._lock:
@@ -87,6 +95,7 @@ class MapState:
         self.label = np.full(n, -1, np.int16)
         self.emission = np.full(n, np.nan, np.float32)
         self.novelty = np.full(n, np.nan, np.float32)
+        self.trust = np.full(n, np.nan, np.float32)
         self.error = np.full(n, np.nan, np.float32)
         self.shown = 0
         self._rng = np.random.default_rng(0)
@@ -108,16 +117,18 @@ class MapState:
         grown = MapState((new_ny, new_nx))
         old = np.arange(self.size)
         spots = grown.flat(old // self.shape[1], old % self.shape[1])
-        for name in ("label", "emission", "novelty", "error"):
+        for name in ("label", *VALUE_FIELDS):
             getattr(grown, name)[spots] = getattr(self, name)
         grown.shown = self.shown
         return grown
 
-    def apply(self, spots: np.ndarray, label: np.ndarray, emission: np.ndarray, novelty: np.ndarray) -> None:
+    def apply(self, spots: np.ndarray, label: np.ndarray, emission: np.ndarray, novelty: np.ndarray,
+              trust: np.ndarray) -> None:
         newly = np.count_nonzero(self.label[spots] < 0)
         self.label[spots] = label
         self.emission[spots] = emission
         self.novelty[spots] = novelty
+        self.trust[spots] = trust
         self.shown += int(newly)
 
     def apply_error(self, spots: np.ndarray, error: np.ndarray) -> None:
@@ -129,8 +140,7 @@ class MapState:
         parts = [spots.astype("<u4"), self.label[spots].astype("<i2")]
         if spots.size % 2:
             parts.append(np.zeros(1, "<i2"))   # keep the float32 fields 4-byte aligned
-        parts += [self.emission[spots].astype("<f4"), self.novelty[spots].astype("<f4"),
-                  self.error[spots].astype("<f4")]
+        parts += [getattr(self, name)[spots].astype("<f4") for name in VALUE_FIELDS]
         return b"".join(p.tobytes() for p in parts)
 
     def filled(self) -> np.ndarray:
@@ -139,7 +149,8 @@ class MapState:
     def limits(self) -> dict[str, list[float] | None]:
         """Colour limits Q0.01-Q0.99 per map, from at most LIMIT_SAMPLE shown spots."""
         out = {}
-        for name, values in (("emission", self.emission), ("novelty", self.novelty), ("error", self.error)):
+        for name in VALUE_FIELDS:
+            values = getattr(self, name)
             finite = values[np.isfinite(values)]
             if finite.size > LIMIT_SAMPLE:
                 finite = finite[self._rng.integers(0, finite.size, LIMIT_SAMPLE)]

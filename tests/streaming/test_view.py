@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from streaming.producer import SpectrumPusher
 from streaming.view.app import ViewConfig
-from streaming.view.feed import DOCUMENTED_NOVELTY_THRESHOLD, trust_threshold
+from streaming.view.feed import DOCUMENTED_NOVELTY_THRESHOLD, novelty_threshold, trust_threshold
 from streaming.view.server import page_url, parse_shape, prepare
 from streaming.view.state import MapState, SpectrumStore, decode_frame, encode_frame
 from tests.streaming.conftest import spectra
@@ -59,6 +59,7 @@ class PageSocket:
 
 def test_a_page_gets_one_snapshot_then_only_the_spots_that_changed(worker, test_model, tmp_path):
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--shape", "4x6")
+    view.wait_subscribed()
     early = PageSocket(view.url)
     late = None
     pusher = SpectrumPusher(worker.input)
@@ -103,6 +104,7 @@ def test_a_page_gets_one_snapshot_then_only_the_spots_that_changed(worker, test_
 
 def test_a_spot_without_the_map_file_shows_the_transferred_spectrum_and_says_why_no_other(worker, tmp_path):
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--shape", "2x2")
+    view.wait_subscribed()
     pusher = SpectrumPusher(worker.input)
     try:
         page = PageSocket(view.url)
@@ -186,12 +188,14 @@ def test_wire_records_round_trip_and_a_grown_map_keeps_every_spot():
     state = MapState((3, 4))
     spots = state.flat(np.array([0, 2, 2]), np.array([1, 3, 0]))
     state.apply(spots, np.array([2, 0, 7], np.int16), np.array([1.5, 2.5, 3.5], np.float32),
-                np.array([0.9, 4.0, 1.1], np.float32))
+                np.array([0.9, 4.0, 1.1], np.float32), np.array([0.1, np.nan, 0.7], np.float32))
     state.apply_error(spots[:1], np.array([0.05], np.float32))
     header, records = decode_frame(encode_frame({"type": "delta"}, state.filled(), state))
     assert header == {"type": "delta", "count": 3}
     assert records["index"].tolist() == sorted(spots.tolist())
     assert records["label"].tolist() == [2, 7, 0] and records["error"][0] == np.float32(0.05)
+    assert records["trust"][0] == np.float32(0.1) and records["trust"][1] == np.float32(0.7)
+    assert np.isnan(records["trust"][2])
     grown = state.grown_to(5, 4)
     assert grown.shape == (6, 4) and grown.shown == 3
     assert grown.label[grown.flat(np.array([2]), np.array([3]))][0] == 0
@@ -199,24 +203,101 @@ def test_wire_records_round_trip_and_a_grown_map_keeps_every_spot():
 
 
 @pytest.mark.parametrize("reply, expected", [
-    ({"novelty_threshold": 2.5}, 2.5),
-    ({"trust": {"threshold": 4.0}}, 4.0),
-    ({"provenance": {"novelty_threshold": 3.5}}, 3.5),
-    ({"provenance": {"trust": {"threshold": 1.75}}}, 1.75),
+    ({"trust_threshold": 0.45}, 0.45),
+    ({"trust_threshold": "0.446"}, 0.446),          # metadata values are strings when not decoded
+    ({"provenance": {"trust_threshold": 0.3}}, 0.3),
 ])
-def test_a_calibrated_threshold_in_the_model_metadata_is_marked(reply, expected):
+def test_a_calibrated_trust_threshold_in_the_model_metadata_is_marked(reply, expected):
     found = trust_threshold(reply)
-    assert found["value"] == expected and found["calibrated"]
+    assert found["value"] == pytest.approx(expected) and found["calibrated"]
 
 
-@pytest.mark.parametrize("reply", [None, {}, {"novelty_threshold": "3"}, {"novelty_threshold": float("nan")},
-                                   {"novelty_threshold": -1}, {"novelty_threshold": True}, {"trust": [1, 2]},
+@pytest.mark.parametrize("reply", [None, {}, {"trust_threshold": "high"}, {"trust_threshold": float("nan")},
+                                   {"trust_threshold": -1}, {"trust_threshold": True}, {"trust_threshold": [1]},
                                    {"provenance": "not json"}])
-def test_without_a_usable_threshold_the_documented_guide_value_is_marked_and_said_so(reply):
-    found = trust_threshold(reply)
-    assert found == {"value": DOCUMENTED_NOVELTY_THRESHOLD, "calibrated": False, "source": found["source"]}
+def test_without_a_usable_trust_threshold_none_is_marked_and_novelty_keeps_its_guide_value(reply):
+    assert trust_threshold(reply) is None
+    found = novelty_threshold(reply)
+    assert found["value"] == DOCUMENTED_NOVELTY_THRESHOLD and not found["calibrated"]
     assert "docs/novelty.md" in found["source"]
+
+
+def test_the_expected_relative_error_of_each_result_reaches_the_page(tmp_path):
+    """A worker whose model has the trust output publishes `expected_rel_error` per spectrum (spec)."""
+    import zmq
+
+    from streaming import protocol
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    view = ViewProcess(tmp_path, "--results", f"tcp://127.0.0.1:{port}", "--shape", "2x3")
+    expected = {0: 0.12, 1: None, 2: 0.61, 3: None, 4: 0.33, 5: 1.7}   # None: not finite, or not published
+
+    def publish(seq, header_extra, k=1, spots=(0,)):
+        frames = protocol.encode_transfer(np.ones((k, 40), np.float32), seq=seq, in_seq=seq, single=k == 1,
+                                          label=np.zeros(k, int), novelty=np.ones(k), model="m", latency_s=0.001,
+                                          echo={"iy": [s // 3 for s in spots] if k > 1 else spots[0] // 3,
+                                                "ix": [s % 3 for s in spots] if k > 1 else spots[0] % 3},
+                                          worker="w")
+        header = json.loads(bytes(frames[1]))
+        header.update(header_extra)
+        pub.send_multipart([frames[0], json.dumps(header).encode(), frames[2]])
+
+    try:
+        def contact():
+            pub.send_multipart(protocol.encode_status({"seq": 0, "worker": "w", "model": "m", "t": time.time()}))
+            return view.stats()["contact"]
+        wait_for(contact, 20, "the view's subscription")
+        page = PageSocket(view.url)
+        wait_for(lambda: page.frames, 10, "the snapshot")
+        publish(0, {"expected_rel_error": expected[0]})
+        publish(1, {}, spots=(1,))                                 # a model without the trust output
+        publish(2, {"expected_rel_error": [expected[2], None, expected[4], expected[5]]}, k=4, spots=(2, 3, 4, 5))
+        wait_for(lambda: len(set(page.spots())) == 6, 20, "every spot")
+        shown = {}
+        for _, records in page.frames:
+            shown.update(zip(records["index"].tolist(), records["trust"].tolist()))
+        for spot, value in expected.items():
+            if value is None:
+                assert np.isnan(shown[spot]), spot
+            else:
+                assert shown[spot] == pytest.approx(value, rel=1e-6)
+        page.close()
+    finally:
+        view.stop()
+        ctx.destroy(linger=0)
 
 
 def test_parse_shape():
     assert parse_shape("500x500") == (500, 500) and parse_shape("6X8") == (6, 8)
+
+
+def test_the_view_loads_no_torch():
+    script = ("import sys, streaming.cli, streaming.view.app, streaming.view.server, streaming.view.measured, "
+              "acquisition.drift, acquisition.shared.spectral, acquisition.live_view; "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_without_a_shape_the_map_grows_and_pages_get_it_anew(worker, tmp_path):
+    view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control)
+    view.wait_subscribed()
+    pusher = SpectrumPusher(worker.input)
+    page = PageSocket(view.url)
+    try:
+        wait_for(lambda: page.frames, 10, "the snapshot")
+        pusher.send(spectra(1, seed=1)[0], iy=0, ix=0)
+        wait_for(lambda: page.spots() == [0], 20, "the first spot")
+        pusher.send(spectra(1, seed=2)[0], iy=5, ix=9)
+        header, records = wait_for(lambda: next(((h, r) for h, r in page.frames
+                                                 if h["type"] == "snapshot" and h["count"] == 2), None), 20,
+                                   "a snapshot of the grown map")
+        ny, nx = header["shape"]
+        assert ny >= 6 and nx >= 10
+        assert sorted(records["index"].tolist()) == [0, 5 * nx + 9]
+    finally:
+        pusher.close()
+        page.close()
+        view.stop()

@@ -76,11 +76,13 @@ def truth(model: Path, small_map: Path) -> dict[str, np.ndarray]:
 def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model, small_map, tmp_path):
     worker = WorkerProcess(map_model, tmp_path)
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--map", str(small_map))
+    view.wait_subscribed()
     browser = start_browser(*BROWSER)
     try:
         browser.get(view.url)
         wait_for(lambda: browser.execute_script("return window.viewStats.snapshots") >= 1, 30, "the first snapshot")
         subprocess.run([sys.executable, "-m", "streaming.cli", "send", str(small_map), "--input", worker.input,
+                        "--output", worker.output,
                         "--control", worker.control, "--rate", "200"], check=True, capture_output=True, timeout=60)
         n = SHAPE[0] * SHAPE[1]
         wait_for(lambda: browser.execute_script("return window.viewStats.shown") == n, 30, "every spot on the page")
@@ -111,6 +113,8 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
         wait_for(lambda: browser.execute_script("return window.viewStats.banner") == "map complete", 10,
                  "the map-complete banner")
         browser.save_screenshot(str(tmp_path / "view-live.png"))
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors                               # no script error on the page
 
         # the worker goes away: the page says so
         worker.stop(signal.SIGTERM)

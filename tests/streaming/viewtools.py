@@ -54,6 +54,10 @@ class ViewProcess:
             raise RuntimeError(f"the view did not start: {line!r} {self.log()}")
         self.url = line.split()[2]
 
+    def wait_subscribed(self, timeout_s: float = 20) -> None:
+        """Until the view has heard from a worker: from then on it misses nothing published."""
+        wait_for(lambda: self.stats()["contact"], timeout_s, "the view's subscription to the worker")
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -6,7 +6,8 @@ const LABEL_COLOURS = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#
 // viridis, 9 anchors (perceptually uniform, colour-blind safe), interpolated into a 256-entry table
 const VIRIDIS = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"];
 const EMPTY = [230, 230, 230];
-const MAPS = ["label", "emission", "novelty", "error"];
+const MAPS = ["label", "emission", "novelty", "trust", "error"];
+const THRESHOLDED = ["novelty", "trust"];
 
 function hexRgb(h) { return [1, 3, 5].map(i => parseInt(h.slice(i, i + 2), 16)); }
 function table(anchors) {
@@ -18,7 +19,7 @@ function table(anchors) {
   return out;
 }
 const LUT = table(VIRIDIS);
-// novelty: greys up to the trust threshold, then orange to dark red above it
+// novelty and expected error: greys up to their threshold, then orange to dark red above it
 const NOVELTY_LOW = table(["#f0f0f0", "#9e9e9e", "#4d4d4d"]);
 const NOVELTY_HIGH = table(["#F4A582", "#D6604D", "#67001F"]);
 const LABEL_RGB = LABEL_COLOURS.map(hexRgb);
@@ -32,8 +33,9 @@ stats.labelMap = () => Array.from(label || []);
 stats.emissionMap = () => Array.from(emission || [], v => Number.isFinite(v) ? v : null);
 function keep(list, value, max = 20000) { list.push(value); if (list.length > max) list.splice(0, list.length - max); }
 
-let ny = 0, nx = 0, label, emission, novelty, error;
-let limits = {emission: null, novelty: null, error: null}, painted = {}, threshold = null;
+let ny = 0, nx = 0, label, emission, novelty, trust, error;
+let limits = {emission: null, novelty: null, trust: null, error: null}, painted = {};
+let thresholds = {novelty: null, trust: null};
 let labelCounts = new Map();
 const canvases = {}, contexts = {}, images = {};
 for (const name of MAPS) {
@@ -47,6 +49,7 @@ function reset(shape) {
   label = new Int16Array(n).fill(-1);
   emission = new Float32Array(n).fill(NaN);
   novelty = new Float32Array(n).fill(NaN);
+  trust = new Float32Array(n).fill(NaN);
   error = new Float32Array(n).fill(NaN);
   labelCounts = new Map();
   stats.shown = 0;
@@ -67,12 +70,13 @@ function colour(name, i, out) {
     const v = label[i];
     return v < 0 ? EMPTY : LABEL_RGB[v % LABEL_RGB.length];
   }
-  const v = name === "emission" ? emission[i] : name === "novelty" ? novelty[i] : error[i];
+  const v = name === "emission" ? emission[i] : name === "novelty" ? novelty[i] : name === "trust" ? trust[i] : error[i];
   if (!Number.isFinite(v)) return EMPTY;
-  if (name === "novelty" && threshold !== null) {
-    const hi = Math.max(painted.novelty ? painted.novelty[1] : 0, 2 * threshold);
-    if (v <= threshold) { const k = Math.round(255 * Math.max(0, v) / threshold); return rgbAt(NOVELTY_LOW, k, out); }
-    const k = Math.round(255 * Math.min(1, (v - threshold) / Math.max(hi - threshold, 1e-9)));
+  const th = thresholds[name] ? thresholds[name].value : null;
+  if (th !== null && th !== undefined) {
+    const hi = Math.max(painted[name] ? painted[name][1] : 0, 2 * th);
+    if (v <= th) { const k = Math.round(255 * Math.max(0, v) / th); return rgbAt(NOVELTY_LOW, k, out); }
+    const k = Math.round(255 * Math.min(1, (v - th) / Math.max(hi - th, 1e-9)));
     return rgbAt(NOVELTY_HIGH, k, out);
   }
   const lim = painted[name];
@@ -122,7 +126,7 @@ function applyFrame(buffer) {
   const lab = new Int16Array(buffer, base + 4 * k, k);
   const f0 = base + 6 * k + (k % 2 ? 2 : 0);
   const em = new Float32Array(buffer, f0, k), nov = new Float32Array(buffer, f0 + 4 * k, k),
-        err = new Float32Array(buffer, f0 + 8 * k, k);
+        tru = new Float32Array(buffer, f0 + 8 * k, k), err = new Float32Array(buffer, f0 + 12 * k, k);
   stats.messages++; stats.bytes += buffer.byteLength;
   if (header.type === "snapshot") {
     stats.snapshots++;
@@ -132,18 +136,25 @@ function applyFrame(buffer) {
     driftReset(header.history || []);
     stats.store = header.store;
   }
-  if (header.threshold) threshold = header.threshold.value;
+  let thresholdsMoved = false;
+  if (header.thresholds) {
+    for (const name of THRESHOLDED) {
+      const a = thresholds[name], b = header.thresholds[name];
+      if ((a && a.value) !== (b && b.value)) thresholdsMoved = true;
+    }
+    thresholds = header.thresholds;
+  }
   if (header.limits) limits = header.limits;
   for (let j = 0; j < k; j++) {
     const i = idx[j], old = label[i];
     if (old < 0) stats.shown++; else labelCounts.set(old, labelCounts.get(old) - 1);
-    label[i] = lab[j]; emission[i] = em[j]; novelty[i] = nov[j]; error[i] = err[j];
+    label[i] = lab[j]; emission[i] = em[j]; novelty[i] = nov[j]; trust[i] = tru[j]; error[i] = err[j];
+    if (Number.isFinite(tru[j]) && !stats.hasTrust) { stats.hasTrust = true; document.getElementById("figure-trust").hidden = false; }
     labelCounts.set(lab[j], (labelCounts.get(lab[j]) || 0) + 1);
   }
   for (const name of MAPS) {
-    if (name !== "label" && (header.type === "snapshot" || limitsMoved(name))) {
+    if (name !== "label" && (header.type === "snapshot" || limitsMoved(name) || (thresholdsMoved && THRESHOLDED.includes(name)))) {
       if (limits[name]) painted[name] = limits[name].slice();
-      if (name === "novelty" && limits.novelty) painted.novelty = limits.novelty.slice();
       paintAll(name);
     } else if (header.type === "snapshot") paintAll(name);
     else paintSpots(name, idx);
@@ -166,18 +177,19 @@ function legends(header) {
     (labels.some(([v]) => v >= LABEL_COLOURS.length) ? "<span>(colours repeat after 9 labels)</span>" : "");
   const ramp = (lut) => `linear-gradient(to right, ${[0, 64, 128, 192, 255].map(k => `rgb(${lut[3 * k]},${lut[3 * k + 1]},${lut[3 * k + 2]})`).join(",")})`;
   const fmt = (v) => v === undefined || v === null ? "–" : Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(2) : v.toPrecision(3);
-  for (const name of ["emission", "error"]) {
-    const lim = painted[name] || limits[name];
-    document.getElementById("legend-" + name).innerHTML = lim ?
-      `${fmt(lim[0])} <span class="ramp" style="background:${ramp(LUT)}"></span> ${fmt(lim[1])}` : "no values yet";
-  }
-  if (header.threshold) {
-    const th = header.threshold, hi = Math.max(painted.novelty ? painted.novelty[1] : 0, 2 * th.value);
-    const pos = 100 * th.value / hi;
-    document.getElementById("threshold-note").textContent = `(threshold ${fmt(th.value)}: ${th.calibrated ? "calibrated" : "guide value"})`;
-    document.getElementById("legend-novelty").innerHTML =
-      `0 <span class="ramp" style="background:linear-gradient(to right, #f0f0f0, #4d4d4d ${pos}%, #F4A582 ${pos}%, #67001F)">` +
-      `<span class="mark" style="left:${pos}%"></span></span> ${fmt(hi)}<br><span title="${th.source}">above ${fmt(th.value)}: distrust (${th.source})</span>`;
+  for (const name of ["emission", "novelty", "trust", "error"]) {
+    const lim = painted[name] || limits[name], th = thresholds[name];
+    const el = document.getElementById("legend-" + name);
+    if (th && th.value) {
+      const hi = Math.max(lim ? lim[1] : 0, 2 * th.value), pos = 100 * th.value / hi;
+      document.getElementById("threshold-note-" + name).textContent =
+        `(threshold ${fmt(th.value)}: ${th.calibrated ? "calibrated" : "guide value"})`;
+      el.innerHTML = `0 <span class="ramp" style="background:linear-gradient(to right, #f0f0f0, #4d4d4d ${pos}%, #F4A582 ${pos}%, #67001F)">` +
+        `<span class="mark" style="left:${pos}%"></span></span> ${fmt(hi)}<br><span>above ${fmt(th.value)}: distrust — ${escapeHtml(th.source)}</span>`;
+    } else {
+      if (THRESHOLDED.includes(name)) document.getElementById("threshold-note-" + name).textContent = "(no threshold in the model's metadata)";
+      el.innerHTML = lim ? `${fmt(lim[0])} <span class="ramp" style="background:${ramp(LUT)}"></span> ${fmt(lim[1])}` : "no values yet";
+    }
   }
 }
 
@@ -205,7 +217,8 @@ function showHealth(header) {
     ["outside the map / no position", `${h.outside} / ${h.without_position}`],
     ["model", `${h.model || "–"} (${h.precision || (h.model_problem ? "precision unknown: " + h.model_problem : "precision unknown: give --control")})`],
     ["worker", w.worker ? `${w.worker}: received ${w.received}, rejected ${w.rejected}, ${w.throughput_spectra_s} spectra/s, batch ${w.batch_mean ?? "–"}, up ${w.uptime_s} s` : "no status yet"],
-    ["trust threshold", header.threshold ? `${header.threshold.value} — ${header.threshold.source}` : "–"],
+    ["trust threshold (expected relative error)", header.thresholds && header.thresholds.trust ? `${header.thresholds.trust.value} — ${header.thresholds.trust.source}` : "none: the model's metadata has no trust_threshold"],
+    ["novelty mark", header.thresholds ? `${header.thresholds.novelty.value} — ${header.thresholds.novelty.source}` : "–"],
   ];
   if (h.measured) rows.push(["measured map", h.measured.problem ? `not readable yet: ${h.measured.problem}` :
     `${h.measured.map}: ${h.measured.errors} errors computed, ${h.measured.given_up} spots never appeared in it`]);
@@ -214,20 +227,21 @@ function showHealth(header) {
 }
 function escapeHtml(s) { return String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c])); }
 
-let drift = null, driftData = [[], [], []];
+let drift = null, driftData = [[], [], [], []];
 function driftReset(history) {
-  driftData = [[], [], []];
+  driftData = [[], [], [], []];
   driftAppend(history);
 }
 function driftAppend(points) {
   for (const p of points) {
-    driftData[0].push(p[0]); driftData[1].push(p[2]); driftData[2].push(p[3]);
+    driftData[0].push(p[0]); driftData[1].push(p[2]); driftData[2].push(p[3]); driftData[3].push(p[4]);
   }
   for (const s of driftData) if (s.length > 900) s.splice(0, s.length - 900);
   if (!drift) {
     drift = new uPlot({width: 640, height: 160, series: [{},
       {label: "median novelty", stroke: "#882255", spanGaps: true, scale: "n"},
-      {label: "median transfer error", stroke: "#0072B2", spanGaps: true, scale: "e"}],
+      {label: "median expected relative error", stroke: "#E69F00", spanGaps: true, scale: "e"},
+      {label: "median measured transfer error", stroke: "#0072B2", spanGaps: true, scale: "e"}],
       axes: [{}, {scale: "n"}, {scale: "e", side: 1, grid: {show: false}}]}, driftData, document.getElementById("drift-plot"));
   } else drift.setData(driftData);
 }
@@ -277,7 +291,9 @@ function showSpot(spot) {
   if (spot.error && !spot.curves) { document.getElementById("spot-notes").textContent = spot.error; return; }
   const fmt = (v) => v === null || v === undefined ? "–" : v.toPrecision(3);
   document.getElementById("spot-title").textContent =
-    `— spot (iy ${spot.iy}, ix ${spot.ix})${pinned ? " pinned" : ""}: label ${spot.label < 0 ? "–" : spot.label}, novelty ${fmt(spot.novelty)}${threshold !== null && spot.novelty > threshold ? " (above the trust threshold)" : ""}, error ${fmt(spot.error)}`;
+    `— spot (iy ${spot.iy}, ix ${spot.ix})${pinned ? " pinned" : ""}: label ${spot.label < 0 ? "–" : spot.label}, novelty ${fmt(spot.novelty)}${thresholds.novelty && spot.novelty > thresholds.novelty.value ? " (above its mark)" : ""}` +
+    (spot.trust !== null ? `, expected error ${fmt(spot.trust)}${thresholds.trust && spot.trust > thresholds.trust.value ? " (above the trust threshold: distrust)" : ""}` : "") +
+    `, measured error ${fmt(spot.error)}`;
   document.getElementById("spot-notes").textContent = spot.notes.join("; ");
   const names = Object.keys(CURVES).filter(n => spot.curves[n]);
   stats.spotCurves = names; stats.spot = [spot.iy, spot.ix]; stats.spotData = spot;
