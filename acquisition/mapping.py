@@ -115,7 +115,7 @@ class MapRun:
         # Simulated bench: fired_shots(k) gives its record of every pulse after the first k (shot id,
         # t, x, y), for /entry/sample/true_position.
         self.fired_shots = fired_shots
-        self.documents = DocumentRouter(list(subscribers))
+        self.documents = DocumentRouter([self._follow, *subscribers])
         self._instrument: dict = {}
         self._fired_t = np.empty(0)
         self._fired_xy = np.empty((0, 2))
@@ -251,21 +251,32 @@ class MapRun:
         return taken
 
     def record(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position) -> None:
-        """Write spots (all systems of each from one shot) and hand them to the live sink."""
-        self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
-        self.progress.spots_done(len(iy))
-        if self.documents.subscribers:
-            self.documents.emit(SpotBatch(
-                np.asarray(iy, np.int64), np.asarray(ix, np.int64), np.asarray(shot_id, np.int64),
-                np.asarray(timestamp, np.float64), np.asarray(position, np.float64).reshape(-1, 2),
-                {s: np.asarray(a, np.float32) for s, a in spectra.items()}))
-        if self.fired_shots is not None and self.writer.has_true_positions:
-            self._write_true_positions(iy, ix, np.asarray(timestamp, np.float64))
-        if self.sink is not None:
-            for i in range(len(iy)):
-                self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
+        """Spots (all systems of each from one shot): into the store, then to every subscriber."""
+        batch = SpotBatch(np.asarray(iy, np.int64), np.asarray(ix, np.int64), np.asarray(shot_id, np.int64),
+                          np.asarray(timestamp, np.float64), np.asarray(position, np.float64).reshape(-1, 2),
+                          {s: np.asarray(a, np.float32) for s, a in spectra.items()})
+        self._store(batch)
+        self.documents.emit(batch)
         if self.live is not None:
             self.live.write_results(self.writer)
+
+    def _store(self, batch: SpotBatch) -> None:
+        """The store takes spots first, and its failures stop the map: subscribers only ever see
+        spots that a crash can no longer lose."""
+        self.writer.write_spots(batch.iy, batch.ix, batch.spectra, batch.shot_id, batch.timestamp,
+                                batch.position_um)
+        if self.fired_shots is not None and self.writer.has_true_positions:
+            self._write_true_positions(batch.iy, batch.ix, batch.timestamp)
+
+    def _follow(self, document) -> None:
+        """The run's own subscriber: progress, and the live sink (--live, on_spot)."""
+        if not isinstance(document, SpotBatch):
+            return
+        self.progress.spots_done(len(document))
+        if self.sink is not None:
+            for i in range(len(document)):
+                self.sink.offer(int(document.iy[i]), int(document.ix[i]), int(document.shot_id[i]),
+                                {s: a[i] for s, a in document.spectra.items()})
 
     # -------------------------------------------------------------- stop
     def stop(self) -> list:
