@@ -31,7 +31,7 @@ import numpy as np
 from acquisition.bursts import TRANSIENT, BurstRunner
 from acquisition.config import AcquisitionSettings, BenchConfig, ConfigError, settings_rate, validate_settings
 from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, Subscriber
-from acquisition.flyscan import FlyScanner
+from acquisition.flyscan import FlyPlan, FlyScanner
 from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
 from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
 from acquisition.progress import MapProgress
@@ -123,6 +123,9 @@ class MapRun:
     def transient(self, action, what: str):
         return self.bursts.transient(action, what)
 
+    def check_stop(self) -> None:
+        self.stop_flag.check()
+
     def move(self, action, what: str) -> None:
         """A stage move that waits; a stall (fault flag) is cleared and the move sent again."""
         stage = self.rig.stage
@@ -205,7 +208,9 @@ class MapRun:
         if self.settings.mode == "step":
             self.shoot_spots(missing)
         else:
-            self.fly = FlyScanner(self)
+            plan = FlyPlan(self.layout, tuple(self.systems), self.rate_hz, run_up_um(self.settings, self.config),
+                           self.config.timing.qswitch_delay_s)
+            self.fly = FlyScanner(plan, self.rig.stage, self.bursts, self.progress, self)
             self.fly.run(missing)
         return self.summary()
 
