@@ -1,18 +1,18 @@
 """`libs-acquire`: a small dispatcher over subcommand modules.
 
 Each subcommand lives in its own module exposing `add_parser(subparsers)`
-(returning the argparse parser it added) and `run(args) -> int`. To add one,
-append its module name to SUBCOMMANDS.
+(returning the argparse parser it added, with its handler `run(args) -> int`
+set as the `run` default) and `run(args) -> int`. To add one, append its
+module name to SUBCOMMANDS. Flags, exit codes and output follow
+:mod:`acquisition.shared.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
 import sys
 
-from acquisition.store import PairedMapError
+from acquisition.shared import cli
 
 SUBCOMMANDS = [
     "acquisition.npy_import",
@@ -20,38 +20,36 @@ SUBCOMMANDS = [
     "acquisition.recover_cmd",
 ]
 
-EXAMPLE = """example:
-  libs-acquire import-npy ~/data/libs-transfer --split train --out train.h5
-  libs-acquire COMMAND --help
-"""
+EXAMPLES = [
+    "libs-acquire map --sim --shape 40x40 --step-um 40 --out map.h5",
+    "libs-acquire import-npy ~/data/libs-transfer --split train --out train.h5",
+    "libs-acquire COMMAND --help",
+]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="libs-acquire", description="Paired LIBS mapping: acquire maps and bring data into paired-map files.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(name)
-        sub = module.add_parser(subparsers)
-        sub.set_defaults(handler=module.run)
-    return parser
+def _register(module_name: str):
+    def register(subparsers):
+        module = importlib.import_module(module_name)
+        parser = module.add_parser(subparsers)
+        parser.set_defaults(run=module.run)
+        return parser
+    return register
+
+
+def build_parser():
+    return cli.program("libs-acquire",
+                       "Paired LIBS mapping: acquire maps and bring data into paired-map files.",
+                       EXAMPLES, [_register(name) for name in SUBCOMMANDS])
+
+
+def _input_errors():
+    from acquisition.config import ConfigError
+    from acquisition.store import PairedMapError
+    return (PairedMapError, ConfigError, ValueError)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args))
-    except (PairedMapError, OSError, ValueError) as exc:
-        print(f"libs-acquire {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"libs-acquire {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return cli.run_main(build_parser, argv, input_errors=_input_errors)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from acquisition.store.layout import ORDERS, SYSTEM_NAMES
+from acquisition.shared import cli as shared_cli
+from acquisition.shared.errors import ConfigError
+from acquisition.shared.systems import SYSTEM_NAMES
+from acquisition.store.layout import ORDERS
 
 DELAY_GENERATOR_DRIVERS = ("dg645",)
 LASER_DRIVERS = ("bigsky",)
 STAGE_DRIVERS = ("zaber",)
 SPECTROMETER_DRIVERS = ("sim", "seabreeze")
-KNOWN_SYSTEMS = SYSTEM_NAMES
 DELAY_OUTPUTS = ("AB", "CD", "EF", "GH")
 MODES = ("step", "fly")
-
-
-class ConfigError(ValueError):
-    """A bench config or acquisition setting is unusable; the message names what and where."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ class AcquisitionSettings:
     mode: str = "fly"
     rate_hz: float | None = None         # None: the config's timing.rate_hz
     shots: int = 1                       # step mode: shots averaged per spot
-    systems: tuple[str, ...] = KNOWN_SYSTEMS
+    systems: tuple[str, ...] = SYSTEM_NAMES
     max_reshots: int = 5                 # extra shots of a spot shot at rest when a system missed one
     retries: int = 3                     # instrument timeouts/garbled replies tolerated per command
     sim: bool = False
@@ -249,8 +247,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "config") -> BenchConfig:
     systems = []
     for name, table in systems_table.items():
         where = f"[systems.{name}]"
-        if name not in KNOWN_SYSTEMS:
-            raise ConfigError(f"{where}: unknown system {name!r} (systems: {', '.join(KNOWN_SYSTEMS)})")
+        if name not in SYSTEM_NAMES:
+            raise ConfigError(f"{where}: unknown system {name!r} (systems: {', '.join(SYSTEM_NAMES)})")
         _check_keys(table, {"driver", "resource", "gate_output", "gate_delay_s", "gate_width_s"}, where)
         delay = _number(_require(table, "gate_delay_s", where), f"{where}.gate_delay_s")
         if delay < 0:
@@ -301,27 +299,19 @@ def load_config(path: str | Path) -> BenchConfig:
 
 
 def parse_shape(text: str) -> tuple[int, int]:
-    """'30x40' -> (ny, nx) = (30, 40): rows by columns."""
+    """'30x40' -> (ny, nx) = (30, 40): rows by columns (the shared --shape parser, as a ConfigError)."""
     try:
-        ny, nx = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--shape {text!r}: expected NYxNX, e.g. 40x40") from None
-    if ny < 1 or nx < 1:
-        raise ConfigError(f"--shape {text!r}: both sizes must be >= 1")
-    return ny, nx
+        return shared_cli.parse_shape(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}") from None
 
 
 def parse_pair(text: str, what: str) -> tuple[float, float]:
     """'40' -> (40, 40); '20,40' -> (20, 40): (x, y), as every position."""
     try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{what} {text!r}: expected a number or two numbers 'A,B'") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2:
-        raise ConfigError(f"{what} {text!r}: expected one or two numbers")
-    return parts[0], parts[1]
+        return shared_cli.parse_pair(text, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate_settings(settings: AcquisitionSettings, config: BenchConfig | None = None) -> AcquisitionSettings:
@@ -346,8 +336,8 @@ def validate_settings(settings: AcquisitionSettings, config: BenchConfig | None 
     if len(set(settings.systems)) != len(settings.systems):
         raise ConfigError(f"systems {','.join(settings.systems)}: a system is named twice")
     for name in settings.systems:
-        if name not in KNOWN_SYSTEMS:
-            raise ConfigError(f"unknown system {name!r} (systems: {', '.join(KNOWN_SYSTEMS)})")
+        if name not in SYSTEM_NAMES:
+            raise ConfigError(f"unknown system {name!r} (systems: {', '.join(SYSTEM_NAMES)})")
         if config is not None:
             config.system(name)
     if config is not None:

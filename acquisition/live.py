@@ -4,7 +4,7 @@ Every spot the map records reaches :meth:`LiveTransfer.on_spot` on the map's spo
 thread; its secondary spectrum goes to the transfer worker through a
 :class:`streaming.producer.LiveProducer`, which never blocks (with the worker away or slow,
 spectra are dropped, and accounted for). A results thread takes this producer's results,
-compares each with the measured primary spectrum of the same shot (acquisition.drift)
+compares each with the measured primary spectrum of the same shot (acquisition.shared.drift)
 and queues it. The acquisition thread owns the map writer, so it is the one that moves
 queued results into ``/entry/transferred``, between its own writes and at most a few times
 a second. Raw data always wins: a failure anywhere on the live path is logged and
@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
-from acquisition.drift import DEFAULT_BASELINE, DriftMonitor
+from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
 from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, describe_runs, gap_report,
                                      read_earlier_run, write_extras, write_results_after)
 from acquisition.store import MapLayout
@@ -81,7 +81,7 @@ class LiveOptions:
         exposed = [a for a in (options.input, options.results, options.control) if not is_loopback(a)]
         if exposed and self.keys_dir is None:
             raise ConfigError(f"{', '.join(exposed)} is not a loopback address: the stream must be encrypted; "
-                              "give --live-keys DIR (make keys with `libs-stream keys`)")
+                              "give --keys DIR (make keys with `libs-stream keys`)")
         return options
 
 
@@ -93,12 +93,12 @@ def load_client_keys(keys_dir: str | os.PathLike) -> ClientKeys:
     secrets = [folder / CLIENT_SECRET_KEY, folder / "clients" / CLIENT_SECRET_KEY]
     secret = next((path for path in secrets if path.is_file()), None)
     if not server.is_file() or secret is None:
-        raise ConfigError(f"--live-keys {folder}: needs the worker's public key {server} and this client's "
+        raise ConfigError(f"--keys {folder}: needs the worker's public key {server} and this client's "
                           f"secret key {secrets[0]} or {secrets[1]} (make them with `libs-stream keys`)")
     try:
         return ClientKeys.load(secret, server)
     except SecurityError as exc:
-        raise ConfigError(f"--live-keys {folder}: {exc}") from None
+        raise ConfigError(f"--keys {folder}: {exc}") from None
 
 
 class LiveTransfer:
@@ -162,7 +162,7 @@ class LiveTransfer:
             self._group_pixels = int(np.size(spec) if np.ndim(spec) else spec)
         if "primary" in wavelengths:
             self.drift = DriftMonitor(self.options.drift_window, self.options.drift_threshold,
-                                      baseline=self._baseline_windows(info), measured_axis=wavelengths["primary"],
+                                      baseline=primary_baseline_windows(info), measured_axis=wavelengths["primary"],
                                       model_axis=self._model_axis)
             if earlier is not None:   # the reference stays the map's first spots across runs
                 order = np.argsort(np.where(earlier.acquired, earlier.shot_id, np.iinfo(np.int64).max), axis=None)
@@ -204,13 +204,6 @@ class LiveTransfer:
         if primary is not None and n_primary in (None, primary.size):
             return int(primary.size)     # no worker yet: the likely size, checked against each result
         return None
-
-    @staticmethod
-    def _baseline_windows(info: dict | None) -> tuple[int, int]:
-        provenance = (info or {}).get("provenance")
-        baseline = provenance.get("preprocess", {}).get("baseline", {}) if isinstance(provenance, dict) else {}
-        return (int(baseline.get("min_window", DEFAULT_BASELINE[0])),
-                int(baseline.get("smooth_window", DEFAULT_BASELINE[1])))
 
     def _open_resumed(self, path: Path, spec):
         """Spots already acquired keep what they have; /entry/transferred is created if an earlier

@@ -10,13 +10,15 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
-from acquisition.config import (KNOWN_SYSTEMS, AcquisitionSettings, BenchConfig, ConfigError, load_config,
+from acquisition.config import (AcquisitionSettings, BenchConfig, ConfigError, load_config,
                                 parse_config, parse_pair, parse_shape)
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import describe_runs
 from acquisition.mapping import MapSummary, acquire_map, stored_settings
 from acquisition.plan import run_up_um
 from acquisition.safety import AcquisitionAborted
+from acquisition.shared import cli as shared_cli
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapWriteError, PairedMapError
 from drivers.errors import InstrumentError, LaserInterlockError
 
@@ -27,6 +29,8 @@ EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT, EXIT_WRITE = 2, 3, 4, 5
 SIM_TIMEOUT_S = 0.5
 # Without --origin-um the map starts this far inside the stage travel (plus the fly run-up).
 ORIGIN_MARGIN_UM = 1000.0
+# The simulated bench's timing.rate_hz (sim.bench.DEFAULT_RATE_HZ; acquisition does not import sim at load time).
+SIM_DEFAULT_RATE_HZ = 1000.0
 MAP_OPTIONS = ("shape", "step_um", "origin_um", "order", "mode", "rate", "shots", "systems", "seed", "day")
 
 EPILOG = """\
@@ -37,6 +41,7 @@ examples:
   libs-acquire map --sim --sim-faults missed-trigger=0.01,timeout=0.002 --out faulty.h5
   libs-acquire map --resume map.h5
   libs-acquire map --sim --shape 20x20 --out map.h5 --live tcp://127.0.0.1:5557
+  libs-acquire map --sim --shape 20x20 --out map.h5 --live tcp://127.0.0.1:5557 --view   # + browser view
 
 --live streams every secondary spectrum to a running `libs-stream serve` worker
 as it is acquired, without ever holding the map up, and writes the results
@@ -82,7 +87,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")
-    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz)")
+    scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz; "
+                      f"with --sim {SIM_DEFAULT_RATE_HZ:g} Hz)")
     scan.add_argument("--shots", type=int, help="step mode: shots averaged per spot (default 1)")
     scan.add_argument("--systems", help="comma-separated systems (default primary,secondary)")
     scan.add_argument("--max-reshots", type=int, default=5, help="extra shots per spot shot with the stage at "
@@ -93,14 +99,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     live.add_argument("--live", metavar="ADDR", help="the worker's input address, e.g. tcp://127.0.0.1:5557")
     live.add_argument("--live-results", metavar="ADDR", help="the worker's output address (default: port + 1)")
     live.add_argument("--live-control", metavar="ADDR", help="the worker's control address (default: port + 2)")
-    live.add_argument("--live-keys", type=Path, metavar="DIR", help="CURVE keys: DIR/worker.key (the worker's "
-                      "public key) and DIR/acquisition.key_secret; needed for a non-loopback worker")
+    live.add_argument("--keys", dest="live_keys", type=Path, metavar="DIR", help="CURVE keys from `libs-stream "
+                      "keys`: DIR/worker.key (the worker's public key) and DIR/clients/acquisition.key_secret; "
+                      "needed for a non-loopback worker")
+    live.add_argument("--live-keys", dest="live_keys", type=Path, action=shared_cli.DeprecatedAlias, new="--keys",
+                      help=argparse.SUPPRESS)
     live.add_argument("--live-timeout", type=float, default=5.0, metavar="S", help="wait this long for the "
                       "worker at the start and for each result before counting it lost (default 5)")
     live.add_argument("--live-drift-window", type=int, default=100, metavar="N", help="drift monitor: compare "
                       "the mean error of the last N spots with the first N (default 100)")
     live.add_argument("--live-drift-threshold", type=float, default=0.5, metavar="F", help="warn when that "
                       "error grows by more than this fraction (default 0.5)")
+    live.add_argument("--view", action="store_true", help="also start `libs-stream view` on the worker and this "
+                      "map, and print its URL (stops with the map)")
+    live.add_argument("--view-port", type=int, default=8050, metavar="N", help="the view's HTTP port (default 8050)")
     out = parser.add_argument_group("output")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -108,7 +120,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _settings_from_args(args, config: BenchConfig | None) -> AcquisitionSettings:
-    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else KNOWN_SYSTEMS
+    systems = tuple(s.strip() for s in args.systems.split(",")) if args.systems else SYSTEM_NAMES
     settings = AcquisitionSettings(
         shape=parse_shape(args.shape or "40x40"),
         step_um=parse_pair(args.step_um or "40", "--step-um"),
@@ -153,8 +165,8 @@ def _check_args(args) -> None:
 
 def _live_from_args(args) -> LiveTransfer | None:
     if args.live is None:
-        given = [f"--{name}" for name in ("live-results", "live-control", "live-keys")
-                 if getattr(args, name.replace("-", "_")) is not None]
+        given = [f"--{name}" for name in ("live-results", "live-control", "keys")
+                 if getattr(args, {"keys": "live_keys"}.get(name, name.replace("-", "_"))) is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} need --live ADDR")
         return None
@@ -164,15 +176,33 @@ def _live_from_args(args) -> LiveTransfer | None:
     return LiveTransfer(options, show_progress=not args.no_progress)
 
 
+def _view_from_args(args):
+    """`--view`: the live view on the worker and the map file, started before the map (it waits for the file)."""
+    if not args.view:
+        return None
+    if args.live is None:
+        raise ConfigError("--view needs --live ADDR")
+    from acquisition.live_view import start_live_view
+
+    shape = parse_shape(args.shape) if args.shape else (None if args.resume else parse_shape("40x40"))
+    return start_live_view(LiveOptions(args.live, results=args.live_results, control=args.live_control,
+                                       keys_dir=args.live_keys), args.resume or args.out, shape, port=args.view_port,
+                           announce=lambda line: print(line, flush=True))
+
+
 def _run(args) -> tuple[MapSummary, dict]:
     """Run the map; returns its summary and, on the simulated bench, what the bench recorded."""
     _check_args(args)
     live = _live_from_args(args)
+    view = None
     try:
+        view = _view_from_args(args)
         return _run_map(args, live)
     finally:
         if live is not None:
             live.close()
+        if view is not None:
+            view.stop()
 
 
 def _run_map(args, live: LiveTransfer | None) -> tuple[MapSummary, dict]:

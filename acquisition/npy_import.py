@@ -15,8 +15,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from acquisition.shared import cli
+from acquisition.shared.progress import Progress
 from acquisition.store import MapLayout, PairedMapWriter
 
 log = logging.getLogger(__name__)
@@ -29,18 +30,6 @@ PAPER_SPLITS = {
     "test": ((500, 500), 20.0),
 }
 BLOCK_SPOTS = 2048
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    """'560x560' -> (560, 560), as (rows, columns)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        ny, nx = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like ROWSxCOLUMNS, e.g. 560x560; got {text!r}") from None
-    if ny < 1 or nx < 1:
-        raise argparse.ArgumentTypeError(f"shape must be positive, got {text!r}")
-    return ny, nx
 
 
 def _load(path: Path, what: str) -> np.ndarray:
@@ -88,7 +77,7 @@ def import_npy(directory, split: str, out, *, shape: tuple[int, int] | None = No
     writer = PairedMapWriter.create(out, layout, axes, title=f"Vrábel et al. 2023 dataset, {split} split",
                                     sample_name="rare-element granitic pegmatite", instrument=instrument,
                                     overwrite=overwrite)
-    with writer, tqdm(total=rows, desc=f"import {split}", unit="spot", disable=not progress) as bar:
+    with writer, Progress(rows, desc=f"import {split}", unit="spot", enabled=progress) as bar:
         for start in range(0, rows, BLOCK_SPOTS):
             end = min(start + BLOCK_SPOTS, rows)
             iy, ix = order[start:end, 0], order[start:end, 1]
@@ -107,22 +96,19 @@ def import_npy(directory, split: str, out, *, shape: tuple[int, int] | None = No
     return out
 
 
-EXAMPLE = """example:
-  libs-acquire import-npy ~/data/libs-transfer --split train --out train.h5
-  libs-acquire import-npy ~/data/libs-transfer --split val --shape 266x500 --out val.h5
-"""
+EXAMPLES = ["libs-acquire import-npy ~/data/libs-transfer --split train --out train.h5",
+            "libs-acquire import-npy ~/data/libs-transfer --split val --shape 266x500 --out val.h5"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "import-npy", help="convert the paper's published .npy dataset to a paired-map file",
+    parser = cli.subcommand(
+        subparsers, "import-npy", run=run, help="convert the paper's published .npy dataset to a paired-map file",
         description="Convert one split of the published dataset (s1_/s2_<split>.npy, rows in "
-                    "horizontal-snake order) into a paired-map HDF5 file.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "horizontal-snake order) into a paired-map HDF5 file.", examples=EXAMPLES)
     parser.add_argument("directory", type=Path, help="folder holding s1_<split>.npy, s2_<split>.npy, "
                                                      "s1_wavelengths.npy, s2_wavelengths.npy")
     parser.add_argument("--split", required=True, choices=sorted(PAPER_SPLITS), help="which split to convert")
-    parser.add_argument("--shape", type=parse_shape, default=None,
+    parser.add_argument("--shape", type=cli.shape_type, default=None, metavar="NYxNX",
                         help="map ROWSxCOLUMNS (default: the paper's, train 560x560, val 266x500, test 500x500)")
     parser.add_argument("--step-um", type=float, default=None,
                         help="grid step in µm (default: 40 for train and val, 20 for test)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from tqdm import tqdm
+from acquisition.shared.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class MapProgress:
         self.reshot = 0
         self.unfilled = 0
         self._t0 = time.monotonic()
-        self._bar = tqdm(total=total, initial=done, desc=desc, unit="spot", disable=not show,
-                         dynamic_ncols=True, smoothing=0.1, mininterval=0.25)
+        self._bar = Progress(total, desc=desc, unit="spot", initial=done, enabled=show)
 
     def spots_done(self, n: int = 1) -> None:
         self.done += n

@@ -10,29 +10,20 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from transfer.preprocess import baseline_correct
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from acquisition.shared.spectral import baseline_correct  # noqa: E402
+from bench.pandas_baseline import pandas_baseline_correct  # noqa: E402
 
 EPILOG = """example:
   python bench/preprocess.py --n-spectra 4096 --n-pixels 4062 --reference-spectra 200
 """
-
-
-def pandas_baseline_correct(spectrum: np.ndarray, min_window: int, smooth_window: int) -> np.ndarray:
-    """The algorithm written plainly with pandas rolling windows, one spectrum."""
-    s = pd.Series(spectrum, dtype=float)
-    trailing_min = s.rolling(min_window, min_periods=1).min()
-    leading_min = s[::-1].rolling(min_window, min_periods=1).min()[::-1]
-    m = (trailing_min.to_numpy() + leading_min.to_numpy()) / 2
-    pad = np.zeros(smooth_window)
-    padded = pd.Series(np.concatenate([pad, m, pad]))
-    trailing = padded.rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)
-    leading = padded[::-1].rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)[::-1]
-    return spectrum - ((trailing.to_numpy() + leading.to_numpy()) / 2)[smooth_window:-smooth_window]
 
 
 def synthetic_spectra(n: int, n_pixels: int, seed: int) -> np.ndarray:

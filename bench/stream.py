@@ -75,9 +75,9 @@ def inputs() -> np.ndarray:
 
 
 def bare_throughput(model: Path, batch: int, threads: int, spin: bool, seconds: float) -> float:
-    from streaming.model import TransferModel
+    from streaming.model import PipelineSession
 
-    model = TransferModel(model, threads=threads, spin=spin)
+    model = PipelineSession(model, threads=threads, spin=spin)
     x = inputs()[:batch] if batch <= N_DISTINCT else np.resize(inputs(), (batch, N_SECONDARY))
     model.run(x)
     done, start = 0, time.perf_counter()

@@ -10,6 +10,7 @@ CONFIG=${DEMO_CONFIG:-$(dirname "$0")/demo-config.toml}
 INPUT=${DEMO_INPUT:-tcp://127.0.0.1:5557}
 OUTPUT=${DEMO_OUTPUT:-tcp://127.0.0.1:5558}
 CONTROL=${DEMO_CONTROL:-tcp://127.0.0.1:5559}
+VIEW_PORT=${DEMO_VIEW_PORT:-8050}
 mkdir -p "$OUT"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -36,9 +37,11 @@ trap 'kill -TERM $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true' 
 libs-stream control ping --control "$CONTROL" --timeout 60 > /dev/null
 echo "worker ready (pid $WORKER, log $OUT/worker.log)"
 
-step "6/6 acquire a new paired map on the simulated bench with live transfer"
+step "6/6 acquire a new paired map on the simulated bench with live transfer (open the live view's URL)"
+# real time at 100 shots/s, so that the map builds up in the browser for 16 s
 libs-acquire map --sim --day 1 --seed 1 --shape 40x40 --step-um 20 --origin-um 7500,6500 \
-    --out "$OUT/live_map.h5" --overwrite --live "$INPUT" --live-results "$OUTPUT" --live-control "$CONTROL"
+    --realtime --rate 100 --out "$OUT/live_map.h5" --overwrite \
+    --live "$INPUT" --live-results "$OUTPUT" --live-control "$CONTROL" --view --view-port "$VIEW_PORT"
 
 step "done"
 cat <<EOT

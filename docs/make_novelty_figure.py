@@ -1,7 +1,7 @@
 """Does the novelty output of the exported model track the real transfer error?
 
-Makes docs/figures/novelty.png and docs/figures/novelty.json (the numbers of
-docs/novelty.md) from simulated maps:
+Makes novelty.png and novelty.json in --out (docs/figures holds the ones that
+docs/novelty.md shows and quotes) from simulated maps:
 
 - a model trained on day 0 on spots without garnet or beryl (those spots are
   left unacquired in the training and validation maps, so both phases are new
@@ -17,8 +17,8 @@ primary units (what the networks were trained to minimise) and the Euclidean
 distance in counts (the paper's metric).
 
 Example:
-    .venv/bin/python docs/make_novelty_figure.py                  # a few minutes on 2 CPU cores
-    .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty --out /tmp/figs
+    .venv/bin/python docs/make_novelty_figure.py --out novelty-figures   # about 2 minutes on 2 CPU cores
+    .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty --out docs/figures   # replace the documented ones
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter  # noqa: E402
 from sim.generate import generate_map  # noqa: E402
 from sim.sample import BERYL, GARNET, PHASE_NAMES  # noqa: E402
-from sim.scene import SYSTEMS, PairedScene  # noqa: E402
+from acquisition.shared.systems import SYSTEM_NAMES  # noqa: E402
+from sim.scene import PairedScene  # noqa: E402
 
 log = logging.getLogger("make_novelty_figure")
 STEP_UM = 80.0
@@ -74,7 +75,7 @@ def write_map_without(path: Path, *, shape, origin_um, day: int, absent=ABSENT, 
     truth = {"phase_map": scene.sample.phase_at(*np.meshgrid(layout.x_um, layout.y_um)),
              "phase_names": list(PHASE_NAMES), "attrs": {"left_out": [PHASE_NAMES[p] for p in absent]}}
     rng = np.random.default_rng([seed, day, 17])
-    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEMS}, title=path.stem,
+    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEM_NAMES}, title=path.stem,
                                 sample_name=f"synthetic pegmatite (seed {seed})", sample_truth=truth) as writer:
         kept = np.flatnonzero(keep)
         for start in tqdm(range(0, kept.size, 512), desc=f"simulating {path.name}", unit="chunk"):
@@ -218,8 +219,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "figures",
-                        help="folder for novelty.png and novelty.json (default: docs/figures)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for novelty.png and novelty.json (created if missing); docs/figures, "
+                             "which is tracked, only when you mean to replace the documented figures")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep maps and model here and reuse them on the next run (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -242,6 +244,7 @@ def main(argv=None) -> int:
         results = evaluate(maps, bundle, exported.path)
     numbers = summary(results)
     numbers["model"] = {"model_id": exported.model_id, "novelty": exported.novelty, "config": CONFIG}
+    args.out.mkdir(parents=True, exist_ok=True)
     figure(results, numbers, args.out / "novelty.png")
     (args.out / "novelty.json").write_text(json.dumps(numbers, indent=2) + "\n", "utf-8")
     print(json.dumps({key: value for key, value in numbers.items() if key != "model"}, indent=2))

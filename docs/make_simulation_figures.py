@@ -24,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from acquisition.store import PairedMapReader  # noqa: E402
 from sim.generate import generate_map  # noqa: E402
 from sim.sample import PHASE_NAMES  # noqa: E402
-from sim.scene import SYSTEMS, PairedScene  # noqa: E402
+from acquisition.shared.systems import SYSTEM_NAMES  # noqa: E402
+from sim.samples import RECIPES, make_sample  # noqa: E402
+from sim.scene import PairedScene  # noqa: E402
+from sim.spectrograph import SECONDARY_VARIANTS  # noqa: E402
 
 log = logging.getLogger("make_simulation_figures")
 PHASE_COLOURS = ["#c9c9c9", "#f2c14e", "#7fb069", "#b33f40", "#4f9dde", "#3d3b30", "#e07a5f"]
@@ -57,7 +60,7 @@ def mean_spectra_figure(scene, spots, out: Path):
     rng = np.random.default_rng(1)
     for row, name in enumerate(PHASE_NAMES):
         shots = scene.shots(*spots[name], rng=rng)
-        for col, system in enumerate(SYSTEMS):
+        for col, system in enumerate(SYSTEM_NAMES):
             ax = axes[row, col]
             wavelengths = scene.wavelengths(system)
             mean = shots[system].mean(axis=0)
@@ -125,10 +128,10 @@ def days_figure(spots, out: Path):
     for day, colour in ((0, "C0"), (1, "C3")):
         scene = PairedScene(seed=3, day=day)
         shots = scene.shots(x, y, rng=np.random.default_rng(2))
-        for ax, system in zip(axes, SYSTEMS):
+        for ax, system in zip(axes, SYSTEM_NAMES):
             ax.plot(scene.wavelengths(system), shots[system].mean(axis=0), lw=0.6, color=colour,
                     label=f"day {day}")
-    for ax, system in zip(axes, SYSTEMS):
+    for ax, system in zip(axes, SYSTEM_NAMES):
         ax.set_ylim(0, 4000)
         ax.set_ylabel("counts")
         ax.set_title(f"{system}: mean raw spectra on two days (clipped at 4000 to show the baseline)")
@@ -160,7 +163,7 @@ def gates_figure(scene, spots, out: Path):
 
 def instrument_figure(scene, out: Path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         spectrograph = scene.spectrograph(system)
         wavelengths = spectrograph.wavelengths
         pixels = np.arange(wavelengths.size)
@@ -175,6 +178,71 @@ def instrument_figure(scene, out: Path):
         ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+#: map step and pure-spot grid step per sample (fine against the grain size)
+SAMPLE_STEPS_UM = {"basalt": (20.0, 8.0), "granite": (60.0, 40.0), "slag": (15.0, 4.0)}
+
+
+def samples_figure(out: Path):
+    """Phase map and mean primary spectrum of pure spots of each phase, for each new sample."""
+    fig, axes = plt.subplots(len(RECIPES), 2, figsize=(15, 4.2 * len(RECIPES)),
+                             gridspec_kw={"width_ratios": [1, 3]})
+    rng = np.random.default_rng(2)
+    for row, name in enumerate(RECIPES):
+        sample = make_sample(name, seed=3)
+        scene = PairedScene(seed=3, sample=sample)
+        map_step, grid_step = SAMPLE_STEPS_UM[name]
+        y, x = np.mgrid[0:150, 0:150] * map_step
+        phase_map = sample.phase_at(x, y)
+        cmap = matplotlib.colors.ListedColormap(PHASE_COLOURS[:len(sample.phase_names)])
+        axes[row, 0].imshow(phase_map, cmap=cmap, vmin=-0.5, vmax=len(sample.phase_names) - 0.5,
+                            extent=(0, 150 * map_step / 1000, 150 * map_step / 1000, 0), interpolation="nearest")
+        axes[row, 0].set_title(f"{name}: 150x150 at {map_step:g} um", fontsize=9)
+        axes[row, 0].set_xlabel("x (mm)")
+        y, x = np.mgrid[0:300, 0:300] * grid_step
+        x, y = x.ravel(), y.ravel()
+        phase = sample.phase_at(x, y)
+        wavelengths = scene.wavelengths("primary")
+        offset = 0.0
+        for p, phase_name in enumerate(sample.phase_names):
+            idx = np.flatnonzero(phase == p)[::2][:2000]
+            idx = idx[sample.spot_composition(x[idx], y[idx]).phase_weights[:, p] > 0.999][:60]
+            mean = scene.shots(x[idx], y[idx], rng=rng)["primary"].mean(axis=0)
+            mean = mean - np.percentile(mean, 5)
+            axes[row, 1].plot(wavelengths, mean + offset, lw=0.5, color=PHASE_COLOURS[p],
+                              label=f"{phase_name} ({sample.recipe.modal[phase_name]:.0%})")
+            offset += 0.6 * mean.max()
+        axes[row, 1].legend(fontsize=7, loc="upper left")
+        axes[row, 1].set_title(f"{sample.description}: mean primary spectra of pure spots (offset)", fontsize=9)
+        axes[row, 1].set_yticks([])
+    axes[-1, 1].set_xlabel("wavelength (nm, air)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def variants_figure(spots, out: Path):
+    """The same quartz and albite shots seen by the three secondary variants."""
+    x = np.concatenate([spots["quartz"][0], spots["albite"][0]])
+    y = np.concatenate([spots["quartz"][1], spots["albite"][1]])
+    fig, axes = plt.subplots(2, 1, figsize=(13, 7))
+    for variant in SECONDARY_VARIANTS:
+        scene = PairedScene(seed=3, secondary=variant)
+        shots = scene.shots(x, y, rng=np.random.default_rng(4))["secondary"]
+        wavelengths = scene.wavelengths("secondary")
+        mean = shots.mean(axis=0) - np.percentile(shots.mean(axis=0), 5)
+        axes[0].plot(wavelengths, mean, lw=0.5, label=variant)
+        zoom = (wavelengths > 307.5) & (wavelengths < 310)
+        axes[1].plot(wavelengths[zoom], mean[zoom] / mean[zoom].max(), lw=0.9, label=variant, marker=".", ms=2)
+    axes[0].set_title("secondary variants, mean of the same quartz and albite shots (day 0)", fontsize=9)
+    axes[1].set_title("Al I 308.22 / 309.27+309.28 nm, peak-normalised", fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.set_xlabel("wavelength (nm, air)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
     plt.close(fig)
 
 
@@ -198,6 +266,9 @@ def main(argv=None) -> int:
     days_figure(spots, args.out / "sim_days.png")
     gates_figure(scene, spots, args.out / "sim_gates.png")
     instrument_figure(scene, args.out / "sim_instrument.png")
+    log.info("other samples, secondary variants")
+    samples_figure(args.out / "sim_samples.png")
+    variants_figure(spots, args.out / "sim_variants.png")
     log.info("figures written to %s", args.out)
     return 0
 

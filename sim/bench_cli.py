@@ -18,20 +18,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from acquisition.shared import cli
 from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "Serve the simulated bench's instruments (delay generator, laser, stage, spectrometers) until Ctrl-C."
-EPILOG = """\
-examples:
-  libs-sim bench --seed 1 --realtime --write-config bench.toml
-  libs-acquire map --config bench.toml --shape 20x20 --out map.h5     # in another terminal
-  libs-sim bench --faults missed-trigger=0.01,timeout=0.002,interlock-at=500
-
+EXAMPLES = ["libs-sim bench --seed 1 --realtime --write-config bench.toml",
+            "libs-acquire map --config bench.toml --shape 20x20 --out map.h5",
+            "libs-sim bench --faults missed-trigger=0.01,timeout=0.002,interlock-at=500"]
+NOTES = """\
 Prints the pyvisa resource strings of the DG645 (TCP), the Big Sky laser and
 the Zaber stage (pseudo-terminals) and the spectrometers' socket, and, with
---write-config, a ready bench config: `libs-acquire map --config` then runs
+--write-config, a ready bench config: `libs-acquire map --config`, in another
+terminal while this one serves, then runs
 a map through the real drivers and transports (the rehearsal of a lab's own
 bench config). Without --realtime time is virtual: it moves only while a
 client waits (polls a moving stage, reads a spectrometer), so use --realtime
@@ -44,9 +44,8 @@ stall=P (probabilities), interlock-at=N (laser shot number).
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``bench`` on a ``libs-sim`` subparsers object."""
-    parser = subparsers.add_parser("bench", help="serve the simulated bench's instruments",
-                                   description=DESCRIPTION, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.subcommand(subparsers, "bench", help="serve the simulated bench's instruments",
+                            description=DESCRIPTION, run=run, examples=EXAMPLES, notes=NOTES)
     configure_parser(parser)
     return parser
 
@@ -63,7 +62,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="write a ready bench config (TOML) to PATH")
     parser.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
                         help="shot rate written into the config (default 1000)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,12 +112,9 @@ def _serve(bench: SimulatedBench, stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="libs-sim bench", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    """``libs-sim bench`` on its own (``python -m sim.bench_cli``)."""
+    from sim.cli import main as sim_main
+    return sim_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

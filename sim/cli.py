@@ -1,47 +1,41 @@
 """``libs-sim``: the simulated bench's command line.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``
-and ``run(args) -> int``; add a module to SUBCOMMANDS to add a subcommand.
+(built with :func:`acquisition.shared.cli.subcommand`) and ``run(args) -> int``;
+add a module to SUBCOMMANDS to add a subcommand. Flags, exit codes and output
+follow :mod:`acquisition.shared.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
 import sys
+
+from acquisition.shared import cli
 
 SUBCOMMANDS = [
     "sim.generate",
     "sim.bench_cli",
 ]
 
+EXAMPLES = [
+    "libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5",
+    "libs-sim bench --write-config bench.toml",
+]
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="libs-sim", description="Simulated paired LIBS bench: generate maps, run instrument emulators.",
-        epilog="example:\n  libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(name)
-        module.add_parser(subparsers).set_defaults(run=module.run)
-    return parser
+
+def build_parser():
+    return cli.program("libs-sim", "Simulated paired LIBS bench: generate maps, run instrument emulators.",
+                       EXAMPLES, [importlib.import_module(name).add_parser for name in SUBCOMMANDS])
+
+
+def _input_errors():
+    from acquisition.store import PairedMapError
+    return (ValueError, PairedMapError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("libs-sim: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:
-        print(f"libs-sim {args.command}: {exc}", file=sys.stderr)
-        return 2
+    return cli.run_main(build_parser, argv, input_errors=_input_errors)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from acquisition.shared import cli
+from acquisition.shared.progress import Progress
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapLayout, PairedMapError, PairedMapReader, PairedMapWriter
 from sim.plasma import GATE_NODES
-from sim.sample import PHASE_NAMES
-from sim.scene import DEFAULT_GATES, SYSTEMS, PairedScene
+from sim.samples import SAMPLE_NAMES, make_sample
+from sim.scene import DAY_CHANGES, DEFAULT_GATES, PairedScene
+from sim.spectrograph import SECONDARY_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ def _pair(value, name: str) -> tuple[float, float]:
 def instrument_settings(scene: PairedScene, gates: dict[str, tuple[float, float]]) -> dict[str, dict]:
     """/entry/instrument contents for a simulated bench."""
     settings = {}
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         spectrograph = scene.spectrograph(system)
         d = spectrograph.design
         settings[system] = {
@@ -59,7 +63,8 @@ def instrument_settings(scene: PairedScene, gates: dict[str, tuple[float, float]
             "focal_length_mm": d.focal_mm, "pixel_um": d.pixel_um,
             "fwhm_nm": [d.fwhm_blue_nm, d.fwhm_red_nm], "gain_e_per_count": d.gain_e_per_count,
             "read_noise_e": d.read_noise_e, "dark_offset_counts": d.dark_offset_counts,
-            "saturation_counts": 65535}
+            "saturation_counts": 65535, "range_nm": [d.lambda_min_nm, d.lambda_max_nm]}
+    settings["secondary"]["variant"] = scene.secondary_variant
     settings["laser"] = {"wavelength_nm": 266.0, "pulse_energy_mJ": 5.0, "pulse_width_ns": 5.0,
                          "rate_hz": SHOT_RATE_HZ, "spot_um": 30.0, "simulated": True}
     return settings
@@ -70,7 +75,8 @@ def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk
     attrs = {"simulator": "twinplume.sim", "seed": int(seed), "day": int(day),
              "origin_um": list(origin_um), "step_um": list(step_um), "chunk_spots": int(chunk_spots),
              "crater_radius_um": scene.sample.crater_radius_um, "gate_nodes": GATE_NODES,
-             "day_intensity": conditions.intensity}
+             "day_intensity": conditions.intensity, "sample": scene.sample.name,
+             "secondary_variant": scene.secondary_variant, "day_change": scene.day_change}
     attrs.update({f"plasma_{k}": v for k, v in asdict(conditions.plasma).items()})
     for system, drift in conditions.drift.items():
         attrs.update({f"{system}_{k}": v for k, v in asdict(drift).items()})
@@ -79,21 +85,26 @@ def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk
 
 def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=(0.0, 0.0),
                  progress: bool = True, chunk_spots: int = DEFAULT_CHUNK_SPOTS,
-                 overwrite: bool = False, resume: bool = False) -> Path:
+                 overwrite: bool = False, resume: bool = False, sample: str = "pegmatite",
+                 secondary: str = "standard", day_change: str = "mild") -> Path:
     """Simulate a paired raster map and write it to ``out``; returns the path.
 
     The map is a deterministic function of (seed, day, shape, step, origin,
     chunk_spots); the sample itself depends on the seed and the absolute
     position only, so two origins give two regions of one sample.
     ``resume=True`` completes an interrupted map with the same settings; the
-    result equals an uninterrupted run.
+    result equals an uninterrupted run. ``sample`` names a sample of
+    :data:`sim.samples.SAMPLE_NAMES`, ``secondary`` a secondary spectrometer of
+    :data:`sim.spectrograph.SECONDARY_VARIANTS`, ``day_change`` a severity of
+    :data:`sim.scene.DAY_CHANGES`.
     """
     out = Path(out)
     if int(chunk_spots) < 1:
         raise ValueError(f"chunk_spots must be >= 1, got {chunk_spots}")
     dx, dy = _pair(step_um, "step_um")
     layout = MapLayout(tuple(shape), (dx, dy), "snake", _pair(origin_um, "origin_um"))
-    scene = PairedScene(seed=seed, day=day)
+    scene = PairedScene(seed=seed, day=day, sample=make_sample(sample, seed), secondary=secondary,
+                        day_change=day_change)
     ny, nx = layout.shape
     xs, ys = layout.x_um, layout.y_um
     phase_map = scene.sample.phase_at(*np.meshgrid(xs, ys))
@@ -103,7 +114,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     visit_rank[order[:, 0], order[:, 1]] = np.arange(ny * nx)
     origin_key = [int(round(v * 1000)) & 0xFFFFFFFF for v in layout.origin_um]
 
-    wavelengths = {s: scene.wavelengths(s) for s in SYSTEMS}
+    wavelengths = {s: scene.wavelengths(s) for s in SYSTEM_NAMES}
     truth_attrs = truth_attributes(scene, seed=seed, day=day, origin_um=layout.origin_um,
                                    step_um=(dx, dy), chunk_spots=chunk_spots)
     if resume:
@@ -112,8 +123,10 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     else:
         writer = PairedMapWriter.create(
             out, layout, wavelengths, title=f"simulated paired map, seed {seed}, day {day}",
-            sample_name=f"synthetic pegmatite (seed {seed})", instrument=instrument_settings(scene, DEFAULT_GATES),
-            sample_truth={"phase_map": phase_map, "phase_names": list(PHASE_NAMES), "attrs": truth_attrs,
+            sample_name=f"{scene.sample.description} (seed {seed})",
+            instrument=instrument_settings(scene, DEFAULT_GATES),
+            sample_truth={"phase_map": phase_map, "phase_names": list(scene.sample.phase_names),
+                          "attrs": truth_attrs,
                           # every simulated shot hits its grid point exactly
                           "true_position": np.stack(np.meshgrid(xs, ys), axis=-1)},
             overwrite=overwrite)
@@ -133,10 +146,14 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     # The next chunk is simulated (numpy, GIL released) while this one is written:
     # at most two chunks are held at a time.
     starts = [r for r in range(0, ny, rows_per_chunk) if todo[r:r + rows_per_chunk].any()]
-    with writer, tqdm(total=int(todo.sum()), unit="spot", disable=not progress, desc=out.name) as bar, \
+    # Ctrl-C stops between chunks even if a library swallowed the KeyboardInterrupt; what was
+    # written stays, and --resume completes it.
+    with cli.StopRequested() as stop, writer, \
+            Progress(int(todo.sum()), desc=f"generate {out.name}", unit="spot", enabled=progress) as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-chunk") as pool:
         pending = pool.submit(simulate, starts[0]) if starts else None
         for i in range(len(starts)):
+            stop.check()
             iy, ix, spectra = pending.result()
             if i + 1 < len(starts):
                 pending = pool.submit(simulate, starts[i + 1])
@@ -147,6 +164,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
             writer.write_spots(iy, ix, spectra, shot_id, EPOCH_S + 86400.0 * day + shot_id / SHOT_RATE_HZ,
                                np.stack([xs[ix], ys[iy]], axis=1), durable=False)   # can be simulated again
             bar.update(iy.size)
+        stop.check()
         writer.finish()
     return out
 
@@ -157,8 +175,10 @@ def _check_same_simulation(out: Path, attrs: dict) -> None:
         raise FileNotFoundError(f"{out}: no map to resume")
     with PairedMapReader(out) as reader:
         truth = reader.sample_truth
-    found = (truth or {}).get("attrs", {})
-    for key in ("simulator", "seed", "day", "chunk_spots"):
+    # files written before samples, variants and severities existed were the defaults
+    found = {"sample": "pegmatite", "secondary_variant": "standard", "day_change": "mild",
+             **(truth or {}).get("attrs", {})}
+    for key in ("simulator", "seed", "day", "chunk_spots", "sample", "secondary_variant", "day_change"):
         if key not in found or np.any(np.asarray(found[key]) != np.asarray(attrs[key])):
             raise ValueError(f"{out}: cannot resume: the file was simulated with {key}="
                              f"{found.get(key)!r}, this run has {key}={attrs[key]!r}")
@@ -166,46 +186,46 @@ def _check_same_simulation(out: Path, attrs: dict) -> None:
 
 # -- libs-sim generate ------------------------------------------------------------------
 
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        ny, nx = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like 100x100 (rows x columns), got {text!r}") from None
-    if ny < 1 or nx < 1:
-        raise argparse.ArgumentTypeError(f"shape must be positive, got {text!r}")
-    return ny, nx
-
-
-def _origin(text: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"origin must look like 1200,-400 (x,y in um), got {text!r}") from None
-    return x, y
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "generate", help="simulate a paired LIBS map into a paired-map HDF5 file",
-        description="Simulate a paired raster map of a synthetic pegmatite (both spectrometers see "
+    parser = cli.subcommand(
+        subparsers, "generate", run=run, help="simulate a paired LIBS map into a paired-map HDF5 file",
+        description="Simulate a paired raster map of a synthetic sample (both spectrometers see "
                     "every plasma) and write it through the paired-map store, with the ground-truth "
-                    "phase map under /entry/sample.",
-        epilog="examples:\n"
-               "  libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5\n"
-               "  libs-sim generate --preset paper-test --seed 1 --out test.h5\n"
-               "  libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption\n"
-               "presets: " + "; ".join(f"{k}: {v['shape'][0]}x{v['shape'][1]} @ {v['step_um']:g} um, "
-                                       f"day {v['day']}, origin {v['origin_um']}" for k, v in PRESETS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "phase map under /entry/sample. With --scenario, write a transfer scenario's "
+                    "train, validation and test maps into the directory --out.",
+        examples=["libs-sim generate --shape 100x100 --step-um 40 --day 0 --seed 1 --out map.h5",
+                  "libs-sim generate --preset paper-test --seed 1 --out test.h5",
+                  "libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption",
+                  "libs-sim generate --sample basalt --shape 60x60 --step-um 20 --day 1 --day-change severe --out b.h5",
+                  "libs-sim generate --sample granite --secondary broad-lowres --shape 50x50 --step-um 60 --out g.h5",
+                  "libs-sim generate --scenario basalt --out maps/            # maps/basalt-{train,val,test}.h5",
+                  "libs-sim generate --scenario pegmatite-few --scale 0.25 --out maps/"],
+        notes="samples: " + ", ".join(SAMPLE_NAMES) + "; secondary variants: " + ", ".join(SECONDARY_VARIANTS)
+              + "; day changes: " + ", ".join(DAY_CHANGES) + "\n"
+              "presets: " + "; ".join(f"{k}: {v['shape'][0]}x{v['shape'][1]} @ {v['step_um']:g} um, "
+                                      f"day {v['day']}, origin {v['origin_um']}" for k, v in PRESETS.items()))
     parser.add_argument("--preset", choices=sorted(PRESETS), help="one of the paper's maps (other options override it)")
-    parser.add_argument("--shape", type=_shape, help="rows x columns, e.g. 100x100")
-    parser.add_argument("--step-um", type=float, help="grid step in um (both axes)")
+    parser.add_argument("--shape", type=cli.shape_type, metavar="NYxNX",
+                        help="rows x columns, e.g. 100x100 (default: the preset's; required without --preset)")
+    parser.add_argument("--step-um", type=float, metavar="UM",
+                        help="grid step in um, both axes (default: the preset's; required without --preset)")
     parser.add_argument("--day", type=int, help="measurement day: background, intensity, drift (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
-    parser.add_argument("--origin-um", type=_origin, help="stage position x,y of spot (0, 0) in um (default 0,0)")
+    parser.add_argument("--origin-um", type=cli.position_type, metavar="X,Y",
+                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 0,0)")
     parser.add_argument("--chunk-spots", type=int, default=DEFAULT_CHUNK_SPOTS,
                         help=f"spots simulated per chunk, bounds memory (default {DEFAULT_CHUNK_SPOTS})")
-    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    parser.add_argument("--sample", choices=SAMPLE_NAMES,
+                        help="sample to map (default pegmatite)")
+    parser.add_argument("--secondary", choices=sorted(SECONDARY_VARIANTS),
+                        help="secondary spectrometer (default standard: the paper's 260-370 nm)")
+    parser.add_argument("--day-change", choices=sorted(DAY_CHANGES),
+                        help="how much a day other than 0 differs (default mild)")
+    parser.add_argument("--scenario", help="write a named transfer scenario's train/val/test maps into the "
+                                           "directory --out (see sim/scenarios.py; e.g. basalt, pegmatite-few)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="with --scenario: multiply every map's number of spots (default 1)")
+    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file (a directory with --scenario)")
     replace = parser.add_mutually_exclusive_group()
     replace.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     replace.add_argument("--resume", action="store_true",
@@ -215,6 +235,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario is not None:
+        return _run_scenario(args)
     settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (0.0, 0.0)}
     for key, value in (("shape", args.shape), ("step_um", args.step_um), ("day", args.day),
                        ("origin_um", args.origin_um)):
@@ -222,19 +244,55 @@ def run(args: argparse.Namespace) -> int:
             settings[key] = value
     missing = [f"--{k.replace('_', '-')}" for k in ("shape", "step_um") if k not in settings]
     if missing:
-        raise SystemExit(f"libs-sim generate: give --preset or {' and '.join(missing)}")
+        raise cli.UsageError(f"give --preset or {' and '.join(missing)}")
     if settings["step_um"] <= 0:
-        raise SystemExit(f"libs-sim generate: --step-um must be positive, got {settings['step_um']}")
+        raise cli.UsageError(f"--step-um must be positive, got {settings['step_um']}")
     if settings["day"] < 0 or args.seed < 0:
-        raise SystemExit("libs-sim generate: --day and --seed must be non-negative")
+        raise cli.UsageError("--day and --seed must be non-negative")
     if args.out.exists() and not (args.overwrite or args.resume):
-        raise SystemExit(f"libs-sim generate: {args.out} exists; pass --overwrite to replace it "
+        raise cli.UsageError(f"{args.out} exists; pass --overwrite to replace it "
                          f"or --resume to complete it")
     try:
         path = generate_map(args.out, seed=args.seed, progress=not args.no_progress, chunk_spots=args.chunk_spots,
-                            overwrite=args.overwrite, resume=args.resume, **settings)
+                            overwrite=args.overwrite, resume=args.resume, sample=args.sample or "pegmatite",
+                            secondary=args.secondary or "standard", day_change=args.day_change or "mild",
+                            **settings)
     except PairedMapError as exc:
-        raise SystemExit(f"libs-sim generate: {exc}") from exc
+        raise cli.UsageError(str(exc)) from exc
     ny, nx = settings["shape"]
     print(f"wrote {path} ({ny}x{nx} spots, {settings['step_um']:g} um, day {settings['day']}, seed {args.seed})")
+    return 0
+
+
+def _run_scenario(args: argparse.Namespace) -> int:
+    from sim.scenarios import SCENARIOS      # sim.scenarios builds on this module
+
+    if args.scenario not in SCENARIOS:
+        print(f"libs-sim generate: unknown scenario {args.scenario!r}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    if not (np.isfinite(args.scale) and args.scale > 0):
+        print(f"libs-sim generate: --scale must be positive, got {args.scale}", file=sys.stderr)
+        return 2
+    given = [flag for flag, value in (("--preset", args.preset), ("--shape", args.shape), ("--step-um", args.step_um),
+                                      ("--day", args.day), ("--origin-um", args.origin_um), ("--resume", args.resume),
+                                      ("--sample", args.sample), ("--secondary", args.secondary),
+                                      ("--day-change", args.day_change))
+             if value not in (None, False)]
+    if given:
+        print(f"libs-sim generate: --scenario sets the maps itself; drop {', '.join(given)}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"libs-sim generate: with --scenario, --out must be a directory; {args.out} is a file", file=sys.stderr)
+        return 2
+    scenario = SCENARIOS[args.scenario]
+    try:
+        paths = scenario.write_maps(args.out, scale=args.scale, progress=not args.no_progress,
+                                    overwrite=args.overwrite)
+    except (PairedMapError, FileExistsError) as exc:
+        print(f"libs-sim generate: {exc}", file=sys.stderr)
+        return 2
+    for role, path in paths.items():
+        spec = scenario.maps(args.scale)[role]
+        print(f"{role}: {path} ({spec.shape[0]}x{spec.shape[1]} spots, {spec.step_um:g} um, day {spec.day})")
     return 0

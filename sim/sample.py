@@ -102,7 +102,11 @@ class SpotComposition:
 class PegmatiteSample:
     """A seedable pegmatite; ``phase_at`` and ``spot_composition`` are pure functions."""
 
+    name = "pegmatite"
+    description = "synthetic granitic pegmatite"
     phase_names = PHASE_NAMES
+    ablation = ABLATION
+    temperature_factor = TEMPERATURE_FACTOR
 
     def __init__(self, seed: int = 0, *, crater_radius_um: float = 15.0):
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -277,16 +281,16 @@ class PegmatiteSample:
         phase, key = self._phase_and_key(sx, sy)
         wt = self.weight_percent(phase, key, sx, sy).reshape(k, 7, len(ALL_ELEMENTS))
         phase = phase.reshape(k, 7)
-        phase_weights = np.zeros((k, len(PHASE_NAMES)))
+        phase_weights = np.zeros((k, len(self.phase_names)))
         for j in range(7):
             phase_weights[np.arange(k), phase[:, j]] += weights[j]
-        mass = ABLATION[phase] * weights
+        mass = self.ablation[phase] * weights
         mixed_wt = (wt * mass[..., None]).sum(axis=1) / mass.sum(axis=1, keepdims=True)
         fractions = atom_fractions(mixed_wt)[:, :len(ELEMENTS)]
         return SpotComposition(
             atom_fraction=fractions.astype(np.float32),
             phase_weights=phase_weights,
-            ablation=phase_weights @ ABLATION,
-            temperature_factor=phase_weights @ TEMPERATURE_FACTOR,
+            ablation=phase_weights @ self.ablation,
+            temperature_factor=phase_weights @ self.temperature_factor,
             phase=phase[:, 0].astype(np.int16))
 

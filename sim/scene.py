@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from sim.lines import ionisation_energies
 from sim.plasma import PlasmaConditions, PlasmaModel
 from sim.sample import PegmatiteSample
-from sim.spectrograph import DESIGNS, InstrumentDrift, Spectrograph
+from sim.spectrograph import DESIGNS, InstrumentDrift, Spectrograph, secondary_design
 
-SYSTEMS = ("primary", "secondary")
 #: system -> (gate delay after the laser pulse, gate width), seconds
 DEFAULT_GATES: dict[str, tuple[float, float]] = {"primary": (1.0e-6, 10e-6), "secondary": (1.0e-6, 10e-6)}
 
@@ -31,19 +31,55 @@ _VIEW_REFERENCE_EV = 5.0
 
 
 @dataclass(frozen=True)
+class DayChange:
+    """Ranges of what a measurement day changes (each drawn from the day number)."""
+
+    intensity: tuple = (1.05, 1.2)          # factor or its inverse: laser energy, focus
+    temperature: tuple = (0.96, 1.04)       # T_1us factor
+    density: tuple = (0.85, 1.15)           # n_e factor
+    continuum: tuple = (1.3, 1.8)           # factor or its inverse
+    shift_px: tuple = (0.05, 0.2)           # wavelength drift at the detector centre, either sign
+    stretch_px: float = 0.1                 # extra drift at the ends, uniform in +-
+    fwhm: tuple = (1.0, 1.06)               # resolution factor
+    dark_counts: tuple = (80.0, 200.0)      # dark-offset change, either sign
+    stray: tuple = (1.5, 2.5)               # scattered-light factor or its inverse
+    stray_tilt: float = 0.6
+
+
+#: "mild" is the bench as the paper saw it between sessions; "severe" is a bench that was
+#: moved or serviced: realigned fibres, refocused spectrometers, another laser energy.
+DAY_CHANGES = {
+    "mild": DayChange(),
+    "severe": DayChange(intensity=(1.3, 1.6), temperature=(0.90, 1.10), density=(0.65, 1.5),
+                        continuum=(2.0, 3.0), shift_px=(0.6, 1.5), stretch_px=0.5, fwhm=(1.15, 1.35),
+                        dark_counts=(200.0, 400.0), stray=(2.5, 4.0), stray_tilt=1.0),
+}
+
+
+def day_change(severity: str) -> DayChange:
+    try:
+        return DAY_CHANGES[severity]
+    except KeyError:
+        raise ValueError(f"unknown day-change severity {severity!r}; known: {', '.join(DAY_CHANGES)}") from None
+
+
+@dataclass(frozen=True)
 class DayConditions:
     """Everything a measurement day changes. Day 0 is the nominal bench."""
 
     day: int
     intensity: float = 1.0                       # laser energy, focus: both systems
     plasma: PlasmaConditions = PlasmaConditions()
-    drift: dict[str, InstrumentDrift] = field(default_factory=lambda: {s: InstrumentDrift() for s in SYSTEMS})
+    drift: dict[str, InstrumentDrift] = field(default_factory=lambda: {s: InstrumentDrift() for s in SYSTEM_NAMES})
 
     @classmethod
-    def for_day(cls, day: int) -> "DayConditions":
-        """Deterministic drifts of day ``day`` (independent of the sample seed)."""
+    def for_day(cls, day: int, severity: str = "mild") -> "DayConditions":
+        """Deterministic drifts of day ``day`` (independent of the sample seed); ``severity``
+        names the ranges (:data:`DAY_CHANGES`). The draws depend on the day only, so a
+        severe day changes the same way as the mild one, by more."""
         if not isinstance(day, (int, np.integer)) or day < 0:
             raise ValueError(f"day must be a non-negative integer, got {day!r}")
+        change = day_change(severity)
         if day == 0:
             return cls(day=0)
         rng = np.random.default_rng([0x6461, int(day)])
@@ -53,32 +89,39 @@ class DayConditions:
             f = rng.uniform(lo, hi)
             return f if rng.random() < 0.5 else 1.0 / f
 
-        plasma = PlasmaConditions().with_day(t_factor=rng.uniform(0.96, 1.04),
-                                             ne_factor=rng.uniform(0.85, 1.15),
-                                             continuum_factor=away_from_one(1.3, 1.8))
+        plasma = PlasmaConditions().with_day(t_factor=rng.uniform(*change.temperature),
+                                             ne_factor=rng.uniform(*change.density),
+                                             continuum_factor=away_from_one(*change.continuum))
         drift = {}
-        for system in SYSTEMS:
+        for system in SYSTEM_NAMES:
             drift[system] = InstrumentDrift(
-                shift_px=rng.choice([-1, 1]) * rng.uniform(0.05, 0.2),
-                stretch_px=rng.uniform(-0.1, 0.1),
-                fwhm_scale=rng.uniform(1.0, 1.06),
-                dark_shift_counts=rng.choice([-1, 1]) * rng.uniform(80, 200),
-                stray_scale=away_from_one(1.5, 2.5),
-                stray_tilt=rng.uniform(-0.6, 0.6))
-        return cls(day=int(day), intensity=away_from_one(1.05, 1.2), plasma=plasma, drift=drift)
+                shift_px=rng.choice([-1, 1]) * rng.uniform(*change.shift_px),
+                stretch_px=rng.uniform(-change.stretch_px, change.stretch_px),
+                fwhm_scale=rng.uniform(*change.fwhm),
+                dark_shift_counts=rng.choice([-1, 1]) * rng.uniform(*change.dark_counts),
+                stray_scale=away_from_one(*change.stray),
+                stray_tilt=rng.uniform(-change.stray_tilt, change.stray_tilt))
+        return cls(day=int(day), intensity=away_from_one(*change.intensity), plasma=plasma, drift=drift)
 
 
 class PairedScene:
     """Simulated paired acquisition on one day over one sample."""
 
-    def __init__(self, *, seed: int = 0, day: int = 0, sample: PegmatiteSample | None = None):
+    def __init__(self, *, seed: int = 0, day: int = 0, sample: PegmatiteSample | None = None,
+                 secondary: str = "standard", day_change: str = "mild"):
+        """``sample``: any sample object (default: the pegmatite of this seed); ``secondary``:
+        a name in :data:`sim.spectrograph.SECONDARY_VARIANTS`; ``day_change``: a severity
+        in :data:`DAY_CHANGES`."""
         self.seed = int(seed)
         self.day = int(day)
         self.sample = sample if sample is not None else PegmatiteSample(self.seed)
-        self.conditions = DayConditions.for_day(self.day)
+        self.secondary_variant = secondary
+        self.day_change = day_change
+        self.conditions = DayConditions.for_day(self.day, day_change)
         self.plasma = PlasmaModel(self.conditions.plasma)
-        self._spectrographs = {s: Spectrograph(DESIGNS[s], self.conditions.drift[s], self.plasma.lines)
-                               for s in SYSTEMS}
+        designs = {"primary": DESIGNS["primary"], "secondary": secondary_design(secondary)}
+        self._spectrographs = {s: Spectrograph(designs[s], self.conditions.drift[s], self.plasma.lines)
+                               for s in SYSTEM_NAMES}
         self._rng = np.random.default_rng([self.seed, self.day, 0x5C0E])
         lt = self.plasma.lines
         chi = ionisation_energies()[lt.element_index, 0]
@@ -90,7 +133,7 @@ class PairedScene:
         try:
             return self._spectrographs[system]
         except KeyError:
-            raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}") from None
+            raise ValueError(f"unknown system {system!r}; expected one of {SYSTEM_NAMES}") from None
 
     def wavelengths(self, system: str) -> np.ndarray:
         return self.spectrograph(system).wavelengths.copy()
@@ -121,13 +164,13 @@ class PairedScene:
         fired = np.broadcast_to(fired.reshape(-1) if fired.ndim else fired, (k,))
         gates = self._gates(gates)
         if k == 0:
-            return {s: np.zeros((0, self._spectrographs[s].design.pixels), np.float32) for s in SYSTEMS}
+            return {s: np.zeros((0, self._spectrographs[s].design.pixels), np.float32) for s in SYSTEM_NAMES}
 
         composition = self.sample.spot_composition(x, y)
         fluctuations = self.plasma.draw_fluctuations(k, rng)
         emissions = {}
         out = {}
-        for system in SYSTEMS:
+        for system in SYSTEM_NAMES:
             gate = gates[system]
             if gate not in emissions:
                 emissions[gate] = self.plasma.emit(composition, fluctuations, gate)

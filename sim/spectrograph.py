@@ -85,6 +85,40 @@ SECONDARY = SpectrographDesign(
 
 DESIGNS = {"primary": PRIMARY, "secondary": SECONDARY}
 
+#: A narrow, high-resolution secondary (R ~ 23 000): a 2400 /mm-class grating at
+#: 250 mm focal length, 278-322 nm; sees Si I 288, Al I 308/309, Mg II 279/280, Fe II
+#: 273-275, Mn II 293-295, Ca/Ti lines near 300-320 nm, and nothing of 245-275 or 325-407 nm.
+NARROW_HIRES = SpectrographDesign(
+    name="secondary", model="CT-278-322-HR (simulated)", serial="SIM-S-HR-0001",
+    lambda_min_nm=278.0, lambda_max_nm=322.0, pixels=3648, pixel_um=8.0, focal_mm=250.0,
+    included_angle_deg=24.0, detector_tilt_deg=-1.5, fwhm_blue_nm=0.0125, fwhm_red_nm=0.0135,
+    qe_nodes=((250, 0.12), (280, 0.20), (320, 0.32), (380, 0.42)),
+    blaze_nm=300.0, blaze_width_nm=60.0, throughput=6.0e6,
+    gain_e_per_count=1.4, read_noise_e=12.0, dark_offset_counts=780.0, dsnu_counts=1.5,
+    prnu=0.005, stray_fraction=4.0e-3)
+
+#: A broad, low-resolution secondary (R ~ 1400-2200): a 600 /mm-class grating, a
+#: 2048-pixel detector over 240-415 nm and a wide slit (FWHM ~ 2 pixels): lines blend (Fe II 259.8/259.9, Si I 251-253, Mn I 403),
+#: but K I 404 and Ca II 393/397 are seen.
+BROAD_LOWRES = SpectrographDesign(
+    name="secondary", model="CT-240-415-LR (simulated)", serial="SIM-S-LR-0001",
+    lambda_min_nm=240.0, lambda_max_nm=415.0, pixels=2048, pixel_um=14.0, focal_mm=250.0,
+    included_angle_deg=32.0, detector_tilt_deg=2.0, fwhm_blue_nm=0.17, fwhm_red_nm=0.19,
+    qe_nodes=((230, 0.10), (260, 0.14), (300, 0.25), (350, 0.38), (420, 0.48)),
+    blaze_nm=350.0, blaze_width_nm=110.0, throughput=1.2e6,
+    gain_e_per_count=2.0, read_noise_e=20.0, dark_offset_counts=1000.0, dsnu_counts=2.5,
+    prnu=0.006, stray_fraction=1.0e-2)
+
+#: Secondary spectrometers a scene can use; "standard" is the paper's (and the default).
+SECONDARY_VARIANTS = {"standard": SECONDARY, "narrow-hires": NARROW_HIRES, "broad-lowres": BROAD_LOWRES}
+
+
+def secondary_design(variant: str) -> SpectrographDesign:
+    try:
+        return SECONDARY_VARIANTS[variant]
+    except KeyError:
+        raise ValueError(f"unknown secondary variant {variant!r}; known: {', '.join(SECONDARY_VARIANTS)}") from None
+
 
 _NORMAL_TABLE = ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
 

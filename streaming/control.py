@@ -4,6 +4,10 @@ Requests: {"cmd": "ping"}, {"cmd": "stats"}, {"cmd": "model"} (spec) and {"cmd":
 "token": "..."} (extension: the worker publishes a ``status`` message carrying the token at
 once, so a subscriber can tell that its SUB socket is connected). Replies always carry
 "ok": true, or "ok": false with an "error".
+
+A request is decoded under the same kind of limits as stream input (request bytes, JSON
+depth), and a hello token is at most HELLO_TOKEN_CHARS printable ASCII characters: the
+worker republishes it to every subscriber, so it must not carry more than a name.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import time
 
 import zmq
 
+from .protocol import MessageError, loads_bounded, quote
 from .security import ClientKeys
 
 COMMANDS = ("ping", "stats", "model", "hello")
+MAX_REQUEST_BYTES = 4096
+MAX_REQUEST_DEPTH = 4
+HELLO_TOKEN_CHARS = 64
 
 
 class ControlError(RuntimeError):
@@ -23,15 +31,22 @@ class ControlError(RuntimeError):
 
 
 def parse_request(frames: list[bytes]) -> tuple[dict | None, str | None]:
-    """(request, None) or (None, reason it cannot be served)."""
+    """(request, None) or (None, reason it cannot be served); the reason quotes little of the request."""
     if len(frames) != 1:
         return None, f"a control request is one frame of JSON, got {len(frames)} frames"
     try:
-        request = json.loads(frames[0].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, f"control request is not JSON: {exc}"
-    if not isinstance(request, dict) or request.get("cmd") not in COMMANDS:
-        return None, f"control request needs \"cmd\" one of {list(COMMANDS)}, got {str(request)[:80]}"
+        request = loads_bounded(bytes(frames[0]), what="control request", max_bytes=MAX_REQUEST_BYTES,
+                                max_depth=MAX_REQUEST_DEPTH)
+    except MessageError as exc:
+        return None, exc.reason
+    cmd = request.get("cmd") if isinstance(request, dict) else None
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        return None, f"control request needs \"cmd\" one of {list(COMMANDS)}, got {quote(cmd)}"
+    if cmd == "hello":
+        token = request.get("token", "")
+        if not (isinstance(token, str) and len(token) <= HELLO_TOKEN_CHARS and token.isascii()
+                and token.isprintable()):
+            return None, f"hello \"token\" must be at most {HELLO_TOKEN_CHARS} printable ASCII characters"
     return request, None
 
 
@@ -48,7 +63,12 @@ def request(address: str, message: dict, *, timeout_s: float = 2.0, keys: Client
         sock.send(json.dumps(message).encode())
         if not sock.poll(int(timeout_s * 1000)):
             raise ControlError(f"no answer from the worker's control socket {address} within {timeout_s} s")
-        reply = json.loads(sock.recv())
+        try:
+            reply = json.loads(sock.recv())
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise ControlError(f"the control socket {address} answered something that is not a JSON object")
     finally:
         sock.close()
     if not reply.get("ok"):

@@ -1,11 +1,18 @@
-"""The exported transfer model, run by ONNX Runtime (docs/architecture.md, "Exported model")."""
+"""An ONNX Runtime session on the exported pipeline graph (docs/architecture.md, "Exported model").
+
+This is not the trained transfer model (transfer.bundle holds that); it is the runtime the
+worker calls, with the checks the exported-model contract needs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import ntpath
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +29,7 @@ class ModelContractError(ValueError):
     """The ONNX file does not obey the exported-model contract."""
 
 
-class TransferModel:
+class PipelineSession:
     """An ONNX Runtime session on the CPU provider with dynamic batch size.
 
     ``run(batch)`` takes float32 [b, n_secondary] raw counts and returns ``primary``
@@ -44,6 +51,7 @@ class TransferModel:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise ModelContractError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+        self.sha256 = _sha256(self.path)
         self._check_io()
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k[len(META_PREFIX):]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
@@ -86,36 +94,57 @@ class TransferModel:
                                          f"got {outputs.get(name, 'nothing')}")
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for float32 [b, n_secondary]; ``finite`` [b] says which rows came out finite."""
         primary, label, novelty = self.session.run(self._outputs, {INPUT_NAME: batch})
         if primary.shape != (batch.shape[0], self.n_primary):
             raise ModelContractError(f"{self.path}: 'primary' came out {primary.shape}, expected "
                                      f"({batch.shape[0]}, {self.n_primary})")
-        return {"primary": primary, "label": label, "novelty": novelty}
+        finite = np.isfinite(primary).all(axis=1) & np.isfinite(novelty)
+        return {"primary": primary, "label": label, "novelty": novelty, "finite": finite}
 
     def describe(self) -> dict:
-        """What the control socket answers to {"cmd": "model"}."""
-        info = {"model": self.model_id, "path": str(self.path), "n_secondary": self.n_secondary,
+        """What the control socket answers to {"cmd": "model"}: names, ids and hashes, no local paths."""
+        info = {"model": self.model_id, "file": self.path.name, "sha256": self.sha256, "n_secondary": self.n_secondary,
                 "n_primary": self.n_primary, "precision": self.precision,
                 "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in self.session.get_inputs()],
                 "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in self.session.get_outputs()]}
-        for key in ("primary_wavelengths", "secondary_wavelengths", "provenance"):
+        for key in ("primary_wavelengths", "secondary_wavelengths", "primary_baseline_windows",
+                    "secondary_baseline_windows", "provenance"):
             if key in self.metadata:
                 try:
                     info[key] = json.loads(self.metadata[key])
                 except ValueError:
                     info[key] = self.metadata[key]
+        if "provenance" in info:
+            info["provenance"] = without_paths(info["provenance"])
         return info
 
 
+def without_paths(value: Any) -> Any:
+    """``value`` with every absolute path (POSIX or Windows) cut to its file name.
+
+    The export records where the bundle and the training maps were; a control client has no
+    business knowing this machine's directories, and the names and hashes identify them.
+    """
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~", "\\\\")) or ntpath.isabs(value)):
+        return ntpath.basename(value.rstrip("/\\").replace("/", "\\")) or "(path)"
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def as_model_input(spectra: list[np.ndarray]) -> np.ndarray:
-    """One C-contiguous float32 [sum k, n] batch from per-message [k, n] arrays."""
+    """One C-contiguous float32 [sum k, n] batch from per-message float32 [k, n] arrays."""
     if len(spectra) == 1:
         return np.ascontiguousarray(spectra[0], dtype=np.float32)
-    if all(s.dtype == np.float32 for s in spectra):
-        return np.concatenate(spectra)
-    out = np.empty((sum(s.shape[0] for s in spectra), spectra[0].shape[1]), np.float32)
-    row = 0
-    for s in spectra:
-        out[row:row + s.shape[0]] = s
-        row += s.shape[0]
-    return out
+    return np.concatenate(spectra).astype(np.float32, copy=False)

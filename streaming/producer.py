@@ -27,7 +27,11 @@ from .security import ClientKeys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeliveryReport", "LiveProducer", "SpectrumPusher"]
+__all__ = ["DeliveryReport", "LiveProducer", "SendTimeout", "SpectrumPusher"]
+
+
+class SendTimeout(TimeoutError):
+    """No worker took a message within the pusher's ``send_timeout_s``."""
 
 
 def _push_socket(context: zmq.Context, inputs: list[str], keys: ClientKeys | None, sndhwm: int,
@@ -51,21 +55,33 @@ class SpectrumPusher:
     """
 
     def __init__(self, inputs: str | list[str], *, keys: ClientKeys | None = None, context: zmq.Context | None = None,
-                 system: str | None = None, source: str | None = None, sndhwm: int = 1000):
+                 system: str | None = None, source: str | None = None, sndhwm: int = 1000,
+                 send_timeout_s: float | None = None):
         self._own_context = context is None
         self.context = context or zmq.Context()
-        self.socket = _push_socket(self.context, [inputs] if isinstance(inputs, str) else list(inputs), keys,
-                                   sndhwm, immediate=False)
+        self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.socket = _push_socket(self.context, self.inputs, keys, sndhwm, immediate=False)
+        self.send_timeout_s = send_timeout_s
+        if send_timeout_s is not None:
+            self.socket.sndtimeo = int(send_timeout_s * 1000)
         self.system = system
         self.source = source
         self.seq = 0
 
     def send(self, spectra: np.ndarray, *, shot=None, iy=None, ix=None, t: float | None = None) -> int:
-        """Send [n] or [k, n] spectra as one message; returns its seq."""
+        """Send [n] or [k, n] spectra as one message; returns its seq.
+
+        Blocks while the workers' queues are full (the spec's back-pressure); with a
+        ``send_timeout_s``, raises SendTimeout when that lasts longer.
+        """
         seq = self.seq
         frames = protocol.encode_spectra(spectra, seq, shot=shot, iy=iy, ix=ix, t=time.time() if t is None else t,
                                          system=self.system, source=self.source)
-        self.socket.send_multipart(frames, copy=False)
+        try:
+            self.socket.send_multipart(frames, copy=False)
+        except zmq.Again:
+            raise SendTimeout(f"no worker took message {seq} within {self.send_timeout_s:g} s at "
+                              f"{', '.join(self.inputs)}") from None
         self.seq += 1
         return seq
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import StreamMessage
+from .protocol import MessageError, StreamMessage
+from .results import TransferResult
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,13 @@ class TransferRecorder:
 
     A block is written every ``flush_spectra`` results; if the map is busy (a replay reads
     it, an acquisition writes it) the results stay buffered and are written at ``close()``,
-    where a failure is raised.
+    where a failure is raised. Results whose (iy, ix) lies outside the map are counted in
+    ``outside`` and not written, so one stray index cannot make the map refuse the rest.
     """
 
     def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None):
         try:
-            from acquisition.store import PairedMapError, write_transferred
+            from acquisition.store import PairedMapError, PairedMapReader, write_transferred
         except ImportError as exc:
             raise RecorderUnavailable(f"recording needs acquisition.store.write_transferred, which is not "
                                       f"available here: {exc}") from None
@@ -39,34 +41,43 @@ class TransferRecorder:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} does not exist; --out must be an existing paired map")
         self._write = write_transferred
+        self.shape = _map_shape(PairedMapReader, self.path)
         self._busy_errors = (OSError, PairedMapError)
         self.wavelengths = wavelengths   # only needed when the map has no primary axis of that length
         self.flush_spectra = flush_spectra
         self.model = ""
         self.written = 0
         self.skipped = 0
+        self.outside = 0
+        self.malformed = 0
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._buffered = 0
 
     def add(self, message: StreamMessage) -> None:
         if message.topic != "transfer":
             return
-        header = message.header
-        if "iy" not in header or "ix" not in header:
-            self.skipped += 1
+        try:
+            result = TransferResult.from_message(message)
+        except MessageError as exc:
+            self.malformed += 1
+            log.warning("unreadable transfer message not recorded: %s", exc.reason)
             return
-        spectra = message.array.reshape(-1, message.array.shape[-1]).copy()
-        k = spectra.shape[0]
+        self.add_result(result)
 
-        def column(key: str, dtype) -> np.ndarray:
-            return np.asarray(header[key] if isinstance(header[key], list) else [header[key]] * k, dtype)
-
-        novelty = [np.nan if v is None else v for v in (header["novelty"] if isinstance(header["novelty"], list)
-                                                         else [header["novelty"]])]
-        self._parts.append((column("iy", np.int64), column("ix", np.int64), spectra, column("label", np.int64),
-                            np.asarray(novelty, np.float32)))
-        self.model = header.get("model", self.model)
-        self._buffered += k
+    def add_result(self, result: TransferResult) -> None:
+        if not result.has_position:
+            self.skipped += result.k
+            return
+        keep = (result.iy >= 0) & (result.ix >= 0)
+        if self.shape is not None:
+            keep &= (result.iy < self.shape[0]) & (result.ix < self.shape[1])
+        self.outside += int(result.k - keep.sum())
+        if not keep.any():
+            return
+        self._parts.append((result.iy[keep], result.ix[keep], result.spectra[keep].copy(), result.label[keep],
+                            result.novelty[keep]))
+        self.model = result.model or self.model
+        self._buffered += int(keep.sum())
         if self._buffered >= self.flush_spectra:
             self.flush(quiet=True)
 
@@ -97,3 +108,16 @@ class TransferRecorder:
             raise RuntimeError(f"{exc}; the {len(iy)} results were saved to {fallback} instead") from exc
         if self.skipped:
             log.warning("%d results had no iy/ix and were not recorded", self.skipped)
+        if self.outside:
+            log.warning("%d results lay outside the %s map and were not recorded", self.outside, self.shape)
+
+
+def _map_shape(reader_class, path: Path) -> tuple[int, int] | None:
+    """(ny, nx) of the map, or None if it cannot be read now (then the store checks each write)."""
+    for live in (False, True):
+        try:
+            with reader_class(path, live=live) as reader:
+                return tuple(int(v) for v in reader.shape)
+        except Exception:  # busy or not (yet) a readable map: the write will say what is wrong
+            continue
+    return None

@@ -125,7 +125,7 @@ class ResultSubscriber:
         frames = self.socket.recv_multipart(copy=False)
         try:
             message = protocol.decode_output(frames)
-        except protocol.ProtocolError as exc:
+        except protocol.MessageError as exc:
             log.warning("ignoring a malformed output message: %s", exc.reason)
             return None
         worker = message.header.get("worker", "")

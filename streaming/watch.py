@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from .protocol import StreamMessage
+from .protocol import MessageError, StreamMessage
+from .results import TransferResult
 from .stats import RateWindow
 
 # xterm-256 background colours, chosen to stay distinguishable side by side
@@ -19,6 +20,9 @@ RESET = "\x1b[0m"
 HOME = "\x1b[H"
 CLEAR_REST = "\x1b[K\n"
 CLEAR_BELOW = "\x1b[J"
+#: a map that grows as results arrive stops growing here: one stray index must not allocate
+#: terabytes (results beyond it are counted as outside the map)
+MAX_GROWN_SIDE = 4096
 
 
 def frame(text: str) -> str:
@@ -31,18 +35,20 @@ def cell(label: int) -> str:
     return f"\x1b[48;5;{colour}m  "
 
 
-def _as_list(value, k: int) -> list:
-    return value if isinstance(value, list) else [value] * k
-
-
 class LabelMapView:
-    """Collects labels by (iy, ix) and renders them; the map grows to the largest index seen."""
+    """Collects labels by (iy, ix) and renders them.
+
+    With a ``shape`` the map is fixed and results outside it are counted, not drawn; without
+    one it grows to the largest index seen, up to MAX_GROWN_SIDE on each side.
+    """
 
     def __init__(self, shape: tuple[int, int] | None = None):
         self.labels = np.full(shape or (1, 1), -1, np.int32)
         self.fixed_shape = shape is not None
         self.spectra = 0
         self.without_position = 0
+        self.outside = 0          # spectra whose (iy, ix) lies outside the map
+        self.malformed = 0        # transfer messages that could not be read
         self.rate = RateWindow(window_s=2.0)
         self.worker_latency = RateWindow(window_s=5.0)
         self.end_to_end = RateWindow(window_s=5.0)
@@ -53,29 +59,40 @@ class LabelMapView:
         if message.topic == "error":
             self.errors += 1
             return
-        header = message.header
-        k = 1 if len(header["shape"]) == 1 else header["shape"][0]
+        if message.topic != "transfer":
+            return
+        try:
+            result = TransferResult.from_message(message)
+        except MessageError:
+            self.malformed += 1
+            return
+        self.add_result(result)
+
+    def add_result(self, result: TransferResult) -> None:
+        k = result.k
         self.spectra += k
-        self.model = header.get("model", self.model)
+        self.model = result.model or self.model
         now = time.monotonic()
         self.rate.add(k, now=now)
-        self.worker_latency.add(0, header.get("latency_s"), now=now)
-        if isinstance(header.get("t"), (int, float)):
-            self.end_to_end.add(0, time.time() - header["t"], now=now)
-        if "iy" not in header or "ix" not in header:
+        self.worker_latency.add(0, result.latency_s, now=now)
+        if result.t is not None:
+            self.end_to_end.add(0, time.time() - result.t, now=now)
+        if not result.has_position:
             self.without_position += k
             return
-        iy = np.asarray(_as_list(header["iy"], k))
-        ix = np.asarray(_as_list(header["ix"], k))
-        labels = np.asarray(_as_list(header["label"], k))
+        iy, ix = result.iy, result.ix
         if not self.fixed_shape:
-            ny, nx = max(self.labels.shape[0], iy.max() + 1), max(self.labels.shape[1], ix.max() + 1)
-            if (ny, nx) != self.labels.shape:
-                grown = np.full((ny, nx), -1, np.int32)
-                grown[: self.labels.shape[0], : self.labels.shape[1]] = self.labels
-                self.labels = grown
-        inside = (iy < self.labels.shape[0]) & (ix < self.labels.shape[1])
-        self.labels[iy[inside], ix[inside]] = labels[inside]
+            fits = (iy >= 0) & (ix >= 0) & (iy < MAX_GROWN_SIDE) & (ix < MAX_GROWN_SIDE)
+            if fits.any():
+                ny = max(self.labels.shape[0], int(iy[fits].max()) + 1)
+                nx = max(self.labels.shape[1], int(ix[fits].max()) + 1)
+                if (ny, nx) != self.labels.shape:
+                    grown = np.full((ny, nx), -1, np.int32)
+                    grown[: self.labels.shape[0], : self.labels.shape[1]] = self.labels
+                    self.labels = grown
+        inside = (iy >= 0) & (ix >= 0) & (iy < self.labels.shape[0]) & (ix < self.labels.shape[1])
+        self.outside += int(k - inside.sum())
+        self.labels[iy[inside], ix[inside]] = result.label[inside]
 
     def render(self, *, width: int | None = None, height: int | None = None, gaps: int = 0) -> str:
         size = shutil.get_terminal_size((120, 40))
@@ -96,8 +113,10 @@ class LabelMapView:
         filled = int((self.labels >= 0).sum())
         return (f"{self.spectra} spectra, {filled}/{self.labels.size} spots, {self.rate.rate():.0f} spectra/s | "
                 f"worker latency p50 {ms(worker, 'p50')} p99 {ms(worker, 'p99')} ms | "
-                f"end-to-end p50 {ms(e2e, 'p50')} p99 {ms(e2e, 'p99')} ms | gaps {gaps} errors {self.errors} | "
-                f"model {self.model or '-'}")
+                f"end-to-end p50 {ms(e2e, 'p50')} p99 {ms(e2e, 'p99')} ms | gaps {gaps} errors {self.errors}"
+                + (f" outside the map {self.outside}" if self.outside else "")
+                + (f" unreadable {self.malformed}" if self.malformed else "")
+                + f" | model {self.model or '-'}")
 
     def label_counts(self) -> dict[int, int]:
         values, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)

@@ -19,8 +19,11 @@ MODEL_DIR/
   secondary/<name>/baselines/<pls|knn|ds|pds>.safetensors
 ```
 
-`load_bundle()` checks the format, every file's hash and every array's shape
-and fails with `BundleError` naming the part that is missing or corrupt.
+`load_bundle()` checks every field of bundle.json (MANIFEST_FIELDS, SECONDARY_FIELDS:
+types, finite values, sane sizes), that every name stays inside the bundle's directory and
+every file it reads is listed with its hash, then every file's hash and every array's shape,
+all before anything is allocated from those numbers; it fails with `BundleError` naming the
+file and the field or part that is wrong.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -52,6 +55,13 @@ BUNDLE_FORMAT = "twinplume.transfer-bundle"
 BUNDLE_VERSION = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WEIGHT_SUFFIX = ".safetensors"
+HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+#: JSON parts (bundle.json, config.json, provenance.json, history.json) are small; a larger
+#: one is refused before it is read
+MAX_JSON_BYTES = 64 << 20
+MAX_PIXELS = 1_000_000
+MAX_LAYER_WIDTH = 16_384
+MAX_SECONDARIES = 256
 
 
 class BundleError(Exception):
@@ -199,10 +209,19 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise BundleError(f"missing part: {path}")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise BundleError(f"corrupt part {path}: {size} bytes, more than the {MAX_JSON_BYTES} a JSON part may have")
     try:
         return json.loads(path.read_text("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"corrupt part {path}: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"corrupt part {path}: {str(exc)[:200]}") from None
+
+
+def read_json_text(path: Path) -> str:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise BundleError(f"more than {MAX_JSON_BYTES} bytes")
+    return path.read_text("utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -221,9 +240,166 @@ def check_name(name: str) -> str:
     return name
 
 
-# -- the loaded bundle ---------------------------------------------------------
+# -- bundle.json, field by field ---------------------------------------------------
 
 BASELINE_CLASSES = {"pls": PLSTransfer, "knn": KNNTransfer, "ds": DSTransfer, "pds": PDSTransfer}
+# Each check returns None or what is wrong. A new field is one line in a table below.
+
+class Field(NamedTuple):
+    name: str
+    check: Callable[[Any], str | None]
+    required: bool = True
+
+
+def integer(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"expected an integer in {low}..{high}, got {_show(value)}"
+        return None
+    return check
+
+
+def equal_to(expected: Any) -> Callable[[Any], str | None]:
+    return lambda value: None if value == expected and type(value) is type(expected) else \
+        f"expected {expected!r}, got {_show(value)}"
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, got {_show(value)}"
+
+
+def matching(pattern: re.Pattern, what: str) -> Callable[[Any], str | None]:
+    return lambda value: None if isinstance(value, str) and pattern.match(value) else \
+        f"expected {what}, got {_show(value)}"
+
+
+def list_of(item: Callable[[Any], str | None], max_items: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or len(value) > max_items:
+            return f"expected a list of at most {max_items} items, got {_show(value)}"
+        for index, element in enumerate(value):
+            problem = item(element)
+            if problem:
+                return f"item {index}: {problem}"
+        return None
+    return check
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else f"a {type(value).__name__} of {len(value)}"
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+secondary_name = matching(NAME_PATTERN, "a name of letters, digits, '_', '-', '.' (at most 64)")
+model_id = matching(re.compile(r"^[0-9a-f]{8,64}$"), "a hexadecimal model id")
+
+
+def baseline_name(value: Any) -> str | None:
+    return None if isinstance(value, str) and value in BASELINE_CLASSES else \
+        f"expected one of {', '.join(BASELINE_CLASSES)}, got {_show(value)}"
+
+
+SECONDARY_FIELDS = (
+    Field("n_pixels", integer(1, MAX_PIXELS)),
+    Field("mlp_hidden", list_of(integer(1, MAX_LAYER_WIDTH), 16), required=False),
+    Field("fine_tuned", boolean),
+    Field("one_step", boolean),
+    Field("baselines", list_of(baseline_name, len(BASELINE_CLASSES))),
+    Field("model_id", model_id),
+)
+
+
+def _relative_part(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > 300:
+        return f"expected a file name inside the bundle, got {_show(value)}"
+    parts = value.split("/")
+    if value.startswith(("/", "\\")) or "\\" in value or ":" in value or any(p in ("", ".", "..") for p in parts):
+        return f"{_show(value)} is not a plain relative path inside the bundle"
+    return None
+
+
+def _secondaries(value: Any) -> str | None:
+    if not isinstance(value, dict) or not 1 <= len(value) <= MAX_SECONDARIES:
+        return f"expected an object of 1..{MAX_SECONDARIES} secondary systems, got {_show(value)}"
+    for name, entry in value.items():
+        problem = secondary_name(name)
+        if problem:
+            return f"secondary name: {problem}"
+        if not isinstance(entry, dict):
+            return f"'{name}': expected an object, got {_show(entry)}"
+        problem = _fields(entry, SECONDARY_FIELDS)
+        if problem:
+            return f"'{name}'.{problem}"
+    return None
+
+
+def _hashes(value: Any) -> str | None:
+    if not isinstance(value, dict) or len(value) > 100_000:
+        return f"expected an object of file name -> sha256, got {_show(value)}"
+    for rel, digest in value.items():
+        problem = _relative_part(rel) or matching(HASH_PATTERN, "64 hexadecimal digits")(digest)
+        if problem:
+            return f"{_show(rel)}: {problem}"
+    return None
+
+
+MANIFEST_FIELDS = (
+    Field("format", equal_to(BUNDLE_FORMAT)),
+    Field("format_version", equal_to(BUNDLE_VERSION)),
+    Field("model_id", model_id),
+    Field("n_primary", integer(1, MAX_PIXELS)),
+    Field("latent", integer(1, MAX_LAYER_WIDTH)),
+    Field("secondaries", _secondaries),
+    Field("default_secondary", secondary_name),
+    Field("sha256", _hashes),
+)
+
+
+def _fields(values: Mapping[str, Any], fields: tuple[Field, ...]) -> str | None:
+    """'field: what is wrong' for the first bad field, or None. Unknown fields are left to newer readers."""
+    for field_ in fields:
+        if field_.name not in values:
+            if field_.required:
+                return f"{field_.name}: missing"
+            continue
+        problem = field_.check(values[field_.name])
+        if problem:
+            return f"{field_.name}: {problem}"
+    return None
+
+
+def validate_manifest(model_dir: Path, manifest: Any) -> dict:
+    """bundle.json checked field by field and against the directory, before anything is loaded."""
+    where = model_dir / "bundle.json"
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{where}: not a transfer bundle")
+    if manifest.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(f"{model_dir}: bundle format version {_show(manifest.get('format_version'))} "
+                          f"is not supported (this program reads {BUNDLE_VERSION})")
+    problem = _fields(manifest, MANIFEST_FIELDS)
+    if problem:
+        raise BundleError(f"{where}: field {problem}")
+    if manifest["default_secondary"] not in manifest["secondaries"]:
+        raise BundleError(f"{where}: field default_secondary: {manifest['default_secondary']!r} is not one of "
+                          f"the secondaries ({', '.join(sorted(manifest['secondaries']))})")
+    root = model_dir.resolve()
+    for rel in manifest["sha256"]:
+        if not (model_dir / rel).resolve().is_relative_to(root):
+            raise BundleError(f"{where}: field sha256: {rel!r} leads outside the bundle's directory")
+    # every file the loader reads must be hash-checked: none may be swapped unnoticed
+    needed = primary_files() + ["config.json", "provenance.json", "history.json"]
+    for name, info in manifest["secondaries"].items():
+        needed += secondary_files(name, fine_tuned=info["fine_tuned"], one_step=info["one_step"],
+                                  baselines=list(info["baselines"]))
+    unlisted = [rel for rel in needed if rel not in manifest["sha256"]]
+    if unlisted:
+        raise BundleError(f"{where}: field sha256: no hash for {', '.join(unlisted[:5])}"
+                          f"{' and more' if len(unlisted) > 5 else ''}")
+    return manifest
+
+
+# -- the loaded bundle ---------------------------------------------------------
+
 
 
 @dataclass
@@ -385,12 +561,7 @@ def load_bundle(model_dir: str | Path) -> TransferBundle:
     if not (model_dir / "bundle.json").exists():
         hint = " (training did not finish; resume it with --resume)" if (model_dir / "checkpoints").exists() else ""
         raise BundleError(f"missing part: {model_dir / 'bundle.json'}{hint}")
-    manifest = read_json(model_dir / "bundle.json")
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{model_dir / 'bundle.json'}: not a transfer bundle")
-    if manifest.get("format_version") != BUNDLE_VERSION:
-        raise BundleError(f"{model_dir}: bundle format version {manifest.get('format_version')} "
-                          f"is not supported (this program reads {BUNDLE_VERSION})")
+    manifest = validate_manifest(model_dir, read_json(model_dir / "bundle.json"))
     for rel, expected in manifest["sha256"].items():
         path = model_dir / rel
         if not path.exists():
@@ -398,9 +569,9 @@ def load_bundle(model_dir: str | Path) -> TransferBundle:
         if sha256_file(path) != expected:
             raise BundleError(f"corrupt part {path}: its sha256 differs from the one in bundle.json")
     try:
-        config = config_from_json((model_dir / "config.json").read_text("utf-8"))
+        config = config_from_json(read_json_text(model_dir / "config.json"))
     except Exception as exc:  # a config that no longer validates is a corrupt part too
-        raise BundleError(f"corrupt part {model_dir / 'config.json'}: {exc}") from None
+        raise BundleError(f"corrupt part {model_dir / 'config.json'}: {str(exc)[:300]}") from None
 
     wl_primary = load_npy(model_dir / "primary/wavelength.npy")
     n_primary = int(manifest["n_primary"])
@@ -422,7 +593,7 @@ def load_bundle(model_dir: str | Path) -> TransferBundle:
 
 def _load_secondary(model_dir: Path, name: str, info: Mapping[str, Any], config: TransferConfig,
                     vae: VAE, n_primary: int) -> SecondaryModel:
-    base = model_dir / "secondary" / name
+    base = model_dir / "secondary" / check_name(name)
     wavelengths = load_npy(base / "wavelength.npy")
     n = int(info["n_pixels"])
     if wavelengths.shape != (n,):

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from acquisition.shared import cli
+
 log = logging.getLogger("libs-transfer")
 
 
-def _parser(subparsers, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(name, help=help_text, description=help_text,
-                                 epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser(subparsers, name: str, help_text: str, example: str, run) -> argparse.ArgumentParser:
+    return cli.subcommand(subparsers, name, help=help_text, run=run, examples=example)
 
 
 def _common_training(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +35,15 @@ def _common_training(parser: argparse.ArgumentParser) -> None:
 
 def add_train(subparsers) -> None:
     p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines",
-                "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 5")
+                "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 5", _train)
     p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train on")
     p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="bundle directory to write")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="TOML file overriding transfer/default_config.toml")
-    p.add_argument("--name", default="secondary", help="name of the secondary system in the bundle (default: secondary)")
+    cli.add_secondary_option(p, default="secondary", aliases=["--name"],
+                             help="name of the secondary system in the bundle (default: secondary)")
     _common_training(p)
-    p.set_defaults(handler=_train)
 
 
 def _train(args) -> int:
@@ -51,7 +51,7 @@ def _train(args) -> int:
     from transfer.pipeline import train_model
     config = load_config(args.config).with_max_epochs(args.max_epochs)
     bundle = train_model(args.train, args.val, args.out, config=config, device=args.device, seed=args.seed,
-                         resume=args.resume, secondary_name=args.name)
+                         resume=args.resume, secondary_name=args.secondary)
     print(f"model {bundle.model_id} written to {args.out}")
     return 0
 
@@ -61,15 +61,15 @@ def _train(args) -> int:
 def add_add_secondary(subparsers) -> None:
     p = _parser(subparsers, "add-secondary",
                 "train only a new MLP for another secondary system against a bundle's existing VAE",
-                "libs-transfer add-secondary model/ cheap_train.h5 --val cheap_val.h5 --name cheap")
+                "libs-transfer add-secondary model/ cheap_train.h5 --val cheap_val.h5 --secondary cheap", _add_secondary)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map: the bundle's primary + the new secondary")
     p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
-    p.add_argument("--name", required=True, help="name of the new secondary system")
+    cli.add_secondary_option(p, aliases=["--name"], help="name of the new secondary system (required)")
+    cli.require(p, "secondary", "--secondary")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="TOML overriding the bundle's settings (not [vae])")
     _common_training(p)
-    p.set_defaults(handler=_add_secondary)
 
 
 def _add_secondary(args) -> int:
@@ -82,9 +82,9 @@ def _add_secondary(args) -> int:
             overrides = tomllib.loads(args.config.read_text("utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read configuration {args.config}: {exc}") from None
-    bundle = add_secondary(args.model, args.train, args.val, name=args.name, overrides=overrides,
+    bundle = add_secondary(args.model, args.train, args.val, name=args.secondary, overrides=overrides,
                            max_epochs=args.max_epochs, device=args.device, seed=args.seed, resume=args.resume)
-    print(f"secondary '{args.name}' added to {args.model} (model {bundle.secondary(args.name).model_id})")
+    print(f"secondary '{args.secondary}' added to {args.model} (model {bundle.secondary(args.secondary).model_id})")
     return 0
 
 
@@ -92,7 +92,7 @@ def _add_secondary(args) -> int:
 
 def add_evaluate(subparsers) -> None:
     p = _parser(subparsers, "evaluate", "compare every model of a bundle on a paired test map",
-                "libs-transfer evaluate model/ test.h5 --out report/ --protocol causal")
+                "libs-transfer evaluate model/ test.h5 --out report/ --protocol causal", _evaluate)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("test", type=Path, metavar="TEST.h5", help="paired map to evaluate on (both systems)")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",
@@ -100,18 +100,27 @@ def add_evaluate(subparsers) -> None:
     p.add_argument("--protocol", choices=("causal", "paper"), default="causal",
                    help="causal (default): training statistics only; paper: the test set scaled with its own "
                         "statistics, as the paper did")
-    p.add_argument("--secondary", default=None, help="which secondary system of the bundle (default: the first)")
+    cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
-    p.set_defaults(handler=_evaluate)
+    cli.add_json_flag(p, "the scores of every model")
 
 
 def _evaluate(args) -> int:
     from transfer.predict import evaluate_map
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
-    print(json.dumps({"protocol": report["protocol"], "n_spectra": report["n_spectra"],
-                      "models": report["models"]}, indent=2))
+    doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"]}
+    cli.emit(args, _evaluate_summary(doc, args.out), doc)
     return 0
+
+
+def _evaluate_summary(doc: dict, out: Path) -> str:
+    lines = [f"{doc['n_spectra']} spectra, protocol {doc['protocol']}; report in {out}/report.md"]
+    for name, scores in doc["models"].items():
+        shown = ", ".join(f"{key} {value:.3g}" for key, value in scores.items()
+                          if isinstance(value, (int, float)) and not isinstance(value, bool))[:110]
+        lines.append(f"  {name:12s} {shown}")
+    return "\n".join(lines)
 
 
 # -- predict -----------------------------------------------------------------------------
@@ -119,12 +128,11 @@ def _evaluate(args) -> int:
 def add_predict(subparsers) -> None:
     p = _parser(subparsers, "predict",
                 "write transferred spectra, k-means labels and novelty into /entry/transferred of a map",
-                "libs-transfer predict model/ map.h5")
+                "libs-transfer predict model/ map.h5", _predict)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("map", type=Path, metavar="MAP.h5", help="map with secondary spectra (raw data is not changed)")
-    p.add_argument("--secondary", default=None, help="which secondary system of the bundle (default: the first)")
+    cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
-    p.set_defaults(handler=_predict)
 
 
 def _predict(args) -> int:
@@ -139,7 +147,7 @@ def _predict(args) -> int:
 def add_search(subparsers) -> None:
     p = _parser(subparsers, "search",
                 "hyper-parameter search (Optuna, Hyperband pruner) over the paper's search space",
-                "libs-transfer search train.h5 --val val.h5 --trials 8 --out best.toml")
+                "libs-transfer search train.h5 --val val.h5 --trials 8 --out best.toml", _search)
     p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train the trials on")
     p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map the trials are scored on")
     p.add_argument("--config", type=Path, default=None, metavar="FILE", help="base configuration (TOML)")
@@ -149,7 +157,7 @@ def add_search(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the best configuration as TOML")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samplers and the networks (default: 0)")
-    p.set_defaults(handler=_search)
+    cli.add_json_flag(p, "the best trial")
 
 
 def _search(args) -> int:
@@ -162,7 +170,9 @@ def _search(args) -> int:
     if args.out is not None:
         args.out.write_text(text, "utf-8")
         print(f"best configuration written to {args.out}")
-    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+    doc = {k: v for k, v in result.items() if k != "config"}
+    cli.emit(args, "best trial: " + ", ".join(f"{k} {v}" for k, v in doc.items() if not isinstance(v, (dict, list)))
+             + "\n" + text.strip(), doc)
     return 0
 
 
@@ -199,32 +209,15 @@ SUBCOMMANDS: list[Callable] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="libs-transfer", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Spectral transfer between LIBS systems (VAE + MLP, after Vrabel et al. 2023).",
-        epilog="example:\n  libs-transfer train train.h5 --val val.h5 --out model/\n"
-               "  libs-transfer evaluate model/ test.h5 --out report/")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in SUBCOMMANDS:
-        register(subparsers)
-    return parser
+    return cli.program(
+        "libs-transfer", "Spectral transfer between LIBS systems (VAE + MLP, after Vrabel et al. 2023).",
+        ["libs-transfer train train.h5 --val val.h5 --out model/", "libs-transfer evaluate model/ test.h5 --out report/"],
+        SUBCOMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.handler(args)
-    except _user_errors() as exc:
-        print(f"libs-transfer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"libs-transfer {args.command}: interrupted; --resume continues a training from its last epoch",
-              file=sys.stderr)
-        return 130
+    return cli.run_main(build_parser, argv, input_errors=_user_errors,
+                        interrupted_hint="--resume continues a training from its last epoch")
 
 
 if __name__ == "__main__":

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
-from transfer.preprocess import SCALINGS
+from acquisition.shared.errors import ConfigError
+from transfer.preprocess import DEFAULT_SCALING, SCALINGS
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is not valid."""
+__all__ = ["DEFAULT_CONFIG_PATH", "ConfigError", "TransferConfig", "config_from_json", "default_config",
+           "load_config", "to_toml"]
 
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.toml")
 
 
 def _default_dict() -> dict[str, Any]:
-    return tomllib.loads(DEFAULT_CONFIG_PATH.read_text("utf-8"))
+    values = tomllib.loads(DEFAULT_CONFIG_PATH.read_text("utf-8"))
+    values["data"]["scaling"] = DEFAULT_SCALING   # one default, defined with the scaler
+    return values
 
 
 def _check_value(where: str, default: Any, value: Any) -> Any:
@@ -41,7 +44,13 @@ def _check_value(where: str, default: Any, value: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return value
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -69,6 +78,47 @@ def _merge(defaults: dict[str, Any], override: Mapping[str, Any], where: str = "
         else:
             merged[key] = _check_value(path, defaults[key], value)
     return merged
+
+
+# Sane ranges, checked before anything is sized from them (a layer of 10^8 units would ask
+# for terabytes). "section.key": (low, high), inclusive; a list's every item is checked; "*"
+# stands for every section that has the key. One line per field.
+LAYER = (1, 16_384)
+RANGES: dict[str, tuple[float, float]] = {
+    "vae.hidden": LAYER, "mlp.hidden": LAYER, "vae.latent": (1, 4_096),
+    "*.batch_size": (1, 1_000_000), "*.epochs": (0, 100_000), "*.patience": (0, 100_000),
+    "*.learning_rate": (1e-12, 10.0), "*.l2": (0.0, 1e3), "*.clip_grad_norm": (0.0, 1e6),
+    "*.negative_slope": (0.0, 1.0), "vae.kl_max": (0.0, 1e3), "vae.kl_cycles": (1, 10_000),
+    "data.chunk_spots": (1, 10_000_000), "data.shuffle_buffer_chunks": (1, 100_000),
+    "data.in_memory_max_mb": (0, 10_000_000),
+    "baselines.max_spots": (1, 100_000_000), "baselines.knn_max_spots": (1, 100_000_000),
+    "baselines.pls_components": (1, 10_000), "baselines.knn_neighbors": (1, 10_000),
+    "baselines.pds_half_window": (0, 10_000), "baselines.ridge_alpha": (1e-12, 1e12),
+    "baselines.ridge_alpha_candidates": (1e-12, 1e12),
+    "kmeans.k_candidates": (2, 10_000), "kmeans.silhouette_spots": (1, 100_000_000),
+    "kmeans.max_fit_spots": (1, 100_000_000),
+    "search.trials": (1, 100_000), "search.max_epochs": (1, 100_000), "search.reduction_factor": (2, 100),
+    "search.vae_first": LAYER, "search.vae_second": LAYER, "search.latent": (1, 4_096),
+    "search.mlp_first": LAYER, "search.mlp_second": LAYER, "search.learning_rate": (1e-12, 10.0),
+}
+MAX_LIST_ITEMS = 64
+
+
+def _check_ranges(values: Mapping[str, Any]) -> None:
+    for section, block in values.items():
+        if not isinstance(block, Mapping):
+            continue
+        for key, value in block.items():
+            bounds = RANGES.get(f"{section}.{key}") or RANGES.get(f"*.{key}")
+            if bounds is None or isinstance(value, (bool, str)):
+                continue
+            items = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+                raise ConfigError(f"{section}.{key}: at most {MAX_LIST_ITEMS} items, got {len(value)}")
+            low, high = bounds
+            for item in items:
+                if not low <= item <= high:
+                    raise ConfigError(f"{section}.{key}: {item!r} is outside the sane range {low:g}..{high:g}")
 
 
 class TransferConfig:
@@ -106,6 +156,7 @@ class TransferConfig:
         if self._values["data"]["scaling"] not in SCALINGS:
             raise ConfigError(f"data.scaling must be one of {', '.join(SCALINGS)}, "
                               f"got {self._values['data']['scaling']!r}")
+        _check_ranges(self._values)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self._values[section]
@@ -156,16 +207,29 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             values = tomllib.loads(path.read_text("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"configuration file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-    config = TransferConfig(values)
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {str(exc)[:200]}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+        try:
+            config = TransferConfig(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    else:
+        config = TransferConfig(values)
     if overrides:
         config = config.with_overrides(overrides)
     return config
 
 
 def config_from_json(text: str) -> TransferConfig:
-    return TransferConfig(json.loads(text))
+    try:
+        values = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"expected a JSON object of sections, got {type(values).__name__}")
+    return TransferConfig(values)
 
 
 def to_toml(values: Mapping[str, Any]) -> str:

@@ -21,12 +21,12 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader
-from transfer.preprocess import SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
+from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("primary", "secondary")
 
 
 class TransferDataError(ValueError):
@@ -46,7 +46,7 @@ class MapInfo:
         return int(self.wavelengths[system].shape[0])
 
 
-def inspect_map(path: str | Path, systems: Sequence[str] = SYSTEMS) -> MapInfo:
+def inspect_map(path: str | Path, systems: Sequence[str] = SYSTEM_NAMES) -> MapInfo:
     """Opens a paired map and checks it holds `systems` and acquired spots."""
     path = Path(path)
     if not path.exists():
@@ -89,7 +89,7 @@ def check_finite(path: Path | str, system: str, spectra: np.ndarray, iy: np.ndar
 
 # -- preprocessing -------------------------------------------------------------
 
-def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = "pixel") -> SpectrumPreprocessor:
+def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = DEFAULT_SCALING) -> SpectrumPreprocessor:
     """An unfitted causal preprocessor (paper's baseline windows) for one system."""
     return SpectrumPreprocessor(wavelengths, protocol="causal", scaling=scaling, name=system)
 

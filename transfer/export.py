@@ -47,6 +47,7 @@ import onnx
 from onnx import helper
 from torch import nn
 
+from acquisition.shared import cli
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
 from transfer.onnx_graph import INPUT, PRECISIONS, DenseLayer, PipelineArrays, pipeline_graph
@@ -132,15 +133,22 @@ def _versions() -> dict[str, str]:
 
 def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, model_id: str,
                    provenance: dict) -> dict[str, str]:
-    """The metadata_props of docs/architecture.md, exactly these keys."""
+    """The metadata_props of spec/stream-protocol.md ("The model file"), exactly these keys."""
     return {
         f"{META}model_id": model_id,
         f"{META}n_primary": str(bundle.n_primary),
         f"{META}n_secondary": str(system.n_pixels),
         f"{META}primary_wavelengths": json.dumps([float(v) for v in bundle.primary_wavelengths]),
         f"{META}secondary_wavelengths": json.dumps([float(v) for v in system.wavelengths]),
+        f"{META}primary_baseline_windows": json.dumps(_windows(bundle.primary_preprocess)),
+        f"{META}secondary_baseline_windows": json.dumps(_windows(system.preprocess)),
         f"{META}provenance": json.dumps(provenance, sort_keys=True, default=str),
     }
+
+
+def _windows(preprocess) -> list[int]:
+    """[min_window, smooth_window] of one system's baseline correction."""
+    return [int(preprocess.min_window), int(preprocess.smooth_window)]
 
 
 def _precision_record(precision: str) -> dict:
@@ -360,20 +368,19 @@ def _write_atomically(out: Path, payload: bytes) -> None:
 
 def add_export(subparsers) -> None:
     help_text = "write the live transfer pipeline of a bundle as one ONNX model (for libs-stream serve)"
-    p = subparsers.add_parser(
-        "export", help=help_text,
+    p = cli.subcommand(
+        subparsers, "export", run=_export, help=help_text,
         description=f"{help_text}.\nThe graph is checked (onnx.checker, parity with the PyTorch path) before the "
                     "file is written.\nThe novelty statistics are the bundle's unless --reference or the "
                     "--novelty-* options ask for new ones.",
-        epilog="example:\n  libs-transfer export model/ --out model.onnx\n"
-               "  libs-transfer export model/ --out fast.onnx --precision int8     # ~1.3x the live throughput\n"
-               "  libs-transfer export model/ --out cheap.onnx --system cheap --novelty-components 32",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples=["libs-transfer export model/ --out model.onnx",
+                  "libs-transfer export model/ --out fast.onnx --precision int8     # ~1.3x the live throughput",
+                  "libs-transfer export model/ --out cheap.onnx --secondary cheap --novelty-components 32"])
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle written by libs-transfer train")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx",
                    help="ONNX file to write (an existing one is replaced)")
-    p.add_argument("--system", default=None, metavar="NAME",
-                   help="which secondary system of the bundle (default: the bundle's default one)")
+    cli.add_secondary_option(p, help="which secondary system of the bundle (default: the bundle's default one)",
+                             aliases=["--system"])
     p.add_argument("--reference", type=Path, default=None, metavar="TRAIN.h5",
                    help="recompute the novelty statistics from this map of the training data "
                         "(default: keep the bundle's)")
@@ -386,24 +393,30 @@ def add_export(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32: primary spectra within 1e-4 of PyTorch. int8: the decoder's last layer (3/4 of "
                         "the arithmetic) in 8-bit integers, within 5e-2 (max error over max count; the RSE it adds is "
-                        "printed as parity.primary_rse_vs_pytorch); latent, label and novelty unchanged "
+                        "printed, and with --json is parity.primary_rse_vs_pytorch); latent, label and novelty unchanged "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sample of recomputed statistics (default: %(default)s)")
-    p.set_defaults(handler=_export)
+    cli.add_json_flag(p, "what was written (model id, sizes, parity, novelty)")
+
+
+def _export_summary(doc: dict) -> str:
+    parity = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (doc["parity"] or {}).items())
+    return (f"model {doc['model_id']} ({doc['precision']}, secondary {doc['secondary']!r}: {doc['n_secondary']} -> "
+            f"{doc['n_primary']} px) written to {doc['model']}\n  parity with PyTorch: {parity or 'not measured'}")
 
 
 def _export(args) -> int:
     from transfer.novelty import NoveltyError
     try:
-        result = export_model(args.model, args.out, secondary=args.system, reference=args.reference,
+        result = export_model(args.model, args.out, secondary=args.secondary, reference=args.reference,
                               novelty_components=args.novelty_components, novelty_spots=args.novelty_spots,
                               seed=args.seed, precision=args.precision)
     except (ExportError, NoveltyError) as exc:
         print(f"libs-transfer export: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"model": str(result.path), "model_id": result.model_id, "secondary": result.secondary,
-                      "n_secondary": result.n_secondary, "n_primary": result.n_primary, "precision": result.precision,
-                      "parity": result.parity,
-                      "novelty": result.novelty}, indent=2))
+    doc = {"model": str(result.path), "model_id": result.model_id, "secondary": result.secondary,
+           "n_secondary": result.n_secondary, "n_primary": result.n_primary, "precision": result.precision,
+           "parity": result.parity, "novelty": result.novelty}
+    cli.emit(args, _export_summary(doc), doc)
     return 0

@@ -26,13 +26,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
 from transfer.bundle import (TransferBundle, check_name, load_bundle, load_state_tree,
                              read_json, save_state_tree, sha256_file, write_json, write_manifest,
                              write_primary, write_secondary)
 from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
-from transfer.data import (SYSTEMS, PairedBatches, check_axis, fit_preprocessors, inspect_map,
+from transfer.data import (PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
 from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
@@ -271,7 +272,7 @@ def _fit_kmeans(train_paths, val_paths, primary: SpectrumPreprocessor, config: T
 
 def _check_pair(train: Path, val: Path):
     train_info, val_info = inspect_map(train), inspect_map(val)
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         check_axis(val, system, val_info.wavelengths[system], train_info.wavelengths[system], "the training map")
     return train_info, val_info
 

@@ -18,9 +18,10 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader, write_transferred
 from transfer.bundle import TransferBundle, load_bundle
-from transfer.data import SYSTEMS, check_axis, fit_preprocessors, inspect_map, iter_raw_chunks
+from transfer.data import check_axis, fit_preprocessors, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
@@ -162,7 +163,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
     system = bundle.secondary(secondary)
     test_path = Path(test_path)
-    info = inspect_map(test_path, SYSTEMS)
+    info = inspect_map(test_path, SYSTEM_NAMES)
     check_axis(test_path, "primary", info.wavelengths["primary"], bundle.primary_wavelengths)
     check_axis(test_path, "secondary", info.wavelengths["secondary"], system.wavelengths)
     overrides = {}
@@ -179,7 +180,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     evaluation = Evaluation(info.shape, bundle.primary_wavelengths, transferer.available_models(),
                             clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
                             phase_map=truth.get("phase_map"), phase_names=truth.get("phase_names"))
-    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEMS, chunk_spots, progress, "evaluating"):
+    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating"):
         truth_counts = np.asarray(transferer.primary.correct(raw["primary"]), dtype=np.float32)
         evaluation.update(iy, ix, truth_counts, transferer.predict_all(raw["secondary"]))
     decoder_parameters = count_parameters(system.decoder)

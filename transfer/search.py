@@ -19,8 +19,9 @@ import optuna
 import torch
 from tqdm import tqdm
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from transfer.config import TransferConfig
-from transfer.data import SYSTEMS, PairedBatches, check_axis, fit_preprocessors, inspect_map
+from transfer.data import PairedBatches, check_axis, fit_preprocessors, inspect_map
 from transfer.models import build_mlp, build_vae
 from transfer.train import (PhaseSettings, derived_seed, fit_network, latent_phase_losses, make_deterministic,
                             resolve_device, vae_phase_losses)
@@ -54,7 +55,7 @@ def run_search(train_path: str | Path, val_path: str | Path, *, config: Transfer
     make_deterministic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train_info, val_info = inspect_map(train_path), inspect_map(val_path)
-    for system in SYSTEMS:
+    for system in SYSTEM_NAMES:
         check_axis(val_path, system, val_info.wavelengths[system], train_info.wavelengths[system], "the training map")
     data = config["data"]
     preprocessors = fit_preprocessors([train_path], train_info.wavelengths, data["chunk_spots"], progress,

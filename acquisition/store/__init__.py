@@ -4,12 +4,12 @@ Importable without drivers or simulation. Design and guarantees: docs/store.md.
 """
 
 from .derived import write_transferred
-from .layout import (FORMAT, FORMAT_VERSION, SYSTEM_NAMES, MapLayout, MapWriteError, PairedMapError,
-                     PairedMapFormatError, PairedMapMismatchError)
+from .layout import (FORMAT, FORMAT_VERSION, MapLayout, MapWriteError, PairedMapError, PairedMapFormatError,
+                     PairedMapMismatchError)
 from .reader import Chunk, PairedMapReader, validate
 from .writer import PairedMapWriter
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "SYSTEM_NAMES", "MapLayout", "MapWriteError", "PairedMapError", "PairedMapFormatError",
+    "FORMAT", "FORMAT_VERSION", "MapLayout", "MapWriteError", "PairedMapError", "PairedMapFormatError",
     "PairedMapMismatchError", "Chunk", "PairedMapReader", "PairedMapWriter", "validate", "write_transferred",
 ]

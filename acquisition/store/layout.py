@@ -9,7 +9,6 @@ import numpy as np
 
 FORMAT = "twinplume.paired-map"
 FORMAT_VERSION = 1
-SYSTEM_NAMES = ("primary", "secondary")
 ORDERS = ("snake", "raster")
 
 

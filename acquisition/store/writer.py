@@ -43,8 +43,10 @@ import numpy as np
 
 from .contract import check_contract, check_expectations
 from .h5files import open_for_update
+from acquisition.shared.systems import SYSTEM_NAMES
+
 from .journal import SpaceReserve, SpotJournal, journal_path
-from .layout import SYSTEM_NAMES, MapLayout, MapWriteError, PairedMapError, default_creator
+from .layout import MapLayout, MapWriteError, PairedMapError, default_creator
 from .runs import contiguous_ranges, sorted_runs, write_derived_values, write_runs
 from .skeleton import checked_wavelengths, create_skeleton, now_iso
 

@@ -65,7 +65,7 @@ def render(scene, x_um, y_um, emitted, gates, rng) -> dict[str, np.ndarray]:
 
 
 _render_lock = threading.Lock()
-# Time spent in the scene and shots rendered, for the speed report (python -m sim.bench.speed).
+# Time spent in the scene and shots rendered, for the speed report (bench/sim_bench.py).
 render_stats = {"seconds": 0.0, "shots": 0, "calls": 0}
 
 

@@ -45,6 +45,7 @@ def wait_for_acquired(path: Path, at_least: int, process: subprocess.Popen, time
     raise AssertionError(f"{path}: fewer than {at_least} spots acquired after {timeout} s")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
     out = tmp_path / "map.h5"
     process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--step-um", "40", "--seed", "7",
@@ -95,6 +96,7 @@ def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
     assert finished.returncode == 2 and "nothing to resume" in finished.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_exits_143_with_a_resumable_file_and_its_json_summary(tmp_path):
     out = tmp_path / "map.h5"
     process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out), "--json")

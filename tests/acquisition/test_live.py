@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from acquisition.config import ConfigError
-from acquisition.drift import DriftMonitor
+from acquisition.shared.drift import DriftMonitor
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import spot_runs
 from acquisition.mapping import acquire_map
@@ -30,13 +30,15 @@ from sim.scene import PairedScene
 from streaming.security import ServerKeys, make_keys
 from streaming.testing import make_test_model
 from streaming.worker import WorkerConfig
-from tests.acquisition.conftest import bench_config, open_map, small_map
+from tests.acquisition.conftest import open_map, small_map
+from tests.fixtures.emulated import bench_config
 from tests.streaming.conftest import ThreadWorker, WorkerProcess
 from transfer.preprocess import baseline_correct
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (20, 20)
 SPOTS = SHAPE[0] * SHAPE[1]
+PRIMARY_WINDOWS = [60, 30]     # the model's primary baseline windows: neither the secondary's nor the paper's
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,11 @@ def bench_model(tmp_path_factory):
     for prop in model.metadata_props:
         if prop.key in axes:
             prop.value = json.dumps(axes[prop.key].tolist())
+    # the baseline windows of each system (the test graph corrects the secondary with 5, 5)
+    windows = {"twinplume.primary_baseline_windows": PRIMARY_WINDOWS, "twinplume.secondary_baseline_windows": [5, 5]}
+    for key, value in windows.items():
+        prop = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
+        prop.key, prop.value = key, json.dumps(value)
     onnx.save(model, path)
     return path
 
@@ -121,6 +128,7 @@ def assert_results_are_the_models(path, model_path, mask) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_cli_live_map_fills_transferred_for_every_spot_without_importing_torch(tmp_path, bench_model):
     base = free_port_triple()
     ports = {"input": f"tcp://127.0.0.1:{base}", "output": f"tcp://127.0.0.1:{base + 1}",
@@ -150,15 +158,15 @@ def test_cli_live_map_fills_transferred_for_every_spot_without_importing_torch(t
     assert_results_are_the_models(out, bench_model, data["acquired"])
     model_id = {p.key: p.value for p in onnx.load(bench_model).metadata_props}["twinplume.model_id"]
     assert data["attrs"]["model_id"] == live["model"] == model_id
-    # drift monitor: per-spot errors against the measured primary, baseline-corrected
-    truth = baseline_correct(data["primary"].reshape(SPOTS, -1))
+    # drift monitor: per-spot errors against the measured primary, corrected with the primary's windows
+    truth = baseline_correct(data["primary"].reshape(SPOTS, -1), *PRIMARY_WINDOWS)
     transferred = data["spectra"].reshape(SPOTS, -1).astype(np.float64)
     expected = np.linalg.norm(transferred - truth, axis=1) / np.linalg.norm(truth, axis=1)
     np.testing.assert_allclose(data["live_relative_error"].ravel(), expected, rtol=1e-4)
     cosine = 1 - (transferred * truth).sum(1) / (np.linalg.norm(transferred, axis=1) * np.linalg.norm(truth, axis=1))
     np.testing.assert_allclose(data["live_cosine_distance"].ravel(), cosine, rtol=1e-4, atol=1e-6)
     drift = json.loads(data["attrs"]["live_drift_json"])
-    assert drift["spots"] == SPOTS
+    assert drift["spots"] == SPOTS and drift["baseline_windows"] == PRIMARY_WINDOWS
     assert drift["reference_relative_error"] == pytest.approx(np.mean(expected[np.argsort(
         stored_shot_ids(out).ravel())][:100]), rel=1e-4)
 
@@ -217,6 +225,7 @@ def test_map_without_a_worker_completes_and_names_every_spot(tmp_path, make_benc
     assert report["map_spots_without_result"] == 30
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_map_leaves_the_map_complete_and_every_gap_reported(tmp_path, make_bench, bench_model):
     proc = WorkerProcess(bench_model, tmp_path)
     bench = make_bench(seed=4)
@@ -407,7 +416,7 @@ def test_drift_monitor_measures_against_the_baseline_corrected_primary_and_warns
     truth = baseline_correct(raw)
     rng = np.random.default_rng(1)
     good = truth * (1 + 0.05 * rng.standard_normal(truth.shape)).astype(np.float32)
-    with caplog.at_level(logging.WARNING, logger="acquisition.drift"):
+    with caplog.at_level(logging.WARNING, logger="acquisition.shared.drift"):
         rel, cos = monitor.measure(good[:60], raw[:60])
         assert not monitor.drifting and "drifting" not in caplog.text
         bad = truth[60:] * (1 + 0.2 * rng.standard_normal(truth[60:].shape)).astype(np.float32)

@@ -16,7 +16,7 @@ from acquisition.config import parse_config
 from drivers.dg645 import DG645
 from sim.bench import BenchWiring, SimulatedBench
 from sim.bench_cli import main
-from tests.bench.conftest import arm_both, open_instruments, start_laser
+from tests.fixtures.emulated import arm_both, open_instruments, start_laser
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from acquisition.shared.systems import SYSTEM_NAMES
 from drivers.dg645 import TriggerSource
-from tests.bench.conftest import GOOD_GATE, arm_both, read_all
+from tests.fixtures.emulated import GOOD_GATE, arm_both, read_all
 
-SYSTEMS = ("primary", "secondary")
 
 
 def find_spot(scene, phase: str, *, margin_um: float = 40.0) -> tuple[float, float]:
@@ -28,7 +28,7 @@ def find_spot(scene, phase: str, *, margin_um: float = 40.0) -> tuple[float, flo
 def reference(scene, x, y, system):
     """Mean spectrum of a spot straight from the physics, dark level removed."""
     rng = np.random.default_rng(123)
-    shots = scene.shots(np.full(16, x), np.full(16, y), gates=dict.fromkeys(SYSTEMS, GOOD_GATE), rng=rng)
+    shots = scene.shots(np.full(16, x), np.full(16, y), gates=dict.fromkeys(SYSTEM_NAMES, GOOD_GATE), rng=rng)
     return shots[system].mean(axis=0) - np.median(scene.dark(system, 16, rng=rng))
 
 

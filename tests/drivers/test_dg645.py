@@ -6,7 +6,8 @@ import pytest
 
 from drivers.dg645 import DG645, Polarity, TriggerSource
 from drivers.errors import DG645Error, InstrumentConnectionError, InstrumentTimeout, ProtocolError
-from tests.drivers.manual_commands import DG645 as LEGAL, illegal
+from tests.fixtures.manual_commands import DG645 as LEGAL, illegal
+from tests.waiting import wait_until
 
 
 def commands(emulator):
@@ -149,7 +150,9 @@ def test_garbled_reply_raises_protocol_error(dg645, dg645_server):
 def test_close_stops_internal_triggering(dg645, dg645_emulator):
     dg645.trigger_source = TriggerSource.INTERNAL
     dg645.close()
-    assert dg645_emulator.state().trigger_source == TriggerSource.SINGLE_SHOT
+    # close() writes TSRC without a reply to wait for; the emulator applies it on its own thread
+    wait_until(lambda: dg645_emulator.state().trigger_source == TriggerSource.SINGLE_SHOT, timeout_s=10,
+               what="the emulator's trigger source becoming SINGLE_SHOT")
     with pytest.raises(InstrumentConnectionError, match="closed"):
         _ = dg645.idn
 

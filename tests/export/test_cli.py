@@ -10,9 +10,10 @@ import pytest
 from transfer.cli import main
 
 
+@pytest.mark.slow
 def test_export_command_writes_a_model_and_reports_it(bundle, tmp_path, capsys):
     out = tmp_path / "models" / "live.onnx"
-    assert main(["export", str(bundle.path), "--out", str(out), "--novelty-components", "8"]) == 0
+    assert main(["export", str(bundle.path), "--out", str(out), "--novelty-components", "8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert report["model_id"] == meta["twinplume.model_id"]
@@ -25,9 +26,10 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit) as done:
         main(["export", "--help"])
     assert done.value.code == 0
-    assert "example:\n  libs-transfer export model/ --out model.onnx" in capsys.readouterr().out
+    assert "examples:\n  libs-transfer export model/ --out model.onnx" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_moved_training_map(bundle, maps, tmp_path, capsys):
     """The bundle's own statistics need no data: the check falls back to synthetic spectra.
     New statistics need the training data, and the error says how to give it."""
@@ -35,7 +37,7 @@ def test_moved_training_map(bundle, maps, tmp_path, capsys):
     moved = maps["train"].with_name("train-moved.h5")
     maps["train"].rename(moved)
     try:
-        kept = main(["export", str(bundle.path), "--out", str(out)])
+        kept = main(["export", str(bundle.path), "--out", str(out), "--json"])
         kept_report = json.loads(capsys.readouterr().out)
         recomputed = main(["export", str(bundle.path), "--out", str(tmp_path / "new.onnx"),
                            "--novelty-components", "4"])
@@ -56,6 +58,7 @@ def test_moved_training_map(bundle, maps, tmp_path, capsys):
     assert "nope.h5 does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unknown_system_and_missing_bundle_are_clear_errors(bundle, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert main(["export", str(bundle.path), "--out", str(out), "--system", "nosuch"]) == 2

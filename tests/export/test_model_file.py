@@ -16,9 +16,12 @@ from tests.export.conftest import raw_secondary, run
 from transfer.predict import Transferer
 
 METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secondary",
-                 "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths", "twinplume.provenance"}
+                 "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths",
+                 "twinplume.primary_baseline_windows", "twinplume.secondary_baseline_windows",
+                 "twinplume.provenance"}
 
 
+@pytest.mark.slow
 def test_graph_is_valid_and_has_the_contracted_interface(exported):
     model = onnx.load(str(exported.path))
     onnx.checker.check_model(model, full_check=True)
@@ -36,6 +39,7 @@ def test_graph_is_valid_and_has_the_contracted_interface(exported):
     assert {"MaxPool", "MatMul", "ArgMin"} <= ops      # baseline, Gaussian mean, nearest centroid
 
 
+@pytest.mark.slow
 def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, maps):
     model = onnx.load(str(exported.path))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -45,6 +49,10 @@ def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, m
     assert int(meta["twinplume.n_secondary"]) == system.n_pixels
     assert np.array_equal(json.loads(meta["twinplume.primary_wavelengths"]), bundle.primary_wavelengths)
     assert np.array_equal(json.loads(meta["twinplume.secondary_wavelengths"]), system.wavelengths)
+    assert json.loads(meta["twinplume.primary_baseline_windows"]) == [bundle.primary_preprocess.min_window,
+                                                                      bundle.primary_preprocess.smooth_window]
+    assert json.loads(meta["twinplume.secondary_baseline_windows"]) == [system.preprocess.min_window,
+                                                                        system.preprocess.smooth_window]
     # the bundle's own novelty statistics: the graph is what the secondary system's id names
     assert meta["twinplume.model_id"] == exported.model_id == system.model_id
     int(meta["twinplume.model_id"], 16)
@@ -59,6 +67,7 @@ def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, m
     assert provenance["parity"]["primary_max_relative_error"] <= provenance["parity"]["tolerance"]
 
 
+@pytest.mark.slow
 def test_recomputed_novelty_statistics_get_their_own_model_id(bundle, exported, maps, tmp_path):
     from transfer.export import export_model
     other = export_model(bundle, tmp_path / "other.onnx", reference=maps["val"], progress=False)
@@ -70,6 +79,7 @@ def test_recomputed_novelty_statistics_get_their_own_model_id(bundle, exported, 
     assert novelty["n_spectra"] == 8 * 16
 
 
+@pytest.mark.slow
 def test_spectra_with_the_wrong_pixel_count_are_refused(session, exported, maps):
     spectra = raw_secondary(maps["test"])[:4]
     with pytest.raises(Exception) as refused:
@@ -78,6 +88,7 @@ def test_spectra_with_the_wrong_pixel_count_are_refused(session, exported, maps)
     assert "secondary" in message and str(exported.n_secondary) in message
 
 
+@pytest.mark.slow
 def test_reference_map_with_other_pixel_count_is_refused(bundle, maps, tmp_path):
     from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
     from transfer.data import TransferDataError
@@ -120,6 +131,7 @@ NO_TORCH_RUNNER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_model_runs_in_a_process_without_torch(exported, bundle, maps, tmp_path):
     spectra = raw_secondary(maps["test"])[:20]
     np.save(tmp_path / "in.npy", spectra)

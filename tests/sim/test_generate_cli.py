@@ -1,5 +1,11 @@
 """`libs-sim generate` and generate_map: contract-conforming paired maps with ground truth."""
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -8,6 +14,9 @@ from acquisition.store import PairedMapReader, validate
 from sim.cli import main
 from sim.generate import PRESETS, generate_map
 from sim.sample import PHASE_NAMES, PegmatiteSample
+from tests.waiting import StderrLines
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +117,31 @@ def test_help_has_an_example(capsys):
     assert "libs-sim generate --shape 100x100" in capsys.readouterr().out
 
 
+def exit_code(argv) -> int:
+    """main's exit code, also where argparse refuses the command line (it raises SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--shape", "0x5", "--step-um", "40"], "shape must be positive"),
-    (["--shape", "5by5", "--step-um", "40"], "shape must look like"),
+    (["--shape", "0x5", "--step-um", "40"], "both sizes must be >= 1"),
+    (["--shape", "5by5", "--step-um", "40"], "expected NYxNX (rows x columns)"),
     (["--shape", "5x5"], "--step-um"),
     (["--shape", "5x5", "--step-um", "-3"], "must be positive"),
 ])
-def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
+def test_bad_arguments_are_named_and_exit_2(tmp_path, capsys, argv, message):
     path = tmp_path / "x.h5"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["generate", *argv, "--out", str(path), "--no-progress"])
-    assert exit_info.value.code not in (0, None)
-    captured = capsys.readouterr()
-    assert message in captured.err + str(exit_info.value.code)
+    assert exit_code(["generate", *argv, "--out", str(path), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
     assert not path.exists()
 
 
 def test_an_existing_file_is_not_overwritten_without_asking(small_map, capsys):
     before = small_map.read_bytes()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["generate", "--shape", "2x2", "--step-um", "40", "--out", str(small_map), "--no-progress"])
-    assert "--overwrite" in str(exit_info.value.code)
+    assert main(["generate", "--shape", "2x2", "--step-um", "40", "--out", str(small_map), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert small_map.read_bytes() == before
 
 
@@ -168,3 +181,35 @@ def test_generation_log_names_the_origin_and_the_step(tmp_path, caplog):
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("generating"))
     assert "origin (x, y) (1250.0, 780.0) um" in line
     assert "step (x, y) (30.0, 40.0) um" in line
+
+
+def _start_generate(out, *, sigint_ignored: bool):
+    """`libs-sim generate --preset paper-test` in its own process, logging its progress every step.
+
+    A shell script starts background jobs with SIGINT ignored, which is how Ctrl-C
+    (``kill -INT``) used to be lost; ``sigint_ignored`` starts it that way."""
+    env = dict(os.environ, TWINPLUME_PROGRESS_EVERY_S="0", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "generate", "--preset", "paper-test", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["sigint-default", "started-with-sigint-ignored"])
+def test_generate_stops_on_the_first_sigint_and_keeps_a_resumable_map(tmp_path, sigint_ignored):
+    out = tmp_path / "test.h5"
+    process = _start_generate(out, sigint_ignored=sigint_ignored)
+    stderr = StderrLines(process)
+    try:
+        stderr.wait_for("progress: generate test.h5: 2000/250000", timeout_s=120)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)                   # a chunk is ~2000 spots: seconds, not the whole map
+    except (AssertionError, subprocess.TimeoutExpired):
+        process.kill()
+        raise
+    err = stderr.finish()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    with PairedMapReader(out) as partial:         # stopped early, and what was written can be resumed
+        assert 0 < partial.n_acquired < 250_000

@@ -88,10 +88,10 @@ def test_cli_import(dataset, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     with PairedMapReader(out) as reader:
         assert reader.n_acquired == NY * NX
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
-    assert main(["import-npy", str(dataset), "--split", "val", "--out", str(tmp_path / "x.h5")]) == 1
+    assert main(["import-npy", str(dataset), "--split", "val", "--out", str(tmp_path / "x.h5")]) == 2
     assert "needs 133000" in capsys.readouterr().err
 
 
@@ -107,4 +107,4 @@ def test_cli_help_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as info:
         main(["import-npy", "somewhere", "--split", "val", "--shape", "12by4", "--out", "x.h5"])
     assert info.value.code == 2
-    assert "ROWSxCOLUMNS" in capsys.readouterr().err
+    assert "NYxNX" in capsys.readouterr().err

@@ -14,6 +14,8 @@ from streaming.producer import SpectrumPusher
 from streaming.protocol import StreamMessage
 from streaming.watch import PALETTE, LabelMapView, cell
 
+from tests.waiting import StreamLines
+
 from .conftest import N_PRIMARY, spectra
 
 
@@ -59,18 +61,24 @@ def test_large_maps_are_shown_downsampled_to_fit():
 def test_watch_redraws_in_place_on_a_terminal(worker):
     import os
     import pty
+    import select
 
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
-                             "--control", worker.control, "--duration", "2.5", "--refresh", "10"],
+                             "--control", worker.control, "--duration", "4", "--refresh", "10"],
                             stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "80", "LINES": "24"})
     os.close(slave)
     try:
-        time.sleep(1.2)
+        # watch draws its first frame once its handshake with the worker is done: only then send
+        screen, deadline = b"", time.monotonic() + 30
+        while b"\x1b[H" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                screen += os.read(master, 65536)
+        assert b"\x1b[H" in screen, "watch drew no frame within 30 s"
         pusher = SpectrumPusher(worker.input)
         pusher.send(spectra(2, seed=1), iy=[0, 0], ix=[0, 1])
         pusher.close()
-        screen = b""
         while True:
             try:
                 chunk = os.read(master, 65536)
@@ -106,13 +114,15 @@ def test_watch_draws_the_label_map_of_a_live_stream(worker):
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
                              "--control", worker.control, "--duration", "3"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    stdout, stderr = StreamLines(proc.stdout), StreamLines(proc.stderr)
     try:
-        time.sleep(1.5)     # started and joined (the handshake needs no more than this here)
+        stderr.wait_for("watching", timeout_s=30)     # subscribed and handshake done
         pusher = SpectrumPusher(worker.input)
         for iy in range(3):
             pusher.send(spectra(4, seed=iy), iy=[iy] * 4, ix=[0, 1, 2, 3])
         pusher.close()
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out, err = stdout.finish(), stderr.finish()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -143,7 +153,8 @@ def test_send_replays_a_map_with_positions(worker, paired_map):
 
     with ResultSubscriber(worker.output) as sub:
         sub.wait_ready(worker.control)
-        assert cli.main(["send", str(paired_map), "--input", worker.input, "--rate", "2000", "--batch", "5"]) == 0
+        assert cli.main(["send", str(paired_map), "--input", worker.input, "--output", worker.output,
+                         "--rate", "2000", "--batch", "5"]) == 0
         got = []
         while len(got) < 3 and (message := sub.recv(timeout_s=5)) is not None:
             got.append(message)
@@ -157,9 +168,8 @@ def test_send_refuses_a_file_that_is_not_a_map(tmp_path, capsys):
     pytest.importorskip("acquisition.store")
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(SystemExit) as info:
-        cli.main(["send", str(bad), "--input", "tcp://127.0.0.1:9"])
-    assert "bad.h5" in str(info.value) or "bad.h5" in capsys.readouterr().err
+    assert cli.main(["send", str(bad), "--input", "tcp://127.0.0.1:9"]) == 2
+    assert "bad.h5" in capsys.readouterr().err
 
 
 def test_watch_records_results_into_the_map(worker, paired_map, test_model):
@@ -169,10 +179,13 @@ def test_watch_records_results_into_the_map(worker, paired_map, test_model):
     proc = subprocess.Popen([sys.executable, "-m", "streaming.cli", "watch", "--output", worker.output,
                              "--control", worker.control, "--duration", "4", "--out", str(paired_map)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = StreamLines(proc.stdout), StreamLines(proc.stderr)
     try:
-        time.sleep(1.5)
-        assert cli.main(["send", str(paired_map), "--input", worker.input, "--rate", "1000"]) == 0
-        out, err = proc.communicate(timeout=30)
+        stderr.wait_for("watching", timeout_s=30)
+        assert cli.main(["send", str(paired_map), "--input", worker.input, "--output", worker.output,
+                         "--rate", "1000"]) == 0
+        proc.wait(timeout=30)
+        out, err = stdout.finish(), stderr.finish()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -192,3 +205,63 @@ def test_watch_records_results_into_the_map(worker, paired_map, test_model):
 def worker_model_id(worker) -> str:
     from streaming.control import request
     return request(worker.control, {"cmd": "ping"})["model"]
+
+
+def test_send_counts_the_workers_rejections_and_exits_non_zero(paired_map, tmp_path, capsys):
+    from .conftest import WorkerProcess, make_test_model
+
+    # a worker whose model takes another number of pixels than the map's secondary spectra
+    model = make_test_model(tmp_path / "wider.onnx", n_secondary=64, n_primary=20)
+    proc = WorkerProcess(model, tmp_path)
+    try:
+        code = cli.main(["send", str(paired_map), "--input", proc.input, "--output", proc.output,
+                         "--control", proc.control, "--rate", "0", "--batch", "5"])
+    finally:
+        proc.stop()
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "0 transferred, 12 rejected" in captured.out
+    error = captured.err.strip().splitlines()[-1]
+    assert "rejected 12 of 12 spectra (3 of 3 messages)" in error and "bad-n" in error
+
+
+def test_send_without_a_worker_gives_up_after_its_timeout(paired_map, capsys):
+    started = time.monotonic()
+    code = cli.main(["send", str(paired_map), "--input", "tcp://127.0.0.1:9", "--output", "tcp://127.0.0.1:9",
+                     "--timeout", "0.5"])
+    assert code == 1 and time.monotonic() - started < 30
+    assert "no worker answered within 0.5 s" in capsys.readouterr().err
+
+
+def test_a_huge_index_is_counted_outside_the_map_not_allocated():
+    view = LabelMapView()
+    view.add(transfer(10**7, 10**7, 3))
+    view.add(transfer([0, 1], [1, 2**31 - 1], [4, 4], k=2))
+    assert view.labels.shape == (1, 2) and view.outside == 2 and view.spectra == 3
+    fixed = LabelMapView(shape=(20, 20))
+    fixed.add(transfer([0, 25], [0, 1], [1, 2], k=2))
+    assert fixed.outside == 1 and fixed.label_counts() == {1: 1}
+    assert "outside the map 1" in fixed.summary()
+
+
+def test_an_unreadable_result_is_counted_not_raised():
+    view = LabelMapView()
+    view.add(transfer([0, 1], [0], [1, 2], k=2))          # ix has 1 value for 2 spectra
+    view.add(transfer(0, 0, 10**30))                       # a label no int64 holds
+    assert view.malformed == 2 and view.spectra == 0
+
+
+def test_the_recorder_keeps_results_inside_the_map_and_counts_the_rest(paired_map):
+    import h5py
+
+    from streaming.recorder import TransferRecorder
+
+    recorder = TransferRecorder(paired_map, flush_spectra=1)
+    assert recorder.shape == (3, 4)
+    recorder.add(transfer([0, 2, 10**7], [3, 0, 0], [1, 2, 3], k=3))
+    recorder.add(transfer(5, 0, 1))
+    recorder.close()
+    assert recorder.written == 2 and recorder.outside == 2
+    with h5py.File(paired_map, "r") as f:
+        labels = f["entry/transferred/label"][()]
+    assert labels[0, 3] == 1 and labels[2, 0] == 2

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from streaming.model import ModelContractError, TransferModel
+from streaming.model import ModelContractError, PipelineSession
 from streaming.testing import make_test_model
 
 
@@ -13,7 +13,7 @@ def test_a_model_with_hidden_layers_and_front_runs_like_onnxruntime(tmp_path):
     path = tmp_path / "m.onnx"
     make_test_model(path, n_secondary=64, n_primary=50, n_latent=4, encoder_hidden=(16,), decoder_hidden=(12,),
                     baseline_window=7, seed=9)
-    model = TransferModel(path, threads=1)
+    model = PipelineSession(path, threads=1)
     assert (model.n_secondary, model.n_primary) == (64, 50) and len(model.model_id) == 16
     x = np.random.default_rng(0).uniform(0, 300, (5, 64)).astype(np.float32)
     out = model.run(x)
@@ -23,9 +23,17 @@ def test_a_model_with_hidden_layers_and_front_runs_like_onnxruntime(tmp_path):
     assert out["primary"].shape == (5, 50) and out["label"].dtype == np.int64 and out["novelty"].shape == (5,)
     # dynamic batch: one spectrum works as well as five
     np.testing.assert_allclose(model.run(x[:1])["primary"], ref[0][:1], rtol=1e-5, atol=1e-4)
-    # the front really removes a baseline: a constant offset changes nothing after it
-    shifted = model.run(x + 1000.0)["primary"]
-    np.testing.assert_allclose(shifted, out["primary"], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(out["novelty"], ref[3], rtol=1e-5)
+    assert out["finite"].all() and (out["novelty"] >= 0).all()
+
+
+def test_rows_that_overflow_are_marked_not_finite(tmp_path):
+    path = tmp_path / "m.onnx"
+    make_test_model(path, n_secondary=64, n_primary=50, seed=2)
+    model = PipelineSession(path, threads=1)
+    x = np.random.default_rng(0).uniform(0, 300, (3, 64)).astype(np.float32)
+    x[1] = np.resize(np.array([3.4e38, -3.4e38], np.float32), 64)     # x - baseline leaves float32
+    assert model.run(x)["finite"].tolist() == [True, False, True]
 
 
 def identity_model(path, *, outputs=("primary", "latent", "label", "novelty"), metadata=None):
@@ -46,7 +54,7 @@ def identity_model(path, *, outputs=("primary", "latent", "label", "novelty"), m
 
 
 def test_a_minimal_contract_model_is_accepted(tmp_path):
-    model = TransferModel(identity_model(tmp_path / "ok.onnx"))
+    model = PipelineSession(identity_model(tmp_path / "ok.onnx"))
     assert model.model_id == "x1" and model.describe()["n_primary"] == 8
 
 
@@ -58,12 +66,12 @@ def test_a_minimal_contract_model_is_accepted(tmp_path):
 ])
 def test_contract_violations_are_named(tmp_path, kwargs, match):
     with pytest.raises(ModelContractError, match=match):
-        TransferModel(identity_model(tmp_path / "bad.onnx", **kwargs))
+        PipelineSession(identity_model(tmp_path / "bad.onnx", **kwargs))
 
 
 def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelContractError, match="cannot load"):
-        TransferModel(tmp_path / "junk.onnx")
+        PipelineSession(tmp_path / "junk.onnx")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        TransferModel(tmp_path / "absent.onnx")
+        PipelineSession(tmp_path / "absent.onnx")

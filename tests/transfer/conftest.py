@@ -46,14 +46,15 @@ def write_sim_map(path: Path, *, shape=(12, 12), step_um=150.0, day=0, seed=0, o
     if generate_map is not None:
         return Path(generate_map(path, shape=shape, step_um=(step_um, step_um), day=day, seed=seed,
                                  origin_um=origin_um, progress=False))
-    from sim.scene import SYSTEMS, PairedScene
+    from acquisition.shared.systems import SYSTEM_NAMES
+    from sim.scene import PairedScene
     scene = PairedScene(seed=seed, day=day)
     layout = MapLayout(shape=shape, step_um=(step_um, step_um), order="snake", origin_um=origin_um)
     order = layout.visit_order()
     x = layout.x_um[order[:, 1]]
     y = layout.y_um[order[:, 0]]
     spectra = scene.shots(x, y, rng=np.random.default_rng([seed, day, 1]))
-    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEMS},
+    with PairedMapWriter.create(path, layout, {s: scene.wavelengths(s) for s in SYSTEM_NAMES},
                                 title="test map") as writer:
         writer.write_spots(order[:, 0], order[:, 1], spectra, np.arange(len(order)), 1.7e9 + np.arange(len(order)),
                            np.stack([x, y], axis=1))

@@ -74,6 +74,7 @@ def test_no_pickle_anywhere(hand_made):
     np.load(model_dir / "primary/wavelength.npy", allow_pickle=False)
 
 
+@pytest.mark.slow
 def test_trained_bundle_loads_again_with_the_same_transfer(trained_bundle, sim_maps):
     from acquisition.store import PairedMapReader
     with PairedMapReader(sim_maps["test"]) as reader:
@@ -135,3 +136,89 @@ def test_state_tree_round_trip(tmp_path):
     assert back["scaler"]["protocol"] == "causal"
     np.testing.assert_array_equal(back["scaler"]["mean"], tree["scaler"]["mean"])
     assert back["scaler"]["counts"].dtype == np.int64
+
+
+def _edit_manifest(model_dir, change) -> None:
+    path = model_dir / "bundle.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _rename_secondary(new_name):
+    def change(m):
+        m["secondaries"] = {new_name: m["secondaries"]["spec-b"]}
+        m["default_secondary"] = new_name
+    return change
+
+
+# broken bundle.json files: (what is changed, what the error must say)
+BROKEN_MANIFESTS = [
+    ("no sha256", lambda m: m.pop("sha256"), "field sha256: missing"),
+    ("n_primary a string", lambda m: m.update(n_primary="300"), "field n_primary: expected an integer"),
+    ("n_primary huge", lambda m: m.update(n_primary=10**12), "field n_primary: expected an integer in 1..1000000"),
+    ("latent a float", lambda m: m.update(latent=4.0), "field latent: expected an integer"),
+    ("secondaries a list", lambda m: m.update(secondaries=["spec-b"]), "field secondaries: expected an object"),
+    ("no secondaries", lambda m: m.update(secondaries={}), "field secondaries: expected an object of 1.."),
+    ("traversing secondary name", _rename_secondary("../../evilsec"), "field secondaries: secondary name"),
+    ("absolute secondary name", _rename_secondary("/etc"), "field secondaries: secondary name"),
+    ("n_pixels a string", lambda m: m["secondaries"]["spec-b"].update(n_pixels="250"),
+     "field secondaries: 'spec-b'.n_pixels: expected an integer"),
+    ("n_pixels missing", lambda m: m["secondaries"]["spec-b"].pop("n_pixels"), "'spec-b'.n_pixels: missing"),
+    ("huge mlp layer", lambda m: m["secondaries"]["spec-b"].update(mlp_hidden=[100_000_000, 8]),
+     "'spec-b'.mlp_hidden: item 0: expected an integer in 1..16384"),
+    ("fine_tuned a string", lambda m: m["secondaries"]["spec-b"].update(fine_tuned="no"),
+     "'spec-b'.fine_tuned: expected true or false"),
+    ("unknown baseline", lambda m: m["secondaries"]["spec-b"].update(baselines=["pls", "../x"]),
+     "'spec-b'.baselines: item 1: expected one of"),
+    ("default not a secondary", lambda m: m.update(default_secondary="other"), "field default_secondary: 'other'"),
+    ("hash path outside", lambda m: m["sha256"].update({"../../etc/passwd": "0" * 64}),
+     "field sha256: '../../etc/passwd'"),
+    ("hash not hex", lambda m: m["sha256"].update({"config.json": "xyz"}), "field sha256: 'config.json'"),
+    ("a part without hash", lambda m: m["sha256"].pop("secondary/spec-b/mlp.safetensors"),
+     "field sha256: no hash for secondary/spec-b/mlp.safetensors"),
+    ("model id not hex", lambda m: m.update(model_id={"a": 1}), "field model_id: expected a hexadecimal"),
+    ("format version", lambda m: m.update(format_version=2), "format version 2 is not supported"),
+    ("not a bundle", lambda m: m.update(format="zip"), "not a transfer bundle"),
+]
+
+
+@pytest.mark.parametrize("change, message", [b[1:] for b in BROKEN_MANIFESTS], ids=[b[0] for b in BROKEN_MANIFESTS])
+def test_a_corpus_of_broken_manifests_gives_named_errors(copy_of, change, message):
+    _edit_manifest(copy_of, change)
+    with pytest.raises(BundleError) as info:
+        load_bundle(copy_of)
+    assert message in str(info.value)
+    assert "bundle.json" in str(info.value) or str(copy_of) in str(info.value)
+
+
+def test_a_secondary_outside_the_bundle_is_never_loaded(copy_of, tmp_path):
+    # weights planted next to the bundle, and a manifest pointing there with their hashes
+    evil = copy_of.parent / "evilsec"
+    shutil.copytree(copy_of / "secondary/spec-b", evil)
+
+    def change(m):
+        _rename_secondary("../../evilsec")(m)
+        for rel in list(m["sha256"]):
+            if rel.startswith("secondary/spec-b/"):
+                m["sha256"]["secondary/../../evilsec/" + rel.split("/", 2)[2]] = m["sha256"].pop(rel)
+    _edit_manifest(copy_of, change)
+    with pytest.raises(BundleError, match="secondary name"):
+        load_bundle(copy_of)
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000, b"\xff\xfe", b"", b"null", b'{"format": NaN}'])
+def test_unreadable_manifests_are_named(copy_of, content):
+    (copy_of / "bundle.json").write_bytes(content)
+    with pytest.raises(BundleError, match="bundle.json"):
+        load_bundle(copy_of)
+
+
+def test_a_broken_config_json_in_a_bundle_is_named(copy_of):
+    from transfer.bundle import sha256_file
+    config = json.loads((copy_of / "config.json").read_text())
+    config["vae"]["hidden"] = [100_000_000, 512]
+    (copy_of / "config.json").write_text(json.dumps(config))
+    _edit_manifest(copy_of, lambda m: m["sha256"].update({"config.json": sha256_file(copy_of / "config.json")}))
+    with pytest.raises(BundleError, match=r"config.json: vae.hidden: 100000000 is outside the sane range"):
+        load_bundle(copy_of)

@@ -27,10 +27,11 @@ def test_every_subcommand_has_an_example_in_its_help(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         out = capsys.readouterr().out
-        assert "example:" in out and f"libs-transfer {name}" in out
-    assert "example:" in build_parser().format_help()
+        assert "examples:" in out and f"libs-transfer {name}" in out
+    assert "examples:" in build_parser().format_help()
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(to_toml(tiny_config(baselines={"models": ["pls"]}).to_dict()))
@@ -41,7 +42,8 @@ def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
     assert json.loads((model / "provenance.json").read_text())["primary"]["seed"] == 3
 
     report = tmp_path / "report"
-    assert main(["evaluate", str(model), str(sim_maps["test"]), "--out", str(report), "--chunk-spots", "64"]) == 0
+    assert main(["evaluate", str(model), str(sim_maps["test"]), "--out", str(report), "--chunk-spots", "64",
+                 "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["models"]) == {"vae_mlp", "one_step_mlp", "pls"}
     assert json.loads((report / "report.json").read_text())["n_spectra"] == 144

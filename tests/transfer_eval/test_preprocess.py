@@ -1,27 +1,13 @@
 import numpy as np
-import pandas as pd
 import pytest
 
+from bench.pandas_baseline import pandas_baseline_correct
 from transfer.preprocess import (BaselineCorrector, SpectraError, SpectralScaler, SpectrumPreprocessor,
-                                 WavelengthMismatchError, baseline_correct, baseline_onnx_spec,
+                                 WavelengthMismatchError, baseline_correct,
                                  check_spectra, check_wavelengths, estimate_baseline, gaussian_kernel,
                                  resample)
 
 from .synthetic import raw_spectra
-
-
-def pandas_baseline_correct(spectrum, min_window, smooth_window):
-    """The algorithm spelled out with pandas rolling windows, one spectrum at a time."""
-    s = pd.Series(spectrum, dtype=float)
-    trailing_min = s.rolling(min_window, min_periods=1).min()
-    leading_min = s[::-1].rolling(min_window, min_periods=1).min()[::-1]
-    m = (trailing_min.to_numpy() + leading_min.to_numpy()) / 2
-    pad = np.zeros(smooth_window)
-    padded = pd.Series(np.concatenate([pad, m, pad]))
-    trailing_mean = padded.rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)
-    leading_mean = padded[::-1].rolling(smooth_window, win_type="gaussian").mean(std=smooth_window)[::-1]
-    smooth = ((trailing_mean.to_numpy() + leading_mean.to_numpy()) / 2)[smooth_window:-smooth_window]
-    return spectrum - smooth
 
 
 @pytest.mark.parametrize("n_pixels,min_window,smooth_window", [
@@ -55,36 +41,6 @@ def test_gaussian_kernel_is_normalised_symmetric():
     assert k.shape == (99,)
     assert k.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(k, k[::-1])
-
-
-def test_onnx_spec_rebuilt_in_onnxruntime_matches():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    w, s, n = 100, 50, 700
-    spec = baseline_onnx_spec(w, s)
-    nodes = [
-        helper.make_node("Neg", ["x"], ["neg"]),
-        helper.make_node("MaxPool", ["neg"], ["tmax"], kernel_shape=spec["trailing_min"]["kernel_shape"],
-                         strides=[1], pads=spec["trailing_min"]["pads"]),
-        helper.make_node("MaxPool", ["neg"], ["lmax"], kernel_shape=spec["leading_min"]["kernel_shape"],
-                         strides=[1], pads=spec["leading_min"]["pads"]),
-        helper.make_node("Add", ["tmax", "lmax"], ["sum"]),
-        helper.make_node("Mul", ["sum", "minus_half"], ["m"]),
-        helper.make_node("Conv", ["m", "kernel"], ["baseline"], pads=spec["smooth"]["pads"]),
-        helper.make_node("Sub", ["x", "baseline"], ["y"]),
-    ]
-    inits = [numpy_helper.from_array(np.array(-0.5, np.float32), "minus_half"),
-             numpy_helper.from_array(spec["smooth"]["weights"].astype(np.float32)[None, None, :], "kernel")]
-    graph = helper.make_graph(nodes, "baseline",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    X = raw_spectra(4, n, seed=5).astype(np.float32)
-    got = session.run(["y"], {"x": X[:, None, :]})[0][:, 0, :]
-    np.testing.assert_allclose(got, baseline_correct(X), atol=1e-5 * np.abs(X).max())
 
 
 def test_baseline_corrector_transformer_and_errors():
@@ -123,7 +79,7 @@ def _shifted_sets():
 
 def test_causal_protocol_uses_training_statistics_only():
     train, test = _shifted_sets()
-    scaler = SpectralScaler().fit(train)
+    scaler = SpectralScaler(scaling="pixel").fit(train)
     assert scaler.protocol == "causal"
     assert scaler.for_dataset(test) is scaler
     scaled = scaler.for_dataset(test).transform(test)
@@ -133,7 +89,7 @@ def test_causal_protocol_uses_training_statistics_only():
 
 def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
     train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper").fit(train)
+    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
     own = scaler.for_dataset(np.array_split(test, 4))           # chunks, as from a file
     scaled = own.transform(test)
     np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-9)
@@ -144,7 +100,7 @@ def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
 
 def test_inverse_round_trip_and_float32():
     train, test = _shifted_sets()
-    scaler = SpectralScaler().fit(train.astype(np.float32))
+    scaler = SpectralScaler(scaling="pixel").fit(train.astype(np.float32))
     z = scaler.transform(test.astype(np.float32))
     assert z.dtype == np.float32
     np.testing.assert_allclose(scaler.inverse_transform(z), test, rtol=1e-5)
@@ -152,8 +108,8 @@ def test_inverse_round_trip_and_float32():
 
 def test_partial_fit_over_chunks_equals_full_fit():
     train, _ = _shifted_sets()
-    full = SpectralScaler().fit(train)
-    chunked = SpectralScaler()
+    full = SpectralScaler(scaling="pixel").fit(train)
+    chunked = SpectralScaler(scaling="pixel")
     for chunk in np.array_split(train, [1, 50, 51, 300]):
         chunked.partial_fit(chunk)
     np.testing.assert_allclose(chunked.mean_, full.mean_, rtol=1e-12)
@@ -165,7 +121,7 @@ def test_partial_fit_over_chunks_equals_full_fit():
 
 def test_state_round_trip_is_plain_and_exact():
     train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper").fit(train)
+    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
     state = scaler.get_state()
     assert set(state) == {"protocol", "scaling", "n_samples_seen", "mean", "var"}
     assert all(isinstance(v, (str, int, np.ndarray)) for v in state.values())
@@ -199,7 +155,7 @@ def test_global_scaling_centres_each_pixel_and_divides_by_one_deviation():
 
 def test_state_without_scaling_is_per_pixel():
     train, test = _shifted_sets()
-    state = SpectralScaler().fit(train).get_state()
+    state = SpectralScaler(scaling="pixel").fit(train).get_state()
     del state["scaling"]                                         # a bundle written before the option
     np.testing.assert_allclose(SpectralScaler.from_state(state).scale_, train.std(0))
 
@@ -207,7 +163,7 @@ def test_state_without_scaling_is_per_pixel():
 def test_constant_pixel_is_left_unscaled():
     X = np.random.default_rng(1).normal(size=(50, 4))
     X[:, 2] = 7.0
-    z = SpectralScaler().fit(X).transform(X)
+    z = SpectralScaler(scaling="pixel").fit(X).transform(X)
     assert np.all(np.isfinite(z))
     np.testing.assert_allclose(z[:, 2], 0)
 
@@ -264,3 +220,20 @@ def test_spectrum_preprocessor_checks_and_protocols():
     bad[3, 3] = np.nan
     with pytest.raises(SpectraError, match="NaN"):
         prep.transform(bad)
+
+
+def test_one_scaling_default_everywhere():
+    from transfer.config import default_config
+    from transfer.data import new_preprocessor
+    from transfer.preprocess import DEFAULT_SCALING
+
+    wl = np.linspace(300.0, 400.0, 20)
+    assert DEFAULT_SCALING == "global"
+    assert SpectralScaler().scaling == DEFAULT_SCALING
+    assert SpectrumPreprocessor(wl).scaler.scaling == DEFAULT_SCALING
+    assert new_preprocessor(wl, "secondary").scaler.scaling == DEFAULT_SCALING
+    assert default_config()["data"]["scaling"] == DEFAULT_SCALING
+    # what the default does: one deviation for all pixels
+    X = raw_spectra(50, 20, seed=3)
+    scaler = SpectralScaler().fit(X)
+    assert np.unique(scaler.scale_).size == 1

@@ -1,4 +1,4 @@
-"""Speed of the simulated bench in fly mode, through the real drivers and transports; prints JSON.
+"""Speed of the simulated bench in fly mode, through the real drivers and transports; prints one JSON object.
 
 Each row is what a fly-mode acquisition does: arm both spectrometers, start the
 stage across the row at step x rate, fire the row (a DG645 burst, or the
@@ -13,17 +13,20 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
-from drivers.bigsky import BigSkyLaser
-from drivers.dg645 import DG645, TriggerSource
-from drivers.zaber import ZaberXYStage
-from sim.bench import SimulatedBench
-from sim.bench.render import render_stats
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from drivers.bigsky import BigSkyLaser  # noqa: E402
+from drivers.dg645 import DG645, TriggerSource  # noqa: E402
+from drivers.zaber import ZaberXYStage  # noqa: E402
+from sim.bench import SimulatedBench  # noqa: E402
+from sim.bench.render import render_stats  # noqa: E402
 
 EPILOG = """example:
-  python -m sim.bench.speed --rows 20 --shots-per-row 100 --rate 1000 --trigger burst
+  python bench/sim_bench.py --rows 20 --shots-per-row 100 --rate 1000 --trigger burst
 """
 
 
@@ -100,7 +103,7 @@ def run(rows: int, shots_per_row: int, rate_hz: float, step_um: float, trigger: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.bench.speed", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python bench/sim_bench.py", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--shots-per-row", type=int, default=100)
@@ -113,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows and --shots-per-row must be >= 1 and --rate > 0")
     kinds = ("burst", "internal") if args.trigger == "both" else (args.trigger,)
     results = [run(args.rows, args.shots_per_row, args.rate, args.step_um, kind, args.seed) for kind in kinds]
-    print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    print(json.dumps(results[0] if len(results) == 1 else
+                     {"benchmark": "simulated bench, fly mode, as fast as possible",
+                      "by_trigger": {r["trigger"]: r for r in results}}, indent=2))
     return 0
 
 

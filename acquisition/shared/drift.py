@@ -1,8 +1,8 @@
 """Drift monitor for live transfer: each live result against the measured primary spectrum of its shot.
 
-Used by acquisition.live when a paired map is acquired with --live. The measured primary
-is preprocessed as the model's output is (baseline-corrected counts, the paper's
-baseline from transfer.preprocess, which needs numpy/scipy/scikit-learn and no torch).
+Used by acquisition.live when a paired map is acquired with --live, and by the live view. The measured primary
+is preprocessed as the model's output is (baseline-corrected counts, by the shared
+torch-free helpers of acquisition.shared.spectral).
 """
 
 from __future__ import annotations
@@ -12,10 +12,29 @@ from collections import deque
 
 import numpy as np
 
+from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, WavelengthMismatchError, baseline_correct,
+                                         check_wavelengths, resample)
+
 log = logging.getLogger(__name__)
 
-# The paper's baseline windows, used when the model's provenance does not name its own.
-DEFAULT_BASELINE = (100, 50)
+
+def primary_baseline_windows(model_info: dict | None) -> tuple[int, int]:
+    """The primary system's baseline windows, as the model's output was corrected: the model's
+    `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
+    paper's. ``model_info`` is the worker's control ``model`` reply (None: no worker yet)."""
+    windows = (model_info or {}).get("primary_baseline_windows")
+    if windows is None:
+        if model_info is not None:
+            log.info("the model names no primary baseline windows; the measured primary is corrected "
+                     "with the paper's %s", DEFAULT_BASELINE_WINDOWS)
+        return DEFAULT_BASELINE_WINDOWS
+    if not (isinstance(windows, list) and len(windows) == 2
+            and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
+        log.warning("the model's twinplume.primary_baseline_windows is %r, not two positive integers "
+                    "[min_window, smooth_window]; the measured primary is corrected with the paper's %s",
+                    windows, DEFAULT_BASELINE_WINDOWS)
+        return DEFAULT_BASELINE_WINDOWS
+    return (windows[0], windows[1])
 
 
 class DriftMonitor:
@@ -29,19 +48,15 @@ class DriftMonitor:
     ``threshold`` logs a warning (once, until it falls back below).
     """
 
-    def __init__(self, window: int = 100, threshold: float = 0.5, *, baseline=DEFAULT_BASELINE,
+    def __init__(self, window: int = 100, threshold: float = 0.5, *, baseline=DEFAULT_BASELINE_WINDOWS,
                  measured_axis: np.ndarray | None = None, model_axis: np.ndarray | None = None):
-        # transfer.preprocess needs numpy/scipy/scikit-learn only (no torch); imported here so that
-        # acquisition without --live does not load them.
-        from transfer.preprocess import baseline_correct, check_wavelengths, resample
-
         self.window, self.threshold, self.baseline = int(window), float(threshold), tuple(int(b) for b in baseline)
         self._correct = lambda x: baseline_correct(x, *self.baseline)
         self._resample = None
         if measured_axis is not None and model_axis is not None and measured_axis.size == model_axis.size:
             try:
                 check_wavelengths(model_axis, measured_axis, name="measured primary axis")
-            except ValueError:
+            except WavelengthMismatchError:
                 self._resample = lambda x: resample(x, measured_axis, model_axis)
         elif measured_axis is not None and model_axis is not None:
             self._resample = lambda x: resample(x, measured_axis, model_axis)
