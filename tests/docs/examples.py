@@ -21,7 +21,8 @@ stopped at the end of their block; ``libs-stream watch`` without
 
 Each document runs in its own temporary folder, its blocks in order, so a
 later example uses the files an earlier one made. The files a document takes
-as given (``map.h5``, ``train.h5``, ``val.h5``, ``test.h5``, a trained
+as given (``map.h5``, ``train.h5``, ``val.h5``, ``test.h5``, ``other.h5``,
+``other_val.h5``, a trained
 ``model/`` and its export ``model.onnx``/``m.onnx``: :func:`make_givens`) are
 copied in when a command names one that no earlier example made. Before a command runs, the
 substitutions of :data:`SUBSTITUTIONS` scale it down (sizes, epochs, trials)
@@ -52,10 +53,14 @@ FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.S
 MARKER = re.compile(r"<!--\s*(?P<kind>not-run|background)\s*(?::\s*(?P<arg>.*?))?\s*-->\s*$")
 
 #: (pattern, replacement, why): applied in order to every command before it runs.
-SUBSTITUTIONS: list[tuple[str, str, str]] = [
+SUBSTITUTIONS: list[tuple[str, object, str]] = [
     (r"\s\[--protocol [^\]]*\]", "", "optional arguments shown in brackets are left out"),
     (r"--protocol causal\|paper", "--protocol causal", "one of the alternatives"),
     (r"\s\[[^\]]*\]", "", "optional arguments shown in brackets are left out"),
+    (r"\bOTHER_TRAIN\.h5\b", "other.h5", "a placeholder in capitals stands for the given file of that name"),
+    (r"\bOTHER_VAL\.h5\b", "other_val.h5", "the same"),
+    (r"\b(TRAIN|VAL|TEST|MAP)\.h5\b", lambda m: m.group(1).lower() + ".h5", "the same"),
+    (r"^(libs-acquire map --sim\b(?!.*--shape).*)$", r"\1 --shape 12x12", "the default 40x40 map is small too"),
     (r"--shape \d+x\d+", "--shape 12x12", "maps of 144 spots: enough for every model, seconds to make"),
     (r"--shape \d+ \d+\b", "--shape 12 12", "the same, in the older spelling"),
     (r"(--preset [\w-]+)", r"\1 --shape 12x12", "a preset keeps its step, day and region; the shape is small"),
@@ -64,7 +69,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"--trials \d+", "--trials 2", "two search trials"),
     (r"^(libs-transfer search\b(?!.*--trials).*)$", r"\1 --trials 2", "the same"),
     (r"^(libs-transfer search\b(?!.*--max-epochs).*)$", r"\1 --max-epochs 1", "the same"),
-    (r"--rate 1000\b", "--rate 0", "libs-stream send unpaced"),
+    (r"^(libs-stream send .*--rate )\d+", r"\g<1>0", "libs-stream send unpaced"),
 ]
 
 
@@ -307,6 +312,8 @@ def make_givens(folder: Path, env: dict[str, str]) -> Path:
         "libs-sim generate --shape 12x12 --step-um 40 --day 0 --origin-um 0,2000 --seed 1 --out val.h5 --no-progress",
         "libs-sim generate --shape 12x12 --step-um 40 --day 1 --origin-um 2000,0 --seed 1 --out test.h5 --no-progress",
         "cp test.h5 map.h5",
+        "cp train.h5 other.h5",
+        "cp val.h5 other_val.h5",
         "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 1 -q",
         "libs-transfer export model/ --out model.onnx -q",
         "cp model.onnx m.onnx",
