@@ -195,6 +195,7 @@ class DocumentRun:
         self.workdir = workdir
         self.env = env
         self.givens = givens
+        self._copied: set[str] = set()
         base = free_ports(6)
         self.ports = {5557: base[0], 5558: base[1], 5559: base[2], 5567: base[3], 5568: base[4], 5569: base[5]}
         self.servers: list[Server] = []
@@ -223,15 +224,20 @@ class DocumentRun:
         words = command.split()
         for i, word in enumerate(words):
             name = word.rstrip("/")
-            if i and words[i - 1] == "--out" or not (self.givens / name).exists() or (self.workdir / name).exists():
+            target = self.workdir / name
+            if i and words[i - 1] == "--out":
+                if name in self._copied:      # the document makes it itself: the given copy goes
+                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                    self._copied.discard(name)
                 continue
-            if "/" in name:
+            if "/" in name or not (self.givens / name).exists() or target.exists():
                 continue
             source = self.givens / name
             if source.is_dir():
-                shutil.copytree(source, self.workdir / name)
+                shutil.copytree(source, target)
             else:
-                shutil.copy2(source, self.workdir / name)
+                shutil.copy2(source, target)
+            self._copied.add(name)
 
     def run(self, command: str, block: Block) -> None:
         try:
