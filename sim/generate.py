@@ -212,7 +212,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--day", type=int, help="measurement day: background, intensity, drift (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
     parser.add_argument("--origin-um", type=cli.position_type, metavar="X,Y",
-                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 0,0)")
+                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 1 mm "
+                             "inside the stage travel, 1000,1000, as libs-acquire map)")
     parser.add_argument("--chunk-spots", type=int, default=DEFAULT_CHUNK_SPOTS,
                         help=f"spots simulated per chunk, bounds memory (default {DEFAULT_CHUNK_SPOTS})")
     parser.add_argument("--sample", choices=SAMPLE_NAMES,
@@ -237,7 +238,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.scenario is not None:
         return _run_scenario(args)
-    settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (0.0, 0.0)}
+    margin = cli.DEFAULT_ORIGIN_MARGIN_UM     # the simulated stage's travel starts at 0, 0
+    settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (margin, margin)}
     for key, value in (("shape", args.shape), ("step_um", args.step_um), ("day", args.day),
                        ("origin_um", args.origin_um)):
         if value is not None:
