@@ -64,7 +64,8 @@ def test_a_map_holds_exactly_the_paths_the_spec_lists(tmp_path):
     layout = MapLayout((3, 4), (40.0, 40.0), "snake", (100.0, 200.0))
     wavelengths = {"primary": np.linspace(245.0, 407.0, 30), "secondary": np.linspace(260.0, 370.0, 20)}
     path = tmp_path / "map.h5"
-    truth = {"phase_map": np.zeros(layout.shape, np.int16), "phase_names": ["quartz"], "attrs": {"seed": 1}}
+    truth = {"phase_map": np.zeros(layout.shape, np.int16), "phase_names": ["quartz"], "attrs": {"seed": 1},
+             "true_position": None}
     with PairedMapWriter.create(path, layout, wavelengths, instrument={"laser": {"model": "CFR"}},
                                 sample_truth=truth) as writer:
         for iy, ix in writer.missing():

@@ -9,7 +9,8 @@ from acquisition.documents import RunStart, RunStop, SpotBatch
 from acquisition.mapping import acquire_map, layout_of
 from acquisition.safety import AcquisitionAborted, StopFlag
 from acquisition.store import PairedMapReader
-from tests.acquisition.conftest import bench_config, small_map
+from tests.acquisition.conftest import small_map
+from tests.fixtures.emulated import bench_config
 
 
 @pytest.mark.parametrize("mode", ["fly", "step"])
