@@ -53,7 +53,16 @@ def _train(args) -> int:
     bundle = train_model(args.train, args.val, args.out, config=config, device=args.device, seed=args.seed,
                          resume=args.resume, secondary_name=args.name)
     print(f"model {bundle.model_id} written to {args.out}")
+    _print_ranking(bundle, args.name)
     return 0
+
+
+def _print_ranking(bundle, name: str) -> None:
+    entry = bundle.manifest["secondaries"].get(name, {})
+    ranking = sorted((entry.get("validation_rse") or {}).items(), key=lambda kv: kv[1])
+    if ranking:
+        print("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking))
+        print(f"recommended model: {entry['recommended']}")
 
 
 # -- add-secondary --------------------------------------------------------------------
@@ -85,6 +94,7 @@ def _add_secondary(args) -> int:
     bundle = add_secondary(args.model, args.train, args.val, name=args.name, overrides=overrides,
                            max_epochs=args.max_epochs, device=args.device, seed=args.seed, resume=args.resume)
     print(f"secondary '{args.name}' added to {args.model} (model {bundle.secondary(args.name).model_id})")
+    _print_ranking(bundle, args.name)
     return 0
 
 

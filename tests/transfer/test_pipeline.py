@@ -112,3 +112,26 @@ def test_interrupted_training_resumes(sim_maps, tmp_path):
     assert not (out / "checkpoints").exists() and load_bundle(out).model_id == bundle.model_id
     with pytest.raises(TrainingError, match="already holds a trained model"):
         train_model(sim_maps["train"], sim_maps["val"], out, config=config, progress=False)
+
+
+def test_train_ranks_every_model_on_validation_and_recommends_the_best(trained_bundle, sim_maps, tmp_path):
+    entry = trained_bundle.manifest["secondaries"][trained_bundle.default_secondary]
+    ranking = entry["validation_rse"]
+    assert set(ranking) == {"vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds"}
+    assert entry["recommended"] == min(ranking, key=ranking.get)
+    report = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "report", progress=False)
+    assert report["recommended"] == entry["recommended"]
+    saved = json.loads((tmp_path / "report/report.json").read_text())
+    assert saved["recommended"] == entry["recommended"]
+    assert entry["recommended"] in (tmp_path / "report/report.md").read_text()
+
+
+def test_warning_names_the_figures_when_a_baseline_validates_better(caplog):
+    from transfer.pipeline import rank_models, warn_if_networks_trail
+    ranking = rank_models({"vae_mlp": 0.8, "ds": 0.45, "pls": 0.9, "one_step_mlp": 0.5})
+    assert list(ranking) == ["ds", "one_step_mlp", "vae_mlp", "pls"]
+    with caplog.at_level("WARNING"):
+        messages = warn_if_networks_trail(ranking)
+    assert messages == ["VAE + MLP validates worse than DS: validation RSE 0.8000 against 0.4500"]
+    assert "0.8000 against 0.4500" in caplog.text and "recommended model: ds" in caplog.text
+    assert warn_if_networks_trail(rank_models({"vae_mlp": 0.1, "ds": 0.2})) == []
