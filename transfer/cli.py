@@ -112,6 +112,10 @@ def add_evaluate(subparsers) -> None:
                         "statistics, as the paper did")
     p.add_argument("--secondary", default=None, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    p.add_argument("--learning-curve", type=int, nargs="*", default=None, metavar="N",
+                   help="also retrain every model on N random pairs of the bundle's training map (default "
+                        "300 1000 3000 10000, sizes above the map's are skipped) and draw test RSE against N "
+                        "into learning_curve.png/.json: how many paired spectra the maps need")
     p.set_defaults(handler=_evaluate)
 
 
@@ -119,8 +123,17 @@ def _evaluate(args) -> int:
     from transfer.predict import evaluate_map
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
-    print(json.dumps({"protocol": report["protocol"], "n_spectra": report["n_spectra"],
-                      "models": report["models"]}, indent=2))
+    summary = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
+               "recommended": report.get("recommended")}
+    if args.learning_curve is not None:
+        from transfer.suite import DEFAULT_CURVE_SIZES, learning_curve_for_bundle
+        sizes = args.learning_curve or list(DEFAULT_CURVE_SIZES)
+        if any(n < 2 for n in sizes):
+            print("libs-transfer evaluate: error: --learning-curve sizes must be at least 2 pairs", file=sys.stderr)
+            return 2
+        curve = learning_curve_for_bundle(args.model, args.test, args.out, sizes, secondary=args.secondary)
+        summary["learning_curve"] = {n: {m: v["rse"] for m, v in models.items()} for n, models in curve.items()}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -193,9 +206,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from transfer.data import TransferDataError
     from transfer.novelty import NoveltyError
     from transfer.preprocess import SpectraError, WavelengthMismatchError
+    from transfer.suite import LearningCurveError
     from transfer.train import TrainingError
     return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
-            TrainingError, NoveltyError, FileNotFoundError)
+            TrainingError, NoveltyError, LearningCurveError, FileNotFoundError)
 
 
 SUBCOMMANDS: list[Callable] = [

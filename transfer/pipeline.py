@@ -35,6 +35,7 @@ from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import (SYSTEMS, PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
+from transfer.estimators import SIZES, data_sized, epochs_for, with_input_noise
 from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
@@ -105,8 +106,10 @@ def _preprocessors_or_abandon(checkpoints: Path, new_run: bool, *args) -> dict[s
         raise
 
 
-def _phase(section: Mapping[str, Any], early_stopping: bool = True) -> PhaseSettings:
-    return PhaseSettings(section["epochs"], section["learning_rate"],
+def _phase(section: Mapping[str, Any], early_stopping: bool = True, *, n_pairs: int = 0,
+           min_steps: int = 0) -> PhaseSettings:
+    epochs = epochs_for(section["epochs"], n_pairs, section["batch_size"], min_steps) if n_pairs else section["epochs"]
+    return PhaseSettings(epochs, section["learning_rate"],
                          section.get("patience", 0) if early_stopping else 0, section["clip_grad_norm"])
 
 
@@ -128,6 +131,23 @@ def _batches(paths, preprocessors, config: TransferConfig, batch_size: int, seed
     return PairedBatches(paths, preprocessors, batch_size, seed=seed, shuffle=shuffle,
                          chunk_spots=data["chunk_spots"], buffer_chunks=data["shuffle_buffer_chunks"],
                          in_memory_max_bytes=data["in_memory_max_mb"] << 20, progress=progress)
+
+
+def sized_for_data(config: TransferConfig, n_pairs: int, *, vae_fixed: bool = False) -> TransferConfig:
+    """`[vae] size = "data"`: the latent size and hidden widths capped by the number of training
+    pairs (transfer.estimators.data_sized); the bundle's config.json records the sizes used."""
+    if config["vae"]["size"] not in SIZES:
+        raise TrainingError(f"[vae] size must be one of {SIZES}, got {config['vae']['size']!r}")
+    if config["vae"]["size"] != "data":
+        return config
+    latent, vae_hidden = data_sized(config["vae"]["latent"], config["vae"]["hidden"], n_pairs)
+    _, mlp_hidden = data_sized(latent, config["mlp"]["hidden"], n_pairs)
+    overrides = {"mlp": {"hidden": mlp_hidden}}
+    if not vae_fixed:
+        overrides["vae"] = {"latent": latent, "hidden": vae_hidden}
+    if overrides != {"mlp": {"hidden": list(config["mlp"]["hidden"])}}:
+        log.info("sizes for %d training pairs: %s", n_pairs, overrides)
+    return config.with_overrides(overrides)
 
 
 def _callback(epoch_callback: EpochCallback | None, phase: str):
@@ -155,8 +175,11 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     torch.manual_seed(derived_seed(seed, name, "init", "mlp"))
     mlp = build_mlp(n_secondary, config["mlp"], latent)
     loss_fn, val_fn = latent_phase_losses(vae.to(device), config["mlp"]["l2"])
+    loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
     history["mlp"] = fit_network(f"{name}-mlp", mlp, loss_fn=loss_fn, val_fn=val_fn,
-                                 settings=_phase(config["mlp"]), epoch_callback=_callback(epoch_callback, "mlp"),
+                                 settings=_phase(config["mlp"], n_pairs=train.n_spots,
+                                                 min_steps=config["mlp"]["min_steps"]),
+                                 epoch_callback=_callback(epoch_callback, "mlp"),
                                  **common)
 
     decoder = None
@@ -165,8 +188,10 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         for parameter in composed.parameters():
             parameter.requires_grad_(True)
         loss_fn, val_fn = transfer_phase_losses(config["finetune"]["l2"])
+        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
         history["finetune"] = fit_network(
-            f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["finetune"]),
+            f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn,
+            settings=_phase(config["finetune"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),
             epoch_callback=_callback(epoch_callback, "finetune"),
             **dict(common, train=train.rebatched(config["finetune"]["batch_size"])))
         mlp, decoder = composed.mlp, composed.decoder
@@ -176,8 +201,10 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         torch.manual_seed(derived_seed(seed, name, "init", "one_step"))
         one_step = build_one_step(n_secondary, n_primary, config)
         loss_fn, val_fn = transfer_phase_losses(config["one_step"]["l2"])
+        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
         history["one_step"] = fit_network(
-            f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["one_step"]),
+            f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn,
+            settings=_phase(config["one_step"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),
             epoch_callback=_callback(epoch_callback, "one_step"),
             **dict(common, train=train.rebatched(config["one_step"]["batch_size"])))
 
@@ -341,6 +368,7 @@ def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Pat
     torch_device = resolve_device(device)
     make_deterministic()
     train_info, _ = _check_pair(train_path, val_path)
+    config = sized_for_data(config, train_info.n_spots)
     checkpoints = out_dir / "checkpoints"
     data = {"train": file_record(train_path), "val": file_record(val_path)}
     new_run = _start_run(checkpoints, resume, {"config": config.to_dict(), "seed": seed,
@@ -357,7 +385,8 @@ def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Pat
     val = _batches([val_path], primary_only, config, VAL_BATCH, 0, False, progress)
     loss_fn, val_fn = vae_phase_losses(config["vae"])
     history: dict[str, Any] = {"vae": fit_network(
-        "vae", vae, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val, settings=_phase(config["vae"], False),
+        "vae", vae, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val,
+        settings=_phase(config["vae"], False, n_pairs=train.n_spots, min_steps=config["vae"]["min_steps"]),
         device=torch_device, seed=seed, checkpoints=checkpoints, resume=resume, progress=progress,
         epoch_callback=_callback(epoch_callback, "vae"))}
     del train, val
@@ -398,6 +427,7 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
     torch_device = resolve_device(device)
     make_deterministic()
     train_info, _ = _check_pair(train_path, val_path)
+    config = sized_for_data(config, train_info.n_spots, vae_fixed=True)
     check_axis(train_path, "primary", train_info.wavelengths["primary"], bundle.primary_wavelengths)
     checkpoints = model_dir / "checkpoints" / f"add-{name}"
     data = {"train": file_record(train_path), "val": file_record(val_path)}
