@@ -1,7 +1,9 @@
 """Baseline transfer models from secondary to primary spectra.
 
-Every model has ``fit(X_secondary, X_primary)`` and ``predict(X_secondary)`` on
-[n_spectra, n_pixels] arrays, and ``get_state()``/``from_state()`` as plain arrays.
+Every model is a scikit-learn estimator (``BaseEstimator``: ``get_params``,
+``set_params``, ``sklearn.base.clone``) with ``fit(X_secondary, X_primary)`` and
+``predict(X_secondary)`` on [n_spectra, n_pixels] arrays, and
+``get_state()``/``from_state()`` as plain arrays for the bundle.
 Feed them the same preprocessed (baseline-corrected, scaled) spectra the neural
 models see, and inverse-transform the predictions before computing metrics.
 
@@ -11,7 +13,8 @@ models see, and inverse-transform the predictions before computing metrics.
 - :class:`DSTransfer`: direct standardisation, one affine map from all secondary
   pixels to all primary pixels, ridge-regularised (or truncated, PCR).
 - :class:`PDSTransfer`: piecewise DS, each primary pixel regressed on a window of
-  secondary pixels around the same wavelength.
+  secondary pixels centred on its wavelength (width from both pixel grids); primary
+  pixels outside the secondary's range come from a global ridge model (DS).
 
 DS and PDS also fit chunk by chunk (``partial_fit``) on maps that do not fit in
 memory: PDS keeps only banded sums over spectra; DS keeps the spectra while they are
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import logging
 
+import math
+
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsRegressor
@@ -32,7 +38,9 @@ from transfer.preprocess import SpectraError, check_spectra
 log = logging.getLogger(__name__)
 
 
-class _TransferBaseline:
+class _TransferBaseline(RegressorMixin, BaseEstimator):
+    """``score`` (RegressorMixin) is R^2 over all primary pixels of the given arrays."""
+
     def _check_pair(self, X_secondary, X_primary, *, first: bool):
         X_secondary = check_spectra(X_secondary, None if first else self.n_secondary_,
                                     name="secondary spectra")
@@ -114,7 +122,8 @@ class _AffineTransfer(_TransferBaseline):
 
     @classmethod
     def from_state(cls, state: dict):
-        model = cls(**{name: state[name] for name in cls._state_params if name in state})
+        model = cls(**{name: _plain(state[name]) for name in cls._state_params
+                       if state.get(name) is not None})
         model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
         if model.coef_.ndim != 2 or model.intercept_.shape != model.coef_.shape[1:]:
@@ -134,13 +143,13 @@ class PLSTransfer(_AffineTransfer):
     _state_params = ("n_components",)
 
     def __init__(self, n_components: int = 16, *, max_fit_spectra: int | None = None, seed: int = 0):
-        self.n_components = int(n_components)
+        self.n_components = n_components
         self.max_fit_spectra = max_fit_spectra
         self.seed = seed
 
     def fit(self, X_secondary, X_primary) -> "PLSTransfer":
         X, Y = self._subsample(*self._check_pair(X_secondary, X_primary, first=True))
-        n_components = min(self.n_components, X.shape[0] - 1, X.shape[1])
+        n_components = min(int(self.n_components), X.shape[0] - 1, X.shape[1])
         pls = PLSRegression(n_components=n_components, scale=True).fit(X, Y)
         self.coef_ = np.asarray(pls.coef_, dtype=np.float64).T
         self.intercept_ = pls.predict(np.zeros((1, X.shape[1])))[0].astype(np.float64)
@@ -183,8 +192,8 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
     def __init__(self, alpha: float = 1e-3, n_components: int | None = None, *, solver: str = "auto"):
         if solver not in self.SOLVERS:
             raise ValueError(f"DS: solver must be one of {self.SOLVERS}, got {solver!r}")
-        self.alpha = float(alpha)
-        self.n_components = None if n_components is None else int(n_components)
+        self.alpha = alpha
+        self.n_components = n_components
         self.solver = solver
 
     def _start(self, X, Y):
@@ -238,7 +247,7 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
     def _primal_coef(self, mx, my):
         cxx = self._sxx - self._n * np.outer(mx, mx)
         cxy = self._sxy - self._n * np.outer(mx, my)
-        ridge = self.alpha * max(np.trace(cxx), 1e-300) / cxx.shape[0]
+        ridge = float(self.alpha) * max(np.trace(cxx), 1e-300) / cxx.shape[0]
         if self.n_components is None:
             # Ridge alone: a Cholesky solve is several times cheaper than eigh.
             cxx[np.diag_indices_from(cxx)] += ridge
@@ -247,7 +256,7 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
             except np.linalg.LinAlgError:
                 raise self._singular() from None
         eigval, eigvec = np.linalg.eigh(cxx)
-        eigval, eigvec = eigval[-self.n_components:], eigvec[:, -self.n_components:]
+        eigval, eigvec = eigval[-int(self.n_components):], eigvec[:, -int(self.n_components):]
         return eigvec @ (_shrinkage(eigval, ridge)[:, None] * (eigvec.T @ cxy))
 
     def _dual_coef(self, mx, my):
@@ -256,7 +265,7 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
         Yc = np.concatenate(self._kept_y).astype(np.float64)
         Yc -= my
         gram = Xc @ Xc.T
-        ridge = self.alpha * max(np.trace(gram), 1e-300) / Xc.shape[1]
+        ridge = float(self.alpha) * max(np.trace(gram), 1e-300) / Xc.shape[1]
         if self.n_components is None:
             if not ridge > 0:       # rank(Xc) < n < n_secondary: singular, whatever rounding says
                 raise self._singular()
@@ -268,7 +277,7 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
         # Xc = U S W^T: the leading W are Xc^T U / S, so V diag(1/(s+a)) V^T Xc^T reduces
         # to Xc^T U diag(1/(s+a)) U^T; directions with S = 0 add nothing in either form.
         eigval, eigvec = np.linalg.eigh(gram)
-        eigval, eigvec = eigval[-self.n_components:], eigvec[:, -self.n_components:]
+        eigval, eigvec = eigval[-int(self.n_components):], eigvec[:, -int(self.n_components):]
         return Xc.T @ ((eigvec * _shrinkage(eigval, ridge)) @ (eigvec.T @ Yc))
 
 
@@ -279,43 +288,80 @@ def _shrinkage(eigval: np.ndarray, ridge: float) -> np.ndarray:
 
 
 class PDSTransfer(_StreamingFit):
-    """Piecewise direct standardisation.
+    """Piecewise direct standardisation between two pixel grids.
 
     Primary pixel j (wavelength l_j) is regressed, with an intercept and a ridge of
-    ``alpha`` times the window's mean variance, on the 2*half_window+1 secondary pixels
-    centred on the secondary pixel nearest l_j. Windows are shifted inwards at the ends
-    of the secondary axis; primary pixels outside the secondary range use the nearest
-    edge window, i.e. they are extrapolated from how they co-vary with the edge of the
-    secondary range (nothing better is measured there). All windows are solved at once
-    as a batch of small least-squares problems; fitting keeps only banded sums.
+    ``alpha`` times the window's mean variance, on the 2*h+1 secondary pixels centred
+    on the secondary pixel nearest l_j. The half-width h follows the two grids: it
+    spans ``window_pixels`` pixels of the coarser grid (so one primary pixel of a
+    broad, low-resolution primary sees every fine secondary pixel it covers, plus a
+    margin for day-to-day wavelength shifts), or is fixed by ``half_window``.
+
+    Primary pixels outside the secondary's range (beyond half a secondary pixel from
+    its ends) have no secondary pixels near their wavelength. They come from a global
+    ridge model instead: DS (:class:`DSTransfer`, ridge ``fallback_alpha``, default
+    ``alpha``) from all secondary pixels to those primary pixels, which is what DS
+    would predict there. All windows are solved at once as a batch of small ridge
+    problems; fitting keeps only banded sums (and the fallback's DS sums).
     """
 
-    def __init__(self, wavelengths_secondary, wavelengths_primary, *, half_window: int = 5,
-                 alpha: float = 1e-3):
-        self.wavelengths_secondary = np.asarray(wavelengths_secondary, dtype=np.float64)
-        self.wavelengths_primary = np.asarray(wavelengths_primary, dtype=np.float64)
+    def __init__(self, wavelengths_secondary=None, wavelengths_primary=None, *,
+                 half_window: int | None = None, window_pixels: float = 2.0, alpha: float = 1e-3,
+                 fallback_alpha: float | None = None):
+        self.wavelengths_secondary = wavelengths_secondary
+        self.wavelengths_primary = wavelengths_primary
         self.half_window = half_window
+        self.window_pixels = window_pixels
         self.alpha = alpha
-        self.window_start_ = _window_starts(self.wavelengths_secondary,
-                                            self.wavelengths_primary, half_window)
+        self.fallback_alpha = fallback_alpha
+
+    def _axes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.wavelengths_secondary is None or self.wavelengths_primary is None:
+            raise ValueError("PDS needs both wavelength axes (wavelengths_secondary, wavelengths_primary)")
+        return (np.asarray(self.wavelengths_secondary, dtype=np.float64),
+                np.asarray(self.wavelengths_primary, dtype=np.float64))
+
+    def _layout(self):
+        """window_start_, outside_ and the half-width from the axes and parameters."""
+        wl_s, wl_p = self._axes()
+        _check_axes(wl_s, wl_p)
+        half = self.half_window
+        if half is None:
+            half = resolution_half_window(wl_s, wl_p, self.window_pixels)
+        if int(half) != half or half < 0:
+            raise ValueError(f"PDS: half_window must be a non-negative integer, got {half!r}")
+        self.half_window_ = int(half)
+        self.window_start_ = _window_starts(wl_s, wl_p, self.half_window_)
+        self.outside_ = outside_range(wl_s, wl_p)
 
     @property
     def width(self) -> int:
-        return min(2 * self.half_window + 1, self.wavelengths_secondary.size)
+        wl_s, _ = self._axes()
+        return min(2 * self.half_window_ + 1, wl_s.size)
+
+    def fit(self, X_secondary, X_primary):
+        self.__dict__.pop("fallback_", None)
+        return super().fit(X_secondary, X_primary)
 
     def _start(self, X, Y):
-        if (X.shape[1], Y.shape[1]) != (self.wavelengths_secondary.size, self.wavelengths_primary.size):
+        self._layout()
+        wl_s, wl_p = self._axes()
+        if (X.shape[1], Y.shape[1]) != (wl_s.size, wl_p.size):
             self.__dict__.pop("n_primary_", None)
             raise SpectraError(
                 f"PDS: spectra have {X.shape[1]}/{Y.shape[1]} pixels (secondary/primary), the "
-                f"wavelength axes {self.wavelengths_secondary.size}/{self.wavelengths_primary.size}")
+                f"wavelength axes {wl_s.size}/{wl_p.size}")
         self._shift_x, self._shift_y = X.mean(axis=0, dtype=np.float64), Y.mean(axis=0, dtype=np.float64)
         self._n = 0
         self._sx, self._sy = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
         self._band = np.zeros((X.shape[1], self.width))        # sum x_a x_(a+d)
         self._cross = np.zeros((Y.shape[1], self.width))       # sum x_(s_j+t) y_j
+        alpha = self.alpha if self.fallback_alpha is None else self.fallback_alpha
+        self.fallback_ = DSTransfer(alpha=alpha) if self.outside_.any() else None
 
     def _accumulate(self, X, Y):
+        if self.fallback_ is not None:
+            self.fallback_.partial_fit(X, Y[:, self.outside_])
         Xs = X - self._shift_x
         Ys = Y - self._shift_y
         n_sec = X.shape[1]
@@ -335,11 +381,14 @@ class PDSTransfer(_StreamingFit):
         mean_win = mx[start[:, None] + t[None, :]]                            # [n_p, w]
         gram = gram - n * mean_win[:, :, None] * mean_win[:, None, :]
         cross = self._cross - n * mean_win * my[:, None]
-        ridge = self.alpha * np.maximum(np.trace(gram, axis1=1, axis2=2) / w, 1e-300)
+        ridge = float(self.alpha) * np.maximum(np.trace(gram, axis1=1, axis2=2) / w, 1e-300)
         gram[:, t, t] += ridge[:, None]
         self.coef_ = np.linalg.solve(gram, cross[:, :, None])[:, :, 0]       # [n_p, w]
         self.intercept_ = (my + self._shift_y) - np.einsum(
             "jt,jt->j", mean_win + self._shift_x[start[:, None] + t[None, :]], self.coef_)
+        if self.fallback_ is not None:
+            self.coef_[self.outside_] = 0.0
+            self.intercept_[self.outside_] = 0.0
 
     def predict(self, X_secondary) -> np.ndarray:
         X = self._check_input(X_secondary)
@@ -347,32 +396,87 @@ class PDSTransfer(_StreamingFit):
         out = np.broadcast_to(self.intercept_.astype(X.dtype), (X.shape[0], self.n_primary_)).copy()
         for d in range(self.coef_.shape[1]):
             out += X[:, self.window_start_ + d] * self.coef_[:, d].astype(X.dtype)
+        if self.fallback_ is not None:
+            out[:, self.outside_] = self.fallback_.predict(X)
         return out
 
     def get_state(self) -> dict:
         self._ensure_solved()
-        return {"wavelengths_secondary": self.wavelengths_secondary.copy(),
-                "wavelengths_primary": self.wavelengths_primary.copy(),
-                "half_window": self.half_window, "alpha": self.alpha,
-                "coef": self.coef_.copy(), "intercept": self.intercept_.copy()}
+        wl_s, wl_p = self._axes()
+        state = {"wavelengths_secondary": wl_s.copy(), "wavelengths_primary": wl_p.copy(),
+                 "half_window": self.half_window_, "alpha": float(self.alpha),
+                 "window_start": self.window_start_.copy(),
+                 "coef": self.coef_.copy(), "intercept": self.intercept_.copy()}
+        if self.fallback_ is not None:
+            fallback = self.fallback_.get_state()
+            state.update(outside=self.outside_.astype(np.uint8), fallback_coef=fallback["coef"],
+                         fallback_intercept=fallback["intercept"], fallback_alpha=float(self.fallback_.alpha))
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "PDSTransfer":
+        """Also reads states written before the fallback existed (edge windows, no fallback)."""
         model = cls(state["wavelengths_secondary"], state["wavelengths_primary"],
-                    half_window=int(state["half_window"]), alpha=float(state["alpha"]))
+                    half_window=int(_plain(state["half_window"])), alpha=float(_plain(state["alpha"])))
+        wl_s, wl_p = model._axes()
+        _check_axes(wl_s, wl_p)
+        model.half_window_ = int(model.half_window)
+        model.window_start_ = (np.asarray(state["window_start"], dtype=np.int64) if "window_start" in state
+                               else _window_starts(wl_s, wl_p, model.half_window_))
         model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
-        if model.coef_.shape != (model.wavelengths_primary.size, model.width):
+        if model.coef_.shape != (wl_p.size, model.width) or model.window_start_.shape != (wl_p.size,) \
+                or model.intercept_.shape != (wl_p.size,):
             raise ValueError(f"PDS state: coef shape {model.coef_.shape} does not fit the axes")
-        model.n_secondary_ = model.wavelengths_secondary.size
-        model.n_primary_ = model.wavelengths_primary.size
+        model.fallback_ = None
+        model.outside_ = np.zeros(wl_p.size, dtype=bool)
+        if "fallback_coef" in state:
+            model.outside_ = np.asarray(state["outside"]).astype(bool)
+            model.fallback_alpha = float(_plain(state["fallback_alpha"]))
+            model.fallback_ = DSTransfer.from_state({"coef": state["fallback_coef"],
+                                                     "intercept": state["fallback_intercept"],
+                                                     "alpha": model.fallback_alpha})
+            if model.outside_.shape != (wl_p.size,) or model.fallback_.n_primary_ != int(model.outside_.sum()):
+                raise ValueError("PDS state: the fallback model does not fit the out-of-range pixels")
+        model.n_secondary_ = wl_s.size
+        model.n_primary_ = wl_p.size
         return model
 
 
-def _window_starts(wl_secondary: np.ndarray, wl_primary: np.ndarray, half_window: int) -> np.ndarray:
+def _plain(value):
+    """A 0-d array from a state file as the Python number it was."""
+    array = np.asarray(value)
+    return array.item() if array.ndim == 0 else value
+
+
+def _check_axes(wl_secondary: np.ndarray, wl_primary: np.ndarray) -> None:
     if wl_secondary.ndim != 1 or wl_primary.ndim != 1 or wl_secondary.size < 2 \
             or np.any(np.diff(wl_secondary) <= 0):
         raise ValueError("PDS: wavelength axes must be 1-D and the secondary strictly increasing")
+
+
+def outside_range(wl_secondary: np.ndarray, wl_primary: np.ndarray) -> np.ndarray:
+    """Primary pixels more than half a secondary pixel beyond either end of the secondary axis."""
+    wl_secondary = np.asarray(wl_secondary, dtype=np.float64)
+    wl_primary = np.asarray(wl_primary, dtype=np.float64)
+    lo = wl_secondary[0] - 0.5 * (wl_secondary[1] - wl_secondary[0])
+    hi = wl_secondary[-1] + 0.5 * (wl_secondary[-1] - wl_secondary[-2])
+    return (wl_primary < lo) | (wl_primary > hi)
+
+
+def resolution_half_window(wl_secondary: np.ndarray, wl_primary: np.ndarray, window_pixels: float) -> int:
+    """Half-width, in secondary pixels, of a window spanning `window_pixels` pixels of the
+    coarser of the two grids on each side (median spacings over the shared range)."""
+    wl_secondary = np.asarray(wl_secondary, dtype=np.float64)
+    wl_primary = np.asarray(wl_primary, dtype=np.float64)
+    shared = (wl_primary >= wl_secondary[0]) & (wl_primary <= wl_secondary[-1])
+    step_s = float(np.median(np.diff(wl_secondary)))
+    primary_steps = np.diff(wl_primary)[shared[1:] & shared[:-1]]
+    step_p = float(np.median(primary_steps)) if primary_steps.size else step_s
+    return max(1, math.ceil(float(window_pixels) * max(step_s, step_p) / step_s - 1e-9))
+
+
+def _window_starts(wl_secondary: np.ndarray, wl_primary: np.ndarray, half_window: int) -> np.ndarray:
     if int(half_window) != half_window or half_window < 0:
         raise ValueError(f"PDS: half_window must be a non-negative integer, got {half_window!r}")
     width = min(2 * half_window + 1, wl_secondary.size)

@@ -53,7 +53,16 @@ def _train(args) -> int:
     bundle = train_model(args.train, args.val, args.out, config=config, device=args.device, seed=args.seed,
                          resume=args.resume, secondary_name=args.secondary)
     print(f"model {bundle.model_id} written to {args.out}")
+    _print_ranking(bundle, args.secondary)
     return 0
+
+
+def _print_ranking(bundle, name: str) -> None:
+    entry = bundle.manifest["secondaries"].get(name, {})
+    ranking = sorted((entry.get("validation_rse") or {}).items(), key=lambda kv: kv[1])
+    if ranking:
+        print("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking))
+        print(f"recommended model: {entry['recommended']}")
 
 
 # -- add-secondary --------------------------------------------------------------------
@@ -85,6 +94,7 @@ def _add_secondary(args) -> int:
     bundle = add_secondary(args.model, args.train, args.val, name=args.secondary, overrides=overrides,
                            max_epochs=args.max_epochs, device=args.device, seed=args.seed, resume=args.resume)
     print(f"secondary '{args.secondary}' added to {args.model} (model {bundle.secondary(args.secondary).model_id})")
+    _print_ranking(bundle, args.secondary)
     return 0
 
 
@@ -103,13 +113,25 @@ def add_evaluate(subparsers) -> None:
     cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
     cli.add_json_flag(p, "the scores of every model")
+    p.add_argument("--learning-curve", type=int, nargs="*", default=None, metavar="N",
+                   help="also retrain every model on N random pairs of the bundle's training map (default "
+                        "300 1000 3000 10000, sizes above the map's are skipped) and draw test RSE against N "
+                        "into learning_curve.png/.json: how many paired spectra the maps need")
 
 
 def _evaluate(args) -> int:
     from transfer.predict import evaluate_map
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
-    doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"]}
+    doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
+           "recommended": report.get("recommended")}
+    if args.learning_curve is not None:
+        from transfer.suite import DEFAULT_CURVE_SIZES, learning_curve_for_bundle
+        sizes = args.learning_curve or list(DEFAULT_CURVE_SIZES)
+        if any(n < 2 for n in sizes):
+            raise cli.UsageError("--learning-curve sizes must be at least 2 pairs")
+        curve = learning_curve_for_bundle(args.model, args.test, args.out, sizes, secondary=args.secondary)
+        doc["learning_curve"] = {n: {m: v["rse"] for m, v in models.items()} for n, models in curve.items()}
     cli.emit(args, _evaluate_summary(doc, args.out), doc)
     return 0
 
@@ -120,6 +142,10 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
         shown = ", ".join(f"{key} {value:.3g}" for key, value in scores.items()
                           if isinstance(value, (int, float)) and not isinstance(value, bool))[:110]
         lines.append(f"  {name:12s} {shown}")
+    if doc.get("recommended"):
+        lines.append(f"recommended model: {doc['recommended']}")
+    if doc.get("learning_curve"):
+        lines.append(f"learning curve: {out}/learning_curve.png")
     return "\n".join(lines)
 
 
@@ -193,9 +219,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from transfer.data import TransferDataError
     from transfer.novelty import NoveltyError
     from transfer.preprocess import SpectraError, WavelengthMismatchError
+    from transfer.suite import LearningCurveError
     from transfer.train import TrainingError
     return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
-            TrainingError, NoveltyError, FileNotFoundError)
+            TrainingError, NoveltyError, LearningCurveError, FileNotFoundError)
 
 
 SUBCOMMANDS: list[Callable] = [

@@ -49,7 +49,8 @@ from torch import nn
 from acquisition.shared import cli
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
-from transfer.onnx_graph import INPUT, PRECISIONS, DenseLayer, PipelineArrays, pipeline_graph
+from transfer.onnx_graph import (INPUT, PRECISIONS, AffineArrays, DenseLayer, PipelineArrays, affine_graph,
+                                 pipeline_graph)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ PARITY_TOLERANCE = 1e-4
 #: the primary spectra of an int8 export (onnx_graph.int8_dense) carry 8-bit rounding;
 #: everything upstream of the decoder's last layer, and so the label, keeps float parity
 INT8_TOLERANCE = 5e-2
+#: the models an export can write: the VAE + MLP pipeline, or a linear baseline around the same
+#: preprocessing, k-means labels and novelty (its latent output: the novelty's principal scores)
+EXPORTABLE = ("vae_mlp", "ds", "pls")
 
 
 class ExportError(Exception):
@@ -101,22 +105,56 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
         novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference)
 
 
+def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str) -> AffineArrays:
+    """The numbers of a linear baseline's pipeline (DS or PLS: an affine map in scaled units)."""
+    base = pipeline_arrays_common(bundle, system, novelty)
+    state = system.baselines[name].get_state()
+    return AffineArrays(coef=np.asarray(state["coef"], np.float64), intercept=np.asarray(state["intercept"], np.float64),
+                        **base)
+
+
+def pipeline_arrays_common(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> dict:
+    arrays = pipeline_arrays(bundle, system, novelty)
+    return {key: getattr(arrays, key) for key in (
+        "min_window", "smooth_window", "secondary_mean", "secondary_scale", "primary_mean", "primary_scale",
+        "centroids", "novelty_mean", "novelty_axes", "novelty_reference")}
+
+
 def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-                precision: str = "float32") -> onnx.GraphProto:
+                precision: str = "float32", model: str = "vae_mlp") -> onnx.GraphProto:
     """The pipeline of one secondary system as an ONNX graph (module docstring)."""
+    if model != "vae_mlp":
+        return affine_graph(affine_arrays(bundle, system, novelty, model))
     return pipeline_graph(pipeline_arrays(bundle, system, novelty), precision=precision)
+
+
+def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str | None = None) -> str:
+    """`requested`, else the best-validating exportable model of the bundle (VAE + MLP for bundles
+    trained before models were ranked)."""
+    available = [m for m in EXPORTABLE if m == "vae_mlp" or m in system.baselines]
+    if requested is not None:
+        if requested not in available:
+            raise ExportError(f"--model {requested}: this bundle's secondary '{system.name}' can export "
+                              f"{', '.join(available)} (exportable models: {', '.join(EXPORTABLE)})")
+        return requested
+    ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
+    ranked = sorted((value, key) for key, value in ranking.items() if key in available)
+    return ranked[0][1] if ranked else "vae_mlp"
 
 
 # -- identity and metadata --------------------------------------------------------------
 
-def exported_model_id(system: SecondaryModel, novelty: NoveltyModel, precision: str = "float32") -> str:
+def exported_model_id(system: SecondaryModel, novelty: NoveltyModel, precision: str = "float32",
+                      model: str = "vae_mlp") -> str:
     """Hex hash of what the graph computes: the secondary system's weights and statistics
-    (its bundle model id), the novelty statistics added at export and the precision."""
+    (its bundle model id), the novelty statistics added at export, the precision and the model."""
     digest = hashlib.sha256(system.model_id.encode() + b"\0")
     for array in (novelty.mean, novelty.components, np.array([novelty.reference])):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     if precision != "float32":      # float32 ids stay what they were before there was a choice
         digest.update(b"\0precision=" + precision.encode())
+    if model != "vae_mlp":          # ... and so do VAE + MLP ids
+        digest.update(b"\0model=" + model.encode())
     return digest.hexdigest()[:16]
 
 
@@ -237,12 +275,19 @@ def relative_error(result: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-           raw_secondary: np.ndarray) -> dict:
-    """ONNX Runtime against the PyTorch path (and the numpy novelty) on raw spectra."""
+           raw_secondary: np.ndarray, model: str = "vae_mlp") -> dict:
+    """ONNX Runtime against the PyTorch path (a linear baseline: its numpy path) and the numpy
+    novelty on raw spectra."""
     from transfer.predict import Transferer
     transferer = Transferer(bundle, system.name)
-    expected = transferer.transfer(raw_secondary)
-    expected_novelty = novelty.score(transferer.scaled_input(raw_secondary))
+    scaled = transferer.scaled_input(raw_secondary)
+    if model == "vae_mlp":
+        expected = transferer.transfer(raw_secondary)
+    else:
+        counts = transferer.predict_all(raw_secondary)[model]
+        expected = {"primary": counts, "latent": ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32),
+                    "label": bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64)}
+    expected_novelty = novelty.score(scaled)
     primary, latent, label, score = session.run(
         list(OUTPUTS), {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
     from transfer.metrics import rse
@@ -291,12 +336,13 @@ class ExportResult:
     parity: dict
     novelty: dict = field(default_factory=dict)
     precision: str = "float32"
+    model: str = "vae_mlp"
 
 
 def export_model(model: str | Path | TransferBundle, out: str | Path, *, secondary: str | None = None,
                  reference: str | Path | None = None, novelty_components: int | None = None,
                  novelty_spots: int | None = None, check_spots: int = 256, seed: int = 0,
-                 precision: str = "float32", progress: bool = True) -> ExportResult:
+                 precision: str = "float32", model_name: str | None = None, progress: bool = True) -> ExportResult:
     """Writes the ONNX model of one secondary system of a bundle to `out` (replaced atomically,
     and only after it passed onnx.checker and the parity check).
 
@@ -307,6 +353,9 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     ``precision="int8"`` computes the decoder's last layer in 8-bit integers
     (transfer.onnx_graph.int8_dense): about twice the live throughput on a small CPU, for
     primary spectra within INT8_TOLERANCE of the PyTorch ones instead of PARITY_TOLERANCE.
+
+    ``model_name`` (one of EXPORTABLE) picks the transfer model; by default the bundle's
+    best-validating exportable one (its recommended model when that is exportable).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -315,35 +364,43 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    # int8 applies to the VAE + MLP decoder: asking for it without a model means that model.
+    chosen = choose_model(bundle, system, model_name if model_name or precision == "float32" else "vae_mlp")
+    if chosen != "vae_mlp" and precision != "float32":
+        raise ExportError(f"--precision {precision} applies to the VAE + MLP decoder; {chosen} exports in float32")
     novelty, source = _novelty(bundle, system, reference, novelty_components, novelty_spots, seed, progress)
     # With the bundle's own statistics the graph computes exactly what the bundle's id names.
-    model_id = (system.model_id if novelty is system.novelty and precision == "float32"
-                else exported_model_id(system, novelty, precision))
-    proto = _model_proto(bundle, system, novelty, model_id, precision)
+    model_id = (system.model_id if novelty is system.novelty and precision == "float32" and chosen == "vae_mlp"
+                else exported_model_id(system, novelty, precision, chosen))
+    proto = _model_proto(bundle, system, novelty, model_id, precision, chosen)
     spectra, spectra_from = _check_spectra(bundle, system, reference, check_spots, seed)
-    checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra)
+    checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra, chosen)
     tolerance = PARITY_TOLERANCE if precision == "float32" else INT8_TOLERANCE
     if not (checked["primary_max_relative_error"] <= tolerance and checked["labels_equal"]
             and checked["latent_max_relative_error"] <= PARITY_TOLERANCE):
         raise ExportError(f"the exported graph does not reproduce the PyTorch pipeline on {spectra_from} "
                           f"(primary tolerance {tolerance:g} for {precision}): {checked}")
     provenance = _provenance(bundle, system, novelty, source, precision)
+    ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
+    provenance["transfer_model"] = {"name": chosen, "validation_rse": ranking.get(chosen),
+                                    "latent": "the VAE's latent space" if chosen == "vae_mlp" else
+                                    "scores on the novelty's principal axes of the scaled secondary"}
     provenance["parity"] = dict(checked, tolerance=tolerance, spectra_from=spectra_from)
     helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance))
     _write_atomically(out, proto.SerializeToString())
     log.info("model %s (secondary '%s', %s) exported to %s", model_id, system.name, precision, out)
     return ExportResult(path=out, model_id=model_id, secondary=system.name, n_secondary=system.n_pixels,
                         n_primary=bundle.n_primary, parity=checked, novelty=dict(novelty.describe(), **source),
-                        precision=precision)
+                        precision=precision, model=chosen)
 
 
 def _model_proto(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-                 model_id: str, precision: str = "float32") -> onnx.ModelProto:
+                 model_id: str, precision: str = "float32", model: str = "vae_mlp") -> onnx.ModelProto:
     """The model around the graph, checked by onnx.checker (with shape inference)."""
-    proto = helper.make_model(build_graph(bundle, system, novelty, precision), opset_imports=[helper.make_opsetid("", OPSET)],
+    proto = helper.make_model(build_graph(bundle, system, novelty, precision, model), opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="twinplume", producer_version=_versions()["twinplume"],
                               doc_string=f"twinplume spectral transfer {model_id}: raw '{system.name}' secondary "
-                                         f"counts -> primary counts ({precision}), latent, k-means label, novelty")
+                                         f"counts -> primary counts ({model}, {precision}), latent, k-means label, novelty")
     proto.ir_version = min(proto.ir_version, 9)   # loadable by onnxruntime 1.17, the floor in pyproject.toml
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -374,6 +431,7 @@ def add_export(subparsers) -> None:
                     "--novelty-* options ask for new ones.",
         examples=["libs-transfer export model/ --out model.onnx",
                   "libs-transfer export model/ --out fast.onnx --precision int8     # ~1.3x the live throughput",
+                  "libs-transfer export model/ --out ds.onnx --model ds             # a linear baseline instead",
                   "libs-transfer export model/ --out cheap.onnx --secondary cheap --novelty-components 32"])
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle written by libs-transfer train")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx",
@@ -394,6 +452,9 @@ def add_export(subparsers) -> None:
                         "the arithmetic) in 8-bit integers, within 5e-2 (max error over max count; the RSE it adds is "
                         "printed, and with --json is parity.primary_rse_vs_pytorch); latent, label and novelty unchanged "
                         "(default: %(default)s)")
+    p.add_argument("--model", default=None, choices=EXPORTABLE, dest="model_name",
+                   help="which transfer model to export (default: the bundle's best-validating exportable "
+                        "one, as ranked by train; VAE + MLP for bundles trained before the ranking)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sample of recomputed statistics (default: %(default)s)")
     cli.add_json_flag(p, "what was written (model id, sizes, parity, novelty)")
@@ -401,7 +462,7 @@ def add_export(subparsers) -> None:
 
 def _export_summary(doc: dict) -> str:
     parity = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (doc["parity"] or {}).items())
-    return (f"model {doc['model_id']} ({doc['precision']}, secondary {doc['secondary']!r}: {doc['n_secondary']} -> "
+    return (f"model {doc['model_id']} ({doc['transfer_model']}, {doc['precision']}, secondary {doc['secondary']!r}: {doc['n_secondary']} -> "
             f"{doc['n_primary']} px) written to {doc['model']}\n  parity with PyTorch: {parity or 'not measured'}")
 
 
@@ -410,12 +471,12 @@ def _export(args) -> int:
     try:
         result = export_model(args.model, args.out, secondary=args.secondary, reference=args.reference,
                               novelty_components=args.novelty_components, novelty_spots=args.novelty_spots,
-                              seed=args.seed, precision=args.precision)
+                              seed=args.seed, precision=args.precision, model_name=args.model_name)
     except (ExportError, NoveltyError) as exc:
         print(f"libs-transfer export: error: {exc}", file=sys.stderr)
         return 2
-    doc = {"model": str(result.path), "model_id": result.model_id, "secondary": result.secondary,
-           "n_secondary": result.n_secondary, "n_primary": result.n_primary, "precision": result.precision,
-           "parity": result.parity, "novelty": result.novelty}
+    doc = {"model": str(result.path), "model_id": result.model_id, "transfer_model": result.model,
+           "secondary": result.secondary, "n_secondary": result.n_secondary, "n_primary": result.n_primary,
+           "precision": result.precision, "parity": result.parity, "novelty": result.novelty}
     cli.emit(args, _export_summary(doc), doc)
     return 0

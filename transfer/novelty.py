@@ -20,7 +20,6 @@ into the graph in `transfer.onnx_graph`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,15 +38,19 @@ class NoveltyError(ValueError):
     """Novelty statistics cannot be computed or used; the message says why."""
 
 
-@dataclass(frozen=True)
 class NoveltyModel:
-    """PCA-residual novelty of scaled secondary spectra (see the module docstring)."""
+    """PCA-residual novelty of scaled secondary spectra (see the module docstring).
 
-    mean: np.ndarray          # float64 [n]: mean scaled training spectrum
-    components: np.ndarray    # float64 [k, n]: orthonormal principal axes
-    reference: float          # median Q of the training spectra
-    n_spectra: int            # training spectra the statistics come from
-    explained_variance: float  # fraction of the training variance inside the subspace
+    ``NoveltyModel(n_components, seed=...).fit(scaled)`` fits the statistics; fitted, it holds
+    ``mean`` (float64 [n]: mean scaled training spectrum), ``components`` (float64 [k, n]:
+    orthonormal principal axes), ``reference`` (median Q of the training spectra),
+    ``n_spectra`` and ``explained_variance`` (fraction of the training variance inside the
+    subspace).
+    """
+
+    def __init__(self, n_components: int = DEFAULT_COMPONENTS, *, seed: int = 0):
+        self.n_components_requested = n_components
+        self.seed = seed
 
     @property
     def n_pixels(self) -> int:
@@ -57,9 +60,9 @@ class NoveltyModel:
     def n_components(self) -> int:
         return int(self.components.shape[0])
 
-    @classmethod
-    def fit(cls, scaled, n_components: int = DEFAULT_COMPONENTS, *, seed: int = 0) -> "NoveltyModel":
+    def fit(self, scaled) -> "NoveltyModel":
         """Statistics of scaled training spectra [n_spectra, n_pixels]."""
+        n_components = self.n_components_requested
         X = check_spectra(scaled, name="scaled training spectra for novelty").astype(np.float64)
         n, n_pixels = X.shape
         if int(n_components) != n_components or n_components < 1:
@@ -69,7 +72,7 @@ class NoveltyModel:
                                f"{n_components + 2} training spectra, got {n}")
         mean = X.mean(axis=0)
         centred = X - mean
-        _, singular, axes = randomized_svd(centred, int(n_components), n_iter=7, random_state=seed)
+        _, singular, axes = randomized_svd(centred, int(n_components), n_iter=7, random_state=self.seed)
         total = float(np.sum(centred * centred))
         explained = float(np.sum(singular ** 2) / total) if total > 0 else 1.0
         q = _residual(centred, axes)
@@ -77,8 +80,9 @@ class NoveltyModel:
         if not reference > 0:
             raise NoveltyError("the training spectra lie entirely in the principal subspace: "
                                "use fewer novelty components")
-        return cls(mean=mean, components=axes, reference=reference, n_spectra=int(n),
-                   explained_variance=explained)
+        self.mean, self.components, self.reference = mean, axes, reference
+        self.n_spectra, self.explained_variance = int(n), explained
+        return self
 
     def residual(self, scaled) -> np.ndarray:
         """Q per spectrum: mean squared residual outside the principal subspace (float64)."""
@@ -109,8 +113,10 @@ class NoveltyModel:
         components = np.asarray(state["components"], dtype=np.float64)
         if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
             raise NoveltyError(f"novelty state: mean {mean.shape} and components {components.shape} do not fit")
-        return cls(mean=mean, components=components, reference=float(state["reference"]),
-                   n_spectra=int(state["n_spectra"]), explained_variance=float(state["explained_variance"]))
+        model = cls(components.shape[0])
+        model.mean, model.components, model.reference = mean, components, float(state["reference"])
+        model.n_spectra, model.explained_variance = int(state["n_spectra"]), float(state["explained_variance"])
+        return model
 
 
 def _residual(centred: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -127,4 +133,4 @@ def fit_from_maps(paths: Sequence[str | Path], preprocess: SpectrumPreprocessor,
         check_axis(path, "secondary", inspect_map(path, ["secondary"]).wavelengths["secondary"],
                    preprocess.wavelengths)
     sample = sample_preprocessed(list(paths), {"secondary": preprocess}, max_spots, seed, chunk_spots, progress)
-    return NoveltyModel.fit(sample["secondary"], n_components, seed=seed)
+    return NoveltyModel(n_components, seed=seed).fit(sample["secondary"])

@@ -215,18 +215,87 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
     g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", constant)])], output="label", axis=1,
          keepdims=0)
 
+    novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
+
+    return _graph(g, name, a.n_secondary, a.n_primary, int(np.asarray(a.mlp[-1].weight).shape[0]))
+
+
+def novelty_output(g: GraphBuilder, z: str, novelty_axes: np.ndarray, n_secondary: int, reference: float) -> str:
+    """novelty = sqrt(mean((z - P^T P z)^2) / Q_ref) of the novelty-centred scaled input z."""
     # The residual itself, not |z|^2 - |P z|^2: when most of z lies inside the subspace the
     # difference cancels in float32 and loses the export's parity.
-    axes = np.asarray(a.novelty_axes, np.float32)
+    axes = np.asarray(novelty_axes, np.float32)
     projected = g.op("MatMul", [z, g.const("novelty_axes_t", np.ascontiguousarray(axes.T))])
     residual = g.op("Sub", [z, g.op("MatMul", [projected, g.const("novelty_axes", np.ascontiguousarray(axes))])])
     q = g.op("ReduceSumSquare", [residual], axes=[1], keepdims=0)
-    scale = np.array(1.0 / (a.n_secondary * a.novelty_reference), np.float32)
-    g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
+    scale = np.array(1.0 / (n_secondary * reference), np.float32)
+    return g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
 
-    latent_size = int(np.asarray(a.mlp[-1].weight).shape[0])
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", a.n_secondary])]
-    outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", a.n_primary]),
+
+@dataclass(frozen=True)
+class AffineArrays:
+    """A linear transfer model (DS, PLS: scaled primary = scaled secondary @ coef + intercept)
+    with the same preprocessing, k-means and novelty statistics as PipelineArrays."""
+
+    min_window: int
+    smooth_window: int
+    secondary_mean: np.ndarray         # m_s [n_secondary]
+    secondary_scale: np.ndarray        # s_s [n_secondary]
+    coef: np.ndarray                   # [n_secondary, n_primary], scaled units
+    intercept: np.ndarray              # [n_primary], scaled units
+    primary_mean: np.ndarray           # [n_primary]
+    primary_scale: np.ndarray          # [n_primary]
+    centroids: np.ndarray              # k-means centroids in primary counts [k, n_primary]
+    novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
+    novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
+    novelty_reference: float           # Q_ref
+
+    @property
+    def n_secondary(self) -> int:
+        return int(self.secondary_mean.shape[0])
+
+    @property
+    def n_primary(self) -> int:
+        return int(self.primary_mean.shape[0])
+
+
+def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProto:
+    """The live pipeline around a linear model, with the contracted inputs and outputs::
+
+        z       = (x - baseline(x) - m_s) / s_s - m_nov
+        primary = z C' + b'          C', b' absorb m_nov and the inverse primary scaling
+        latent  = P z                the scores on the novelty's principal axes (a linear model
+                                     has no bottleneck; these are the secondary's own coordinates)
+        label   = argmin_j |c_j|^2 - 2 primary . c_j     in float64
+        novelty = as pipeline_graph
+    """
+    g = GraphBuilder()
+    secondary_scale = np.asarray(a.secondary_scale, np.float64)
+    novelty_mean = np.asarray(a.novelty_mean, np.float64)
+    offset = np.asarray(a.secondary_mean, np.float64) + novelty_mean * secondary_scale
+    centred = baseline_corrected(g, INPUT, a.n_secondary, a.min_window, a.smooth_window, offset=offset)
+    z = g.op("Mul", [centred, g.const("secondary_inverse_scale", (1.0 / secondary_scale).astype(np.float32))])
+    axes = np.asarray(a.novelty_axes, np.float64)
+    g.op("MatMul", [z, g.const("latent_axes_t", np.ascontiguousarray(axes.T, dtype=np.float32))], output="latent")
+    coef = np.asarray(a.coef, np.float64)
+    primary_scale = np.asarray(a.primary_scale, np.float64)
+    weight = (coef * primary_scale[None, :]).astype(np.float32)
+    bias = ((np.asarray(a.intercept, np.float64) + novelty_mean @ coef) * primary_scale
+            + np.asarray(a.primary_mean, np.float64)).astype(np.float32)
+    g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]), g.const("primary.bias", bias)],
+         output="primary")
+    centroids = np.asarray(a.centroids, np.float64)
+    products = g.op("MatMul", [g.op("Cast", ["primary"], to=TensorProto.DOUBLE),
+                               g.const("kmeans_through", np.ascontiguousarray(-2.0 * centroids.T))])
+    g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", np.einsum("ij,ij->i", centroids, centroids))])],
+         output="label", axis=1, keepdims=0)
+    novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
+    return _graph(g, name, a.n_secondary, a.n_primary, int(axes.shape[0]))
+
+
+def _graph(g: GraphBuilder, name: str, n_secondary: int, n_primary: int, latent_size: int) -> GraphProto:
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", n_secondary])]
+    outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", n_primary]),
                helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
                helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
                helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from sklearn.base import clone
 
 from acquisition.shared.progress import Progress, Step
 from acquisition.shared.systems import SYSTEM_NAMES
@@ -36,10 +37,12 @@ from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import (PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
+from transfer.estimators import SIZES, data_sized, epochs_for, with_input_noise
 from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
+from transfer.selection import choose_on_validation
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
 
@@ -105,8 +108,10 @@ def _preprocessors_or_abandon(checkpoints: Path, new_run: bool, *args) -> dict[s
         raise
 
 
-def _phase(section: Mapping[str, Any], early_stopping: bool = True) -> PhaseSettings:
-    return PhaseSettings(section["epochs"], section["learning_rate"],
+def _phase(section: Mapping[str, Any], early_stopping: bool = True, *, n_pairs: int = 0,
+           min_steps: int = 0) -> PhaseSettings:
+    epochs = epochs_for(section["epochs"], n_pairs, section["batch_size"], min_steps) if n_pairs else section["epochs"]
+    return PhaseSettings(epochs, section["learning_rate"],
                          section.get("patience", 0) if early_stopping else 0, section["clip_grad_norm"])
 
 
@@ -128,6 +133,23 @@ def _batches(paths, preprocessors, config: TransferConfig, batch_size: int, seed
     return PairedBatches(paths, preprocessors, batch_size, seed=seed, shuffle=shuffle,
                          chunk_spots=data["chunk_spots"], buffer_chunks=data["shuffle_buffer_chunks"],
                          in_memory_max_bytes=data["in_memory_max_mb"] << 20, progress=progress)
+
+
+def sized_for_data(config: TransferConfig, n_pairs: int, *, vae_fixed: bool = False) -> TransferConfig:
+    """`[vae] size = "data"`: the latent size and hidden widths capped by the number of training
+    pairs (transfer.estimators.data_sized); the bundle's config.json records the sizes used."""
+    if config["vae"]["size"] not in SIZES:
+        raise TrainingError(f"[vae] size must be one of {SIZES}, got {config['vae']['size']!r}")
+    if config["vae"]["size"] != "data":
+        return config
+    latent, vae_hidden = data_sized(config["vae"]["latent"], config["vae"]["hidden"], n_pairs)
+    _, mlp_hidden = data_sized(latent, config["mlp"]["hidden"], n_pairs)
+    overrides = {"mlp": {"hidden": mlp_hidden}}
+    if not vae_fixed:
+        overrides["vae"] = {"latent": latent, "hidden": vae_hidden}
+    if overrides != {"mlp": {"hidden": list(config["mlp"]["hidden"])}}:
+        log.info("sizes for %d training pairs: %s", n_pairs, overrides)
+    return config.with_overrides(overrides)
 
 
 def _callback(epoch_callback: EpochCallback | None, phase: str):
@@ -155,8 +177,11 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     torch.manual_seed(derived_seed(seed, name, "init", "mlp"))
     mlp = build_mlp(n_secondary, config["mlp"], latent)
     loss_fn, val_fn = latent_phase_losses(vae.to(device), config["mlp"]["l2"])
+    loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
     history["mlp"] = fit_network(f"{name}-mlp", mlp, loss_fn=loss_fn, val_fn=val_fn,
-                                 settings=_phase(config["mlp"]), epoch_callback=_callback(epoch_callback, "mlp"),
+                                 settings=_phase(config["mlp"], n_pairs=train.n_spots,
+                                                 min_steps=config["mlp"]["min_steps"]),
+                                 epoch_callback=_callback(epoch_callback, "mlp"),
                                  **common)
 
     decoder = None
@@ -165,8 +190,10 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         for parameter in composed.parameters():
             parameter.requires_grad_(True)
         loss_fn, val_fn = transfer_phase_losses(config["finetune"]["l2"])
+        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
         history["finetune"] = fit_network(
-            f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["finetune"]),
+            f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn,
+            settings=_phase(config["finetune"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),
             epoch_callback=_callback(epoch_callback, "finetune"),
             **dict(common, train=train.rebatched(config["finetune"]["batch_size"])))
         mlp, decoder = composed.mlp, composed.decoder
@@ -176,17 +203,29 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         torch.manual_seed(derived_seed(seed, name, "init", "one_step"))
         one_step = build_one_step(n_secondary, n_primary, config)
         loss_fn, val_fn = transfer_phase_losses(config["one_step"]["l2"])
+        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
         history["one_step"] = fit_network(
-            f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn, settings=_phase(config["one_step"]),
+            f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn,
+            settings=_phase(config["one_step"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),
             epoch_callback=_callback(epoch_callback, "one_step"),
             **dict(common, train=train.rebatched(config["one_step"]["batch_size"])))
 
     chunk = config["data"]["chunk_spots"]
     limit = config["baselines"]["max_spots"]
     sample = sample_preprocessed(train_paths, preprocessors, limit, derived_seed(seed, name, "sample"), chunk, progress)
-    baselines = {}
+    val_sample = sample_preprocessed(val_paths, preprocessors, max(limit // 2, 1),
+                                     derived_seed(seed, name, "val-sample"), chunk, progress)
+    baselines, validation = {}, {}
     if config["baselines"]["models"]:
-        baselines = _fit_baselines(sample, val_paths, preprocessors, config, seed, name, progress)
+        baselines, validation = _fit_baselines(sample, val_sample, preprocessors, config, seed, name, progress)
+    networks = {"vae_mlp": ComposedTransfer(mlp, decoder if decoder is not None else vae.decoder)}
+    if one_step is not None:
+        networks["one_step_mlp"] = one_step
+    unscale = preprocessors["primary"].inverse_transform
+    truth = unscale(val_sample["primary"])
+    for key, network in networks.items():
+        validation[key] = rse(truth, unscale(_predict_network(network, val_sample["secondary"], device)))
+    ranking = rank_models(validation)
 
     # The statistics the exported live model uses by default (same function, sample and seed),
     # so that `predict` and the live stream give the same novelty.
@@ -197,61 +236,98 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
                             decoder=decoder.cpu() if decoder is not None else None,
                             one_step=one_step.cpu() if one_step is not None else None,
                             baselines=baselines, novelty=novelty)
+    entry.update(validation_rse=ranking, recommended=next(iter(ranking)))
+    warn_if_networks_trail(ranking)
     return entry, history
 
 
-def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, config: TransferConfig,
-                   seed: int, name: str, progress: bool) -> dict:
+def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarray], preprocessors,
+                   config: TransferConfig, seed: int, name: str = "", progress: bool = True
+                   ) -> tuple[dict, dict[str, float]]:
+    """The configured baselines and their validation RSE (in counts).
+
+    Every validation RSE comes from a model fitted on the training sample only, so that
+    the ranking compares like with like. PLS and KNN are then refitted on training +
+    validation as in the paper (section 4.3); DS and PDS keep the training fit, with the
+    ridge out of `ridge_alpha_candidates` chosen on validation (GridSearchCV).
+    """
     cfg = config["baselines"]
-    val = sample_preprocessed(val_paths, preprocessors, max(cfg["max_spots"] // 2, 1),
-                              derived_seed(seed, name, "val-sample"), config["data"]["chunk_spots"], progress)
-    # PLS and KNN on train + validation as in the paper (section 4.3); DS and PDS on train.
-    xs = np.concatenate([sample["secondary"], val["secondary"]])
-    xp = np.concatenate([sample["primary"], val["primary"]])
-    factories = {
-        "pls": lambda: PLSTransfer(cfg["pls_components"], seed=seed),
-        "knn": lambda: KNNTransfer(min(cfg["knn_neighbors"], len(xs), cfg["knn_max_spots"]),
-                                   max_fit_spectra=cfg["knn_max_spots"], seed=seed),
-        "ds": lambda alpha=cfg["ridge_alpha"]: DSTransfer(alpha=alpha),
-        "pds": lambda alpha=cfg["ridge_alpha"]: PDSTransfer(preprocessors["secondary"].wavelengths,
-                                                            preprocessors["primary"].wavelengths,
-                                                            half_window=cfg["pds_half_window"], alpha=alpha),
-    }
-    unknown = sorted(set(cfg["models"]) - set(factories))
+    unscale = preprocessors["primary"].inverse_transform
+    prototypes = baseline_prototypes(cfg, preprocessors["secondary"].wavelengths,
+                                     preprocessors["primary"].wavelengths, seed, n_fit=len(sample["secondary"]))
+    unknown = sorted(set(cfg["models"]) - set(prototypes))
     if unknown:
-        raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(factories)})")
-    models = {key: factories[key]() for key in cfg["models"]}
-    with Progress(len(models), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
-        for key, model in models.items():
+        raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(prototypes)})")
+    train = (sample["secondary"], sample["primary"])
+    held_out = (val["secondary"], val["primary"])
+    truth = unscale(val["primary"])
+    models, validation = {}, {}
+    with Progress(len(cfg["models"]), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
+        for key in cfg["models"]:
             # one library call each (PLS alone takes seconds): the log says what runs and for how long
-            with Step(f"fitting the {key.upper()} baseline on {len(xs)} spectra"):
-                if key in ("pls", "knn"):
-                    model.fit(xs, xp)
-                elif cfg["ridge_alpha_candidates"]:
-                    models[key] = _ridge_by_validation(key, factories[key], cfg["ridge_alpha_candidates"], sample,
-                                                       val, preprocessors["primary"])
-                else:
-                    model.fit(sample["secondary"], sample["primary"])
+            with Step(f"fitting the {key.upper()} baseline on {len(train[0])} spectra"):
+                models[key], validation[key] = _fit_baseline(key, prototypes[key], cfg, train, held_out, unscale,
+                                                             truth)
             bar.update(1)
-    return models
+    return models, validation
 
 
-def _ridge_by_validation(key: str, factory, alphas: Sequence[float], sample: Mapping[str, np.ndarray],
-                         val: Mapping[str, np.ndarray], primary: SpectrumPreprocessor):
-    """DS or PDS fitted on the training sample with each ridge; the one with the lowest
-    validation RSE (in baseline-corrected counts) is kept. A fixed ridge would favour
-    whichever scaling it happened to suit."""
-    truth = primary.inverse_transform(val["primary"])
-    best, best_rse = None, np.inf
-    for alpha in alphas:
-        model = factory(float(alpha))
-        model.fit(sample["secondary"], sample["primary"])
-        score = rse(truth, primary.inverse_transform(model.predict(val["secondary"])))
-        log.info("%s ridge %g: validation RSE %.4f", key.upper(), alpha, score)
-        if score < best_rse:
-            best, best_rse = model, score
-    log.info("%s: ridge %g kept", key.upper(), best.alpha)
-    return best
+def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth):
+    """One baseline fitted, and its validation RSE (see _fit_baselines)."""
+    if key in ("ds", "pds") and cfg["ridge_alpha_candidates"]:
+        choice = choose_on_validation(prototype, {"alpha": [float(a) for a in cfg["ridge_alpha_candidates"]]},
+                                      train, held_out, unscale=unscale)
+        log.info("%s: ridge %g kept", key.upper(), choice.params["alpha"])
+        return choice.estimator, choice.validation_rse
+    model = clone(prototype).fit(*train)
+    validation_rse = rse(truth, unscale(model.predict(held_out[0])))
+    if key in ("pls", "knn"):
+        model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
+                                     np.concatenate([train[1], held_out[1]]))
+    return model, validation_rse
+
+
+def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarray,
+                        wavelengths_primary: np.ndarray, seed: int, n_fit: int) -> dict:
+    """Unfitted baselines with the `[baselines]` settings (the suite builds them the same way)."""
+    half_window = cfg["pds_half_window"] or None            # 0: width from the two pixel grids
+    return {
+        "pls": PLSTransfer(cfg["pls_components"], seed=seed),
+        "knn": KNNTransfer(max(1, min(cfg["knn_neighbors"], n_fit, cfg["knn_max_spots"])),
+                           max_fit_spectra=cfg["knn_max_spots"], seed=seed),
+        "ds": DSTransfer(alpha=cfg["ridge_alpha"]),
+        "pds": PDSTransfer(wavelengths_secondary, wavelengths_primary, half_window=half_window,
+                           window_pixels=cfg["pds_window_pixels"], alpha=cfg["ridge_alpha"]),
+    }
+
+
+def rank_models(validation: Mapping[str, float]) -> dict[str, float]:
+    """{model: validation RSE}, best first (models without a finite RSE last)."""
+    return dict(sorted(validation.items(), key=lambda kv: (not np.isfinite(kv[1]), kv[1])))
+
+
+def warn_if_networks_trail(ranking: Mapping[str, float]) -> list[str]:
+    """A warning naming the figures for every baseline that validates better than VAE + MLP."""
+    if "vae_mlp" not in ranking:
+        return []
+    ours = ranking["vae_mlp"]
+    messages = [f"VAE + MLP validates worse than {key.upper()}: validation RSE {ours:.4f} against {value:.4f}"
+                for key, value in ranking.items() if key not in ("vae_mlp", "one_step_mlp") and value < ours]
+    for message in messages:
+        log.warning("%s", message)
+    if messages:
+        log.warning("recommended model: %s (validation RSE %.4f); export writes it by default",
+                    next(iter(ranking)), next(iter(ranking.values())))
+    return messages
+
+
+def _predict_network(network: torch.nn.Module, X: np.ndarray, device: torch.device, batch: int = 4096) -> np.ndarray:
+    network = network.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            out.append(network(torch.from_numpy(np.ascontiguousarray(X[start:start + batch])).to(device)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def _fit_kmeans(train_paths, val_paths, primary: SpectrumPreprocessor, config: TransferConfig, seed: int,
@@ -302,6 +378,7 @@ def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Pat
     torch_device = resolve_device(device)
     make_deterministic()
     train_info, _ = _check_pair(train_path, val_path)
+    config = sized_for_data(config, train_info.n_spots)
     checkpoints = out_dir / "checkpoints"
     data = {"train": file_record(train_path), "val": file_record(val_path)}
     new_run = _start_run(checkpoints, resume, {"config": config.to_dict(), "seed": seed,
@@ -318,7 +395,8 @@ def train_model(train_path: str | Path, val_path: str | Path, out_dir: str | Pat
     val = _batches([val_path], primary_only, config, VAL_BATCH, 0, False, progress)
     loss_fn, val_fn = vae_phase_losses(config["vae"])
     history: dict[str, Any] = {"vae": fit_network(
-        "vae", vae, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val, settings=_phase(config["vae"], False),
+        "vae", vae, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val,
+        settings=_phase(config["vae"], False, n_pairs=train.n_spots, min_steps=config["vae"]["min_steps"]),
         device=torch_device, seed=seed, checkpoints=checkpoints, resume=resume, progress=progress,
         epoch_callback=_callback(epoch_callback, "vae"))}
     del train, val
@@ -359,6 +437,7 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
     torch_device = resolve_device(device)
     make_deterministic()
     train_info, _ = _check_pair(train_path, val_path)
+    config = sized_for_data(config, train_info.n_spots, vae_fixed=True)
     check_axis(train_path, "primary", train_info.wavelengths["primary"], bundle.primary_wavelengths)
     checkpoints = model_dir / "checkpoints" / f"add-{name}"
     data = {"train": file_record(train_path), "val": file_record(val_path)}
@@ -392,5 +471,6 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
 
 def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
     info = bundle.manifest["secondaries"][name]
-    return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines")
+    return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines",
+                                       "validation_rse", "recommended")
             if key in info}

@@ -189,7 +189,9 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
                 if protocol == "causal" else
                 "Scaling: the test set's own statistics, as in the paper (not possible live). ")
              + _training_summary(bundle, system.name))
-    extra = {"model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,
+    entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
+    extra = {"recommended": entry.get("recommended"), "validation_rse": entry.get("validation_rse"),
+             "model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,
              "test_file": str(test_path), "training": bundle.provenance.get("primary", {}).get("data", {}),
              "compression_ratio": compression_ratio(evaluation.n_spectra, bundle.n_primary,
                                                     bundle.config["vae"]["latent"], decoder_parameters)}

@@ -210,7 +210,13 @@ def write_report(out_dir, *, protocol: str, n_spectra: int, metrics: Mapping[str
         "notes": notes,
     }
     if extra:
-        report["details"] = _json_clean(dict(extra))
+        extra = dict(extra)
+        # The model the live path should run, and the validation figures it was chosen on.
+        for key in ("recommended", "validation_rse"):
+            if extra.get(key) is not None:
+                report[key] = _json_clean(extra[key])
+            extra.pop(key, None)
+        report["details"] = _json_clean(extra)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(_markdown(report))
     log.info("report written to %s", out_dir)
@@ -283,6 +289,13 @@ def _markdown(report: dict) -> str:
     for name, m in report["models"].items():
         lines.append(f"| {name} | {cell(m['euclid'], '.2f')} | {cell(m['cosine'], '.4f')} | "
                      f"{cell(m['rse'], '.4f')} | {cell(m['k_score'], '.4f')} |")
+    if report.get("recommended"):
+        ranking = report.get("validation_rse") or {}
+        lines += ["", f"Recommended model (lowest RSE on the validation map): **{report['recommended']}**"]
+        if ranking:
+            lines += ["", "| model | validation RSE |", "|---|---:|"]
+            lines += [f"| {name} | {cell(value, '.4f')} |"
+                      for name, value in sorted(ranking.items(), key=lambda kv: kv[1] if kv[1] is not None else 1e300)]
     lines += ["", "Euclid and cosine are averaged over all spectra; cosine is the negative "
               "cosine similarity (-1 best); RSE is relative to the mean spectrum of the "
               "evaluated set (1 = naive baseline).", ""]

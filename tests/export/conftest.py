@@ -69,7 +69,8 @@ def bundle(maps, tmp_path_factory):
 def exported(bundle, tmp_path_factory):
     """The bundle exported with its defaults (novelty statistics from the training map)."""
     from transfer.export import export_model
-    return export_model(bundle, tmp_path_factory.mktemp("export-onnx") / "model.onnx", progress=False)
+    return export_model(bundle, tmp_path_factory.mktemp("export-onnx") / "model.onnx", model_name="vae_mlp",
+                        progress=False)
 
 
 @pytest.fixture(scope="session")

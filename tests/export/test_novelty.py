@@ -38,7 +38,7 @@ def test_numpy_score_matches_its_definition():
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.standard_normal((50, 3)))[0].T            # 3 orthonormal axes in 50 px
     train = rng.standard_normal((400, 3)) * [5.0, 3.0, 2.0] @ basis + 0.1 * rng.standard_normal((400, 50))
-    model = NoveltyModel.fit(train, n_components=3)
+    model = NoveltyModel(n_components=3).fit(train)
     assert np.abs(model.components @ model.components.T - np.eye(3)).max() < 1e-8
     assert model.explained_variance > 0.9
     scores = model.score(train)
@@ -56,11 +56,11 @@ def test_numpy_score_matches_its_definition():
 
 def test_novelty_state_round_trip_and_bad_input():
     rng = np.random.default_rng(1)
-    model = NoveltyModel.fit(rng.standard_normal((40, 12)), n_components=2)
+    model = NoveltyModel(n_components=2).fit(rng.standard_normal((40, 12)))
     again = NoveltyModel.from_state(model.get_state())
     x = rng.standard_normal((5, 12))
     assert np.array_equal(again.score(x), model.score(x))
     with pytest.raises(NoveltyError, match="at least 12 training spectra"):
-        NoveltyModel.fit(rng.standard_normal((6, 12)), n_components=10)
+        NoveltyModel(n_components=10).fit(rng.standard_normal((6, 12)))
     with pytest.raises(ValueError, match="expected 12 pixels"):
         model.score(rng.standard_normal((2, 11)))

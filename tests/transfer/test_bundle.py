@@ -40,11 +40,11 @@ def hand_made(tmp_path_factory):
     write_primary(model_dir, wavelengths=wl_p, preprocess=prep_p, vae=vae, kmeans=clusters)
     entry = write_secondary(model_dir, "spec-b", wavelengths=wl_s, preprocess=prep_s, mlp=mlp, decoder=None,
                             one_step=one_step, baselines=baselines,
-                            novelty=NoveltyModel.fit(xs, 5))
+                            novelty=NoveltyModel(5).fit(xs))
     for name, value in (("config.json", config.to_dict()), ("history.json", {}), ("provenance.json", {})):
         write_json(model_dir / name, value)
     write_manifest(model_dir, n_primary=n_p, latent=4, secondaries={"spec-b": entry}, default_secondary="spec-b")
-    originals = {"novelty": NoveltyModel.fit(xs, 5), "vae": vae, "mlp": mlp, "one_step": one_step, "baselines": baselines, "clusters": clusters,
+    originals = {"novelty": NoveltyModel(5).fit(xs), "vae": vae, "mlp": mlp, "one_step": one_step, "baselines": baselines, "clusters": clusters,
                  "prep_p": prep_p, "prep_s": prep_s, "raw_s": raw_s}
     return model_dir, originals
 

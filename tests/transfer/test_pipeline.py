@@ -116,3 +116,59 @@ def test_interrupted_training_resumes(sim_maps, tmp_path):
     assert not (out / "checkpoints").exists() and load_bundle(out).model_id == bundle.model_id
     with pytest.raises(TrainingError, match="already holds a trained model"):
         train_model(sim_maps["train"], sim_maps["val"], out, config=config, progress=False)
+
+
+def test_train_ranks_every_model_on_validation_and_recommends_the_best(trained_bundle, sim_maps, tmp_path):
+    entry = trained_bundle.manifest["secondaries"][trained_bundle.default_secondary]
+    ranking = entry["validation_rse"]
+    assert set(ranking) == {"vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds"}
+    assert entry["recommended"] == min(ranking, key=ranking.get)
+    report = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "report", progress=False)
+    assert report["recommended"] == entry["recommended"]
+    saved = json.loads((tmp_path / "report/report.json").read_text())
+    assert saved["recommended"] == entry["recommended"]
+    assert entry["recommended"] in (tmp_path / "report/report.md").read_text()
+
+
+def test_warning_names_the_figures_when_a_baseline_validates_better(caplog):
+    from transfer.pipeline import rank_models, warn_if_networks_trail
+    ranking = rank_models({"vae_mlp": 0.8, "ds": 0.45, "pls": 0.9, "one_step_mlp": 0.5})
+    assert list(ranking) == ["ds", "one_step_mlp", "vae_mlp", "pls"]
+    with caplog.at_level("WARNING"):
+        messages = warn_if_networks_trail(ranking)
+    assert messages == ["VAE + MLP validates worse than DS: validation RSE 0.8000 against 0.4500"]
+    assert "0.8000 against 0.4500" in caplog.text and "recommended model: ds" in caplog.text
+    assert warn_if_networks_trail(rank_models({"vae_mlp": 0.1, "ds": 0.2})) == []
+
+
+def test_evaluate_learning_curve_retrains_on_subsets_of_the_training_map(trained_bundle, sim_maps, tmp_path, capsys):
+    from transfer.cli import main
+    out = tmp_path / "curve"
+    assert main(["evaluate", str(trained_bundle.path), str(sim_maps["test"]), "--out", str(out),
+                 "--learning-curve", "60", "256", "100000"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    curve = printed["learning_curve"]
+    assert sorted(curve, key=int) == ["60", "256"]          # 100000 pairs exceed the 256-spot map
+    assert set(curve["60"]) == {"vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds"}
+    # More paired spectra: the linear models get closer to the truth.
+    assert curve["256"]["ds"] < curve["60"]["ds"]
+    saved = json.loads((out / "learning_curve.json").read_text())
+    assert saved["256"]["ds"]["rse"] == pytest.approx(curve["256"]["ds"])
+    assert (out / "learning_curve.png").stat().st_size > 1000
+
+
+def test_learning_curve_without_the_training_map_says_so(trained_bundle, sim_maps, tmp_path, capsys):
+    from transfer.cli import main
+    copy = tmp_path / "model"
+    shutil.copytree(trained_bundle.path, copy)
+    provenance = json.loads((copy / "provenance.json").read_text())
+    for section in (provenance["primary"], *provenance["secondaries"].values()):
+        section["data"]["train"]["path"] = str(tmp_path / "gone.h5")
+    (copy / "provenance.json").write_text(json.dumps(provenance))
+    bundle = json.loads((copy / "bundle.json").read_text())
+    import hashlib as _h
+    bundle["sha256"]["provenance.json"] = _h.sha256((copy / "provenance.json").read_bytes()).hexdigest()
+    (copy / "bundle.json").write_text(json.dumps(bundle))
+    code = main(["evaluate", str(copy), str(sim_maps["test"]), "--out", str(tmp_path / "r"), "--learning-curve"])
+    assert code == 2
+    assert "gone.h5" in capsys.readouterr().err

@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from sklearn.base import clone
+
+from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer, resolution_half_window
+from transfer.selection import choose_on_validation
 from transfer.metrics import rse
 from transfer.preprocess import SpectraError
 
@@ -68,17 +71,72 @@ def test_streaming_fit_equals_one_shot_fit(make, data):
                                atol=1e-6 * np.abs(whole.predict(test_s)).max())
 
 
-def test_pds_windows_follow_wavelength_and_clamp_at_edges():
-    model = PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=3)
+def test_pds_windows_are_centred_on_each_primary_wavelength(data):
+    train_s, train_p, _, _, _ = data
+    model = PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=3).fit(train_s, train_p)
     start = model.window_start_
     below, above = WL_PRIMARY < WL_SECONDARY[0], WL_PRIMARY > WL_SECONDARY[-1]
-    assert np.all(start[below] == 0)
-    assert np.all(start[above] == WL_SECONDARY.size - 7)
+    spacing = WL_SECONDARY[1] - WL_SECONDARY[0]
+    np.testing.assert_array_equal(model.outside_, (WL_PRIMARY < WL_SECONDARY[0] - spacing / 2)
+                                  | (WL_PRIMARY > WL_SECONDARY[-1] + spacing / 2))
     inside = ~below & ~above
     centre = WL_SECONDARY[start[inside] + 3]
-    spacing = WL_SECONDARY[1] - WL_SECONDARY[0]
     interior = (start[inside] > 0) & (start[inside] < WL_SECONDARY.size - 7)
     assert np.all(np.abs(centre - WL_PRIMARY[inside])[interior] <= spacing / 2 + 1e-9)
+
+
+def test_pds_window_width_follows_the_coarser_grid():
+    fine = np.linspace(300.0, 310.0, 1001)           # 0.01 nm pixels
+    coarse = np.linspace(295.0, 315.0, 201)          # 0.1 nm pixels
+    assert resolution_half_window(fine, coarse, 2.0) == 20     # two coarse pixels of fine ones
+    assert resolution_half_window(coarse, fine, 2.0) == 2      # two of its own pixels
+    assert resolution_half_window(WL_SECONDARY, WL_PRIMARY, 1.0) >= 1
+
+
+def test_pds_outside_the_secondary_range_predicts_like_ds(data):
+    train_s, train_p, test_s, test_p, _ = data
+    pds = PDSTransfer(WL_SECONDARY, WL_PRIMARY, alpha=1e-2).fit(train_s, train_p)
+    ds = DSTransfer(alpha=1e-2).fit(train_s, train_p[:, pds.outside_])
+    assert pds.outside_.sum() > 10
+    np.testing.assert_allclose(pds.predict(test_s)[:, pds.outside_], ds.predict(test_s), rtol=1e-6, atol=1e-6)
+    truth = test_p[:, pds.outside_]
+    mean = np.broadcast_to(train_p[:, pds.outside_].mean(axis=0), truth.shape)
+    assert rse(truth, pds.predict(test_s)[:, pds.outside_]) < 0.5 * rse(truth, mean)
+
+
+def test_pds_state_written_before_the_fallback_still_loads(data):
+    train_s, train_p, test_s, _, _ = data
+    state = PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=5).fit(train_s, train_p).get_state()
+    old = {k: v for k, v in state.items() if k not in ("window_start", "outside") and not k.startswith("fallback")}
+    restored = PDSTransfer.from_state(old)
+    assert restored.fallback_ is None
+    np.testing.assert_array_equal(restored.window_start_, state["window_start"])
+    assert restored.predict(test_s[:3]).shape == (3, WL_PRIMARY.size)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_baselines_are_scikit_learn_estimators(name, data):
+    train_s, train_p, test_s, _, _ = data
+    model = MODELS[name]()
+    params = model.get_params()
+    twin = clone(model)
+    assert set(twin.get_params()) == set(params)
+    fitted = model.fit(train_s[:200], train_p[:200])
+    np.testing.assert_allclose(clone(fitted).fit(train_s[:200], train_p[:200]).predict(test_s[:5]),
+                               fitted.predict(test_s[:5]), rtol=1e-6, atol=1e-6)
+    assert not hasattr(clone(fitted), "n_primary_")
+
+
+def test_ridge_chosen_on_validation_through_grid_search(data):
+    train_s, train_p, test_s, test_p, _ = data
+    choice = choose_on_validation(DSTransfer(), {"alpha": [1e-6, 1e-2, 1e3]}, (train_s[:300], train_p[:300]),
+                                  (train_s[300:], train_p[300:]))
+    scores = {row["params"]["alpha"]: row["validation_rse"] for row in choice.table}
+    assert choice.params["alpha"] == min(scores, key=scores.get)
+    assert choice.validation_rse == pytest.approx(min(scores.values()))
+    refit = DSTransfer(alpha=choice.params["alpha"]).fit(train_s[:300], train_p[:300])
+    np.testing.assert_allclose(choice.estimator.predict(test_s), refit.predict(test_s))
+    assert scores[1e3] > choice.validation_rse       # a huge ridge is worse on unseen spectra
 
 
 def test_pds_is_good_inside_the_shared_range(data):

@@ -1,0 +1,237 @@
+"""The transfer robustness suite: every model on every scenario, one JSON table.
+
+Each scenario writes a paired training map, a validation map and a test map
+(simulated); every transfer model (VAE + MLP, one-step MLP, PLS, KNN, DS, PDS)
+is trained with the configuration (transfer/default_config.toml unless
+--config) and scored on the test map under the causal protocol: RSE in
+baseline-corrected primary counts and k-score. The model with the lowest
+validation RSE is the scenario's `recommended` one (what `libs-transfer train`
+records and `export` writes by default).
+
+Prints one JSON object and writes a markdown summary (docs/transfer_suite.md
+by default): the table per scenario, where each model wins, the targets of
+docs/transfer.md checked, and RSE against the number of paired training
+spectra (the `pegmatite-n*` scenarios).
+
+Adding a scenario is one line in SCENARIOS: a name and a callable
+`(work_dir: Path, quick: bool) -> {"train": path, "val": path, "test": path}`
+that writes the three maps (and may reuse them when they already exist).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from transfer.config import TransferConfig, load_config
+from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
+
+EPILOG = """examples:
+  nice -n 10 python bench/transfer_suite.py --quick                 # smoke test, minutes
+  nice -n 10 python bench/transfer_suite.py                         # every scenario
+  python bench/transfer_suite.py --scenario pegmatite-n300 --scenario pegmatite-day2
+  python bench/transfer_suite.py --config my.toml --markdown /tmp/suite.md --work /tmp/suite-maps
+"""
+
+Maps = dict[str, Path]
+Scenario = Callable[[Path, bool], Maps]
+
+# Map sizes of the pegmatite scenarios: (ny, nx) of the training map for n paired spectra.
+TRAIN_SHAPES = {300: (15, 20), 1000: (25, 40), 3000: (50, 60), 10000: (100, 100)}
+QUICK_SHAPES = {300: (15, 20), 1000: (25, 40), 3000: (25, 40), 10000: (25, 40)}
+
+# Smaller networks and fewer epochs for --quick (a smoke test of the whole suite).
+QUICK_OVERRIDES = {
+    "vae": {"hidden": [256, 128], "latent": 32, "epochs": 10},
+    "mlp": {"hidden": [128, 256], "epochs": 30, "patience": 5},
+    "one_step": {"epochs": 15, "patience": 4},
+    "kmeans": {"silhouette_spots": 1000, "max_fit_spots": 4000},
+}
+
+
+def _sim_map(path: Path, *, shape, step_um, day, origin_um, seed=0) -> Path:
+    from sim.generate import generate_map
+    if not path.exists():
+        generate_map(path, shape=shape, step_um=(step_um, step_um), day=day, seed=seed, origin_um=origin_um,
+                     progress=False)
+    return path
+
+
+def pegmatite(n_train: int, test_day: int = 1) -> Scenario:
+    """Today's simulated pegmatite: training and validation on day 0 (two regions), the test
+    map on `test_day` in a third region (the maps of docs/transfer.md)."""
+    def write(work: Path, quick: bool) -> Maps:
+        shape = (QUICK_SHAPES if quick else TRAIN_SHAPES)[n_train]
+        val_shape, test_shape = ((16, 24), (20, 20)) if quick else ((24, 48), (40, 40))
+        return {
+            "train": _sim_map(work / f"pegmatite-train-{shape[0]}x{shape[1]}.h5", shape=shape, step_um=280.0,
+                              day=0, origin_um=(0.0, 0.0)),
+            "val": _sim_map(work / f"pegmatite-val-{val_shape[0]}x{val_shape[1]}.h5", shape=val_shape,
+                            step_um=450.0, day=0, origin_um=(0.0, 24000.0)),
+            "test": _sim_map(work / f"pegmatite-test-day{test_day}-{test_shape[0]}x{test_shape[1]}.h5",
+                             shape=test_shape, step_um=300.0, day=test_day, origin_um=(24000.0, 4000.0)),
+        }
+    return write
+
+
+# name -> callable writing the scenario's maps. The simulator's further samples, spectrometer
+# pairs and day-change severities plug in here, one line each.
+SCENARIOS: dict[str, Scenario] = {
+    "pegmatite-n300": pegmatite(300),            # few paired spectra
+    "pegmatite-n1000": pegmatite(1000),
+    "pegmatite-n3000": pegmatite(3000),          # the pegmatite as in docs/transfer.md
+    "pegmatite-n10000": pegmatite(10000),        # many paired spectra
+    "pegmatite-day2": pegmatite(3000, test_day=2),
+    "pegmatite-n300-day2": pegmatite(300, test_day=2),
+}
+QUICK = ("pegmatite-n300", "pegmatite-n1000", "pegmatite-n300-day2")
+LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n3000": 3000,
+                  "pegmatite-n10000": 10000}
+
+
+def run_scenario(name: str, work: Path, config: TransferConfig, *, quick: bool, seed: int) -> dict:
+    started = time.perf_counter()
+    paths = SCENARIOS[name](work, quick)
+    maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
+    models = models_from_config(config, maps["wavelengths"], seed=seed)
+    scores = fit_and_score(models, maps, config, seed=seed)
+    n_train = len(maps["arrays"]["train"]["primary"])
+    return {"n_train": n_train, "n_val": len(maps["arrays"]["val"]["primary"]),
+            "n_test": len(maps["arrays"]["test"]["primary"]), "maps": {k: p.name for k, p in paths.items()},
+            "models": scores, "summary": summarise(scores, n_train),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
+    """Best model on test, recommended (best on validation), and the targets of docs/transfer.md."""
+    test = {k: v["rse"] for k, v in scores.items()}
+    best = min(test, key=test.get)
+    recommended = min(scores, key=lambda k: scores[k]["validation_rse"])
+    linear = [test[k] for k in LINEAR if k in test]
+    summary = {"best": best, "best_rse": test[best], "recommended": recommended,
+               "recommended_over_best": test[recommended] / test[best]}
+    if "vae_mlp" in test:
+        summary["vae_mlp_over_best"] = test["vae_mlp"] / test[best]
+        targets = {"recommended_within_10pct": summary["recommended_over_best"] <= 1.10,
+                   "no_rse_above_1": max(test.values()) <= 1.0}
+        if linear:
+            summary["vae_mlp_over_best_linear"] = test["vae_mlp"] / min(linear)
+            targets["vae_mlp_within_10pct_of_best_linear"] = summary["vae_mlp_over_best_linear"] <= 1.10
+        if n_train >= 3000:
+            targets["vae_mlp_within_5pct_of_best"] = summary["vae_mlp_over_best"] <= 1.05
+            targets["vae_mlp_k_score_0.97"] = scores["vae_mlp"]["k_score"] >= 0.97
+        summary["targets"] = targets
+    return summary
+
+
+def learning_curve(results: Mapping[str, Mapping]) -> dict[str, dict[int, float]]:
+    curve: dict[str, dict[int, float]] = {}
+    for name, n in LEARNING_CURVE.items():
+        if name in results:
+            for model, values in results[name]["models"].items():
+                curve.setdefault(model, {})[results[name]["n_train"]] = values["rse"]
+    return curve
+
+
+def markdown(report: Mapping) -> str:
+    lines = ["# Transfer robustness suite", "",
+             f"`{report['command']}` ({'quick' if report['quick'] else 'full'} run, "
+             f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']}).",
+             "Causal protocol; RSE in baseline-corrected primary counts (1 = the mean test spectrum); "
+             "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
+             "`recommended`: the lowest validation RSE (what `train` records and `export` writes).", ""]
+    for name, result in report["results"].items():
+        s = result["summary"]
+        lines += [f"## {name}", "",
+                  f"{result['n_train']} training pairs, {result['n_val']} validation, {result['n_test']} test "
+                  f"spectra; maps {', '.join(result['maps'].values())}; {result['seconds']:.0f} s.", "",
+                  "| model | test RSE | k-score | validation RSE | fit s |", "|---|---:|---:|---:|---:|"]
+        for model, m in result["models"].items():
+            rse_text = f"**{m['rse']:.4f}**" if model == s["best"] else f"{m['rse']:.4f}"
+            tag = " (recommended)" if model == s["recommended"] else ""
+            lines.append(f"| {model}{tag} | {rse_text} | {m['k_score']:.3f} | {m['validation_rse']:.4f} | "
+                         f"{m['fit_s']:.0f} |")
+        if "targets" in s:
+            missed = [k for k, ok in s["targets"].items() if not ok]
+            lines += ["", f"VAE + MLP / best: {s['vae_mlp_over_best']:.2f}; "
+                      f"VAE + MLP / best linear: {s.get('vae_mlp_over_best_linear', float('nan')):.2f}; "
+                      f"recommended / best: {s['recommended_over_best']:.2f}. Targets missed: "
+                      + (", ".join(missed) if missed else "none") + "."]
+        lines.append("")
+    if report["learning_curve"]:
+        sizes = sorted({n for values in report["learning_curve"].values() for n in values})
+        lines += ["## RSE against the number of paired training spectra", "",
+                  "| model | " + " | ".join(str(n) for n in sizes) + " |",
+                  "|---|" + "---:|" * len(sizes)]
+        for model, values in report["learning_curve"].items():
+            lines.append(f"| {model} | " + " | ".join(f"{values[n]:.4f}" if n in values else "–" for n in sizes)
+                         + " |")
+        lines.append("")
+    wins: dict[str, list[str]] = {}
+    for name, result in report["results"].items():
+        wins.setdefault(result["summary"]["best"], []).append(name)
+    lines += ["## Where each model wins", ""]
+    lines += [f"- {model}: {', '.join(names)}" for model, names in wins.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller maps and networks, three scenarios")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), metavar="NAME",
+                        help=f"run only this scenario (repeatable); known: {', '.join(SCENARIOS)}")
+    parser.add_argument("--config", type=Path, default=None, help="TOML overriding transfer/default_config.toml")
+    parser.add_argument("--max-epochs", type=int, default=None, help="cap every training phase's epochs")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/transfer-suite"), help="where the maps are written")
+    parser.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parents[1] / "docs/transfer_suite.md",
+                        help="markdown summary to write (default docs/transfer_suite.md)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every model's figures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config).with_max_epochs(args.max_epochs)
+    except Exception as exc:   # a bad --config file: a message, not a traceback
+        print(f"transfer_suite: {exc}", file=sys.stderr)
+        return 2
+    if args.quick:
+        config = config.with_overrides(QUICK_OVERRIDES)
+    names = args.scenario or list(QUICK if args.quick else SCENARIOS)
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results = {}
+    for index, name in enumerate(names, 1):
+        print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
+        results[name] = run_scenario(name, args.work, config, quick=args.quick, seed=args.seed)
+        best = results[name]["summary"]
+        print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
+              f"{best['recommended']} ({results[name]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    report = {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
+              "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
+              "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
+    print(json.dumps(report, default=_json))
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(markdown(report))
+    print(f"summary written to {args.markdown}", file=sys.stderr)
+    return 0
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

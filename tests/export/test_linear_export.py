@@ -1,0 +1,79 @@
+"""DS and PLS exported as ONNX graphs with the VAE + MLP export's preprocessing, labels and novelty,
+run through the real ONNX Runtime and the live worker's model loader."""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from acquisition.store import PairedMapReader
+from streaming.model import TransferModel
+from tests.export.conftest import TINY
+from transfer.config import TransferConfig
+from transfer.export import ExportError, export_model
+from transfer.predict import Transferer
+
+
+@pytest.fixture(scope="module")
+def bundle(maps, tmp_path_factory):
+    """The export tests' tiny bundle, with DS and PLS fitted too."""
+    from transfer.pipeline import train_model
+    config = dict(TINY, baselines={"models": ["pls", "ds"], "max_spots": 200, "pls_components": 4})
+    return train_model(maps["train"], maps["val"], tmp_path_factory.mktemp("linear") / "model",
+                       config=TransferConfig(config), device="cpu", seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def exported(bundle, tmp_path_factory):
+    return export_model(bundle, tmp_path_factory.mktemp("linear-onnx") / "vae.onnx", model_name="vae_mlp",
+                        progress=False)
+
+
+@pytest.fixture(scope="module")
+def raw(maps):
+    with PairedMapReader(maps["test"]) as reader:
+        chunk = next(reader.iter_chunks(systems=["secondary"], chunk_spots=100))
+    return np.asarray(chunk.spectra["secondary"], dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["ds", "pls"])
+def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, raw, tmp_path):
+    result = export_model(bundle, tmp_path / f"{name}.onnx", model_name=name, progress=False)
+    assert result.model == name and result.model_id != exported.model_id
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    primary, latent, label, novelty = session.run(["primary", "latent", "label", "novelty"], {"secondary": raw})
+    transferer = Transferer(bundle)
+    expected = transferer.predict_all(raw)[name]
+    scale = np.abs(expected).max(axis=1)
+    assert np.max(np.abs(primary - expected).max(axis=1) / scale) < 1e-4
+    np.testing.assert_array_equal(label, bundle.kmeans.predict(expected.astype(np.float64)))
+    # The same novelty output as the VAE + MLP export; latent: the novelty's principal scores.
+    vae = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(novelty, vae.run(["novelty"], {"secondary": raw})[0], rtol=1e-4)
+    system = bundle.secondary()
+    scores = (transferer.scaled_input(raw) - system.novelty.mean) @ system.novelty.components.T
+    np.testing.assert_allclose(latent, scores, rtol=1e-3, atol=1e-3 * np.abs(scores).max())
+    # The live worker loads it like any export.
+    live = TransferModel(result.path, threads=1)
+    out = live.run(raw[:4])
+    np.testing.assert_allclose(out["primary"], primary[:4], rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(out["label"], label[:4])
+
+
+def test_default_export_is_the_recommended_exportable_model(bundle, tmp_path):
+    entry = bundle.manifest["secondaries"][bundle.default_secondary]
+    ranking = entry["validation_rse"]
+    expected = min((m for m in ("vae_mlp", "ds", "pls") if m in ranking), key=ranking.get)
+    result = export_model(bundle, tmp_path / "default.onnx", progress=False)
+    assert result.model == expected
+    model = TransferModel(result.path, threads=1)
+    provenance = json.loads(model.session.get_modelmeta().custom_metadata_map["twinplume.provenance"])
+    assert provenance["transfer_model"]["name"] == expected
+    assert provenance["transfer_model"]["validation_rse"] == pytest.approx(ranking[expected])
+
+
+def test_unexportable_model_and_int8_linear_are_refused(bundle, tmp_path):
+    with pytest.raises(ExportError, match="can export"):
+        export_model(bundle, tmp_path / "m.onnx", model_name="knn", progress=False)
+    with pytest.raises(ExportError, match="float32"):
+        export_model(bundle, tmp_path / "m.onnx", model_name="ds", precision="int8", progress=False)

@@ -1,0 +1,76 @@
+"""The networks as scikit-learn estimators on preprocessed arrays."""
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from tests.transfer_eval.synthetic import paired_spectra
+from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer, data_sized
+from transfer.metrics import rse
+from transfer.preprocess import SpectraError
+
+TINY = dict(vae_hidden=(48, 24), latent=8, mlp_hidden=(32, 32), learning_rate=3e-3, batch_size=32, patience=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    xs, xp, _ = paired_spectra(360, seed=0)
+    ts, tp, _ = paired_spectra(100, seed=1)
+    mean, scale = xp.mean(axis=0), xp.std()
+    smean, sscale = xs.mean(axis=0), xs.std()
+    scaled = lambda s, p: (((s - smean) / sscale).astype(np.float32), ((p - mean) / scale).astype(np.float32))
+    return scaled(xs, xp), scaled(ts, tp)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: VAEMLPTransfer(**TINY, vae_epochs=25, mlp_epochs=40, **kw),
+                                  lambda **kw: OneStepMLPTransfer(**TINY, epochs=40, **kw)])
+def test_network_estimator_fits_predicts_and_clones(make, data):
+    (xs, xp), (ts, tp) = data
+    model = make(seed=3)
+    assert clone(model).get_params() == model.get_params()
+    model.fit(xs, xp)
+    predicted = model.predict(ts)
+    assert predicted.shape == tp.shape and predicted.dtype == np.float32
+    assert rse(tp, predicted) < 0.5, "far closer than the mean spectrum"
+    again = clone(model)
+    assert not hasattr(again, "network_")
+    np.testing.assert_allclose(again.fit(xs, xp).predict(ts), predicted, rtol=1e-5, atol=1e-5)  # seeded
+    assert model.set_params(noise=0.5).get_params()["noise"] == 0.5
+
+
+def test_validation_set_is_used_for_early_stopping(data):
+    (xs, xp), (ts, tp) = data
+    model = VAEMLPTransfer(**dict(TINY, patience=2), vae_epochs=4, mlp_epochs=60).fit(xs, xp, validation=(ts, tp))
+    epochs = len(model.history_["mlp"])
+    best = int(np.argmin([r["val_loss"] for r in model.history_["mlp"]]))
+    assert epochs == 60 or epochs - 1 - best == 2
+
+
+def test_data_sized_caps_latent_and_widths_by_pairs():
+    assert data_sized(64, [1024, 512], 300) == (18, [150, 150])
+    assert data_sized(64, [1024, 512], 100_000) == (64, [1024, 512])
+    assert data_sized(64, [1024, 512], 20) == (8, [32, 32])
+    model = VAEMLPTransfer(**dict(TINY, latent=64, vae_hidden=(512, 256)), size="data", vae_epochs=1, mlp_epochs=1)
+    (xs, xp) = paired_spectra(200, seed=2)[:2]
+    xs, xp = xs.astype(np.float32) / 1000, xp.astype(np.float32) / 1000
+    model.fit(xs, xp, validation=(xs[:20], xp[:20]))
+    assert (model.latent_, model.vae_hidden_) == (12, [100, 100])
+    assert model.vae_.latent == 12 and model.vae_.encoder[0].out_features == 100
+
+
+def test_input_noise_changes_the_training(data):
+    (xs, xp), (ts, _) = data
+    plain = OneStepMLPTransfer(**TINY, epochs=3).fit(xs, xp).predict(ts)
+    noisy = OneStepMLPTransfer(**TINY, epochs=3, noise=0.3).fit(xs, xp).predict(ts)
+    assert not np.allclose(plain, noisy)
+
+
+def test_clear_errors(data):
+    (xs, xp), _ = data
+    with pytest.raises(SpectraError, match="pairs must match"):
+        VAEMLPTransfer(**TINY).fit(xs[:10], xp[:9])
+    with pytest.raises(ValueError, match="size must be one of"):
+        VAEMLPTransfer(**TINY, size="big").fit(xs, xp)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        OneStepMLPTransfer().predict(xs)
+    with pytest.raises(SpectraError, match="validation"):
+        OneStepMLPTransfer(**TINY).fit(xs[:3], xp[:3])

@@ -1,0 +1,209 @@
+"""Every transfer model trained and scored on one set of paired maps, in memory.
+
+The robustness suite (bench/transfer_suite.py) and `libs-transfer evaluate
+--learning-curve` use this: the maps are preprocessed with the configuration's
+scaling (training statistics, causal protocol), every model of
+`models_from_config` is fitted on the training pairs (early stopping and ridge
+choice on the validation map), and each is scored on the test map by RSE in
+baseline-corrected primary counts and k-score (k-means of the training primary
+counts, k by the validation silhouette).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from sklearn.base import clone
+
+from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.clustering import SpectralClusters
+from transfer.config import TransferConfig
+from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
+from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
+from transfer.metrics import k_score, rse
+from transfer.selection import choose_on_validation
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
+LINEAR = ("pls", "ds", "pds")
+
+
+def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndarray], *, seed: int = 0,
+                       device: str = "cpu") -> dict:
+    """Unfitted estimators with the configuration's settings (what `train` fits)."""
+    vae, mlp, finetune, one_step, base = (config[k] for k in ("vae", "mlp", "finetune", "one_step", "baselines"))
+    half_window = base["pds_half_window"] or None
+    models = {
+        "vae_mlp": VAEMLPTransfer(
+            vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
+            vae_epochs=vae["epochs"], mlp_epochs=mlp["epochs"], finetune_epochs=finetune["epochs"],
+            learning_rate=mlp["learning_rate"], finetune_learning_rate=finetune["learning_rate"],
+            batch_size=mlp["batch_size"], l2=mlp["l2"], kl_max=vae["kl_max"], kl_cycles=vae["kl_cycles"],
+            negative_slope=vae["negative_slope"], patience=mlp["patience"],
+            clip_grad_norm=max(mlp["clip_grad_norm"], vae["clip_grad_norm"]), noise=mlp["noise"],
+            size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]), seed=seed, device=device),
+        "one_step_mlp": OneStepMLPTransfer(
+            vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
+            epochs=one_step["epochs"], learning_rate=one_step["learning_rate"], batch_size=one_step["batch_size"],
+            l2=one_step["l2"], negative_slope=vae["negative_slope"], patience=one_step["patience"],
+            clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], size=vae["size"],
+            min_steps=mlp["min_steps"], seed=seed, device=device),
+        "pls": PLSTransfer(base["pls_components"], seed=seed),
+        "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
+        "ds": DSTransfer(alpha=base["ridge_alpha"]),
+        "pds": PDSTransfer(wavelengths["secondary"], wavelengths["primary"], half_window=half_window,
+                           window_pixels=base["pds_window_pixels"], alpha=base["ridge_alpha"]),
+    }
+    return models
+
+
+def load_maps(train: Path, val: Path, test: Path, config: TransferConfig, *, max_train: int | None = None,
+              seed: int = 0) -> dict:
+    """Preprocessed arrays {"train"|"val"|"test": {system: [n, pixels]}}, the preprocessors and axes.
+
+    The scalers are fitted on the whole training map; `max_train` keeps a seeded subset of
+    its pairs for fitting (a learning curve draws several subsets of one map)."""
+    info = inspect_map(train)
+    for path in (val, test):
+        other = inspect_map(path).wavelengths
+        for system in ("primary", "secondary"):
+            check_axis(path, system, other[system], info.wavelengths[system], "the training map")
+    chunk = config["data"]["chunk_spots"]
+    prep = fit_preprocessors([train], info.wavelengths, chunk, False, scaling=config["data"]["scaling"])
+    everything = 1 << 40
+    data = {"train": sample_preprocessed([train], prep, max_train or everything, seed, chunk),
+            "val": sample_preprocessed([val], prep, everything, seed, chunk),
+            "test": sample_preprocessed([test], prep, everything, seed, chunk)}
+    return {"arrays": data, "preprocessors": prep, "wavelengths": info.wavelengths}
+
+
+def _clusters(maps: Mapping, config: TransferConfig, seed: int) -> SpectralClusters:
+    unscale = maps["preprocessors"]["primary"].inverse_transform
+    cfg = config["kmeans"]
+    return SpectralClusters(candidates=cfg["k_candidates"], silhouette_spectra=cfg["silhouette_spots"],
+                            max_fit_spectra=cfg["max_fit_spots"], seed=seed).fit(
+        unscale(maps["arrays"]["train"]["primary"]).astype(np.float64),
+        unscale(maps["arrays"]["val"]["primary"]).astype(np.float64))
+
+
+def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
+                  clusters: SpectralClusters | None = None) -> dict[str, dict]:
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map."""
+    arrays = maps["arrays"]
+    unscale = maps["preprocessors"]["primary"].inverse_transform
+    train = (arrays["train"]["secondary"], arrays["train"]["primary"])
+    val = (arrays["val"]["secondary"], arrays["val"]["primary"])
+    truth = unscale(arrays["test"]["primary"]).astype(np.float64)
+    val_truth = unscale(val[1])
+    clusters = clusters or _clusters(maps, config, seed)
+    labels_true = clusters.predict(truth)
+    alphas = [float(a) for a in config["baselines"]["ridge_alpha_candidates"]]
+    results = {}
+    for name, prototype in models.items():
+        started = time.perf_counter()
+        params = {}
+        if name in ("ds", "pds") and alphas:
+            choice = choose_on_validation(prototype, {"alpha": alphas}, train, val, unscale=unscale)
+            model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
+        else:
+            model = clone(prototype)
+            if name == "knn":
+                model.set_params(n_neighbors=max(1, min(model.n_neighbors, len(train[0]))))
+            if name in ("vae_mlp", "one_step_mlp"):
+                model.fit(*train, validation=val)
+                params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
+            else:
+                model.fit(*train)
+            validation_rse = rse(val_truth, unscale(model.predict(val[0])))
+        predicted = unscale(model.predict(arrays["test"]["secondary"])).astype(np.float64)
+        results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
+                         "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
+                         "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
+        log.info("%s: test RSE %.4f, k-score %.3f, validation RSE %.4f (%.0f s)", name, results[name]["rse"],
+                 results[name]["k_score"], validation_rse, results[name]["fit_s"])
+    return results
+
+
+def learning_curve(train: Path, val: Path, test: Path, config: TransferConfig, sizes: Sequence[int], *,
+                   models: Sequence[str] = MODEL_NAMES, seed: int = 0) -> dict[int, dict[str, dict]]:
+    """{n_pairs: {model: scores}} for seeded subsets of the training map's pairs (sizes larger
+    than the map are skipped)."""
+    n_train = inspect_map(train).n_spots
+    curve = {}
+    for n in sorted(set(int(s) for s in sizes)):
+        if n > n_train:
+            log.warning("learning curve: %d pairs asked, the training map has %d; skipped", n, n_train)
+            continue
+        maps = load_maps(train, val, test, config, max_train=n, seed=seed)
+        prototypes = models_from_config(config, maps["wavelengths"], seed=seed)
+        curve[n] = fit_and_score({k: prototypes[k] for k in models}, maps, config, seed=seed)
+    return curve
+
+
+DEFAULT_CURVE_SIZES = (300, 1000, 3000, 10000)
+
+
+class LearningCurveError(ValueError):
+    """The learning curve cannot be drawn; the message says why."""
+
+
+def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: str | Path,
+                              sizes: Sequence[int] = DEFAULT_CURVE_SIZES, *, secondary: str | None = None,
+                              seed: int = 0) -> dict[int, dict[str, dict]]:
+    """`libs-transfer evaluate --learning-curve`: every model of the bundle's configuration retrained on
+    subsets of the bundle's own training map (validated on its validation map), scored on `test`;
+    writes learning_curve.json and learning_curve.png into `out_dir`."""
+    from transfer.bundle import load_bundle
+    bundle = load_bundle(model_dir)
+    name = secondary or bundle.default_secondary
+    data = bundle.provenance.get("secondaries", {}).get(name, {}).get("data") or \
+        bundle.provenance.get("primary", {}).get("data", {})
+    paths = {}
+    for key in ("train", "val"):
+        record = data.get(key) or {}
+        path = Path(record.get("path", ""))
+        if not record.get("path") or not path.is_file():
+            raise LearningCurveError(f"the {key} map named in {bundle.path}/provenance.json "
+                                     f"({record.get('path', 'none')}) is not there: the learning curve "
+                                     "retrains on it")
+        paths[key] = path
+    models = [m for m in MODEL_NAMES if m in ("vae_mlp", "one_step_mlp") or m in bundle.secondary(name).baselines]
+    if bundle.secondary(name).one_step is None:
+        models.remove("one_step_mlp")
+    curve = learning_curve(paths["train"], paths["val"], Path(test), bundle.config, sizes, models=models, seed=seed)
+    if not curve:
+        raise LearningCurveError(f"none of the sizes {list(sizes)} fits the training map "
+                                 f"({inspect_map(paths['train']).n_spots} pairs)")
+    write_learning_curve(curve, out_dir)
+    return curve
+
+
+def write_learning_curve(curve: Mapping[int, Mapping[str, Mapping]], out_dir: str | Path) -> dict[str, Path]:
+    """learning_curve.json ({n_pairs: {model: scores}}) and learning_curve.png (test RSE against n)."""
+    import json
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "learning_curve.json", "png": out_dir / "learning_curve.png"}
+    paths["json"].write_text(json.dumps({str(n): models for n, models in curve.items()}, indent=2) + "\n")
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    sizes = sorted(curve)
+    for model in next(iter(curve.values())):
+        axes.plot(sizes, [curve[n][model]["rse"] for n in sizes], marker="o", label=model)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("paired training spectra")
+    axes.set_ylabel("test RSE (counts)")
+    axes.legend(fontsize=8)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(paths["png"])
+    return paths
