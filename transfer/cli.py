@@ -130,7 +130,8 @@ def add_predict(subparsers) -> None:
 def _predict(args) -> int:
     from transfer.predict import predict_map
     n = predict_map(args.model, args.map, secondary=args.secondary, chunk_spots=args.chunk_spots)
-    print(f"{n} transferred spectra written to {args.map}:/entry/transferred")
+    print(f"{n} transferred spectra written to {args.map}:/entry/transferred (expected_rel_error and the "
+          f"untrusted flag too when the model has a trust score)")
     return 0
 
 
@@ -184,8 +185,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from transfer.novelty import NoveltyError
     from transfer.preprocess import SpectraError, WavelengthMismatchError
     from transfer.train import TrainingError
+    from transfer.trust import TrustError
     return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
-            TrainingError, NoveltyError, FileNotFoundError)
+            TrainingError, NoveltyError, TrustError, FileNotFoundError)
 
 
 SUBCOMMANDS: list[Callable] = [
@@ -195,6 +197,7 @@ SUBCOMMANDS: list[Callable] = [
     add_predict,
     add_search,
     _lazy("transfer.export", "add_export"),
+    _lazy("transfer.calibrate", "add_calibrate"),
 ]
 
 

@@ -14,6 +14,8 @@ Runtime alone (the live worker has no torch)::
                                 -> label    int64   [batch]
       PCA residual of the scaled secondary (transfer.novelty)
                                 -> novelty  float32 [batch]
+      calibrated trust score (transfer.trust), when the bundle has one
+                                -> expected_rel_error  float32 [batch]
 
 The graph itself, and the exact rewrites that make it fast, are in
 `transfer.onnx_graph`. The label is the nearest k-means centroid in the space
@@ -49,7 +51,7 @@ from torch import nn
 
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
-from transfer.onnx_graph import INPUT, PRECISIONS, DenseLayer, PipelineArrays, pipeline_graph
+from transfer.onnx_graph import INPUT, PRECISIONS, TRUST_OUTPUT, DenseLayer, PipelineArrays, pipeline_graph
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ OPSET = 17
 OUTPUTS = ("primary", "latent", "label", "novelty")
 META = "twinplume."
 PARITY_TOLERANCE = 1e-4
+#: expected_rel_error against transfer.trust in float64; int8 moves |primary| a little
+TRUST_TOLERANCE = {"float32": 1e-3, "int8": 2e-2}
 #: the primary spectra of an int8 export (onnx_graph.int8_dense) carry 8-bit rounding;
 #: everything upstream of the decoder's last layer, and so the label, keeps float parity
 INT8_TOLERANCE = 5e-2
@@ -98,7 +102,8 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
         secondary_mean=secondary.scaler.mean_, secondary_scale=secondary.scaler.scale_,
         mlp=dense_layers(system.mlp, "mlp"), decoder=dense_layers(system.decoder, "decoder"),
         primary_mean=primary.scaler.mean_, primary_scale=primary.scaler.scale_, centroids=centroids,
-        novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference)
+        novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference,
+        trust=system.trust.to_onnx_parts() if system.trust is not None else None)
 
 
 def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
@@ -133,7 +138,9 @@ def _versions() -> dict[str, str]:
 def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, model_id: str,
                    provenance: dict) -> dict[str, str]:
     """The metadata_props of docs/architecture.md, exactly these keys."""
+    trust = system.trust.to_metadata() if system.trust is not None else {}
     return {
+        **trust,
         f"{META}model_id": model_id,
         f"{META}n_primary": str(bundle.n_primary),
         f"{META}n_secondary": str(system.n_pixels),
@@ -167,6 +174,7 @@ def _provenance(bundle: TransferBundle, system: SecondaryModel, novelty: Novelty
         "primary_units": "baseline-corrected counts",
         "kmeans": {"k": int(bundle.kmeans.centroids_.shape[0]), "space": "baseline-corrected primary counts"},
         "novelty": dict(novelty.describe(), **source),
+        "trust": system.trust.describe() if system.trust is not None else None,
         "precision": _precision_record(precision),
         "training": training, "opset": OPSET, "versions": _versions(),
     }
@@ -236,10 +244,16 @@ def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: Nov
     transferer = Transferer(bundle, system.name)
     expected = transferer.transfer(raw_secondary)
     expected_novelty = novelty.score(transferer.scaled_input(raw_secondary))
-    primary, latent, label, score = session.run(
-        list(OUTPUTS), {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
+    outputs = list(OUTPUTS) + ([TRUST_OUTPUT] if system.trust is not None else [])
+    primary, latent, label, score, *trust = session.run(
+        outputs, {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
     from transfer.metrics import rse
-    return {"n_spectra": int(raw_secondary.shape[0]),
+    checked = {}
+    if system.trust is not None:
+        reference = system.trust.expected_relative_error(system.preprocess.correct(raw_secondary), expected["primary"])
+        checked["trust_max_relative_error"] = float(np.max(np.abs(trust[0] - reference)
+                                                           / np.maximum(np.abs(reference), 1e-12)))
+    return {**checked,"n_spectra": int(raw_secondary.shape[0]),
             "primary_max_relative_error": float(relative_error(primary, expected["primary"]).max()),
             # Eq 4 of the paper with the PyTorch result as the truth: what the difference adds
             # to a transfer error (float32 ~1e-12; int8 see docs/streaming.md)
@@ -317,7 +331,8 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra)
     tolerance = PARITY_TOLERANCE if precision == "float32" else INT8_TOLERANCE
     if not (checked["primary_max_relative_error"] <= tolerance and checked["labels_equal"]
-            and checked["latent_max_relative_error"] <= PARITY_TOLERANCE):
+            and checked["latent_max_relative_error"] <= PARITY_TOLERANCE
+            and checked.get("trust_max_relative_error", 0.0) <= TRUST_TOLERANCE[precision]):
         raise ExportError(f"the exported graph does not reproduce the PyTorch pipeline on {spectra_from} "
                           f"(primary tolerance {tolerance:g} for {precision}): {checked}")
     provenance = _provenance(bundle, system, novelty, source, precision)

@@ -12,6 +12,8 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
                                                      (precision "int8": see int8_dense)
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
     novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
+    expected_rel_error                               only with trust parts (transfer.trust):
+                = calibration(head(log|c|, log shape residual of c/|c|, log|primary|))
 
 Every rewrite above is exact algebra; only float32 rounding differs from the step-by-step
 path, far inside the export's parity tolerance. They save the passes over whole spectra that
@@ -29,6 +31,7 @@ from onnx import GraphProto, TensorProto, helper, numpy_helper
 from transfer.preprocess import gaussian_kernel
 
 INPUT = "secondary"
+TRUST_OUTPUT = "expected_rel_error"
 #: "float32" computes everything in float32 (and the label in float64); "int8" computes the
 #: decoder's last layer, three quarters of the arithmetic, in 8-bit integers (int8_dense)
 PRECISIONS = ("float32", "int8")
@@ -65,6 +68,7 @@ class PipelineArrays:
     novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
     novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
     novelty_reference: float           # Q_ref
+    trust: dict | None = None          # transfer.trust.TrustScore.to_onnx_parts(); None: no trust output
 
     @property
     def n_secondary(self) -> int:
@@ -224,10 +228,59 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
     scale = np.array(1.0 / (a.n_secondary * a.novelty_reference), np.float32)
     g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
 
+    if a.trust is not None:
+        corrected = g.op("Add", [centred, g.const("trust_offset", offset.astype(np.float32))])
+        trust_outputs(g, corrected, "primary", a.trust)
+
     latent_size = int(np.asarray(a.mlp[-1].weight).shape[0])
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", a.n_secondary])]
     outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", a.n_primary]),
                helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
                helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
                helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]
+    if a.trust is not None:
+        outputs.append(helper.make_tensor_value_info(TRUST_OUTPUT, TensorProto.FLOAT, ["batch"]))
     return helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
+
+
+def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict) -> str:
+    """Appends the trust score of transfer.trust to any pipeline graph: ``corrected`` is the
+    baseline-corrected secondary counts [batch, n_secondary], ``primary`` the model's primary
+    counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
+
+    The shape residual needs no pass over whole spectra beyond |c|^2 and one MatMul with the
+    axes and the mean stacked, M = [P; mu] [k + 1, n]: with s = 1 / max(|c|, floor),
+    |r|^2 = |d|^2 - |P d|^2, d = s c - mu, |d|^2 = s^2 |c|^2 - 2 s c.mu + |mu|^2 and
+    P d = s P c - P mu (P has orthonormal rows).
+    """
+    mean = np.asarray(parts["shape_mean"], np.float64)
+    axes = np.asarray(parts["shape_axes"], np.float64)
+    k = axes.shape[0]
+    stacked = np.concatenate([axes, mean[None, :]]).T.astype(np.float32)                 # [n, k + 1]
+    squared = g.op("ReduceSumSquare", [corrected], axes=[1], keepdims=1)                 # |c|^2 [batch, 1]
+    norm = g.op("Sqrt", [squared])
+    inverse = g.op("Reciprocal", [g.op("Max", [norm, g.const("trust_norm_floor", np.float32(1e-6))])])
+    products = g.op("Mul", [g.op("MatMul", [corrected, g.const("trust_shape_axes_mean", stacked)]), inverse])
+    projected = g.op("Slice", [products, g.ints("trust_p_start", 0), g.ints("trust_p_stop", k), g.ints("trust_axis", 1)])
+    along_mean = g.op("Slice", [products, g.ints("trust_m_start", k), g.ints("trust_m_stop", k + 1),
+                                g.ints("trust_axis_m", 1)])                              # s c.mu [batch, 1]
+    inside = g.op("ReduceSumSquare", [g.op("Sub", [projected, g.const("trust_axes_mean", (axes @ mean).astype(np.float32))])],
+                  axes=[1], keepdims=1)                                                   # |P d|^2
+    total = g.op("Add", [g.op("Sub", [g.op("Mul", [squared, g.op("Mul", [inverse, inverse])]),
+                                      g.op("Mul", [along_mean, g.const("trust_two", np.float32(2))])]),
+                         g.const("trust_mean_squared", np.float32(mean @ mean))])         # |d|^2
+    residual = g.op("Sqrt", [g.op("Max", [g.op("Sub", [total, inside]), g.const("trust_zero", np.float32(0))])])
+    one = g.const("trust_one", np.float32(1))
+    output_norm = g.op("Sqrt", [g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)])
+    features = g.op("Concat", [g.op("Log", [g.op("Add", [norm, one])]),
+                               g.op("Log", [g.op("Add", [residual, g.const("trust_residual_floor", np.float32(1e-6))])]),
+                               g.op("Log", [g.op("Add", [output_norm, one])])], axis=1)   # [batch, 3]
+    score = g.op("MatMul", [features, g.const("trust_weights", np.asarray(parts["weights"], np.float32)[:, None])])
+    score = g.op("Clip", [score, g.const("trust_first_knot", np.float32(parts["first_knot"] - parts["intercept"])),
+                          g.const("trust_last_knot", np.float32(parts["last_knot"] - parts["intercept"]))])
+    # the intercept moves the knots instead of the score: one Add fewer
+    knots = (np.asarray(parts["knots"], np.float64) - parts["intercept"]).astype(np.float32)
+    hinges = g.op("Relu", [g.op("Sub", [score, g.const("trust_knots", knots)])])         # [batch, K]
+    value = g.op("MatMul", [hinges, g.const("trust_slopes", np.asarray(parts["slopes_delta"], np.float32)[:, None])])
+    value = g.op("Add", [value, g.const("trust_first_value", np.float32(parts["first_value"]))])
+    return g.op("Reshape", [value, g.ints("trust_flat", -1)], output=TRUST_OUTPUT)

@@ -38,6 +38,7 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
+from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
 
@@ -190,12 +191,23 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     # so that `predict` and the live stream give the same novelty.
     novelty = fit_novelty(list(train_paths), preprocessors["secondary"], progress=progress)
     mlp.cpu().eval()
+    composed = ComposedTransfer(mlp, (decoder if decoder is not None else copy.deepcopy(vae.decoder)).cpu().eval())
+    # Calibrated on the validation map: spectra the networks were not fitted on (docs/novelty.md).
+    trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],
+                      lambda x: _run_module(composed, x), seed=derived_seed(seed, name, "trust") % (2 ** 31),
+                      chunk_spots=chunk, progress=progress)
     entry = write_secondary(model_dir, name, wavelengths=preprocessors["secondary"].wavelengths,
                             preprocess=preprocessors["secondary"], mlp=mlp,
                             decoder=decoder.cpu() if decoder is not None else None,
                             one_step=one_step.cpu() if one_step is not None else None,
-                            baselines=baselines, novelty=novelty)
+                            baselines=baselines, novelty=novelty, trust=trust)
     return entry, history
+
+
+def _run_module(module: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32))).numpy()
+                               for i in range(0, len(x), batch)])
 
 
 def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, config: TransferConfig,
@@ -387,5 +399,5 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
 
 def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
     info = bundle.manifest["secondaries"][name]
-    return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines")
+    return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines", "trust")
             if key in info}

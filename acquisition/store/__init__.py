@@ -3,7 +3,7 @@
 Importable without drivers or simulation. Design and guarantees: docs/store.md.
 """
 
-from .derived import write_transferred
+from .derived import write_transferred, write_transferred_trust
 from .layout import (FORMAT, FORMAT_VERSION, SYSTEM_NAMES, MapLayout, PairedMapError, PairedMapFormatError,
                      PairedMapMismatchError)
 from .reader import Chunk, PairedMapReader, validate
@@ -11,5 +11,5 @@ from .writer import PairedMapWriter
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SYSTEM_NAMES", "MapLayout", "PairedMapError", "PairedMapFormatError",
-    "PairedMapMismatchError", "Chunk", "PairedMapReader", "PairedMapWriter", "validate", "write_transferred",
+    "PairedMapMismatchError", "Chunk", "PairedMapReader", "PairedMapWriter", "validate", "write_transferred", "write_transferred_trust",
 ]
