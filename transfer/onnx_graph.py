@@ -248,39 +248,32 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict) ->
     baseline-corrected secondary counts [batch, n_secondary], ``primary`` the model's primary
     counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
 
-    The shape residual needs no pass over whole spectra beyond |c|^2 and one MatMul with the
-    axes and the mean stacked, M = [P; mu] [k + 1, n]: with s = 1 / max(|c|, floor),
-    |r|^2 = |d|^2 - |P d|^2, d = s c - mu, |d|^2 = s^2 |c|^2 - 2 s c.mu + |mu|^2 and
-    P d = s P c - P mu (P has orthonormal rows).
+    The shape residual is computed as a residual, d - P^T P d with d = c / max(|c|, floor) - mu,
+    not as |d|^2 - |P d|^2: that difference cancels in float32 for spectra close to the
+    training subspace and cost the parity with transfer.trust.
     """
-    mean = np.asarray(parts["shape_mean"], np.float64)
-    axes = np.asarray(parts["shape_axes"], np.float64)
-    k = axes.shape[0]
-    stacked = np.concatenate([axes, mean[None, :]]).T.astype(np.float32)                 # [n, k + 1]
+    mean = np.asarray(parts["shape_mean"], np.float32)
+    axes = np.asarray(parts["shape_axes"], np.float32)
     squared = g.op("ReduceSumSquare", [corrected], axes=[1], keepdims=1)                 # |c|^2 [batch, 1]
     norm = g.op("Sqrt", [squared])
     inverse = g.op("Reciprocal", [g.op("Max", [norm, g.const("trust_norm_floor", np.float32(1e-6))])])
-    products = g.op("Mul", [g.op("MatMul", [corrected, g.const("trust_shape_axes_mean", stacked)]), inverse])
-    projected = g.op("Slice", [products, g.ints("trust_p_start", 0), g.ints("trust_p_stop", k), g.ints("trust_axis", 1)])
-    along_mean = g.op("Slice", [products, g.ints("trust_m_start", k), g.ints("trust_m_stop", k + 1),
-                                g.ints("trust_axis_m", 1)])                              # s c.mu [batch, 1]
-    inside = g.op("ReduceSumSquare", [g.op("Sub", [projected, g.const("trust_axes_mean", (axes @ mean).astype(np.float32))])],
-                  axes=[1], keepdims=1)                                                   # |P d|^2
-    total = g.op("Add", [g.op("Sub", [g.op("Mul", [squared, g.op("Mul", [inverse, inverse])]),
-                                      g.op("Mul", [along_mean, g.const("trust_two", np.float32(2))])]),
-                         g.const("trust_mean_squared", np.float32(mean @ mean))])         # |d|^2
-    residual = g.op("Sqrt", [g.op("Max", [g.op("Sub", [total, inside]), g.const("trust_zero", np.float32(0))])])
+    d = g.op("Sub", [g.op("Mul", [corrected, inverse]), g.const("trust_shape_mean", mean)])
+    projected = g.op("MatMul", [d, g.const("trust_shape_axes_t", np.ascontiguousarray(axes.T))])
+    outside = g.op("Sub", [d, g.op("MatMul", [projected, g.const("trust_shape_axes", np.ascontiguousarray(axes))])])
+    residual = g.op("Sqrt", [g.op("ReduceSumSquare", [outside], axes=[1], keepdims=1)])
     one = g.const("trust_one", np.float32(1))
     output_norm = g.op("Sqrt", [g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)])
     features = g.op("Concat", [g.op("Log", [g.op("Add", [norm, one])]),
                                g.op("Log", [g.op("Add", [residual, g.const("trust_residual_floor", np.float32(1e-6))])]),
                                g.op("Log", [g.op("Add", [output_norm, one])])], axis=1)   # [batch, 3]
     score = g.op("MatMul", [features, g.const("trust_weights", np.asarray(parts["weights"], np.float32)[:, None])])
-    score = g.op("Clip", [score, g.const("trust_first_knot", np.float32(parts["first_knot"] - parts["intercept"])),
-                          g.const("trust_last_knot", np.float32(parts["last_knot"] - parts["intercept"]))])
+    clipped = g.op("Clip", [score, g.const("trust_first_knot", np.float32(parts["first_knot"] - parts["intercept"])),
+                            g.const("trust_last_knot", np.float32(parts["last_knot"] - parts["intercept"]))])
     # the intercept moves the knots instead of the score: one Add fewer
     knots = (np.asarray(parts["knots"], np.float64) - parts["intercept"]).astype(np.float32)
-    hinges = g.op("Relu", [g.op("Sub", [score, g.const("trust_knots", knots)])])         # [batch, K]
+    hinges = g.op("Relu", [g.op("Sub", [clipped, g.const("trust_knots", knots)])])       # [batch, K]
     value = g.op("MatMul", [hinges, g.const("trust_slopes", np.asarray(parts["slopes_delta"], np.float32)[:, None])])
     value = g.op("Add", [value, g.const("trust_first_value", np.float32(parts["first_value"]))])
+    # beyond the calibrated range: times exp(score - clipped), the head's log relative error
+    value = g.op("Mul", [value, g.op("Exp", [g.op("Sub", [score, clipped])])])
     return g.op("Reshape", [value, g.ints("trust_flat", -1)], output=TRUST_OUTPUT)

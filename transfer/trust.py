@@ -28,7 +28,10 @@ and a monotone piecewise-linear calibration, fitted on the same held-out
 spectra (isotonic regression of the relative error on the score, then the
 mean of each score decile), turns the score into the number published live::
 
-    expected_rel_error = interp(score, knots, values)   (clipped to the end values)
+    s'                 = clip(score, knots[0], knots[-1])
+    expected_rel_error = interp(s', knots, values) * exp(score - s')
+
+(beyond the held-out range the head's own meaning, a log relative error, carries on).
 
 `threshold` is the default "do not trust" level of expected_rel_error,
 published with the model (`to_metadata`). Everything here is numpy; the ONNX
@@ -52,6 +55,8 @@ FEATURES = ("log_intensity", "log_shape_residual", "log_output_norm")
 DEFAULT_COMPONENTS = 16
 #: knots of the calibration: score deciles of the held-out spectra
 CALIBRATION_BINS = 10
+#: the least relative rise from one calibration knot to the next
+CALIBRATION_STEP = 1e-3
 #: the default "do not trust" threshold: this multiple of the held-out median relative error
 THRESHOLD_FACTOR = 2.0
 #: the regulariser of the head's least squares (features are O(1) logs)
@@ -156,7 +161,9 @@ class TrustScore:
         return self.expected_relative_error(corrected_secondary, predicted_primary) > np.float32(self.threshold_)
 
     def _interp(self, score: np.ndarray) -> np.ndarray:
-        return np.interp(score, self.knots_, self.values_)
+        # beyond the held-out range the head's own meaning (log relative error) carries on
+        clipped = np.clip(score, self.knots_[0], self.knots_[-1])
+        return np.interp(clipped, self.knots_, self.values_) * np.exp(score - clipped)
 
     def _check_fitted(self, *, calibrated: bool) -> None:
         if self.shape_axes_ is None:
@@ -167,7 +174,8 @@ class TrustScore:
     # -- export and storage ----------------------------------------------------------------
     def to_onnx_parts(self) -> dict[str, np.ndarray | float]:
         """Plain arrays for transfer.onnx_graph.trust_outputs. The calibration curve as hinges:
-        interp(s) = values[0] + sum_i slopes_delta[i] * relu(clip(s) - knots[i])."""
+        interp(clip(s)) = values[0] + sum_i slopes_delta[i] * relu(clip(s) - knots[i]), then times
+        exp(s - clip(s)) beyond the ends."""
         self._check_fitted(calibrated=True)
         knots, values = self.knots_, self.values_
         slopes = np.diff(values) / np.diff(knots)
@@ -231,6 +239,10 @@ def _calibration(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
         knots.append(float(np.mean(score[part])))
         values.append(float(np.mean(fitted[part])))
     knots, values = np.asarray(knots), np.maximum.accumulate(np.asarray(values))
+    # strictly increasing, so that the calibration keeps the head's order (a tie per plateau of
+    # the isotonic fit would throw away what the head knows)
+    for i in range(1, len(values)):
+        values[i] = max(values[i], values[i - 1] * (1 + CALIBRATION_STEP))
     keep = np.concatenate([[True], np.diff(knots) > 1e-9])
     return knots[keep], values[keep]
 
