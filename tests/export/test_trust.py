@@ -98,3 +98,21 @@ def test_calibrate_command_rewrites_the_trust_of_a_bundle(bundle, maps, tmp_path
 def test_calibrate_command_bad_input_is_a_clear_error(bundle, tmp_path, capsys):
     assert main(["calibrate", str(bundle.path), str(tmp_path / "missing.h5")]) == 2
     assert "missing.h5" in capsys.readouterr().err
+
+
+def test_the_worker_publishes_expected_rel_error_with_each_result(exported, session, maps, tmp_path):
+    from tests.streaming.conftest import PlainClient, WorkerProcess
+    x = raw_secondary(maps["test"])[:5]
+    expected = run(session, x)["expected_rel_error"]
+    worker = WorkerProcess(exported.path, tmp_path)
+    client = PlainClient(worker.input, worker.output, worker.control)
+    try:
+        client.wait_joined()
+        client.send({"v": 1, "seq": 0, "dtype": "<f4", "shape": list(x.shape)}, x.tobytes())
+        client.send({"v": 1, "seq": 1, "dtype": "<f4", "shape": [x.shape[1]]}, x[0].tobytes())
+        (_, batch, _), (_, single, _) = client.receive({b"transfer"}, 2)
+    finally:
+        client.close()
+        worker.stop()
+    assert np.allclose(batch["expected_rel_error"], expected, rtol=1e-5)
+    assert single["expected_rel_error"] == pytest.approx(float(expected[0]), rel=1e-5)
