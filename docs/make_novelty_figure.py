@@ -1,23 +1,29 @@
-"""Does the novelty output of the exported model track the real transfer error?
+"""Do the novelty and trust outputs of the exported model track the relative transfer error?
 
 Makes novelty.png and novelty.json in --out (docs/figures holds the ones that
 docs/novelty.md shows and quotes) from simulated maps:
 
 - a model trained on day 0 on spots without garnet or beryl (those spots are
   left unacquired in the training and validation maps, so both phases are new
-  to the model),
-- exported with `libs-transfer export` (the bundle's novelty statistics, fitted
-  on the training map),
-- run with ONNX Runtime on a test map of day 1 at another region (with garnet and
-  beryl grains) and on the same region measured on day 3 (another day's drift).
+  to the model);
+- its trust score calibrated once on the validation map (what training does) and
+  once on a held-out map of another day, region and sample realisation
+  (`libs-transfer calibrate`), then exported (`libs-transfer export`);
+- run with ONNX Runtime on six test scenarios: another region of day 0, days 1 to 4 at
+  other regions, two of them on other realisations of the simulated pegmatite (sample
+  seeds 1 and 2); every test map but one holds garnet or beryl grains;
+- the same trust score (transfer.trust, numpy) for PLS and DS fitted on the
+  training map, calibrated on the same held-out map;
+- the other candidates of docs/novelty.md for the VAE+MLP: the novelty output, the
+  shape residual alone, the latent Mahalanobis distance, and the disagreement between
+  the MLP's latent and the VAE encoder's latent of the transferred spectrum.
 
-The transfer error of each spectrum is measured against its own primary
-spectrum (baseline corrected): the mean squared error in the model's scaled
-primary units (what the networks were trained to minimise) and the Euclidean
-distance in counts (the paper's metric).
+The error of each spectrum is measured against its own primary spectrum (baseline
+corrected): relative error ||transferred - measured|| / ||measured|| and absolute
+(Euclidean) error in counts.
 
 Example:
-    .venv/bin/python docs/make_novelty_figure.py --out novelty-figures   # about 2 minutes on 2 CPU cores
+    .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty --out novelty-figures
     .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty --out docs/figures   # replace the documented ones
 """
 
@@ -57,12 +63,18 @@ CONFIG = {   # well below the paper's sizes and epochs, to run on a laptop CPU i
     "baselines": {"models": []},
     "kmeans": {"k_candidates": [3, 4, 5, 6, 7, 8], "silhouette_spots": 600, "max_fit_spots": 3000},
 }
-GROUPS = {   # name -> (map, which spots), in drawing order
-    "day 1, training phases": ("day1", "known"),
-    "day 1, garnet or beryl in the crater": ("day1", "absent"),
-    "day 3, same region": ("day3", "all"),
+#: name -> (day, sample seed, origin in µm); 30 x 30 maps at 80 µm
+CALIBRATION = ("calibration: day 5, sample 3", 5, 3, (15000.0, 15000.0))
+SCENARIOS = {
+    "day 0, region C": (0, 0, (2000.0, 8000.0)),
+    "day 1, region A": (1, 0, (6000.0, 6000.0)),
+    "day 3, region A": (3, 0, (6000.0, 6000.0)),
+    "day 2, region B": (2, 0, (12000.0, 2000.0)),
+    "day 1, sample 1": (1, 1, (3000.0, 9000.0)),
+    "day 4, sample 2": (4, 2, (9000.0, 12000.0)),
 }
-COLOURS = ["#4f9dde", "#b33f40", "#f2a541"]
+MODELS = ("vae_mlp", "pls", "ds")
+COLOURS = ["#4f9dde", "#b33f40", "#f2a541", "#5a9e6f", "#8e6bb8", "#444444"]
 
 
 def write_map_without(path: Path, *, shape, origin_um, day: int, absent=ABSENT, seed: int = 0) -> Path:
@@ -89,126 +101,198 @@ def write_map_without(path: Path, *, shape, origin_um, day: int, absent=ABSENT, 
     return path
 
 
+def _file_name(name: str) -> str:
+    return name.split(":")[0].replace(", ", "_").replace(" ", "") + ".h5"
+
+
 def make_maps(workdir: Path) -> dict[str, Path]:
-    maps = {"train": workdir / "train.h5", "val": workdir / "val.h5", "day1": workdir / "day1.h5",
-            "day3": workdir / "day3.h5"}
+    maps = {"train": workdir / "train.h5", "val": workdir / "val.h5"}
     if not maps["train"].exists():
         write_map_without(maps["train"], shape=(48, 48), origin_um=(0.0, 0.0), day=0)
     if not maps["val"].exists():
         write_map_without(maps["val"], shape=(16, 48), origin_um=(0.0, 4000.0), day=0)
-    for name, day in (("day1", 1), ("day3", 3)):
-        if not maps[name].exists():
-            generate_map(maps[name], shape=(30, 30), step_um=STEP_UM, day=day, seed=0, origin_um=(6000.0, 6000.0))
+    name, *settings = CALIBRATION
+    for key, (day, seed, origin) in [("calibration", settings), *SCENARIOS.items()]:
+        path = workdir / _file_name(key)
+        if not path.exists():
+            generate_map(path, shape=(30, 30), step_um=STEP_UM, day=day, seed=seed, origin_um=origin)
+        maps[key] = path
     return maps
 
 
-class LatentZScore:
-    """The alternative compared in docs/novelty.md: root-mean-square z-score of the MLP's
-    latent against the training latents, 1.0 at the 99th percentile of the training spectra."""
-
-    def __init__(self, training_latents: np.ndarray):
-        self.mean = training_latents.mean(axis=0)
-        self.std = training_latents.std(axis=0) + 1e-6
-        self.reference = 1.0
-        self.reference = float(np.quantile(self(training_latents), 0.99))
-
-    def __call__(self, latents: np.ndarray) -> np.ndarray:
-        z = (latents - self.mean) / self.std
-        return np.sqrt(np.mean(z * z, axis=1)) / self.reference
+def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with PairedMapReader(path) as reader:
+        chunk = reader.read_all()
+    return (np.asarray(chunk.spectra["secondary"], np.float32), np.asarray(chunk.spectra["primary"], np.float32))
 
 
-def evaluate(maps: dict[str, Path], bundle, model_path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Per test map: novelty (ONNX), the latent z-score, errors, absent-phase flag."""
-    import onnxruntime as ort
+class Candidates:
+    """The VAE+MLP-only alternatives to the trust score, computed in numpy/torch."""
+
+    def __init__(self, bundle, transferer, train_raw: np.ndarray):
+        latents = transferer.transfer(train_raw)["latent"].astype(np.float64)
+        self.mean = latents.mean(axis=0)
+        self.inverse_covariance = np.linalg.inv(np.cov(latents.T) + 1e-6 * np.eye(latents.shape[1]))
+        self.vae = bundle.vae.eval()
+        self.primary = bundle.primary_preprocess
+
+    def latent_mahalanobis(self, latent: np.ndarray) -> np.ndarray:
+        d = latent.astype(np.float64) - self.mean
+        return np.sqrt(np.einsum("ij,jk,ik->i", d, self.inverse_covariance, d))
+
+    def encoder_disagreement(self, latent: np.ndarray, primary_counts: np.ndarray) -> np.ndarray:
+        import torch
+        with torch.no_grad():
+            mu, _ = self.vae.encode(torch.from_numpy(np.asarray(self.primary.transform(primary_counts), np.float32)))
+        return np.linalg.norm(mu.numpy() - latent, axis=1)
+
+
+def linear_baselines(bundle, train: Path) -> dict:
+    """PLS and DS fitted on the training map (scaled with the bundle's statistics)."""
+    from transfer.baselines import DSTransfer, PLSTransfer
+    secondary_raw, primary_raw = read_pairs(train)
+    system = bundle.secondary()
+    xs = system.preprocess.transform(secondary_raw)
+    xp = bundle.primary_preprocess.transform(primary_raw)
+    return {"pls": PLSTransfer(16).fit(xs, xp), "ds": DSTransfer(alpha=1e-2).fit(xs, xp)}
+
+
+def statistics(score, expected, relative, absolute, intensity) -> dict:
+    """The figures of docs/novelty.md for one score on one scenario."""
+    rho = lambda a, b: round(float(spearmanr(a, b)[0]), 3)  # noqa: E731
+    deciles = np.quantile(intensity, np.linspace(0, 1, 11))
+    which = np.clip(np.searchsorted(deciles, intensity, side="right") - 1, 0, 9)
+    within = [float(spearmanr(score[which == d], relative[which == d])[0]) for d in range(10)]
+    top = score >= np.quantile(score, 0.95)
+    out = {"rho_relative": rho(score, relative), "rho_absolute": rho(score, absolute),
+           "rho_intensity": rho(score, intensity),
+           "rho_relative_within_intensity_deciles": [round(v, 2) for v in within],
+           "rho_within_deciles_median": round(float(np.median(within)), 3),
+           "top5_mean_relative_error": round(float(np.mean(relative[top])), 4),
+           "median_relative_error": round(float(np.median(relative)), 4),
+           "top5_over_median": round(float(np.mean(relative[top]) / np.median(relative)), 2)}
+    if expected is not None:
+        edges = np.quantile(score, np.linspace(0, 1, 11))
+        bins = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, 9)
+        predicted = [float(np.mean(expected[bins == d])) for d in range(10)]
+        observed = [float(np.mean(relative[bins == d])) for d in range(10)]
+        out["reliability"] = {"predicted": [round(v, 4) for v in predicted], "observed": [round(v, 4) for v in observed]}
+        ratios = np.array(predicted) / np.array(observed)
+        out["deciles_within_30_percent"] = int(np.sum(np.abs(ratios - 1) <= 0.3))
+        out["mean_predicted_over_observed"] = round(float(np.mean(expected) / np.mean(relative)), 3)
+    return out
+
+
+def evaluate(maps, bundle, sessions: dict, trusts: dict) -> dict:
+    """Per scenario and model: every score against the errors of every spectrum."""
     from transfer.predict import Transferer
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    from transfer.trust import relative_error
     transferer = Transferer(bundle)
-    latent_z = LatentZScore(transferer.transfer(_raw_secondary(maps["train"]))["latent"])
+    system = bundle.secondary()
     primary = bundle.primary_preprocess
-    scale = primary.scaler.scale_
-    sample = PairedScene(seed=0, day=0).sample
-    results = {"train": {"novelty": session.run(["novelty"], {"secondary": _raw_secondary(maps["train"])})[0]}}
-    for name in ("day1", "day3"):
-        with PairedMapReader(maps[name]) as reader:
-            chunk = reader.read_all()
-            x, y = reader.layout.x_um[chunk.ix], reader.layout.y_um[chunk.iy]
-        raw_secondary = np.asarray(chunk.spectra["secondary"], dtype=np.float32)
-        out = dict(zip(("primary", "novelty"), session.run(["primary", "novelty"], {"secondary": raw_secondary})))
-        truth = primary.correct(np.asarray(chunk.spectra["primary"], dtype=np.float32))
-        difference = out["primary"].astype(np.float64) - truth
-        weights = sample.spot_composition(x, y).phase_weights
-        results[name] = {
-            "novelty": out["novelty"], "latent_z": latent_z(transferer.transfer(raw_secondary)["latent"]),
-            "mse_scaled": np.mean((difference / scale) ** 2, axis=1),
-            "euclid": np.linalg.norm(difference, axis=1),
-            "absent": weights[:, list(ABSENT)].sum(axis=1) > 0,
-        }
+    candidates = Candidates(bundle, transferer, read_pairs(maps["train"])[0])
+    baselines = linear_baselines(bundle, maps["train"])
+    results = {}
+    for name in SCENARIOS:
+        secondary_raw, primary_raw = read_pairs(maps[name])
+        truth = primary.correct(primary_raw)
+        corrected = system.preprocess.correct(secondary_raw)
+        intensity = np.linalg.norm(corrected, axis=1)
+        outputs = {}
+        for calibration, session in sessions.items():
+            names = [o.name for o in session.get_outputs()]
+            outputs[calibration] = dict(zip(names, session.run(names, {"secondary": secondary_raw})))
+        live = outputs["held-out day"]
+        scaled = transferer.scaled_input(secondary_raw)
+        predictions = {"vae_mlp": live["primary"]}
+        for model, baseline in baselines.items():
+            predictions[model] = np.asarray(primary.inverse_transform(baseline.predict(scaled)), np.float32)
+        per_model = {}
+        for model, predicted in predictions.items():
+            relative = relative_error(predicted, truth)
+            absolute = np.linalg.norm(predicted.astype(np.float64) - truth, axis=1)
+            scores = {}
+            if model == "vae_mlp":
+                for calibration, out in outputs.items():
+                    expected = out["expected_rel_error"]
+                    scores[f"trust ({calibration} calibration)"] = (expected, expected)
+                scores["novelty (pca residual, scaled input)"] = (live["novelty"], None)
+                features = trusts["held-out day"]["vae_mlp"].features(corrected, predicted)
+                scores["shape residual alone"] = (features[:, 1], None)
+                scores["latent Mahalanobis distance"] = (candidates.latent_mahalanobis(live["latent"]), None)
+                scores["encoder latent of the transfer vs MLP latent"] = (
+                    candidates.encoder_disagreement(live["latent"], predicted), None)
+            else:
+                for calibration, per in trusts.items():
+                    expected = per[model].expected_relative_error(corrected, predicted)
+                    scores[f"trust ({calibration} calibration)"] = (expected, expected)
+            per_model[model] = {"n": int(len(relative)),
+                                "scores": {key: statistics(s, e, relative, absolute, intensity)
+                                           for key, (s, e) in scores.items()},
+                                "flagged": round(float(np.mean(scores["trust (held-out day calibration)"][0]
+                                                               > trusts["held-out day"][model].threshold_)), 3)}
+            if model == "vae_mlp":
+                per_model[model]["points"] = {"expected": live["expected_rel_error"], "relative": relative}
+        results[name] = per_model
     return results
 
 
-def _raw_secondary(path: Path) -> np.ndarray:
-    with PairedMapReader(path) as reader:
-        return np.asarray(reader.read_all(systems=["secondary"]).spectra["secondary"], dtype=np.float32)
+def calibrated_trusts(bundle, maps, baselines) -> dict:
+    """The numpy trust score per model, calibrated on the validation or the held-out map."""
+    import dataclasses
 
-
-def group_rows(results) -> dict[str, np.ndarray]:
-    rows = {}
-    for group, (name, which) in GROUPS.items():
-        r = results[name]
-        rows[group] = {"all": np.ones_like(r["absent"]), "known": ~r["absent"], "absent": r["absent"]}[which]
-    return rows
-
-
-def summary(results) -> dict:
-    rho = lambda a, b: round(float(spearmanr(a, b)[0]), 3)  # noqa: E731
-    out = {"groups": {}, "pooled": {}}
-    for group, mask in group_rows(results).items():
-        r = results[GROUPS[group][0]]
-        out["groups"][group] = {
-            "n": int(mask.sum()),
-            "median_novelty": round(float(np.median(r["novelty"][mask])), 3),
-            "fraction_novelty_above_1_5": round(float(np.mean(r["novelty"][mask] > 1.5)), 3),
-            "fraction_novelty_above_3": round(float(np.mean(r["novelty"][mask] > 3)), 3),
-            "novelty_p5_p95": [round(float(v), 2) for v in np.percentile(r["novelty"][mask], [5, 95])],
-            "median_mse_scaled": round(float(np.median(r["mse_scaled"][mask])), 3),
-            "median_euclid": round(float(np.median(r["euclid"][mask])), 1),
-            "rho_novelty_mse": rho(r["novelty"][mask], r["mse_scaled"][mask]),
-            "rho_novelty_euclid": rho(r["novelty"][mask], r["euclid"][mask]),
-        }
-    pooled = {key: np.concatenate([results[n][key] for n in ("day1", "day3")])
-              for key in ("novelty", "latent_z", "mse_scaled", "euclid")}
-    training = results["train"]["novelty"]
-    out["training_spectra"] = {"n": int(training.size), "median_novelty": round(float(np.median(training)), 3),
-                               "fraction_novelty_above_1_5": round(float(np.mean(training > 1.5)), 3),
-                               "fraction_novelty_above_3": round(float(np.mean(training > 3)), 3),
-                               "novelty_p5_p95": [round(float(v), 2) for v in np.percentile(training, [5, 95])]}
-    out["pooled"] = {"n": int(pooled["novelty"].size),
-                     "rho_novelty_mse": rho(pooled["novelty"], pooled["mse_scaled"]),
-                     "rho_novelty_euclid": rho(pooled["novelty"], pooled["euclid"]),
-                     "rho_latent_z_mse": rho(pooled["latent_z"], pooled["mse_scaled"]),
-                     "rho_latent_z_euclid": rho(pooled["latent_z"], pooled["euclid"])}
+    from transfer.predict import Transferer
+    system = bundle.secondary()
+    primary = bundle.primary_preprocess
+    transferer = Transferer(bundle)
+    out = {}
+    for calibration, key in (("validation", "val"), ("held-out day", "calibration")):
+        secondary_raw, primary_raw = read_pairs(maps[key])
+        corrected = system.preprocess.correct(secondary_raw)
+        truth = primary.correct(primary_raw)
+        scaled = transferer.scaled_input(secondary_raw)
+        out[calibration] = {}
+        for model in MODELS:
+            predicted = (transferer.transfer(secondary_raw)["primary"] if model == "vae_mlp"
+                         else primary.inverse_transform(baselines[model].predict(scaled)))
+            out[calibration][model] = dataclasses.replace(system.trust).calibrate(corrected, predicted, truth)
     return out
 
 
 def figure(results, numbers: dict, out: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    for (group, mask), colour in zip(group_rows(results).items(), COLOURS):
-        r = results[GROUPS[group][0]]
-        stats = numbers["groups"][group]
-        for ax, key, rho_key in ((axes[0], "mse_scaled", "rho_novelty_mse"), (axes[1], "euclid", "rho_novelty_euclid")):
-            ax.scatter(r["novelty"][mask], r[key][mask], s=9, alpha=0.6, color=colour, linewidths=0,
-                       label=f"{group} (n={stats['n']}, ρ={stats[rho_key]:+.2f})")
-    pooled = numbers["pooled"]
-    axes[0].set_ylabel("transfer error: MSE in scaled primary units")
-    axes[1].set_ylabel("transfer error: Euclidean distance (counts)")
-    for ax, key in ((axes[0], "rho_novelty_mse"), (axes[1], "rho_novelty_euclid")):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
+    key = "trust (held-out day calibration)"
+    for (name, per_model), colour in zip(results.items(), COLOURS):
+        points = per_model["vae_mlp"]["points"]
+        stats = numbers["scenarios"][name]["vae_mlp"]["scores"][key]
+        axes[0].scatter(points["expected"], points["relative"], s=6, alpha=0.45, color=colour, linewidths=0,
+                        label=f"{name} (ρ={stats['rho_relative']:+.2f})")
+        reliability = stats["reliability"]
+        axes[1].plot(reliability["predicted"], reliability["observed"], "o-", color=colour, ms=4, lw=1,
+                     label=f"{name} ({stats['deciles_within_30_percent']}/10 deciles within ±30 %)")
+        novelty = numbers["scenarios"][name]["vae_mlp"]["scores"]["novelty (pca residual, scaled input)"]
+        axes[2].scatter([novelty["rho_relative"]], [stats["rho_relative"]], color=colour, s=40, label=name)
+    lo, hi = 0.03, 2.0
+    for ax in axes[:2]:
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.axvline(1.0, color="0.5", lw=0.8, ls=":")
-        ax.set_xlabel("novelty (exported model; 1 = typical training spectrum)")
-        ax.set_title(f"all test spectra: Spearman ρ = {pooled[key]:+.2f}")
-        ax.legend(fontsize=8, loc="upper left", markerscale=2)
-    fig.suptitle("Novelty vs. actual transfer error; model trained on day 0 without garnet and beryl")
+        ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
+        ax.set_xlabel("expected relative error (exported model, calibrated on a held-out day)")
+        ax.set_ylabel("observed relative error")
+        ax.legend(fontsize=7, loc="upper left", markerscale=2)
+    axes[1].fill_between([lo, hi], [lo / 1.3, hi / 1.3], [lo / 0.7, hi / 0.7], color="0.85", zorder=0)
+    axes[0].set_title("every test spectrum (VAE+MLP)")
+    axes[1].set_title("reliability: mean per decile of the score (band: ±30 %)")
+    axes[2].axhline(0.5, color="0.5", ls=":", lw=0.8)
+    axes[2].axvline(0, color="0.5", lw=0.5)
+    axes[2].axhline(0, color="0.5", lw=0.5)
+    axes[2].set_xlim(-1, 1)
+    axes[2].set_ylim(-1, 1)
+    axes[2].set_xlabel("Spearman ρ(novelty, relative error)")
+    axes[2].set_ylabel("Spearman ρ(expected_rel_error, relative error)")
+    axes[2].set_title("per scenario: trust score vs the old novelty")
+    axes[2].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Trust score vs the actual relative transfer error; model trained on day 0 without garnet and beryl")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -218,7 +302,7 @@ def figure(results, numbers: dict, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty")
+        epilog="example:\n  .venv/bin/python docs/make_novelty_figure.py --workdir /tmp/novelty --out novelty-figures")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for novelty.png and novelty.json (created if missing); docs/figures, "
                              "which is tracked, only when you mean to replace the documented figures")
@@ -226,7 +310,10 @@ def main(argv=None) -> int:
                         help="keep maps and model here and reuse them on the next run (default: a temporary folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import onnxruntime as ort
+
     from transfer.bundle import load_bundle
+    from transfer.calibrate import calibrate_bundle
     from transfer.config import TransferConfig
     from transfer.export import export_model
     from transfer.pipeline import train_model
@@ -235,20 +322,45 @@ def main(argv=None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         maps = make_maps(workdir)
         model_dir = workdir / "model"
-        if (model_dir / "bundle.json").exists():
-            bundle = load_bundle(model_dir)
-        else:
-            bundle = train_model(maps["train"], maps["val"], model_dir, config=TransferConfig(CONFIG), device="cpu",
-                                 seed=0)
-        exported = export_model(bundle, workdir / "model.onnx")
-        results = evaluate(maps, bundle, exported.path)
-    numbers = summary(results)
-    numbers["model"] = {"model_id": exported.model_id, "novelty": exported.novelty, "config": CONFIG}
+        if not (model_dir / "bundle.json").exists():
+            train_model(maps["train"], maps["val"], model_dir, config=TransferConfig(CONFIG), device="cpu", seed=0)
+        # as trained: calibrated on the validation map (recalibrated here, in case the bundle predates it)
+        calibrate_bundle(model_dir, maps["val"], progress=False)
+        exported = {"validation": export_model(load_bundle(model_dir), workdir / "model_validation.onnx")}
+        calibrate_bundle(model_dir, maps["calibration"], progress=False)
+        bundle = load_bundle(model_dir)
+        exported["held-out day"] = export_model(bundle, workdir / "model.onnx")
+        sessions = {key: ort.InferenceSession(str(e.path), providers=["CPUExecutionProvider"])
+                    for key, e in exported.items()}
+        baselines = linear_baselines(bundle, maps["train"])
+        trusts = calibrated_trusts(bundle, maps, baselines)
+        results = evaluate(maps, bundle, sessions, trusts)
+    numbers = {"scenarios": {name: {model: {k: v for k, v in per.items() if k != "points"}
+                                    for model, per in per_model.items()} for name, per_model in results.items()},
+               "calibration_map": {"name": CALIBRATION[0], "day": CALIBRATION[1], "sample_seed": CALIBRATION[2]},
+               "thresholds": {calibration: {model: round(t.threshold_, 4) for model, t in per.items()}
+                              for calibration, per in trusts.items()},
+               "model": {"model_id": exported["held-out day"].model_id, "config": CONFIG,
+                         "trust": bundle.secondary().trust.describe()}}
     args.out.mkdir(parents=True, exist_ok=True)
     figure(results, numbers, args.out / "novelty.png")
     (args.out / "novelty.json").write_text(json.dumps(numbers, indent=2) + "\n", "utf-8")
-    print(json.dumps({key: value for key, value in numbers.items() if key != "model"}, indent=2))
+    print(json.dumps(summary_lines(numbers), indent=1))
     return 0
+
+
+def summary_lines(numbers) -> dict:
+    """One line per scenario, model and score: the figures the targets are about."""
+    out = {}
+    for name, per_model in numbers["scenarios"].items():
+        for model, per in per_model.items():
+            for score, s in per["scores"].items():
+                out[f"{name} | {model} | {score}"] = (
+                    f"rho_rel {s['rho_relative']:+.2f} rho_abs {s['rho_absolute']:+.2f} "
+                    f"rho_int {s['rho_intensity']:+.2f} within {s['rho_within_deciles_median']:+.2f} "
+                    f"top5/median {s['top5_over_median']:.2f}"
+                    + (f" deciles_ok {s['deciles_within_30_percent']}/10" if "reliability" in s else ""))
+    return out
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ INPUT_NAME = "secondary"
 OUTPUTS = {"primary": "tensor(float)", "latent": "tensor(float)", "label": "tensor(int64)",
            "novelty": "tensor(float)"}
 META_PREFIX = "twinplume."
+TRUST_OUTPUT = "expected_rel_error"
 
 
 class ModelContractError(ValueError):
@@ -70,6 +71,10 @@ class PipelineSession:
             raise ModelContractError(f"{self.path}: input has {declared} pixels but metadata says "
                                      f"n_secondary={self.n_secondary}")
         self._outputs = ["primary", "label", "novelty"]
+        # optional: the calibrated trust score of transfer/trust.py (docs/novelty.md)
+        self.has_trust = any(o.name == TRUST_OUTPUT and o.type == "tensor(float)" for o in self.session.get_outputs())
+        if self.has_trust:
+            self._outputs.append(TRUST_OUTPUT)
         self.precision = self._precision()
         log.info("loaded model %s (%s) from %s: %d -> %d pixels", self.model_id, self.precision, self.path,
                  self.n_secondary, self.n_primary)
@@ -95,12 +100,17 @@ class PipelineSession:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs for float32 [b, n_secondary]; ``finite`` [b] says which rows came out finite."""
-        primary, label, novelty = self.session.run(self._outputs, {INPUT_NAME: batch})
+        primary, label, novelty, *trust = self.session.run(self._outputs, {INPUT_NAME: batch})
         if primary.shape != (batch.shape[0], self.n_primary):
             raise ModelContractError(f"{self.path}: 'primary' came out {primary.shape}, expected "
                                      f"({batch.shape[0]}, {self.n_primary})")
         finite = np.isfinite(primary).all(axis=1) & np.isfinite(novelty)
-        return {"primary": primary, "label": label, "novelty": novelty, "finite": finite}
+        result = {"primary": primary, "label": label, "novelty": novelty}
+        if trust:
+            result[TRUST_OUTPUT] = trust[0]
+            finite &= np.isfinite(trust[0])
+        result["finite"] = finite
+        return result
 
     def describe(self) -> dict:
         """What the control socket answers to {"cmd": "model"}: names, ids and hashes, no local paths."""

@@ -330,7 +330,7 @@ def _json_float(value: float) -> float | None:
 
 def encode_transfer(primary: np.ndarray, *, seq: int, in_seq: int, single: bool, label: np.ndarray,
                     novelty: np.ndarray, model: str, latency_s: float, echo: dict | None = None,
-                    worker: str | None = None) -> list:
+                    worker: str | None = None, expected_rel_error: np.ndarray | None = None) -> list:
     """Frames of one ``transfer`` message; ``primary`` float32 [k, n_primary]."""
     primary = np.ascontiguousarray(primary, dtype="<f4")
     header: dict[str, Any] = {"v": VERSION, "seq": seq, "in_seq": in_seq}
@@ -340,10 +340,14 @@ def encode_transfer(primary: np.ndarray, *, seq: int, in_seq: int, single: bool,
         header["shape"] = [primary.shape[-1]]
         header["label"] = int(label[0])
         header["novelty"] = _json_float(novelty[0])
+        if expected_rel_error is not None:
+            header["expected_rel_error"] = _json_float(expected_rel_error[0])
     else:
         header["shape"] = list(primary.shape)
         header["label"] = [int(v) for v in label]
         header["novelty"] = [_json_float(v) for v in novelty]
+        if expected_rel_error is not None:
+            header["expected_rel_error"] = [_json_float(v) for v in expected_rel_error]
     header["dtype"] = OUTPUT_DTYPE
     header["model"] = model
     header["latency_s"] = round(latency_s, 7)

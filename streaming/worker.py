@@ -263,7 +263,8 @@ class TransferWorker:
         frames = protocol.encode_transfer(
             outputs["primary"][rows], seq=self._seq["transfer"], in_seq=message.seq, single=message.single,
             label=outputs["label"][rows], novelty=outputs["novelty"][rows], model=self.model.model_id,
-            latency_s=latency, echo=message.echo, worker=self.worker_id)
+            latency_s=latency, echo=message.echo, worker=self.worker_id,
+            expected_rel_error=(outputs["expected_rel_error"][rows] if "expected_rel_error" in outputs else None))
         self.output.send_multipart(frames, copy=False)
         self._seq["transfer"] += 1
         self.counters["published"] += 1

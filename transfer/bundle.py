@@ -16,6 +16,8 @@ MODEL_DIR/
   secondary/<name>/decoder.safetensors     only when fine-tuned end to end
   secondary/<name>/one_step.safetensors    the one-step MLP baseline
   secondary/<name>/novelty.safetensors     PCA-residual novelty statistics (transfer.novelty)
+  secondary/<name>/trust.safetensors       trust score and its calibration (transfer.trust); optional,
+                                           bundles written before it have none
   secondary/<name>/baselines/<pls|knn|ds|pds>.safetensors
 ```
 
@@ -50,6 +52,7 @@ from transfer.config import TransferConfig, config_from_json
 from transfer.models import ComposedTransfer, Decoder, LatentMLP, VAE, build_mlp, build_one_step, build_vae
 from transfer.novelty import NoveltyModel
 from transfer.preprocess import SpectrumPreprocessor
+from transfer.trust import TrustScore
 
 BUNDLE_FORMAT = "twinplume.transfer-bundle"
 BUNDLE_VERSION = 1
@@ -294,6 +297,29 @@ secondary_name = matching(NAME_PATTERN, "a name of letters, digits, '_', '-', '.
 model_id = matching(re.compile(r"^[0-9a-f]{8,64}$"), "a hexadecimal model id")
 
 
+#: every model train ranks (transfer.pipeline.rank_models)
+TRANSFER_MODEL_NAMES = ("vae_mlp", "one_step_mlp", *BASELINE_CLASSES)
+
+
+def transfer_model_name(value: Any) -> str | None:
+    return None if isinstance(value, str) and value in TRANSFER_MODEL_NAMES else \
+        f"expected one of {', '.join(TRANSFER_MODEL_NAMES)}, got {_show(value)}"
+
+
+def validation_scores(value: Any) -> str | None:
+    """{model: validation RSE}: known names, finite non-negative numbers (or null: not finite)."""
+    if not isinstance(value, dict) or len(value) > len(TRANSFER_MODEL_NAMES):
+        return f"expected an object of at most {len(TRANSFER_MODEL_NAMES)} scores, got {_show(value)}"
+    for key, score in value.items():
+        problem = transfer_model_name(key)
+        if problem:
+            return f"key {_show(key)}: {problem}"
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                  or not np.isfinite(score) or score < 0):
+            return f"{key}: expected a finite RSE >= 0, got {_show(score)}"
+    return None
+
+
 def baseline_name(value: Any) -> str | None:
     return None if isinstance(value, str) and value in BASELINE_CLASSES else \
         f"expected one of {', '.join(BASELINE_CLASSES)}, got {_show(value)}"
@@ -306,6 +332,10 @@ SECONDARY_FIELDS = (
     Field("one_step", boolean),
     Field("baselines", list_of(baseline_name, len(BASELINE_CLASSES))),
     Field("model_id", model_id),
+    Field("trust", boolean, required=False),
+    Field("trust_model", transfer_model_name, required=False),
+    Field("recommended", transfer_model_name, required=False),
+    Field("validation_rse", validation_scores, required=False),
 )
 
 
@@ -416,6 +446,7 @@ class SecondaryModel:
     baselines: dict[str, Any]        # name -> fitted transfer baseline (transfer.baselines)
     novelty: NoveltyModel            # PCA-residual novelty of scaled secondary spectra
     model_id: str                    # hash of the weights and statistics this system's transfer uses
+    trust: TrustScore | None = None  # calibrated expected relative error (None: bundle without one)
 
     @property
     def n_pixels(self) -> int:
@@ -459,10 +490,13 @@ def primary_files() -> list[str]:
             "primary/kmeans.safetensors"]
 
 
-def secondary_files(name: str, *, fine_tuned: bool, one_step: bool, baselines: list[str]) -> list[str]:
+def secondary_files(name: str, *, fine_tuned: bool, one_step: bool, baselines: list[str],
+                    trust: bool = False) -> list[str]:
     base = f"secondary/{name}"
     files = [f"{base}/wavelength.npy", f"{base}/preprocess.safetensors", f"{base}/mlp.safetensors",
              f"{base}/novelty.safetensors"]
+    if trust:
+        files.append(f"{base}/trust.safetensors")
     if fine_tuned:
         files.append(f"{base}/decoder.safetensors")
     if one_step:
@@ -483,7 +517,7 @@ def write_primary(model_dir: str | Path, *, wavelengths: np.ndarray, preprocess:
 def write_secondary(model_dir: str | Path, name: str, *, wavelengths: np.ndarray,
                     preprocess: SpectrumPreprocessor, mlp: LatentMLP, decoder: Decoder | None,
                     one_step: ComposedTransfer | None, baselines: Mapping[str, Any],
-                    novelty: NoveltyModel) -> dict:
+                    novelty: NoveltyModel, trust: TrustScore | None = None) -> dict:
     """Writes one secondary's parts; `decoder` only when fine-tuned. Returns its manifest entry."""
     base = Path(model_dir) / "secondary" / check_name(name)
     if base.exists():
@@ -496,11 +530,14 @@ def write_secondary(model_dir: str | Path, name: str, *, wavelengths: np.ndarray
     if one_step is not None:
         save_module(base / "one_step.safetensors", one_step)
     save_state_tree(base / "novelty.safetensors", novelty.get_state())
+    if trust is not None:
+        save_state_tree(base / "trust.safetensors", trust.get_state())
     for baseline_name, model in baselines.items():
         save_state_tree(base / "baselines" / f"{baseline_name}.safetensors", model.get_state())
     return {"n_pixels": int(len(wavelengths)), "mlp_hidden": [int(m.out_features) for m in mlp
                                                               if isinstance(m, nn.Linear)][:-1],
-            "fine_tuned": decoder is not None, "one_step": one_step is not None, "baselines": sorted(baselines)}
+            "fine_tuned": decoder is not None, "one_step": one_step is not None, "baselines": sorted(baselines),
+            "trust": trust is not None}
 
 
 def _combined_id(hashes: Mapping[str, str], files: list[str]) -> str:
@@ -522,7 +559,7 @@ def write_manifest(model_dir: str | Path, *, n_primary: int, latent: int,
     entries = {}
     for name, info in secondaries.items():
         own = secondary_files(name, fine_tuned=info["fine_tuned"], one_step=info["one_step"],
-                              baselines=list(info["baselines"]))
+                              baselines=list(info["baselines"]), trust=bool(info.get("trust", False)))
         files += own
         entries[name] = dict(info, files=own)
     hashes = {}
@@ -619,8 +656,14 @@ def _load_secondary(model_dir: Path, name: str, info: Mapping[str, Any], config:
     if novelty.n_pixels != n:
         raise BundleError(f"{base / 'novelty.safetensors'}: statistics of {novelty.n_pixels}-pixel spectra, "
                           f"the system has {n}")
+    trust = None
+    if info.get("trust", False):
+        trust = _restore(base / "trust.safetensors", TrustScore.from_state)
+        if trust.shape_mean_.shape[0] != n:
+            raise BundleError(f"{base / 'trust.safetensors'}: statistics of {trust.shape_mean_.shape[0]}-pixel "
+                              f"spectra, the system has {n}")
     return SecondaryModel(
-        name=name, wavelengths=wavelengths,
+        name=name, wavelengths=wavelengths, trust=trust,
         preprocess=_restore(base / "preprocess.safetensors", SpectrumPreprocessor.from_state),
         mlp=mlp, decoder=decoder, fine_tuned=bool(info["fine_tuned"]), one_step=one_step,
         baselines=baselines, novelty=novelty, model_id=info["model_id"],

@@ -59,7 +59,8 @@ def _train(args) -> int:
 
 def _print_ranking(bundle, name: str) -> None:
     entry = bundle.manifest["secondaries"].get(name, {})
-    ranking = sorted((entry.get("validation_rse") or {}).items(), key=lambda kv: kv[1])
+    ranking = sorted(((k, v) for k, v in (entry.get("validation_rse") or {}).items() if v is not None),
+                     key=lambda kv: kv[1])
     if ranking:
         print("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking))
         print(f"recommended model: {entry['recommended']}")
@@ -164,7 +165,8 @@ def add_predict(subparsers) -> None:
 def _predict(args) -> int:
     from transfer.predict import predict_map
     n = predict_map(args.model, args.map, secondary=args.secondary, chunk_spots=args.chunk_spots)
-    print(f"{n} transferred spectra written to {args.map}:/entry/transferred")
+    print(f"{n} transferred spectra written to {args.map}:/entry/transferred (expected_rel_error and the "
+          f"untrusted flag too when the model has a trust score)")
     return 0
 
 
@@ -221,8 +223,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from transfer.preprocess import SpectraError, WavelengthMismatchError
     from transfer.suite import LearningCurveError
     from transfer.train import TrainingError
+    from transfer.trust import TrustError
     return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
-            TrainingError, NoveltyError, LearningCurveError, FileNotFoundError)
+            TrainingError, NoveltyError, LearningCurveError, TrustError, FileNotFoundError)
 
 
 SUBCOMMANDS: list[Callable] = [
@@ -232,6 +235,7 @@ SUBCOMMANDS: list[Callable] = [
     add_predict,
     add_search,
     _lazy("transfer.export", "add_export"),
+    _lazy("transfer.calibrate", "add_calibrate"),
 ]
 
 

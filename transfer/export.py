@@ -14,6 +14,8 @@ Runtime alone (the live worker has no torch)::
                                 -> label    int64   [batch]
       PCA residual of the scaled secondary (transfer.novelty)
                                 -> novelty  float32 [batch]
+      calibrated trust score (transfer.trust), when the bundle has one
+                                -> expected_rel_error  float32 [batch]
 
 The graph itself, and the exact rewrites that make it fast, are in
 `transfer.onnx_graph`. The label is the nearest k-means centroid in the space
@@ -49,8 +51,10 @@ from torch import nn
 from acquisition.shared import cli
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
-from transfer.onnx_graph import (INPUT, PRECISIONS, AffineArrays, DenseLayer, PipelineArrays, affine_graph,
-                                 pipeline_graph)
+from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
+                                 affine_graph, pipeline_graph)
+from transfer.selection import EXPORTABLE
+from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +62,11 @@ OPSET = 17
 OUTPUTS = ("primary", "latent", "label", "novelty")
 META = "twinplume."
 PARITY_TOLERANCE = 1e-4
+#: expected_rel_error against transfer.trust in float64; int8 moves |primary| a little
+TRUST_TOLERANCE = {"float32": 1e-3, "int8": 2e-2}
 #: the primary spectra of an int8 export (onnx_graph.int8_dense) carry 8-bit rounding;
 #: everything upstream of the decoder's last layer, and so the label, keeps float parity
 INT8_TOLERANCE = 5e-2
-#: the models an export can write: the VAE + MLP pipeline, or a linear baseline around the same
-#: preprocessing, k-means labels and novelty (its latent output: the novelty's principal scores)
-EXPORTABLE = ("vae_mlp", "ds", "pls")
 
 
 class ExportError(Exception):
@@ -88,7 +91,8 @@ def dense_layers(module: nn.Sequential, prefix: str) -> list[DenseLayer]:
     return layers
 
 
-def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> PipelineArrays:
+def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
+                    trust: TrustScore | None = None) -> PipelineArrays:
     """The numbers of one secondary system's pipeline (transfer.onnx_graph builds the graph)."""
     secondary, primary = system.preprocess, bundle.primary_preprocess
     if novelty.n_pixels != system.n_pixels:
@@ -102,15 +106,17 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
         secondary_mean=secondary.scaler.mean_, secondary_scale=secondary.scaler.scale_,
         mlp=dense_layers(system.mlp, "mlp"), decoder=dense_layers(system.decoder, "decoder"),
         primary_mean=primary.scaler.mean_, primary_scale=primary.scaler.scale_, centroids=centroids,
-        novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference)
+        novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference,
+        trust=trust.to_onnx_parts() if trust is not None else None)
 
 
-def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str) -> AffineArrays:
+def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str,
+                  trust: TrustScore | None = None) -> AffineArrays:
     """The numbers of a linear baseline's pipeline (DS or PLS: an affine map in scaled units)."""
     base = pipeline_arrays_common(bundle, system, novelty)
     state = system.baselines[name].get_state()
     return AffineArrays(coef=np.asarray(state["coef"], np.float64), intercept=np.asarray(state["intercept"], np.float64),
-                        **base)
+                        trust=trust.to_onnx_parts() if trust is not None else None, **base)
 
 
 def pipeline_arrays_common(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> dict:
@@ -121,11 +127,26 @@ def pipeline_arrays_common(bundle: TransferBundle, system: SecondaryModel, novel
 
 
 def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-                precision: str = "float32", model: str = "vae_mlp") -> onnx.GraphProto:
+                precision: str = "float32", model: str = "vae_mlp", trust: TrustScore | None = None
+                ) -> onnx.GraphProto:
     """The pipeline of one secondary system as an ONNX graph (module docstring)."""
     if model != "vae_mlp":
-        return affine_graph(affine_arrays(bundle, system, novelty, model))
-    return pipeline_graph(pipeline_arrays(bundle, system, novelty), precision=precision)
+        return affine_graph(affine_arrays(bundle, system, novelty, model, trust))
+    return pipeline_graph(pipeline_arrays(bundle, system, novelty, trust), precision=precision)
+
+
+def trust_for(bundle: TransferBundle, system: SecondaryModel, model: str) -> TrustScore | None:
+    """The secondary's trust score if it was calibrated on `model`'s errors, else None: a score
+    calibrated on another model's errors would promise the wrong error."""
+    if system.trust is None:
+        return None
+    calibrated_on = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("trust_model", "vae_mlp")
+    if calibrated_on != model:
+        log.warning("the trust score of '%s' was calibrated on %s's errors; the exported %s carries no "
+                    "expected_rel_error (retrain, or export --model %s)", system.name, calibrated_on, model,
+                    calibrated_on)
+        return None
+    return system.trust
 
 
 def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str | None = None) -> str:
@@ -138,14 +159,14 @@ def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str 
                               f"{', '.join(available)} (exportable models: {', '.join(EXPORTABLE)})")
         return requested
     ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
-    ranked = sorted((value, key) for key, value in ranking.items() if key in available)
+    ranked = sorted((value, key) for key, value in ranking.items() if key in available and value is not None)
     return ranked[0][1] if ranked else "vae_mlp"
 
 
 # -- identity and metadata --------------------------------------------------------------
 
 def exported_model_id(system: SecondaryModel, novelty: NoveltyModel, precision: str = "float32",
-                      model: str = "vae_mlp") -> str:
+                      model: str = "vae_mlp", trust: TrustScore | None = None) -> str:
     """Hex hash of what the graph computes: the secondary system's weights and statistics
     (its bundle model id), the novelty statistics added at export, the precision and the model."""
     digest = hashlib.sha256(system.model_id.encode() + b"\0")
@@ -155,6 +176,8 @@ def exported_model_id(system: SecondaryModel, novelty: NoveltyModel, precision: 
         digest.update(b"\0precision=" + precision.encode())
     if model != "vae_mlp":          # ... and so do VAE + MLP ids
         digest.update(b"\0model=" + model.encode())
+    if trust is None and system.trust is not None:    # the graph has no expected_rel_error output
+        digest.update(b"\0trust=none")
     return digest.hexdigest()[:16]
 
 
@@ -169,9 +192,10 @@ def _versions() -> dict[str, str]:
 
 
 def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, model_id: str,
-                   provenance: dict) -> dict[str, str]:
+                   provenance: dict, trust: TrustScore | None = None) -> dict[str, str]:
     """The metadata_props of spec/stream-protocol.md ("The model file"), exactly these keys."""
     return {
+        **(trust.to_metadata() if trust is not None else {}),
         f"{META}model_id": model_id,
         f"{META}n_primary": str(bundle.n_primary),
         f"{META}n_secondary": str(system.n_pixels),
@@ -198,7 +222,7 @@ def _precision_record(precision: str) -> dict:
 
 
 def _provenance(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, source: dict,
-                precision: str = "float32") -> dict:
+                precision: str = "float32", trust: TrustScore | None = None) -> dict:
     training = {"primary": bundle.provenance.get("primary", {}),
                 "secondary": bundle.provenance.get("secondaries", {}).get(system.name, {})}
     return {
@@ -212,6 +236,7 @@ def _provenance(bundle: TransferBundle, system: SecondaryModel, novelty: Novelty
         "primary_units": "baseline-corrected counts",
         "kmeans": {"k": int(bundle.kmeans.centroids_.shape[0]), "space": "baseline-corrected primary counts"},
         "novelty": dict(novelty.describe(), **source),
+        "trust": trust.describe() if trust is not None else None,
         "precision": _precision_record(precision),
         "training": training, "opset": OPSET, "versions": _versions(),
     }
@@ -275,7 +300,7 @@ def relative_error(result: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-           raw_secondary: np.ndarray, model: str = "vae_mlp") -> dict:
+           raw_secondary: np.ndarray, model: str = "vae_mlp", trust: TrustScore | None = None) -> dict:
     """ONNX Runtime against the PyTorch path (a linear baseline: its numpy path) and the numpy
     novelty on raw spectra."""
     from transfer.predict import Transferer
@@ -288,10 +313,16 @@ def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: Nov
         expected = {"primary": counts, "latent": ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32),
                     "label": bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64)}
     expected_novelty = novelty.score(scaled)
-    primary, latent, label, score = session.run(
-        list(OUTPUTS), {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
+    outputs = list(OUTPUTS) + ([TRUST_OUTPUT] if trust is not None else [])
+    primary, latent, label, score, *trust_out = session.run(
+        outputs, {INPUT: np.ascontiguousarray(raw_secondary, dtype=np.float32)})
     from transfer.metrics import rse
-    return {"n_spectra": int(raw_secondary.shape[0]),
+    checked = {}
+    if trust is not None:
+        reference = trust.expected_relative_error(system.preprocess.correct(raw_secondary), expected["primary"])
+        checked["trust_max_relative_error"] = float(np.max(np.abs(trust_out[0] - reference)
+                                                           / np.maximum(np.abs(reference), 1e-12)))
+    return {**checked,"n_spectra": int(raw_secondary.shape[0]),
             "primary_max_relative_error": float(relative_error(primary, expected["primary"]).max()),
             # Eq 4 of the paper with the PyTorch result as the truth: what the difference adds
             # to a transfer error (float32 ~1e-12; int8 see docs/streaming.md)
@@ -370,23 +401,25 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
         raise ExportError(f"--precision {precision} applies to the VAE + MLP decoder; {chosen} exports in float32")
     novelty, source = _novelty(bundle, system, reference, novelty_components, novelty_spots, seed, progress)
     # With the bundle's own statistics the graph computes exactly what the bundle's id names.
+    trust = trust_for(bundle, system, chosen)
     model_id = (system.model_id if novelty is system.novelty and precision == "float32" and chosen == "vae_mlp"
-                else exported_model_id(system, novelty, precision, chosen))
-    proto = _model_proto(bundle, system, novelty, model_id, precision, chosen)
+                and trust is system.trust else exported_model_id(system, novelty, precision, chosen, trust))
+    proto = _model_proto(bundle, system, novelty, model_id, precision, chosen, trust)
     spectra, spectra_from = _check_spectra(bundle, system, reference, check_spots, seed)
-    checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra, chosen)
+    checked = parity(_session(proto.SerializeToString()), bundle, system, novelty, spectra, chosen, trust)
     tolerance = PARITY_TOLERANCE if precision == "float32" else INT8_TOLERANCE
     if not (checked["primary_max_relative_error"] <= tolerance and checked["labels_equal"]
-            and checked["latent_max_relative_error"] <= PARITY_TOLERANCE):
+            and checked["latent_max_relative_error"] <= PARITY_TOLERANCE
+            and checked.get("trust_max_relative_error", 0.0) <= TRUST_TOLERANCE[precision]):
         raise ExportError(f"the exported graph does not reproduce the PyTorch pipeline on {spectra_from} "
                           f"(primary tolerance {tolerance:g} for {precision}): {checked}")
-    provenance = _provenance(bundle, system, novelty, source, precision)
+    provenance = _provenance(bundle, system, novelty, source, precision, trust)
     ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
     provenance["transfer_model"] = {"name": chosen, "validation_rse": ranking.get(chosen),
                                     "latent": "the VAE's latent space" if chosen == "vae_mlp" else
                                     "scores on the novelty's principal axes of the scaled secondary"}
     provenance["parity"] = dict(checked, tolerance=tolerance, spectra_from=spectra_from)
-    helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance))
+    helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance, trust))
     _write_atomically(out, proto.SerializeToString())
     log.info("model %s (secondary '%s', %s) exported to %s", model_id, system.name, precision, out)
     return ExportResult(path=out, model_id=model_id, secondary=system.name, n_secondary=system.n_pixels,
@@ -395,9 +428,10 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
 
 
 def _model_proto(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-                 model_id: str, precision: str = "float32", model: str = "vae_mlp") -> onnx.ModelProto:
+                 model_id: str, precision: str = "float32", model: str = "vae_mlp",
+                 trust: TrustScore | None = None) -> onnx.ModelProto:
     """The model around the graph, checked by onnx.checker (with shape inference)."""
-    proto = helper.make_model(build_graph(bundle, system, novelty, precision, model), opset_imports=[helper.make_opsetid("", OPSET)],
+    proto = helper.make_model(build_graph(bundle, system, novelty, precision, model, trust), opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="twinplume", producer_version=_versions()["twinplume"],
                               doc_string=f"twinplume spectral transfer {model_id}: raw '{system.name}' secondary "
                                          f"counts -> primary counts ({model}, {precision}), latent, k-means label, novelty")

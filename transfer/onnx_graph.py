@@ -12,6 +12,8 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
                                                      (precision "int8": see int8_dense)
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
     novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
+    expected_rel_error                               only with trust parts (transfer.trust):
+                = calibration(head(log|c|, log shape residual of c/|c|, log|primary|))
 
 Every rewrite above is exact algebra; only float32 rounding differs from the step-by-step
 path, far inside the export's parity tolerance. They save the passes over whole spectra that
@@ -29,6 +31,7 @@ from onnx import GraphProto, TensorProto, helper, numpy_helper
 from transfer.preprocess import gaussian_kernel
 
 INPUT = "secondary"
+TRUST_OUTPUT = "expected_rel_error"
 #: "float32" computes everything in float32 (and the label in float64); "int8" computes the
 #: decoder's last layer, three quarters of the arithmetic, in 8-bit integers (int8_dense)
 PRECISIONS = ("float32", "int8")
@@ -65,6 +68,7 @@ class PipelineArrays:
     novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
     novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
     novelty_reference: float           # Q_ref
+    trust: dict | None = None          # transfer.trust.TrustScore.to_onnx_parts(); None: no trust output
 
     @property
     def n_secondary(self) -> int:
@@ -216,8 +220,12 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
          keepdims=0)
 
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
+    if a.trust is not None:
+        corrected = g.op("Add", [centred, g.const("trust_offset", offset.astype(np.float32))])
+        trust_outputs(g, corrected, "primary", a.trust)
 
-    return _graph(g, name, a.n_secondary, a.n_primary, int(np.asarray(a.mlp[-1].weight).shape[0]))
+    return _graph(g, name, a.n_secondary, a.n_primary, int(np.asarray(a.mlp[-1].weight).shape[0]),
+                  a.trust is not None)
 
 
 def novelty_output(g: GraphBuilder, z: str, novelty_axes: np.ndarray, n_secondary: int, reference: float) -> str:
@@ -249,6 +257,7 @@ class AffineArrays:
     novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
     novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
     novelty_reference: float           # Q_ref
+    trust: dict | None = None          # transfer.trust.TrustScore.to_onnx_parts(); None: no trust output
 
     @property
     def n_secondary(self) -> int:
@@ -290,13 +299,55 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
     g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", np.einsum("ij,ij->i", centroids, centroids))])],
          output="label", axis=1, keepdims=0)
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
-    return _graph(g, name, a.n_secondary, a.n_primary, int(axes.shape[0]))
+    if a.trust is not None:
+        corrected = g.op("Add", [centred, g.const("trust_offset", offset.astype(np.float32))])
+        trust_outputs(g, corrected, "primary", a.trust)
+    return _graph(g, name, a.n_secondary, a.n_primary, int(axes.shape[0]), a.trust is not None)
 
 
-def _graph(g: GraphBuilder, name: str, n_secondary: int, n_primary: int, latent_size: int) -> GraphProto:
+def _graph(g: GraphBuilder, name: str, n_secondary: int, n_primary: int, latent_size: int,
+           with_trust: bool = False) -> GraphProto:
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", n_secondary])]
     outputs = [helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", n_primary]),
                helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", latent_size]),
                helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
                helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["batch"])]
+    if with_trust:
+        outputs.append(helper.make_tensor_value_info(TRUST_OUTPUT, TensorProto.FLOAT, ["batch"]))
     return helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
+
+
+def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict) -> str:
+    """Appends the trust score of transfer.trust to any pipeline graph: ``corrected`` is the
+    baseline-corrected secondary counts [batch, n_secondary], ``primary`` the model's primary
+    counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
+
+    The shape residual is computed as a residual, d - P^T P d with d = c / max(|c|, floor) - mu,
+    not as |d|^2 - |P d|^2: that difference cancels in float32 for spectra close to the
+    training subspace and cost the parity with transfer.trust.
+    """
+    mean = np.asarray(parts["shape_mean"], np.float32)
+    axes = np.asarray(parts["shape_axes"], np.float32)
+    squared = g.op("ReduceSumSquare", [corrected], axes=[1], keepdims=1)                 # |c|^2 [batch, 1]
+    norm = g.op("Sqrt", [squared])
+    inverse = g.op("Reciprocal", [g.op("Max", [norm, g.const("trust_norm_floor", np.float32(1e-6))])])
+    d = g.op("Sub", [g.op("Mul", [corrected, inverse]), g.const("trust_shape_mean", mean)])
+    projected = g.op("MatMul", [d, g.const("trust_shape_axes_t", np.ascontiguousarray(axes.T))])
+    outside = g.op("Sub", [d, g.op("MatMul", [projected, g.const("trust_shape_axes", np.ascontiguousarray(axes))])])
+    residual = g.op("Sqrt", [g.op("ReduceSumSquare", [outside], axes=[1], keepdims=1)])
+    one = g.const("trust_one", np.float32(1))
+    output_norm = g.op("Sqrt", [g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)])
+    features = g.op("Concat", [g.op("Log", [g.op("Add", [norm, one])]),
+                               g.op("Log", [g.op("Add", [residual, g.const("trust_residual_floor", np.float32(1e-6))])]),
+                               g.op("Log", [g.op("Add", [output_norm, one])])], axis=1)   # [batch, 3]
+    score = g.op("MatMul", [features, g.const("trust_weights", np.asarray(parts["weights"], np.float32)[:, None])])
+    clipped = g.op("Clip", [score, g.const("trust_first_knot", np.float32(parts["first_knot"] - parts["intercept"])),
+                            g.const("trust_last_knot", np.float32(parts["last_knot"] - parts["intercept"]))])
+    # the intercept moves the knots instead of the score: one Add fewer
+    knots = (np.asarray(parts["knots"], np.float64) - parts["intercept"]).astype(np.float32)
+    hinges = g.op("Relu", [g.op("Sub", [clipped, g.const("trust_knots", knots)])])       # [batch, K]
+    value = g.op("MatMul", [hinges, g.const("trust_slopes", np.asarray(parts["slopes_delta"], np.float32)[:, None])])
+    value = g.op("Add", [value, g.const("trust_first_value", np.float32(parts["first_value"]))])
+    # beyond the calibrated range: times exp(score - clipped), the head's log relative error
+    value = g.op("Mul", [value, g.op("Exp", [g.op("Sub", [score, clipped])])])
+    return g.op("Reshape", [value, g.ints("trust_flat", -1)], output=TRUST_OUTPUT)

@@ -42,7 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import choose_on_validation
+from transfer.selection import EXPORTABLE, choose_on_validation
+from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
 
@@ -231,12 +232,23 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     # so that `predict` and the live stream give the same novelty.
     novelty = fit_novelty(list(train_paths), preprocessors["secondary"], progress=progress)
     mlp.cpu().eval()
+    composed = ComposedTransfer(mlp, (decoder if decoder is not None else copy.deepcopy(vae.decoder)).cpu().eval())
+    # The trust score is calibrated on the errors of the model export writes by default, the
+    # best-validating exportable one, on the validation map: spectra no model was fitted on
+    # (docs/novelty.md). PLS and KNN saw the validation map, but PLS is ranked on a train-only fit.
+    trust_model = next(key for key in ranking if key in EXPORTABLE)
+    predict = ((lambda x: _predict_network(composed, x, torch.device("cpu"))) if trust_model == "vae_mlp"
+               else baselines[trust_model].predict)
+    trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],
+                      predict, seed=derived_seed(seed, name, "trust") % (2 ** 31),
+                      chunk_spots=chunk, progress=progress)
     entry = write_secondary(model_dir, name, wavelengths=preprocessors["secondary"].wavelengths,
                             preprocess=preprocessors["secondary"], mlp=mlp,
                             decoder=decoder.cpu() if decoder is not None else None,
                             one_step=one_step.cpu() if one_step is not None else None,
-                            baselines=baselines, novelty=novelty)
-    entry.update(validation_rse=ranking, recommended=next(iter(ranking)))
+                            baselines=baselines, novelty=novelty, trust=trust)
+    entry.update(validation_rse={key: float(value) if np.isfinite(value) else None for key, value in ranking.items()},
+                 recommended=next(iter(ranking)), trust_model=trust_model)
     warn_if_networks_trail(ranking)
     return entry, history
 
@@ -472,5 +484,5 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
 def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
     info = bundle.manifest["secondaries"][name]
     return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines",
-                                       "validation_rse", "recommended")
+                                       "validation_rse", "recommended", "trust", "trust_model")
             if key in info}

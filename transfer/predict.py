@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from acquisition.shared.systems import SYSTEM_NAMES
-from acquisition.store import PairedMapReader, write_transferred
+from acquisition.store import PairedMapReader, write_transferred, write_transferred_trust
 from transfer.bundle import TransferBundle, load_bundle
 from transfer.data import check_axis, fit_preprocessors, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
@@ -58,14 +58,19 @@ class Transferer:
         return np.asarray(self.secondary.transform(raw_secondary), dtype=np.float32)
 
     def transfer(self, raw_secondary: np.ndarray) -> dict[str, np.ndarray]:
-        """{"primary": counts [k, n_primary], "scaled", "latent", "label" int64, "novelty" float32}."""
+        """{"primary": counts [k, n_primary], "scaled", "latent", "label" int64, "novelty" float32,
+        and "expected_rel_error" float32 when the bundle has a trust score (transfer.trust)}."""
         scaled = self.scaled_input(raw_secondary)
         latent = _run(self.system.mlp, scaled)
         predicted = _run(self.system.decoder, latent)
         counts = np.asarray(self.primary.inverse_transform(predicted), dtype=np.float32)
-        return {"primary": counts, "scaled": predicted, "latent": latent,
-                "label": self.bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64),
-                "novelty": self.system.novelty.score(scaled)}
+        out = {"primary": counts, "scaled": predicted, "latent": latent,
+               "label": self.bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64),
+               "novelty": self.system.novelty.score(scaled)}
+        if self.system.trust is not None:
+            corrected = self.secondary.inverse_transform(scaled)
+            out["expected_rel_error"] = self.system.trust.expected_relative_error(corrected, counts)
+        return out
 
     def available_models(self) -> list[str]:
         names = ["vae_mlp"] + (["one_step_mlp"] if self.system.one_step is not None else [])
@@ -90,7 +95,9 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
     """Transfers every acquired secondary spectrum of a map and writes /entry/transferred.
 
     Results are gathered in a temporary file first, so the map is only opened
-    for writing after it has been read; raw data is never touched.
+    for writing after it has been read; raw data is never touched. With a trust score in
+    the bundle, /entry/transferred/expected_rel_error and the flag /entry/transferred/untrusted
+    (expected_rel_error above the bundle's threshold) are written too.
     """
     bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
     transferer = Transferer(bundle, secondary)
@@ -108,6 +115,8 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         index = np.empty((n, 2), np.int64)
         labels = np.empty(n, np.int64)
         novelty = np.empty(n, np.float32)
+        trust = transferer.system.trust
+        expected = np.empty(n, np.float32)
         done = 0
         for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring"):
             result = transferer.transfer(raw["secondary"])
@@ -115,6 +124,8 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
             spectra[done:done + k] = result["primary"]
             index[done:done + k, 0], index[done:done + k, 1] = iy, ix
             labels[done:done + k], novelty[done:done + k] = result["label"], result["novelty"]
+            if trust is not None:
+                expected[done:done + k] = result["expected_rel_error"]
             done += k
         spectra.flush()
         for start in range(0, done, chunk_spots):
@@ -122,6 +133,10 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
             write_transferred(map_path, index[start:stop, 0], index[start:stop, 1], np.asarray(spectra[start:stop]),
                               labels[start:stop], novelty[start:stop], model_id=transferer.system.model_id,
                               wavelengths=axis)
+        if trust is not None:
+            write_transferred_trust(map_path, index[:done, 0], index[:done, 1], expected[:done], trust.threshold_)
+            log.info("%d of %d spots flagged untrusted (expected relative error above %.3g)",
+                     int(np.sum(expected[:done] > np.float32(trust.threshold_))), done, trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
     return done

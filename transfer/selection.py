@@ -18,6 +18,10 @@ from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from transfer.metrics import rse
 
+#: the transfer models `libs-transfer export` writes as live graphs (the others need torch or a
+#: neighbour search at run time)
+EXPORTABLE = ("vae_mlp", "ds", "pls")
+
 log = logging.getLogger(__name__)
 
 Unscale = Callable[[np.ndarray], np.ndarray]

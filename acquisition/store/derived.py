@@ -53,3 +53,43 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
         # An empty write must not relabel results that another model wrote earlier.
         if created or spectra.shape[0]:
             group.attrs["model_id"] = str(model_id)
+
+
+def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) -> None:
+    """The trust of transferred spots (iy, ix): /entry/transferred/expected_rel_error float32
+    [ny, nx] (NaN: not transferred) and /entry/transferred/untrusted int8 [ny, nx]
+    (1: expected_rel_error above `threshold`, 0: not above, -1: not transferred), with the
+    threshold as its attribute. Call after write_transferred for the same spots."""
+    path = Path(path)
+    if writer_active(path):
+        raise PairedMapError(f"{path}: a writer has the map open")
+    values = np.atleast_1d(np.asarray(expected_rel_error, dtype=np.float32))
+    iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+    ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+    if not (iy.shape == ix.shape == values.shape):
+        raise ValueError(f"iy, ix and expected_rel_error must have one length, got {iy.shape}, {ix.shape}, "
+                         f"{values.shape}")
+    with open_for_update(path, rdcc_nbytes=4 * 1024 * 1024) as f:
+        group = f["entry"].get(TRANSFERRED)
+        if group is None:
+            raise PairedMapError(f"{path}: no /entry/{TRANSFERRED} to add the trust of transferred spots to")
+        shape = group["label"].shape
+        if iy.size and (iy.min() < 0 or ix.min() < 0 or iy.max() >= shape[0] or ix.max() >= shape[1]):
+            raise IndexError(f"trust of spots outside the {shape[0]}x{shape[1]} map")
+        if "expected_rel_error" not in group:
+            error = group.create_dataset("expected_rel_error", shape=shape, dtype=np.float32, chunks=(1, shape[1]),
+                                         fillvalue=np.float32(np.nan))
+            error.attrs["units"] = "1"
+            flag = group.create_dataset("untrusted", shape=shape, dtype=np.int8, chunks=(1, shape[1]),
+                                        fillvalue=np.int8(-1))
+            flag.attrs["units"] = "1"
+        error, flag = group["expected_rel_error"], group["untrusted"]
+        flag.attrs["threshold"] = np.float32(threshold)
+        if not iy.size:
+            return
+        full_error = error[...]
+        full_flag = flag[...]
+        full_error[iy, ix] = values
+        full_flag[iy, ix] = (values > np.float32(threshold)).astype(np.int8)
+        error[...] = full_error
+        flag[...] = full_flag

@@ -18,7 +18,9 @@ from transfer.predict import Transferer
 METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secondary",
                  "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths",
                  "twinplume.primary_baseline_windows", "twinplume.secondary_baseline_windows",
-                 "twinplume.provenance"}
+                 "twinplume.provenance",
+                 # the bundle has a trust score (transfer.trust), so the graph publishes it
+                 "twinplume.trust_threshold", "twinplume.trust_output", "twinplume.trust_calibration"}
 
 
 @pytest.mark.slow
@@ -34,7 +36,8 @@ def test_graph_is_valid_and_has_the_contracted_interface(exported):
     assert pixels.dim_value == exported.n_secondary
     types = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     assert types == {"primary": onnx.TensorProto.FLOAT, "latent": onnx.TensorProto.FLOAT,
-                     "label": onnx.TensorProto.INT64, "novelty": onnx.TensorProto.FLOAT}
+                     "label": onnx.TensorProto.INT64, "novelty": onnx.TensorProto.FLOAT,
+                     "expected_rel_error": onnx.TensorProto.FLOAT}
     ops = {node.op_type for node in model.graph.node}
     assert {"MaxPool", "MatMul", "ArgMin"} <= ops      # baseline, Gaussian mean, nearest centroid
 

@@ -1,0 +1,118 @@
+"""The trust output of the exported model, its metadata, `predict`'s flag and `calibrate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import onnx
+import pytest
+
+from tests.export.conftest import raw_primary, raw_secondary, run
+from transfer.bundle import load_bundle
+from transfer.cli import main
+from transfer.predict import Transferer, predict_map
+from transfer.trust import META_KEYS, relative_error
+
+
+def _reference(bundle, raw):
+    """expected_rel_error of the numpy/torch path (transfer.trust on Transferer's primary)."""
+    system = bundle.secondary()
+    primary = Transferer(bundle).transfer(raw)["primary"]
+    return system.trust.expected_relative_error(system.preprocess.correct(raw), primary)
+
+
+def test_onnx_runtime_equals_the_numpy_reference(session, bundle, maps):
+    raw = raw_secondary(maps["test"])
+    got = run(session, raw)["expected_rel_error"]
+    assert got.shape == (raw.shape[0],) and got.dtype == np.float32
+    assert np.allclose(got, _reference(bundle, raw), rtol=1e-3, atol=1e-6)
+    assert np.all(got > 0)
+
+
+def test_calibration_metadata_round_trips_through_the_export(exported, bundle):
+    meta = {p.key: p.value for p in onnx.load(str(exported.path)).metadata_props}
+    trust = bundle.secondary().trust
+    assert float(meta[META_KEYS["threshold"]]) == trust.threshold_
+    assert meta[META_KEYS["output"]] == "expected_rel_error"
+    calibration = json.loads(meta[META_KEYS["calibration"]])
+    assert calibration["knots"] == pytest.approx(list(trust.knots_))
+    assert calibration["values"] == pytest.approx(list(trust.values_))
+    assert calibration["weights"] == pytest.approx(list(trust.weights_))
+    assert calibration["held_out"]["n_spectra"] == trust.report_["n_spectra"]
+    assert json.loads(meta["twinplume.provenance"])["trust"]["threshold"] == trust.threshold_
+
+
+def test_score_and_error_rise_on_another_day(session, bundle, maps):
+    """Truth from the simulator: the day-1 map (another day and region) is transferred worse than
+    the day-0 validation map, and the expected relative error says so."""
+    errors, expected = {}, {}
+    for name in ("val", "test"):
+        out = run(session, raw_secondary(maps[name]))
+        truth = bundle.primary_preprocess.correct(raw_primary(maps[name]))
+        errors[name] = np.median(relative_error(out["primary"], truth))
+        expected[name] = np.median(out["expected_rel_error"])
+    assert errors["test"] > errors["val"]
+    assert expected["test"] > expected["val"]
+
+
+def test_predict_writes_the_score_and_the_flag(bundle, maps, session, tmp_path):
+    target = tmp_path / "test.h5"
+    shutil.copy(maps["test"], target)
+    n = predict_map(bundle, target, progress=False)
+    live = run(session, raw_secondary(maps["test"]))["expected_rel_error"]
+    threshold = bundle.secondary().trust.threshold_
+    with h5py.File(target, "r") as f:
+        group = f["entry/transferred"]
+        acquired = f["entry/scan/acquired"][...].astype(bool)
+        error = group["expected_rel_error"][...]
+        flag = group["untrusted"][...]
+        assert group["untrusted"].attrs["threshold"] == pytest.approx(threshold)
+        assert np.isfinite(group["novelty"][...]).sum() == n
+    assert error.shape == flag.shape and np.isfinite(error).sum() == n
+    assert set(np.unique(flag)) <= {0, 1}
+    assert np.array_equal(flag == 1, error > np.float32(threshold))
+    # the file holds what the live graph computes, spot for spot
+    assert np.allclose(np.sort(error[np.isfinite(error)]), np.sort(live), rtol=1e-3)
+    assert np.array_equal(np.isfinite(error), acquired)
+    assert np.all(flag[~acquired] == -1)
+
+
+def test_calibrate_command_rewrites_the_trust_of_a_bundle(bundle, maps, tmp_path, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(bundle.path, copy)
+    assert main(["calibrate", str(copy), str(maps["test"])]) == 0
+    report = json.loads(capsys.readouterr().out)
+    again = load_bundle(copy)
+    trust = again.secondary().trust
+    assert report["threshold"] == trust.threshold_
+    assert trust.report_["map"] == str(maps["test"].resolve())
+    assert trust.report_["n_spectra"] == raw_secondary(maps["test"]).shape[0]
+    assert again.secondary().model_id != bundle.secondary().model_id   # the graph it exports differs
+    # the shape statistics of the training spectra stay
+    assert np.array_equal(trust.shape_axes_, bundle.secondary().trust.shape_axes_)
+
+
+def test_calibrate_command_bad_input_is_a_clear_error(bundle, tmp_path, capsys):
+    assert main(["calibrate", str(bundle.path), str(tmp_path / "missing.h5")]) == 2
+    assert "missing.h5" in capsys.readouterr().err
+
+
+def test_the_worker_publishes_expected_rel_error_with_each_result(exported, session, maps, tmp_path):
+    from tests.streaming.conftest import PlainClient, WorkerProcess
+    x = raw_secondary(maps["test"])[:5]
+    expected = run(session, x)["expected_rel_error"]
+    worker = WorkerProcess(exported.path, tmp_path)
+    client = PlainClient(worker.input, worker.output, worker.control)
+    try:
+        client.wait_joined()
+        client.send({"v": 1, "seq": 0, "dtype": "<f4", "shape": list(x.shape)}, x.tobytes())
+        client.send({"v": 1, "seq": 1, "dtype": "<f4", "shape": [x.shape[1]]}, x[0].tobytes())
+        (_, batch, _), (_, single, _) = client.receive({b"transfer"}, 2)
+    finally:
+        client.close()
+        worker.stop()
+    assert np.allclose(batch["expected_rel_error"], expected, rtol=1e-5)
+    assert single["expected_rel_error"] == pytest.approx(float(expected[0]), rel=1e-5)
