@@ -112,6 +112,12 @@ class TransferModel:
                     info[key] = json.loads(self.metadata[key])
                 except ValueError:
                     info[key] = self.metadata[key]
+        if self.has_trust:
+            # the "do not trust" level of expected_rel_error (docs/novelty.md); a live view marks spots above it
+            try:
+                info["trust_threshold"] = float(self.metadata.get("trust_threshold", "nan"))
+            except ValueError:
+                info["trust_threshold"] = None
         return info
 
 
