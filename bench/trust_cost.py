@@ -74,14 +74,15 @@ def session(model: bytes, threads: int):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def spectra_per_s(sess, x: np.ndarray, seconds: float) -> float:
+def spectra_per_s(sess, x: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(spectra per wall-clock second, spectra per CPU second of this process)."""
     names = [o.name for o in sess.get_outputs()]
     sess.run(names, {"secondary": x})
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         sess.run(names, {"secondary": x})
         done += x.shape[0]
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), done / max(time.process_time() - cpu, 1e-9)
 
 
 def main() -> None:
@@ -98,16 +99,23 @@ def main() -> None:
     x_all = np.random.default_rng(0).uniform(0, 1000, (max(BATCHES), N_SECONDARY)).astype(np.float32)
     result = {"bench": "trust_cost", "precision": args.precision, "threads": args.threads,
               "cpu_count": os.cpu_count(), "loadavg_1min_before": round(os.getloadavg()[0], 2),
-              "spectra_per_s": {}, "added_time_per_spectrum": {}}
+              "spectra_per_s": {}, "spectra_per_cpu_s": {}, "added_time_per_spectrum": {},
+              "added_cpu_time_per_spectrum": {}}
     for batch in BATCHES:
         best = {name: 0.0 for name in sessions}
+        best_cpu = {name: 0.0 for name in sessions}
         for _ in range(args.rounds):
             for name, sess in sessions.items():
-                best[name] = max(best[name], spectra_per_s(sess, x_all[:batch], seconds))
+                wall, cpu = spectra_per_s(sess, x_all[:batch], seconds)
+                best[name], best_cpu[name] = max(best[name], wall), max(best_cpu[name], cpu)
         result["spectra_per_s"][str(batch)] = {name: round(v, 1) for name, v in best.items()}
-        # time per spectrum with / without - 1
+        result["spectra_per_cpu_s"][str(batch)] = {name: round(v, 1) for name, v in best_cpu.items()}
+        # time per spectrum with / without - 1; CPU time is what load from other programs disturbs least
         result["added_time_per_spectrum"][str(batch)] = round(best["without_trust"] / best["with_trust"] - 1, 4)
+        result["added_cpu_time_per_spectrum"][str(batch)] = round(
+            best_cpu["without_trust"] / best_cpu["with_trust"] - 1, 4)
     result["target_le_10_percent"] = all(v <= 0.10 for v in result["added_time_per_spectrum"].values())
+    result["target_le_10_percent_cpu"] = all(v <= 0.10 for v in result["added_cpu_time_per_spectrum"].values())
     result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 

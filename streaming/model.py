@@ -127,6 +127,12 @@ class PipelineSession:
                     info[key] = self.metadata[key]
         if "provenance" in info:
             info["provenance"] = without_paths(info["provenance"])
+        if self.has_trust:
+            # the "do not trust" level of expected_rel_error (docs/novelty.md); a live view marks spots above it
+            try:
+                info["trust_threshold"] = float(self.metadata.get("trust_threshold", "nan"))
+            except ValueError:
+                info["trust_threshold"] = None
         return info
 
 

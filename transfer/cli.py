@@ -154,7 +154,8 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
 
 def add_predict(subparsers) -> None:
     p = _parser(subparsers, "predict",
-                "write transferred spectra, k-means labels and novelty into /entry/transferred of a map",
+                "write transferred spectra, k-means labels, novelty and (with a trust score) expected_rel_error "
+                "and the untrusted flag into /entry/transferred of a map",
                 "libs-transfer predict model/ map.h5", _predict)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("map", type=Path, metavar="MAP.h5", help="map with secondary spectra (raw data is not changed)")

@@ -221,8 +221,7 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
 
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
     if a.trust is not None:
-        corrected = g.op("Add", [centred, g.const("trust_offset", offset.astype(np.float32))])
-        trust_outputs(g, corrected, "primary", a.trust)
+        trust_outputs(g, centred, "primary", a.trust, offset=offset)
 
     return _graph(g, name, a.n_secondary, a.n_primary, int(np.asarray(a.mlp[-1].weight).shape[0]),
                   a.trust is not None)
@@ -300,8 +299,7 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
          output="label", axis=1, keepdims=0)
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
     if a.trust is not None:
-        corrected = g.op("Add", [centred, g.const("trust_offset", offset.astype(np.float32))])
-        trust_outputs(g, corrected, "primary", a.trust)
+        trust_outputs(g, centred, "primary", a.trust, offset=offset)
     return _graph(g, name, a.n_secondary, a.n_primary, int(axes.shape[0]), a.trust is not None)
 
 
@@ -317,24 +315,46 @@ def _graph(g: GraphBuilder, name: str, n_secondary: int, n_primary: int, latent_
     return helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
 
 
-def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict) -> str:
+def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
+                  offset: np.ndarray | None = None) -> str:
     """Appends the trust score of transfer.trust to any pipeline graph: ``corrected`` is the
-    baseline-corrected secondary counts [batch, n_secondary], ``primary`` the model's primary
+    baseline-corrected secondary counts [batch, n_secondary] (minus ``offset`` when given: the
+    graph's centred input, so no pass is spent adding it back), ``primary`` the model's primary
     counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
 
-    The shape residual is computed as a residual, d - P^T P d with d = c / max(|c|, floor) - mu,
-    not as |d|^2 - |P d|^2: that difference cancels in float32 for spectra close to the
-    training subspace and cost the parity with transfer.trust.
+    One pass over the spectrum: a float64 MatMul with M = [P; mu; offset] [k + 2, n] and
+    |x|^2 (x = c - offset). With s = 1 / max(|c|, floor), d = s c - mu:
+    |c|^2 = |x|^2 + 2 x.offset + |offset|^2, P d = s (P x + P offset) - P mu,
+    |d|^2 = s^2 |c|^2 - 2 s (x.mu + offset.mu) + |mu|^2, |r|^2 = |d|^2 - |P d|^2.
+    The difference cancels for spectra near the training subspace, hence float64 (float32
+    lost the parity with transfer.trust); the small [batch, k + 2] arithmetic costs nothing.
     """
-    mean = np.asarray(parts["shape_mean"], np.float32)
-    axes = np.asarray(parts["shape_axes"], np.float32)
-    squared = g.op("ReduceSumSquare", [corrected], axes=[1], keepdims=1)                 # |c|^2 [batch, 1]
-    norm = g.op("Sqrt", [squared])
-    inverse = g.op("Reciprocal", [g.op("Max", [norm, g.const("trust_norm_floor", np.float32(1e-6))])])
-    d = g.op("Sub", [g.op("Mul", [corrected, inverse]), g.const("trust_shape_mean", mean)])
-    projected = g.op("MatMul", [d, g.const("trust_shape_axes_t", np.ascontiguousarray(axes.T))])
-    outside = g.op("Sub", [d, g.op("MatMul", [projected, g.const("trust_shape_axes", np.ascontiguousarray(axes))])])
-    residual = g.op("Sqrt", [g.op("ReduceSumSquare", [outside], axes=[1], keepdims=1)])
+    mean = np.asarray(parts["shape_mean"], np.float64)
+    axes = np.asarray(parts["shape_axes"], np.float64)
+    n, k = mean.shape[0], axes.shape[0]
+    offset = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
+    stacked = np.concatenate([axes, mean[None, :], offset[None, :]]).T                    # [n, k + 2]
+    x = g.op("Cast", [corrected], to=TensorProto.DOUBLE)
+    products = g.op("MatMul", [x, g.const("trust_shape_axes_mean_offset", stacked)])     # [batch, k + 2]
+    products = g.op("Add", [products, g.const("trust_offset_products", stacked.T @ offset)])   # c . M
+    x_squared = g.op("ReduceSumSquare", [x], axes=[1], keepdims=1)
+    along_offset = g.op("Slice", [products, g.ints("trust_o_start", k + 1), g.ints("trust_o_stop", k + 2),
+                                  g.ints("trust_axis_o", 1)])                             # c.offset = x.offset + |offset|^2
+    squared = g.op("Sub", [g.op("Add", [x_squared, g.op("Mul", [along_offset, g.const("trust_two", np.float64(2))])]),
+                           g.const("trust_offset_squared", np.float64(offset @ offset))])   # |c|^2
+    norm64 = g.op("Sqrt", [g.op("Max", [squared, g.const("trust_zero", np.float64(0))])])
+    inverse = g.op("Reciprocal", [g.op("Max", [norm64, g.const("trust_norm_floor", np.float64(1e-6))])])
+    projected = g.op("Slice", [products, g.ints("trust_p_start", 0), g.ints("trust_p_stop", k), g.ints("trust_axis", 1)])
+    along_mean = g.op("Slice", [products, g.ints("trust_m_start", k), g.ints("trust_m_stop", k + 1),
+                                g.ints("trust_axis_m", 1)])                              # c.mu
+    inside = g.op("ReduceSumSquare", [g.op("Sub", [g.op("Mul", [projected, inverse]),
+                                                   g.const("trust_axes_mean", axes @ mean)])], axes=[1], keepdims=1)
+    total = g.op("Add", [g.op("Sub", [g.op("Mul", [squared, g.op("Mul", [inverse, inverse])]),
+                                      g.op("Mul", [g.op("Mul", [along_mean, inverse]), g.const("trust_two_m", np.float64(2))])]),
+                         g.const("trust_mean_squared", np.float64(mean @ mean))])         # |d|^2
+    residual64 = g.op("Sqrt", [g.op("Max", [g.op("Sub", [total, inside]), g.const("trust_zero_r", np.float64(0))])])
+    norm = g.op("Cast", [norm64], to=TensorProto.FLOAT)
+    residual = g.op("Cast", [residual64], to=TensorProto.FLOAT)
     one = g.const("trust_one", np.float32(1))
     output_norm = g.op("Sqrt", [g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)])
     features = g.op("Concat", [g.op("Log", [g.op("Add", [norm, one])]),

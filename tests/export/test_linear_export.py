@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from acquisition.store import PairedMapReader
-from streaming.model import TransferModel
+from streaming.model import PipelineSession
 from tests.export.conftest import TINY
 from transfer.config import TransferConfig
 from transfer.export import ExportError, export_model
@@ -54,7 +54,7 @@ def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, r
     scores = (transferer.scaled_input(raw) - system.novelty.mean) @ system.novelty.components.T
     np.testing.assert_allclose(latent, scores, rtol=1e-3, atol=1e-3 * np.abs(scores).max())
     # The live worker loads it like any export.
-    live = TransferModel(result.path, threads=1)
+    live = PipelineSession(result.path, threads=1)
     out = live.run(raw[:4])
     np.testing.assert_allclose(out["primary"], primary[:4], rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(out["label"], label[:4])
@@ -66,7 +66,7 @@ def test_default_export_is_the_recommended_exportable_model(bundle, tmp_path):
     expected = min((m for m in ("vae_mlp", "ds", "pls") if m in ranking), key=ranking.get)
     result = export_model(bundle, tmp_path / "default.onnx", progress=False)
     assert result.model == expected
-    model = TransferModel(result.path, threads=1)
+    model = PipelineSession(result.path, threads=1)
     provenance = json.loads(model.session.get_modelmeta().custom_metadata_map["twinplume.provenance"])
     assert provenance["transfer_model"]["name"] == expected
     assert provenance["transfer_model"]["validation_rse"] == pytest.approx(ranking[expected])

@@ -108,6 +108,7 @@ def test_the_worker_publishes_expected_rel_error_with_each_result(exported, sess
     client = PlainClient(worker.input, worker.output, worker.control)
     try:
         client.wait_joined()
+        model = client.control({"cmd": "model"})
         client.send({"v": 1, "seq": 0, "dtype": "<f4", "shape": list(x.shape)}, x.tobytes())
         client.send({"v": 1, "seq": 1, "dtype": "<f4", "shape": [x.shape[1]]}, x[0].tobytes())
         (_, batch, _), (_, single, _) = client.receive({b"transfer"}, 2)
@@ -116,3 +117,7 @@ def test_the_worker_publishes_expected_rel_error_with_each_result(exported, sess
         worker.stop()
     assert np.allclose(batch["expected_rel_error"], expected, rtol=1e-5)
     assert single["expected_rel_error"] == pytest.approx(float(expected[0]), rel=1e-5)
+    # the threshold a live view marks spots with, from the control socket
+    assert model["ok"] and model["trust_threshold"] == pytest.approx(
+        float({p.key: p.value for p in onnx.load(str(exported.path)).metadata_props}[META_KEYS["threshold"]]))
+    assert "expected_rel_error" in {o["name"] for o in model["outputs"]}

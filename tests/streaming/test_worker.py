@@ -121,6 +121,7 @@ def test_control_ping_stats_model(client, worker):
     assert model["ok"] and model["model"] == ping["model"]
     assert len(model["primary_wavelengths"]) == N_PRIMARY and model["provenance"]["kind"] == "test model"
     assert {o["name"] for o in model["outputs"]} == {"primary", "latent", "label", "novelty"}
+    assert "trust_threshold" not in model            # no trust output, no threshold
     bad = client.control({"cmd": "reboot"})
     assert not bad["ok"] and "cmd" in bad["error"]
     # the worker still answers after a refused request

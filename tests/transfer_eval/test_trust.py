@@ -76,11 +76,15 @@ def test_state_round_trip_metadata_and_bad_input():
         score.expected_relative_error(x, p[:-1])
 
 
-def test_onnx_nodes_equal_the_numpy_reference():
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_onnx_nodes_equal_the_numpy_reference(with_offset):
+    """With an offset the graph gets the corrected spectra minus it, as the pipeline graph's
+    centred input."""
     train, held_out, rng = _world(2)
     score = TrustScore(n_components=4).fit(train).calibrate(*held_out(400, rng.uniform(0, 1, 400) ** 2))
+    offset = train.mean(axis=0) if with_offset else None
     g = GraphBuilder()
-    trust_outputs(g, "corrected", "primary", score.to_onnx_parts())
+    trust_outputs(g, "corrected", "primary", score.to_onnx_parts(), offset=offset)
     graph = helper.make_graph(
         g.nodes, "trust", [helper.make_tensor_value_info("corrected", TensorProto.FLOAT, ["batch", N_SEC]),
                            helper.make_tensor_value_info("primary", TensorProto.FLOAT, ["batch", N_PRI])],
@@ -90,7 +94,8 @@ def test_onnx_nodes_equal_the_numpy_reference():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x, p, _ = held_out(300, rng.uniform(0, 1.5, 300) ** 2)        # beyond the calibration range too
     x[0] = 0.0                                                     # an empty spectrum
-    got = session.run([TRUST_OUTPUT], {"corrected": x.astype(np.float32), "primary": p.astype(np.float32)})[0]
+    given = x - offset if with_offset else x
+    got = session.run([TRUST_OUTPUT], {"corrected": given.astype(np.float32), "primary": p.astype(np.float32)})[0]
     expected = score.expected_relative_error(x.astype(np.float32), p.astype(np.float32))
     assert got.shape == (300,)
     assert np.allclose(got, expected, rtol=1e-3, atol=1e-6)
