@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 
 from tests.export.conftest import raw_secondary, run
-from transfer.export import PARITY_TOLERANCE, relative_error
+from transfer.export import PARITY_TOLERANCE, latent_error, relative_error
 from transfer.predict import Transferer, predict_map
+
+
+def test_latent_error_is_over_the_batch_scale():
+    expected = np.array([[1.0, -4.0], [0.001, 0.0]])
+    assert latent_error(expected + np.array([[0.0, 0.004], [0.0001, 0.0]]), expected) == 0.001
+    assert latent_error(np.ones((1, 2)), np.zeros((1, 2))) == np.inf
+    assert latent_error(np.zeros((1, 2)), np.zeros((1, 2))) == 0.0
 
 
 def test_relative_error_is_per_spectrum_and_scale_free():
@@ -54,7 +61,7 @@ def test_latent_and_novelty_follow_the_pytorch_path(bundle, session, maps, expor
 
     out = run(session, spectra)
 
-    assert relative_error(out["latent"], expected["latent"]).max() <= PARITY_TOLERANCE
+    assert latent_error(out["latent"], expected["latent"]) <= PARITY_TOLERANCE
     assert out["latent"].shape == (len(spectra), bundle.config["vae"]["latent"])
     assert out["novelty"].shape == (len(spectra),) and out["novelty"].dtype == np.float32
     assert np.abs(out["novelty"] / expected["novelty"] - 1).max() <= PARITY_TOLERANCE

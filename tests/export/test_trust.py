@@ -83,7 +83,7 @@ def test_predict_writes_the_score_and_the_flag(bundle, maps, session, tmp_path):
 def test_calibrate_command_rewrites_the_trust_of_a_bundle(bundle, maps, tmp_path, capsys):
     copy = tmp_path / "model"
     shutil.copytree(bundle.path, copy)
-    assert main(["calibrate", str(copy), str(maps["test"])]) == 0
+    assert main(["calibrate", str(copy), str(maps["test"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     again = load_bundle(copy)
     trust = again.secondary().trust

@@ -145,7 +145,7 @@ def test_evaluate_learning_curve_retrains_on_subsets_of_the_training_map(trained
     from transfer.cli import main
     out = tmp_path / "curve"
     assert main(["evaluate", str(trained_bundle.path), str(sim_maps["test"]), "--out", str(out),
-                 "--learning-curve", "60", "256", "100000"]) == 0
+                 "--learning-curve", "60", "256", "100000", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     curve = printed["learning_curve"]
     assert sorted(curve, key=int) == ["60", "256"]          # 100000 pairs exceed the 256-spot map
