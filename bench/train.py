@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config, overrides={
-        "vae": {"epochs": args.epochs}, "mlp": {"epochs": args.epochs, "patience": 0},
+        "vae": {"epochs": args.epochs, "min_steps": 0}, "mlp": {"epochs": args.epochs, "patience": 0, "min_steps": 0},
         "one_step": {"enabled": False}, "finetune": {"epochs": 0}, "baselines": {"models": []},
         "kmeans": {"k_candidates": [4], "silhouette_spots": 200, "max_fit_spots": 1000}})
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:

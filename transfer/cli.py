@@ -103,7 +103,8 @@ def _add_secondary(args) -> int:
 
 def add_evaluate(subparsers) -> None:
     p = _parser(subparsers, "evaluate", "compare every model of a bundle on a paired test map",
-                "libs-transfer evaluate model/ test.h5 --out report/ --protocol causal", _evaluate)
+                ["libs-transfer evaluate model/ test.h5 --out report/ --protocol causal",
+                 "libs-transfer evaluate model/ test.h5 --out report/ --learning-curve 300 1000 3000"], _evaluate)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("test", type=Path, metavar="TEST.h5", help="paired map to evaluate on (both systems)")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",

@@ -16,8 +16,9 @@ import pytest
 from transfer.config import TransferConfig
 
 TINY = {
-    "vae": {"hidden": [48, 24], "latent": 8, "epochs": 6, "batch_size": 32, "learning_rate": 2e-3},
-    "mlp": {"hidden": [32, 32], "epochs": 8, "batch_size": 32, "learning_rate": 2e-3, "patience": 3},
+    "vae": {"hidden": [48, 24], "latent": 8, "epochs": 6, "batch_size": 32, "learning_rate": 2e-3, "min_steps": 0},
+    "mlp": {"hidden": [32, 32], "epochs": 8, "batch_size": 32, "learning_rate": 2e-3, "patience": 3,
+            "min_steps": 0},
     "finetune": {"epochs": 0},
     "one_step": {"enabled": False},
     "data": {"chunk_spots": 64, "shuffle_buffer_chunks": 2},

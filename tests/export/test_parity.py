@@ -19,7 +19,7 @@ from transfer.predict import Transferer, predict_map
 
 def test_latent_error_is_over_the_batch_scale():
     expected = np.array([[1.0, -4.0], [0.001, 0.0]])
-    assert latent_error(expected + np.array([[0.0, 0.004], [0.0001, 0.0]]), expected) == 0.001
+    assert latent_error(expected + np.array([[0.0, 0.004], [0.0001, 0.0]]), expected) == pytest.approx(0.001)
     assert latent_error(np.ones((1, 2)), np.zeros((1, 2))) == np.inf
     assert latent_error(np.zeros((1, 2)), np.zeros((1, 2))) == 0.0
 

@@ -20,8 +20,10 @@ from transfer.config import TransferConfig
 torch.set_num_threads(1)
 
 TINY = {
-    "vae": {"hidden": [48, 24], "latent": 8, "epochs": 20, "batch_size": 16, "learning_rate": 3e-3},
-    "mlp": {"hidden": [32, 32], "epochs": 15, "batch_size": 16, "learning_rate": 3e-3, "patience": 3},
+    "vae": {"hidden": [48, 24], "latent": 8, "epochs": 20, "batch_size": 16, "learning_rate": 3e-3,
+            "min_steps": 0},
+    "mlp": {"hidden": [32, 32], "epochs": 15, "batch_size": 16, "learning_rate": 3e-3, "patience": 3,
+            "min_steps": 0},
     "finetune": {"epochs": 0},
     "one_step": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "patience": 2},
     "data": {"chunk_spots": 64, "shuffle_buffer_chunks": 2},

@@ -1,0 +1,35 @@
+"""The robustness suite's verdicts (bench/transfer_suite.py) from given scores."""
+from bench.transfer_suite import SCENARIOS, learning_curve, markdown, summarise
+
+
+def scores(**rse):
+    return {name: {"rse": value, "k_score": 0.98, "validation_rse": value * 0.9, "fit_s": 1.0, "params": {}}
+            for name, value in rse.items()}
+
+
+def test_small_map_verdicts_name_the_missed_targets():
+    s = summarise(scores(vae_mlp=0.126, one_step_mlp=0.315, pls=0.39, knn=0.23, ds=0.073, pds=0.0735), 300)
+    assert (s["best"], s["recommended"]) == ("ds", "ds")
+    assert s["vae_mlp_over_best_linear"] == 0.126 / 0.073
+    assert s["targets"] == {"recommended_within_10pct": True, "no_rse_above_1": True,
+                            "vae_mlp_within_10pct_of_best_linear": False}
+
+
+def test_many_pairs_add_the_5_percent_and_k_score_targets():
+    s = summarise(scores(vae_mlp=0.033, pls=0.2, ds=0.059, pds=1.2), 6400)
+    assert s["best"] == "vae_mlp"
+    assert s["targets"]["vae_mlp_within_5pct_of_best"] and s["targets"]["vae_mlp_k_score_0.97"]
+    assert not s["targets"]["no_rse_above_1"]
+
+
+def test_markdown_and_learning_curve_come_from_the_results():
+    results = {name: {"n_train": n, "n_val": 10, "n_test": 10, "maps": {"train": "t.h5"}, "seconds": 1.0,
+                      "models": scores(ds=r, vae_mlp=2 * r), "summary": summarise(scores(ds=r, vae_mlp=2 * r), n)}
+               for name, n, r in (("pegmatite-n300", 300, 0.1), ("pegmatite-n1000", 1000, 0.05))}
+    curve = learning_curve(results)
+    assert curve == {"ds": {300: 0.1, 1000: 0.05}, "vae_mlp": {300: 0.2, 1000: 0.1}}
+    text = markdown({"command": "x", "quick": True, "seconds": 60, "cpus": 2, "seed": 0, "results": results,
+                     "learning_curve": curve})
+    assert "| ds (recommended) | **0.1000** |" in text and "| 300 | 1000 |" in text
+    assert "- ds: pegmatite-n300, pegmatite-n1000" in text
+    assert all(callable(write) for write in SCENARIOS.values())
