@@ -81,8 +81,16 @@ def pegmatite(n_train: int, test_day: int = 1) -> Scenario:
     return write
 
 
-# name -> callable writing the scenario's maps. The simulator's further samples, spectrometer
-# pairs and day-change severities plug in here, one line each.
+def simulated(name: str) -> Scenario:
+    """A scenario of sim.scenarios (another sample, spectrometer pair or day change; its own
+    train 100x100 / val 40x60 / test 70x70 maps, a quarter of the spots with --quick)."""
+    def write(work: Path, quick: bool) -> Maps:
+        from sim.scenarios import SCENARIOS as SIMULATED
+        return SIMULATED[name].write_maps(work, scale=0.25 if quick else 1.0, progress=False)
+    return write
+
+
+# name -> callable writing the scenario's maps, one line each.
 SCENARIOS: dict[str, Scenario] = {
     "pegmatite-n300": pegmatite(300),            # few paired spectra
     "pegmatite-n1000": pegmatite(1000),
@@ -90,6 +98,13 @@ SCENARIOS: dict[str, Scenario] = {
     "pegmatite-n10000": pegmatite(10000),        # many paired spectra
     "pegmatite-day2": pegmatite(3000, test_day=2),
     "pegmatite-n300-day2": pegmatite(300, test_day=2),
+    "basalt": simulated("basalt"),                              # other samples
+    "granite": simulated("granite"),
+    "slag": simulated("slag"),
+    "pegmatite-narrow-hires": simulated("pegmatite-narrow-hires"),  # other secondary spectrometers
+    "pegmatite-broad-lowres": simulated("pegmatite-broad-lowres"),
+    "pegmatite-severe": simulated("pegmatite-severe"),          # a severe day-to-day change
+    "basalt-few-severe": simulated("basalt-few-severe"),        # 500 pairs and a severe change
 }
 QUICK = ("pegmatite-n300", "pegmatite-n1000", "pegmatite-n300-day2")
 LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n3000": 3000,
