@@ -24,10 +24,15 @@ fires nothing: the burst is disarmed and the whole run shot step-and-shoot.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
 import numpy as np
 
-from acquisition.plan import TRAVEL_SPEED_UM_S, FlySegment, fly_segments, run_up_um
-from acquisition.bursts import TRANSIENT
+from acquisition.bursts import TRANSIENT, BurstRunner
+from acquisition.plan import TRAVEL_SPEED_UM_S, FlySegment, fly_segments
+from acquisition.progress import MapProgress
+from acquisition.store import MapLayout
 from drivers.errors import StageFault
 
 log = logging.getLogger(__name__)
@@ -37,18 +42,42 @@ STALL_TOLERANCE_UM = 0.5
 LAG_SMOOTHING = 0.5
 
 
+@dataclass(frozen=True)
+class FlyPlan:
+    """What a fly scan sweeps: the grid, the systems, the shot rate and the timing it depends on."""
+
+    layout: MapLayout
+    systems: tuple[str, ...]
+    rate_hz: float
+    run_up_um: float
+    qswitch_delay_s: float     # the laser pulse comes this long after its cycle starts
+
+
+class SweepHost(Protocol):
+    """What a fly scan needs from the run that owns it, and nothing more."""
+
+    def transient(self, action: Callable, what: str): ...        # one instrument call, retried
+
+    def move(self, action: Callable, what: str) -> None: ...     # a stage move that waits, retried
+
+    def record(self, iy, ix, spectra, shot_id, timestamp, position) -> None: ...
+
+    def shoot_spots(self, spots: np.ndarray) -> None: ...         # step-and-shoot these (iy, ix)
+
+    def check_stop(self) -> None: ...                             # raises when asked to stop
+
+
 class FlyScanner:
-    def __init__(self, run) -> None:
-        self.map_run = run
-        self.rig, self.bursts, self.progress = run.rig, run.bursts, run.progress
-        self.systems = run.systems
-        self.layout = run.layout
-        self.period_s = 1.0 / run.rate_hz
-        self.speed = run.layout.dx_um * run.rate_hz
+    def __init__(self, plan: FlyPlan, stage, bursts: BurstRunner, progress: MapProgress, host: SweepHost) -> None:
+        self.host = host
+        self.stage, self.bursts, self.progress = stage, bursts, progress
+        self.systems = plan.systems
+        self.layout = plan.layout
+        self.period_s = 1.0 / plan.rate_hz
+        self.speed = plan.layout.dx_um * plan.rate_hz
         self.reposition_speed = max(self.speed, TRAVEL_SPEED_UM_S)
-        self.run_up = run_up_um(run.settings, run.config)
-        # The laser pulse (Q-switch) comes this long after the cycle starts; that is when the spot is hit.
-        self.pulse_s = run.config.timing.qswitch_delay_s
+        self.run_up = plan.run_up_um
+        self.pulse_s = plan.qswitch_delay_s
         self._speed_set: float | None = None
         self.position_error_max_um = 0.0       # |recorded - nominal| over the recorded shots
         self.position_error_sum_um = 0.0
@@ -56,18 +85,18 @@ class FlyScanner:
 
     def _set_speed(self, speed: float) -> None:
         if speed != self._speed_set:
-            self.map_run.transient(lambda: self.rig.stage.set_speed(speed), "setting the stage speed")
+            self.host.transient(lambda: self.stage.set_speed(speed), "setting the stage speed")
             self._speed_set = speed
 
     def run(self, missing: np.ndarray) -> None:
         for segment in fly_segments(missing, self.layout, self.run_up):
-            self.map_run.stop_flag.check()
+            self.host.check_stop()
             leftovers = self.sweep(segment)
             if len(leftovers):
                 # Spots no usable shot hit (a stall, an unknown cycle offset) are shot with the
                 # stage at rest: sweeping a few spots again would meet the same trouble.
                 self.progress.shots_reshot(len(leftovers))
-                self.map_run.shoot_spots(leftovers)
+                self.host.shoot_spots(leftovers)
                 self._speed_set = None
 
     def sweep(self, seg: FlySegment) -> np.ndarray:
@@ -80,7 +109,7 @@ class FlyScanner:
         first, x_trigger, y = started
         burst = self.bursts.gather(first, n, lead_s=self.run_up / self.speed)
         stalled_at = self._wait_for_stage(seg)
-        self.map_run.transient(self.rig.stage.disarm_position_trigger, "disarming the stage trigger")
+        self.host.transient(self.stage.disarm_position_trigger, "disarming the stage trigger")
         if stalled_at is not None and seg.direction * (stalled_at - x_trigger) < 0 and burst.pulses == 0:
             log.warning("row %d: the stage stalled before the trigger point; nothing fired", seg.iy)
             self.bursts.disarm(first)
@@ -103,7 +132,7 @@ class FlyScanner:
             spectra = {s: np.stack([pairing.frames[s][k].counts for k in cycles]) for s in self.systems}
             stamps = [pairing.frames[self.systems[0]][k].timestamp for k in cycles]
             positions = np.column_stack([x_shots[cycles], np.full(len(cycles), y)])
-            self.map_run.record(np.full(len(cycles), seg.iy), columns[cycles], spectra,
+            self.host.record(np.full(len(cycles), seg.iy), columns[cycles], spectra,
                                 first + cycles, stamps, positions)
             self._position_error(x_shots[cycles] - self.layout.x_um[columns[cycles]])
         if burst.laser_fault is not None:
@@ -132,9 +161,9 @@ class FlyScanner:
         already, and may even have passed the trigger point. It is stopped, the trigger and
         the burst disarmed, and whatever fired drained and discarded.
         """
-        stage, transient = self.rig.stage, self.map_run.transient
+        stage, transient = self.stage, self.host.transient
         self._set_speed(self.reposition_speed)
-        self.map_run.move(lambda: stage.move_to(seg.x_start_um, seg.y_um, wait=True), f"moving to row {seg.iy}")
+        self.host.move(lambda: stage.move_to(seg.x_start_um, seg.y_um, wait=True), f"moving to row {seg.iy}")
         y = transient(lambda: stage.position_um, "reading the stage position")[1]
         self._set_speed(self.speed)
         self.bursts.set_burst(seg.n_spots, 0.0)
@@ -161,13 +190,13 @@ class FlyScanner:
 
     def _wait_for_stage(self, seg: FlySegment) -> float | None:
         """Wait for the end of the sweep; the x where the stage stalled, or None."""
-        stage = self.rig.stage
+        stage = self.stage
         try:
-            self.map_run.transient(stage.wait_idle, f"waiting for row {seg.iy} to end")
+            self.host.transient(stage.wait_idle, f"waiting for row {seg.iy} to end")
             return None
         except StageFault as fault:
-            x = self.map_run.transient(lambda: stage.position_um, "reading the stage position")[0]
+            x = self.host.transient(lambda: stage.position_um, "reading the stage position")[0]
             log.warning("row %d: stage stalled at x = %.1f µm (%s); the rest of the row is swept again",
                         seg.iy, x, fault)
-            self.map_run.transient(stage.clear_warnings, "clearing the stage warnings")
+            self.host.transient(stage.clear_warnings, "clearing the stage warnings")
             return x

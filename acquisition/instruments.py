@@ -65,9 +65,17 @@ def _spectrometer(config: BenchConfig, system: str, bench) -> Spectrometer:
     section = config.system(system)
     where = f"[systems.{system}]"
     if section.driver == "sim":
-        if bench is None:
-            raise RigError(f"{where}.driver = 'sim' needs the simulated bench (--sim)")
-        return bench.spectrometer(system)
+        if bench is not None:
+            return bench.spectrometer(system)      # the bench runs in this process (--sim)
+        if not section.resource:
+            raise RigError(f"{where}.driver = 'sim' needs the simulated bench: --sim, or resource = "
+                           "\"tcp://HOST:PORT\" of a running `libs-sim bench --write-config FILE`")
+        from drivers.sim_spectrometer import BenchSpectrometer
+
+        try:
+            return BenchSpectrometer(system, section.resource)
+        except InstrumentError as exc:
+            raise RigError(f"{where}.resource {section.resource!r}: {exc}") from exc
     if section.driver == "seabreeze":
         from drivers.seabreeze_adapter import SeabreezeSpectrometer
 

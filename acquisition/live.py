@@ -4,7 +4,7 @@ Every spot the map records reaches :meth:`LiveTransfer.on_spot` on the map's spo
 thread; its secondary spectrum goes to the transfer worker through a
 :class:`streaming.producer.LiveProducer`, which never blocks (with the worker away or slow,
 spectra are dropped, and accounted for). A results thread takes this producer's results,
-compares each with the measured primary spectrum of the same shot (acquisition.drift)
+compares each with the measured primary spectrum of the same shot (acquisition.shared.drift)
 and queues it. The acquisition thread owns the map writer, so it is the one that moves
 queued results into ``/entry/transferred``, between its own writes and at most a few times
 a second. Raw data always wins: a failure anywhere on the live path is logged and
@@ -29,10 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
-from acquisition.drift import DriftMonitor
+from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
 from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, describe_runs, gap_report,
                                      read_earlier_run, write_extras, write_results_after)
-from acquisition.shared.spectral import DEFAULT_BASELINE_WINDOWS
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -163,7 +162,7 @@ class LiveTransfer:
             self._group_pixels = int(np.size(spec) if np.ndim(spec) else spec)
         if "primary" in wavelengths:
             self.drift = DriftMonitor(self.options.drift_window, self.options.drift_threshold,
-                                      baseline=self._baseline_windows(info), measured_axis=wavelengths["primary"],
+                                      baseline=primary_baseline_windows(info), measured_axis=wavelengths["primary"],
                                       model_axis=self._model_axis)
             if earlier is not None:   # the reference stays the map's first spots across runs
                 order = np.argsort(np.where(earlier.acquired, earlier.shot_id, np.iinfo(np.int64).max), axis=None)
@@ -205,25 +204,6 @@ class LiveTransfer:
         if primary is not None and n_primary in (None, primary.size):
             return int(primary.size)     # no worker yet: the likely size, checked against each result
         return None
-
-    @staticmethod
-    def _baseline_windows(info: dict | None) -> tuple[int, int]:
-        """The primary system's baseline windows, as the model's output was corrected: the model's
-        `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
-        paper's."""
-        windows = (info or {}).get("primary_baseline_windows")
-        if windows is None:
-            if info is not None:
-                log.info("live transfer: the model names no primary baseline windows; the drift monitor "
-                         "corrects the measured primary with the paper's %s", DEFAULT_BASELINE_WINDOWS)
-            return DEFAULT_BASELINE_WINDOWS
-        if not (isinstance(windows, list) and len(windows) == 2
-                and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
-            log.warning("live transfer: the model's twinplume.primary_baseline_windows is %r, not two positive "
-                        "integers [min_window, smooth_window]; the drift monitor uses the paper's %s",
-                        windows, DEFAULT_BASELINE_WINDOWS)
-            return DEFAULT_BASELINE_WINDOWS
-        return (windows[0], windows[1])
 
     def _open_resumed(self, path: Path, spec):
         """Spots already acquired keep what they have; /entry/transferred is created if an earlier

@@ -28,7 +28,7 @@ EXIT_BAD_INPUT, EXIT_INTERLOCK, EXIT_INSTRUMENT, EXIT_WRITE = 2, 3, 4, 5
 # The emulators answer over loopback in milliseconds; a lost reply need not cost the drivers' defaults.
 SIM_TIMEOUT_S = 0.5
 # Without --origin-um the map starts this far inside the stage travel (plus the fly run-up).
-ORIGIN_MARGIN_UM = 1000.0
+ORIGIN_MARGIN_UM = shared_cli.DEFAULT_ORIGIN_MARGIN_UM
 # The simulated bench's timing.rate_hz (sim.bench.DEFAULT_RATE_HZ; acquisition does not import sim at load time).
 SIM_DEFAULT_RATE_HZ = 1000.0
 MAP_OPTIONS = ("shape", "step_um", "origin_um", "order", "mode", "rate", "shots", "systems", "seed", "day")
@@ -84,7 +84,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     scan = parser.add_argument_group("map")
     scan.add_argument("--shape", help="rows x columns, NYxNX (default 40x40)")
     scan.add_argument("--step-um", help="step in µm, one number or DX,DY (default 40)")
-    scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel)")
+    scan.add_argument("--origin-um", help="stage X,Y of spot (0, 0) (default: 1 mm inside the travel, as "
+                      "libs-sim generate; fly mode adds the run-up in x)")
     scan.add_argument("--order", choices=("snake", "raster"), help="visiting order (default snake)")
     scan.add_argument("--mode", choices=("step", "fly"), help="step-and-shoot or on the fly (default fly)")
     scan.add_argument("--rate", type=float, metavar="HZ", help="shot rate (default: the config's timing.rate_hz; "

@@ -30,11 +30,12 @@ import numpy as np
 
 from acquisition.bursts import TRANSIENT, BurstRunner
 from acquisition.config import AcquisitionSettings, BenchConfig, ConfigError, settings_rate, validate_settings
-from acquisition.flyscan import FlyScanner
+from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, Subscriber
+from acquisition.flyscan import FlyPlan, FlyScanner
 from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
 from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
 from acquisition.progress import MapProgress
-from acquisition.safety import ShutdownChain, SignalGuard, StopFlag, retry
+from acquisition.safety import AcquisitionAborted, ShutdownChain, SignalGuard, StopFlag, retry
 from acquisition.sink import OnSpot, SpotSink
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
 from drivers.errors import StageFault
@@ -91,7 +92,8 @@ class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                  stop_flag: StopFlag | None = None, overwrite: bool = False, live: "LiveTransfer | None" = None,
-                 fired_shots: Callable[[int], list] | None = None):
+                 fired_shots: Callable[[int], list] | None = None,
+                 subscribers: "list[Subscriber] | tuple" = ()):
         self.rig, self.config, self.settings = rig, config, validate_settings(settings, config)
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.systems = settings.systems
@@ -113,11 +115,16 @@ class MapRun:
         # Simulated bench: fired_shots(k) gives its record of every pulse after the first k (shot id,
         # t, x, y), for /entry/sample/true_position.
         self.fired_shots = fired_shots
+        self.documents = DocumentRouter([self._follow, *subscribers])
+        self._instrument: dict = {}
         self._fired_t = np.empty(0)
         self._fired_xy = np.empty((0, 2))
 
     def transient(self, action, what: str):
         return self.bursts.transient(action, what)
+
+    def check_stop(self) -> None:
+        self.stop_flag.check()
 
     def move(self, action, what: str) -> None:
         """A stage move that waits; a stall (fault flag) is cleared and the move sent again."""
@@ -145,11 +152,14 @@ class MapRun:
         if self.transient(lambda: stage.warnings, "reading the stage warnings") & {"WR", "WH"}:
             log.info("stage has no reference position: homing")
             self.move(stage.home, "homing the stage")
-        self._open_writer(timing, detectors)
+        wavelengths = self._open_writer(timing, detectors)
         self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.writer.n_acquired,
                                     show=self.show_progress)
+        self.documents.emit(RunStart(str(self.out), self.layout, tuple(self.systems), wavelengths,
+                                     json.loads(self.settings.to_json()), self._instrument, self.resume))
 
-    def _open_writer(self, timing: dict, detectors: dict) -> None:
+    def _open_writer(self, timing: dict, detectors: dict) -> dict[str, np.ndarray]:
+        """Create or resume the map file; returns the systems' wavelength axes."""
         wavelengths = {s: np.asarray(self.rig.spectrometers[s].wavelengths(), dtype=np.float64)
                        for s in self.systems}
         if self.resume:
@@ -163,7 +173,7 @@ class MapRun:
             if self.live is not None:
                 self.live.open_map(self.out, self.layout, wavelengths, resume=True)
             self.writer = PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths)
-            return
+            return wavelengths
         identity = self.rig.identity
         instrument = {
             **detectors,
@@ -179,6 +189,8 @@ class MapRun:
         self.writer = PairedMapWriter.create(
             self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
             instrument=instrument, overwrite=self.overwrite, derived=derived, sample_truth=truth)
+        self._instrument = instrument
+        return wavelengths
 
     # ----------------------------------------------------------- kickoff
     def kickoff(self) -> None:
@@ -196,7 +208,9 @@ class MapRun:
         if self.settings.mode == "step":
             self.shoot_spots(missing)
         else:
-            self.fly = FlyScanner(self)
+            plan = FlyPlan(self.layout, tuple(self.systems), self.rate_hz, run_up_um(self.settings, self.config),
+                           self.config.timing.qswitch_delay_s)
+            self.fly = FlyScanner(plan, self.rig.stage, self.bursts, self.progress, self)
             self.fly.run(missing)
         return self.summary()
 
@@ -242,16 +256,32 @@ class MapRun:
         return taken
 
     def record(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position) -> None:
-        """Write spots (all systems of each from one shot) and hand them to the live sink."""
-        self.writer.write_spots(iy, ix, spectra, shot_id, timestamp, position)
-        self.progress.spots_done(len(iy))
-        if self.fired_shots is not None and self.writer.has_true_positions:
-            self._write_true_positions(iy, ix, np.asarray(timestamp, np.float64))
-        if self.sink is not None:
-            for i in range(len(iy)):
-                self.sink.offer(int(iy[i]), int(ix[i]), int(shot_id[i]), {s: a[i] for s, a in spectra.items()})
+        """Spots (all systems of each from one shot): into the store, then to every subscriber."""
+        batch = SpotBatch(np.asarray(iy, np.int64), np.asarray(ix, np.int64), np.asarray(shot_id, np.int64),
+                          np.asarray(timestamp, np.float64), np.asarray(position, np.float64).reshape(-1, 2),
+                          {s: np.asarray(a, np.float32) for s, a in spectra.items()})
+        self._store(batch)
+        self.documents.emit(batch)
         if self.live is not None:
             self.live.write_results(self.writer)
+
+    def _store(self, batch: SpotBatch) -> None:
+        """The store takes spots first, and its failures stop the map: subscribers only ever see
+        spots that a crash can no longer lose."""
+        self.writer.write_spots(batch.iy, batch.ix, batch.spectra, batch.shot_id, batch.timestamp,
+                                batch.position_um)
+        if self.fired_shots is not None and self.writer.has_true_positions:
+            self._write_true_positions(batch.iy, batch.ix, batch.timestamp)
+
+    def _follow(self, document) -> None:
+        """The run's own subscriber: progress, and the live sink (--live, on_spot)."""
+        if not isinstance(document, SpotBatch):
+            return
+        self.progress.spots_done(len(document))
+        if self.sink is not None:
+            for i in range(len(document)):
+                self.sink.offer(int(document.iy[i]), int(document.ix[i]), int(document.shot_id[i]),
+                                {s: a[i] for s, a in document.spectra.items()})
 
     # -------------------------------------------------------------- stop
     def stop(self) -> list:
@@ -323,6 +353,13 @@ class MapRun:
                 "position_error_max_um": self.fly.position_error_max_um}
 
 
+def _stop_document(summary: MapSummary, failure: BaseException | None) -> RunStop:
+    if failure is None:
+        return RunStop(summary.as_dict(), "complete" if summary.complete else "gaps")
+    status = "aborted" if isinstance(failure, (AcquisitionAborted, KeyboardInterrupt)) else "failed"
+    return RunStop(summary.as_dict(), status, f"{type(failure).__name__}: {failure}")
+
+
 def _matching(times: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.ndarray:
     """For each stamp, the index of the time (ascending) within tolerance of it, or -1."""
     if not len(times):
@@ -344,7 +381,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                 overwrite: bool = False, stop_flag: StopFlag | None = None,
                 live: "LiveTransfer | None" = None,
-                on_summary: Callable[[MapSummary], None] | None = None) -> MapSummary:
+                on_summary: Callable[[MapSummary], None] | None = None,
+                subscribers: "list[Subscriber] | tuple" = ()) -> MapSummary:
     """Open the rig, run prepare/kickoff/complete, and stop safely whatever happens.
 
     ``bench`` is a running simulated bench when the config names ``sim``
@@ -355,6 +393,9 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     that streams each spot's secondary spectrum and records the results in the map.
     ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
     as far as opening it (an interrupted map too), with the summary of what the file holds.
+    ``subscribers``: callables that receive the run's documents (acquisition.documents):
+    RunStart once the file is ready, a SpotBatch per group of spots once stored, RunStop
+    (summary, exit status) on every exit path once the file is closed.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -371,11 +412,16 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
         try:
             run = MapRun(rig, config, settings, out, resume=resume, on_spot=on_spot, show_progress=show_progress,
                          stop_flag=stop_flag, overwrite=overwrite, live=live,
-                         fired_shots=bench.fired_since if bench is not None else None)
+                         fired_shots=bench.fired_since if bench is not None else None, subscribers=subscribers)
             run.prepare()
             stop_flag.check()
             run.kickoff()
             run.complete()
+        except BaseException as exc:
+            failure = exc
+            raise
+        else:
+            failure = None
         finally:
             if run is not None:
                 run.stop()
@@ -384,6 +430,8 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
                     log.info("map %s: %s", out, summary.as_dict())
                     if on_summary is not None:
                         on_summary(summary)
+                    run.documents.emit(_stop_document(summary, failure or (run.shutdown_errors[0][1]
+                                                                           if run.shutdown_errors else None)))
             rig.close()
     if run.shutdown_errors:
         # The map ran, but something of the shutdown (the laser, the file) did not: say so.

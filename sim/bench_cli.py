@@ -1,10 +1,10 @@
 """``libs-sim bench``: serve the simulated bench's instruments until Ctrl-C.
 
 The delay generator, laser and stage emulators are served on their real
-transports (loopback TCP, pseudo-terminals) for driving by hand or from other
-software. The simulated spectrometers live inside this process and cannot be
-reached from another one, so a paired map on the simulated bench is normally
-acquired with ``libs-acquire map --sim``, which starts its own bench in process.
+transports (loopback TCP, pseudo-terminals), and the simulated spectrometers
+on a local socket (sim.bench.spectrometer_server), so that ``libs-acquire map
+--config bench.toml`` in another process rehearses a bench config through the
+real drivers and transports, as a lab will run it on hardware.
 """
 
 from __future__ import annotations
@@ -23,17 +23,19 @@ from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "Serve the simulated bench's delay generator, laser and stage until Ctrl-C."
+DESCRIPTION = "Serve the simulated bench's instruments (delay generator, laser, stage, spectrometers) until Ctrl-C."
 EXAMPLES = ["libs-sim bench --seed 1 --realtime --write-config bench.toml",
+            "libs-acquire map --config bench.toml --shape 20x20 --out map.h5",
             "libs-sim bench --faults missed-trigger=0.01,timeout=0.002,interlock-at=500"]
 NOTES = """\
 Prints the pyvisa resource strings of the DG645 (TCP), the Big Sky laser and
-the Zaber stage (pseudo-terminals) and, with --write-config, a ready bench
-config. The simulated spectrometers run inside this process only, so for a
-paired map use `libs-acquire map --sim ...` (it starts its own bench); this
-command is for driving the serial/TCP instruments by hand or from other
-software. Without --realtime time is virtual: it moves only while a client
-waits (polls a moving stage), so use --realtime for interactive work.
+the Zaber stage (pseudo-terminals) and the spectrometers' socket, and, with
+--write-config, a ready bench config: `libs-acquire map --config`, in another
+terminal while this one serves, then runs
+a map through the real drivers and transports (the rehearsal of a lab's own
+bench config). Without --realtime time is virtual: it moves only while a
+client waits (polls a moving stage, reads a spectrometer), so use --realtime
+for interactive work.
 
 faults (comma-separated key=value): missed-trigger=P, timeout=P, garbled=P,
 stall=P (probabilities), interlock-at=N (laser shot number).
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         with SimulatedBench(seed=args.seed, day=args.day, realtime=args.realtime, faults=faults) as bench:
             for name, resource in bench.resources.items():
                 print(f"{name:16s}{resource}")
+            print(f"{'spectrometers':16s}{bench.spectrometer_resource}")
             if args.write_config is not None:
                 args.write_config.write_text(bench.config_toml(rate_hz=args.rate))
                 print(f"bench config written to {args.write_config}")

@@ -212,14 +212,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--day", type=int, help="measurement day: background, intensity, drift (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
     parser.add_argument("--origin-um", type=cli.position_type, metavar="X,Y",
-                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 0,0)")
+                        help="stage position x,y of spot (0, 0) in um (default: the preset's, else 1 mm "
+                             "inside the stage travel, 1000,1000, as libs-acquire map)")
     parser.add_argument("--chunk-spots", type=int, default=DEFAULT_CHUNK_SPOTS,
                         help=f"spots simulated per chunk, bounds memory (default {DEFAULT_CHUNK_SPOTS})")
-    parser.add_argument("--sample", choices=SAMPLE_NAMES, default="pegmatite",
+    parser.add_argument("--sample", choices=SAMPLE_NAMES,
                         help="sample to map (default pegmatite)")
-    parser.add_argument("--secondary", choices=sorted(SECONDARY_VARIANTS), default="standard",
+    parser.add_argument("--secondary", choices=sorted(SECONDARY_VARIANTS),
                         help="secondary spectrometer (default standard: the paper's 260-370 nm)")
-    parser.add_argument("--day-change", choices=sorted(DAY_CHANGES), default="mild",
+    parser.add_argument("--day-change", choices=sorted(DAY_CHANGES),
                         help="how much a day other than 0 differs (default mild)")
     parser.add_argument("--scenario", help="write a named transfer scenario's train/val/test maps into the "
                                            "directory --out (see sim/scenarios.py; e.g. basalt, pegmatite-few)")
@@ -237,7 +238,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.scenario is not None:
         return _run_scenario(args)
-    settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (0.0, 0.0)}
+    margin = cli.DEFAULT_ORIGIN_MARGIN_UM     # the simulated stage's travel starts at 0, 0
+    settings = dict(PRESETS[args.preset]) if args.preset else {"day": 0, "origin_um": (margin, margin)}
     for key, value in (("shape", args.shape), ("step_um", args.step_um), ("day", args.day),
                        ("origin_um", args.origin_um)):
         if value is not None:
@@ -254,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
                          f"or --resume to complete it")
     try:
         path = generate_map(args.out, seed=args.seed, progress=not args.no_progress, chunk_spots=args.chunk_spots,
-                            overwrite=args.overwrite, resume=args.resume, sample=args.sample,
-                            secondary=args.secondary, day_change=args.day_change, **settings)
+                            overwrite=args.overwrite, resume=args.resume, sample=args.sample or "pegmatite",
+                            secondary=args.secondary or "standard", day_change=args.day_change or "mild",
+                            **settings)
     except PairedMapError as exc:
         raise cli.UsageError(str(exc)) from exc
     ny, nx = settings["shape"]
@@ -274,7 +277,9 @@ def _run_scenario(args: argparse.Namespace) -> int:
         print(f"libs-sim generate: --scale must be positive, got {args.scale}", file=sys.stderr)
         return 2
     given = [flag for flag, value in (("--preset", args.preset), ("--shape", args.shape), ("--step-um", args.step_um),
-                                      ("--day", args.day), ("--origin-um", args.origin_um), ("--resume", args.resume))
+                                      ("--day", args.day), ("--origin-um", args.origin_um), ("--resume", args.resume),
+                                      ("--sample", args.sample), ("--secondary", args.secondary),
+                                      ("--day-change", args.day_change))
              if value not in (None, False)]
     if given:
         print(f"libs-sim generate: --scenario sets the maps itself; drop {', '.join(given)}", file=sys.stderr)

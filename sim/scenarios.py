@@ -73,21 +73,27 @@ class Scenario:
             if value not in known:
                 raise ValueError(f"scenario {self.name!r}: unknown {what} {value!r}; known: {', '.join(known)}")
 
-    def maps(self, scale: float = 1.0) -> dict[str, MapSpec]:
-        """The train / val / test maps at this scale (scale multiplies the number of spots)."""
-        if not (np.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
-        return {role: getattr(self, role).scaled(scale) for role in ROLES}
+    def maps(self, scale: float = 1.0, train_scale: float | None = None) -> dict[str, MapSpec]:
+        """The train / val / test maps at this scale (scale multiplies the number of spots;
+        ``train_scale``, if given, replaces it for the training map, e.g. 1.0 to keep a
+        small paired map at its size in a quick run)."""
+        scales = {role: scale for role in ROLES}
+        if train_scale is not None:
+            scales["train"] = train_scale
+        for value in scales.values():
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"scale must be a positive number, got {value!r}")
+        return {role: getattr(self, role).scaled(scales[role]) for role in ROLES}
 
-    def settings(self, role: str, scale: float = 1.0) -> dict:
+    def settings(self, role: str, scale: float = 1.0, train_scale: float | None = None) -> dict:
         """Keyword arguments of :func:`sim.generate.generate_map` for one map."""
-        spec = self.maps(scale)[role]
+        spec = self.maps(scale, train_scale)[role]
         return {"shape": spec.shape, "step_um": spec.step_um, "day": spec.day, "origin_um": spec.origin_um,
                 "seed": self.seed, "sample": self.sample, "secondary": self.secondary,
                 "day_change": self.day_change}
 
-    def write_maps(self, out_dir, scale: float = 1.0, *, progress: bool = False,
-                   overwrite: bool = False) -> dict[str, Path]:
+    def write_maps(self, out_dir, scale: float = 1.0, *, train_scale: float | None = None,
+                   progress: bool = False, overwrite: bool = False) -> dict[str, Path]:
         """Simulate the train, val and test maps into ``out_dir``/<name>-<role>.h5.
 
         A complete file simulated with the same settings is kept (the maps are
@@ -99,7 +105,7 @@ class Scenario:
         paths = {}
         for role in ROLES:
             path = out_dir / f"{self.name}-{role}.h5"
-            settings = self.settings(role, scale)
+            settings = self.settings(role, scale, train_scale)
             if path.exists() and not overwrite:
                 if not _same_complete_map(path, settings):
                     raise FileExistsError(f"{path} exists and is not this scenario's complete {role} map; "

@@ -124,7 +124,8 @@ def _add_subcommands(sub) -> None:
     p.add_argument("--system", default="secondary", help="system to replay (default secondary)")
     p.add_argument("--limit", type=int, default=None, help="send at most this many spectra")
     p.add_argument("--output", action="append", help=f"worker PUB address, where send reads the worker's answers "
-                                                     f"to its messages; repeat for several (default {DEFAULT_OUTPUT})")
+                                                     f"to its messages; repeat for several (default: the "
+                                                     f"output each --control worker names, else {DEFAULT_OUTPUT})")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="give up when no worker answers or takes a message for this long (default 10)")
     _add_client_keys(p, client_name="acquisition")
@@ -224,12 +225,15 @@ def cmd_serve(args) -> int:
                           keys=keys, ready_file=args.ready_file)
     # installed before the model loads, so a stop during start-up is a clean exit too
     stop = StopRequest()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker = TransferWorker(config)
-    except ModelContractError as exc:
-        raise SystemExit(f"libs-stream serve: error: {exc}") from None
+    except BaseException as exc:
+        for sig, handler in previous.items():   # no worker to stop: the caller's handlers again
+            signal.signal(sig, handler)
+        if isinstance(exc, ModelContractError):
+            raise SystemExit(f"libs-stream serve: error: {exc}") from None
+        raise
     stop.worker = worker
     if stop.requested:
         worker.stop()
@@ -241,6 +245,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _worker_outputs(controls: list[str] | None, keys, timeout_s: float) -> list[str]:
+    """The PUB addresses of the workers behind ``controls`` (from their ping replies), else the default."""
+    if not controls:
+        return [DEFAULT_OUTPUT]
+    outputs = []
+    for address in controls:
+        bound = control.wait_ready(address, timeout_s=timeout_s, keys=keys).get("endpoints", {}).get("output")
+        if not isinstance(bound, str) or not bound.startswith("tcp://"):
+            raise control.ControlError(f"the worker at {address} did not name its output address")
+        host, port = bound[len("tcp://"):].rsplit(":", 1)
+        if host in ("0.0.0.0", "*", "[::]"):       # bound to every interface: reach it where its control is
+            host = address[len("tcp://"):].rsplit(":", 1)[0]
+        outputs.append(f"tcp://{host}:{port}")
+    return outputs
+
+
 def cmd_send(args) -> int:
     from tqdm import tqdm
 
@@ -250,9 +270,14 @@ def cmd_send(args) -> int:
     from .subscriber import ResultSubscriber
 
     inputs = args.input or [DEFAULT_INPUT]
-    outputs = args.output or [DEFAULT_OUTPUT]
     keys = client_keys_from_args(args.curve_secret, args.curve_server)
-    require_keys_for(inputs + outputs + (args.control or []), keys is not None)
+    require_keys_for(inputs + (args.output or []) + (args.control or []), keys is not None)
+    try:
+        outputs = args.output or _worker_outputs(args.control, keys, args.timeout)
+    except control.ControlError as exc:
+        print(f"libs-stream send: error: {exc}: is `libs-stream serve` running there, and are the CURVE keys "
+              f"the worker's?", file=sys.stderr)
+        return 1
     if args.batch < 1 or args.rate < 0 or not args.timeout > 0:
         print("libs-stream send: error: --batch must be >= 1, --rate >= 0 and --timeout > 0", file=sys.stderr)
         return 2

@@ -34,7 +34,9 @@ INDEX_KEYS = ("shot", "iy", "ix")
 #: default limits of one message (spec/stream-protocol.md, "Limits")
 MAX_HEADER_BYTES = 65536
 MAX_JSON_DEPTH = 16
-MAX_SPECTRA_PER_MESSAGE = 256
+#: small enough that the worker's byte budget still queues enough single-spectrum messages
+#: to batch them (bench/stream.py); raise it with `libs-stream serve --max-message-spectra`
+MAX_SPECTRA_PER_MESSAGE = 64
 #: map indices are echoed into results that viewers turn into array indices
 MAX_MAP_INDEX = 2**31 - 1
 MAX_SHOT = 2**63 - 1
@@ -54,10 +56,18 @@ class Limits:
     spectra_per_message: int = MAX_SPECTRA_PER_MESSAGE
     n_pixels: int | None = None
 
-    def message_bytes(self) -> int:
-        """The largest valid frame: a payload of the most spectra in the widest dtype (or the header)."""
+    def payload_bytes(self) -> int:
+        """The largest valid payload: the most spectra in the widest dtype."""
         widest = max(d.itemsize for d in INPUT_DTYPES.values())
-        return max(self.header_bytes, self.spectra_per_message * (self.n_pixels or 0) * widest)
+        return self.spectra_per_message * (self.n_pixels or 0) * widest
+
+    def frame_bytes(self) -> int:
+        """The largest valid frame (header or payload): what ZMQ_MAXMSGSIZE is set to."""
+        return max(self.header_bytes, self.payload_bytes())
+
+    def message_bytes(self) -> int:
+        """The largest valid message: header and payload at their limits."""
+        return self.header_bytes + self.payload_bytes()
 
 
 DEFAULT_LIMITS = Limits()

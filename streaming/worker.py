@@ -66,9 +66,9 @@ class TransferWorker:
             raise ValueError("max_batch, max_message_spectra and queue_bytes must be positive")
         self.model = PipelineSession(config.model, threads=config.threads, spin=config.spin)
         self.limits = protocol.Limits(spectra_per_message=config.max_message_spectra, n_pixels=self.model.n_secondary)
-        self.max_frame_bytes = self.limits.message_bytes()
+        self.max_frame_bytes = self.limits.frame_bytes()
         # ZeroMQ counts queued messages, not bytes: as many of the largest valid ones as fit the budget
-        self.input_hwm = max(2, config.queue_bytes // self.max_frame_bytes)
+        self.input_hwm = max(2, config.queue_bytes // self.limits.message_bytes())
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.context = context or zmq.Context()
         self._own_context = context is None
@@ -120,7 +120,7 @@ class TransferWorker:
                  self.endpoints["output"], self.endpoints["control"])
         log.info("input limits: %d spectra per message, frames up to %.1f MB, %d messages (%.0f MB) queued "
                  "per producer", cfg.max_message_spectra, self.max_frame_bytes / 1e6, self.input_hwm,
-                 self.input_hwm * self.max_frame_bytes / 1e6)
+                 self.input_hwm * self.limits.message_bytes() / 1e6)
         if cfg.ready_file:
             tmp = Path(f"{cfg.ready_file}.tmp")
             tmp.write_text(json.dumps({**self.endpoints, "worker": self.worker_id, "model": self.model.model_id,
@@ -315,6 +315,7 @@ class TransferWorker:
     def _limits_reply(self) -> dict:
         return {"max_message_spectra": self.limits.spectra_per_message, "max_header_bytes": self.limits.header_bytes,
                 "max_json_depth": self.limits.json_depth, "max_frame_bytes": self.max_frame_bytes,
+                "max_message_bytes": self.limits.message_bytes(),
                 "input_hwm_messages": self.input_hwm, "max_batch": self.config.max_batch}
 
     def _control_reply(self, frames) -> dict:

@@ -38,3 +38,14 @@ def test_a_broken_contract_is_reported(tmp_path):
     assert result.returncode != 0
     assert "acquisition without drivers BROKEN" in result.stdout
     assert "acquisition.instruments -> drivers" in result.stdout
+
+
+def test_the_store_imports_only_h5py_and_numpy():
+    # docs/store.md: every package imports the store; scipy (the baseline's) or torch would make
+    # each of them slow to start, or impossible on the lab PC.
+    script = ("import sys, acquisition.store; "
+              "print(sorted(m for m in ('scipy', 'sklearn', 'torch', 'onnxruntime', 'zmq') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

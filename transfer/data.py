@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader
 from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
@@ -117,8 +117,7 @@ def iter_raw_chunks(paths: Sequence[Path | str], systems: Sequence[str], chunk_s
     """(path, iy, ix, {system: raw float32 [k, n]}) for every chunk of every map, checked finite."""
     for path in map(Path, paths):
         with PairedMapReader(path) as reader:
-            bar = tqdm(total=int(reader.n_acquired), desc=f"{desc} {path.name}", unit="spot",
-                       disable=not progress, leave=False)
+            bar = Progress(int(reader.n_acquired), desc=f"{desc} {path.name}", unit="spot", enabled=progress)
             for chunk in reader.iter_chunks(systems=list(systems), chunk_spots=chunk_spots):
                 spectra = {s: np.asarray(chunk.spectra[s], dtype=np.float32) for s in systems}
                 iy, ix = np.asarray(chunk.iy), np.asarray(chunk.ix)

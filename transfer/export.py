@@ -31,7 +31,6 @@ inference) and a parity run of ONNX Runtime against the PyTorch path
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import importlib.metadata

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from acquisition.shared.progress import Progress, Step
 from acquisition.shared.systems import SYSTEM_NAMES
 from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
 from transfer.bundle import (TransferBundle, check_name, load_bundle, load_state_tree,
@@ -220,15 +221,18 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val_paths, preprocessors, c
     if unknown:
         raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(factories)})")
     models = {key: factories[key]() for key in cfg["models"]}
-    for key, model in models.items():
-        log.info("fitting the %s baseline", key.upper())
-        if key in ("pls", "knn"):
-            model.fit(xs, xp)
-        elif cfg["ridge_alpha_candidates"]:
-            models[key] = _ridge_by_validation(key, factories[key], cfg["ridge_alpha_candidates"], sample, val,
-                                               preprocessors["primary"])
-        else:
-            model.fit(sample["secondary"], sample["primary"])
+    with Progress(len(models), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
+        for key, model in models.items():
+            # one library call each (PLS alone takes seconds): the log says what runs and for how long
+            with Step(f"fitting the {key.upper()} baseline on {len(xs)} spectra"):
+                if key in ("pls", "knn"):
+                    model.fit(xs, xp)
+                elif cfg["ridge_alpha_candidates"]:
+                    models[key] = _ridge_by_validation(key, factories[key], cfg["ridge_alpha_candidates"], sample,
+                                                       val, preprocessors["primary"])
+                else:
+                    model.fit(sample["secondary"], sample["primary"])
+            bar.update(1)
     return models
 
 

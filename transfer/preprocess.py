@@ -18,12 +18,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, SpectraError, WavelengthMismatchError,
                                          baseline_correct, check_baseline_windows, check_spectra,
-                                         check_wavelengths, estimate_baseline, gaussian_kernel,
-                                         gaussian_window, resample)
+                                         check_wavelength_axis, check_wavelengths, estimate_baseline,
+                                         gaussian_kernel, gaussian_window, resample)
 
 __all__ = ["BaselineCorrector", "DEFAULT_BASELINE_WINDOWS", "DEFAULT_SCALING", "PROTOCOLS", "SCALINGS", "SpectraError",
            "SpectralScaler", "SpectrumPreprocessor", "WavelengthMismatchError", "baseline_correct",
-           "check_spectra", "check_wavelengths", "estimate_baseline", "gaussian_kernel", "gaussian_window",
+           "check_spectra", "check_wavelength_axis", "check_wavelengths", "estimate_baseline", "gaussian_kernel", "gaussian_window",
            "resample"]
 
 PROTOCOLS = ("causal", "paper")
@@ -215,10 +215,7 @@ class SpectrumPreprocessor:
     def __init__(self, wavelengths, *, min_window: int = 100, smooth_window: int = 50,
                  protocol: str = "causal", scaling: str = DEFAULT_SCALING, scaler: SpectralScaler | None = None,
                  name: str = "spectra"):
-        self.wavelengths = np.asarray(wavelengths, dtype=np.float64)
-        if self.wavelengths.ndim != 1 or self.wavelengths.size < 2 \
-                or np.any(np.diff(self.wavelengths) <= 0):
-            raise WavelengthMismatchError(f"{name}: wavelengths must be a strictly increasing 1-D axis")
+        self.wavelengths = check_wavelength_axis(wavelengths, name=f"{name} wavelengths")
         check_baseline_windows(min_window, smooth_window)
         self.min_window, self.smooth_window, self.name = int(min_window), int(smooth_window), name
         self.scaler = scaler if scaler is not None else SpectralScaler(protocol, scaling)

@@ -17,8 +17,8 @@ from typing import Any
 
 import optuna
 import torch
-from tqdm import tqdm
 
+from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
 from transfer.config import TransferConfig
 from transfer.data import PairedBatches, check_axis, fit_preprocessors, inspect_map
@@ -106,7 +106,7 @@ def run_search(train_path: str | Path, val_path: str | Path, *, config: Transfer
     results = {}
     for stage, objective in (("vae", vae_objective), ("mlp", mlp_objective)):
         study = _study(derived_seed(seed, "search", stage) % (2 ** 31), config, max_epochs)
-        bar = tqdm(total=trials, desc=f"search {stage}", unit="trial", disable=not progress)
+        bar = Progress(trials, desc=f"search {stage}", unit="trial", enabled=progress)
         study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: bar.update(1)])
         bar.close()
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

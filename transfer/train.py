@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from acquisition.shared.progress import Progress
 from transfer.bundle import (BundleError, load_module, load_optimizer, read_json, save_module,
                              save_optimizer, write_json)
 from transfer.data import PairedBatches
@@ -147,7 +147,7 @@ def fit_network(phase: str, model: nn.Module, *, loss_fn: LossFn, val_fn: ValFn,
             log.info("%s: resuming after epoch %d", phase, state["epoch"] + 1)
 
     epochs = settings.epochs
-    bar = tqdm(total=epochs, initial=min(start, epochs), desc=phase, unit="epoch", disable=not progress)
+    bar = Progress(epochs, desc=phase, unit="epoch", initial=min(start, epochs), enabled=progress)
     epoch = start
     while epoch < epochs and not finished:
         generator = torch.Generator(device=device).manual_seed(derived_seed(seed, phase, epoch))

@@ -324,6 +324,14 @@ def legacy_shape_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+# -- the stage ---------------------------------------------------------------------------
+
+#: Without --origin-um, spot (0, 0) of a map lies this far inside the stage travel, in x and y, in both
+#: `libs-acquire map` and `libs-sim generate` (whose simulated stage travel starts at 0, 0); in fly mode
+#: `libs-acquire map` adds the run-up in x.
+DEFAULT_ORIGIN_MARGIN_UM = 1000.0
+
+
 # -- options with one name everywhere -------------------------------------------------------
 
 class DeprecatedAlias(argparse.Action):

@@ -3,6 +3,8 @@ resampling and the paper's baseline correction (numpy and scipy only).
 
 - ``check_spectra(X, n_pixels=None, name=...)`` -> 2-D float array; raises
   :class:`SpectraError` for a wrong shape, a wrong pixel count or NaN/inf.
+- ``check_wavelength_axis(axis, name=...)``: a usable axis (1-D, finite, strictly
+  increasing) or :class:`WavelengthMismatchError`.
 - ``check_wavelengths(expected, actual, tol_nm=None, name=...)``; raises
   :class:`WavelengthMismatchError`.  ``resample(X, wl_from, wl_to)`` moves spectra
   onto another (slightly drifted) axis by linear interpolation.
@@ -35,8 +37,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft
-from scipy.signal import windows
+
+# scipy is imported where the baseline needs it, not here: the paired-map store imports this
+# module for its axis checks, and scipy.signal alone takes seconds to import on a small PC.
 
 #: The paper's baseline windows in pixels: (sliding-minimum window, Gaussian smoothing window).
 DEFAULT_BASELINE_WINDOWS = (100, 50)
@@ -79,6 +82,22 @@ def check_spectra(X, n_pixels: int | None = None, *, name: str = "spectra",
     return X
 
 
+def check_wavelength_axis(axis, *, name: str = "wavelengths") -> np.ndarray:
+    """``axis`` as float64 [n_pixels] if it is a usable wavelength axis (1-D, at least 2 pixels,
+    finite, strictly increasing), else WavelengthMismatchError naming the first fault."""
+    axis = np.asarray(axis, dtype=np.float64)
+    if axis.ndim != 1 or axis.size < 2:
+        raise WavelengthMismatchError(f"{name}: must be 1-D with at least 2 pixels, got shape {axis.shape}")
+    if not np.all(np.isfinite(axis)):
+        raise WavelengthMismatchError(f"{name}: holds non-finite values")
+    bad = np.flatnonzero(np.diff(axis) <= 0)
+    if bad.size:
+        i = int(bad[0])
+        raise WavelengthMismatchError(f"{name}: not strictly increasing (index {i}: {axis[i]!r} then "
+                                      f"{axis[i + 1]!r})")
+    return axis
+
+
 def check_wavelengths(expected, actual, *, tol_nm: float | None = None,
                       name: str = "wavelengths") -> None:
     """Raise WavelengthMismatchError unless the two axes have the same length and
@@ -111,11 +130,9 @@ def resample(X, wl_from, wl_to, *, max_extrapolation_nm: float | None = None) ->
     to ``max_extrapolation_nm`` (default: one pixel spacing at that end); further out is
     an error, since it would invent signal.
     """
-    wl_from = np.asarray(wl_from, dtype=np.float64)
+    wl_from = check_wavelength_axis(wl_from, name="resample: source axis")
     wl_to = np.asarray(wl_to, dtype=np.float64)
     X = check_spectra(X, wl_from.size, name="spectra to resample", allow_1d=True)
-    if wl_from.size < 2 or np.any(np.diff(wl_from) <= 0):
-        raise WavelengthMismatchError("resample: source axis must be strictly increasing")
     lo_gap, hi_gap = wl_from[0] - wl_to.min(), wl_to.max() - wl_from[-1]
     lo_lim = max_extrapolation_nm if max_extrapolation_nm is not None else wl_from[1] - wl_from[0]
     hi_lim = max_extrapolation_nm if max_extrapolation_nm is not None else wl_from[-1] - wl_from[-2]
@@ -135,6 +152,8 @@ def resample(X, wl_from, wl_to, *, max_extrapolation_nm: float | None = None) ->
 def gaussian_window(window: int, std: float | None = None) -> np.ndarray:
     """The weights pandas uses for ``rolling(window, win_type="gaussian").mean(std)``
     (symmetric, unnormalised); ``std`` defaults to ``window``."""
+    from scipy.signal import windows
+
     return windows.gaussian(window, window if std is None else std, sym=True)
 
 
@@ -188,6 +207,8 @@ def _window_min_into(padded: np.ndarray, window: int, ping: np.ndarray, pong: np
 def _kernel_spectrum(n: int, smooth_window: int, dtype: str) -> tuple[int, np.ndarray]:
     # Zero padding to n + s - 1 keeps the circular convolution equal to the linear one.
     # The 1/2 of the min average is folded into the kernel.
+    from scipy import fft
+
     n_fft = fft.next_fast_len(n + smooth_window - 1, real=True)
     kernel = 0.5 * gaussian_kernel(smooth_window)
     taps = np.zeros(n_fft)
@@ -203,6 +224,8 @@ def _baseline_into(X: np.ndarray, out: np.ndarray, min_window: int, smooth_windo
                    subtract: bool, block_rows: int) -> None:
     """Write the baseline (or X minus it) of finite 2-D X into ``out``, block by block
     with reused buffers small enough to stay in cache."""
+    from scipy import fft
+
     n_total, n = X.shape
     w = min_window
     rows = max(1, min(block_rows, n_total))

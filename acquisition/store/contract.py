@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from .h5files import attr_text
+from acquisition.shared.spectral import WavelengthMismatchError, check_wavelength_axis
 from acquisition.shared.systems import SYSTEM_NAMES
 
 from .layout import (FORMAT, FORMAT_VERSION, ORDERS, MapLayout, PairedMapFormatError,
@@ -82,13 +83,10 @@ def _dataset(f: h5py.File, path: str, dtype, shape: tuple | None) -> h5py.Datase
 
 
 def _check_wavelength(path: str, wavelength: np.ndarray) -> None:
-    if not np.all(np.isfinite(wavelength)):
-        _fail(f"{path}: holds non-finite values")
-    steps = np.diff(wavelength)
-    bad = np.flatnonzero(steps <= 0)
-    if bad.size:
-        i = int(bad[0])
-        _fail(f"{path}: not strictly increasing (index {i}: {wavelength[i]!r} then {wavelength[i + 1]!r})")
+    try:
+        check_wavelength_axis(wavelength, name=path)
+    except WavelengthMismatchError as exc:
+        _fail(str(exc))
 
 
 def check_contract(f: h5py.File) -> ContractInfo:

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from .h5files import write_attrs
+from acquisition.shared.spectral import check_wavelength_axis
 from acquisition.shared.systems import SYSTEM_NAMES
 
 from .layout import FORMAT, FORMAT_VERSION, MapLayout
@@ -42,17 +43,7 @@ def checked_wavelengths(wavelengths: dict) -> dict[str, np.ndarray]:
     for system in SYSTEM_NAMES:
         if system not in wavelengths:
             continue
-        axis = np.asarray(wavelengths[system], dtype=np.float64)
-        if axis.ndim != 1 or axis.size < 2:
-            raise ValueError(f"wavelengths[{system!r}]: must be 1-D with at least 2 pixels, got shape {axis.shape}")
-        if not np.all(np.isfinite(axis)):
-            raise ValueError(f"wavelengths[{system!r}]: holds non-finite values")
-        bad = np.flatnonzero(np.diff(axis) <= 0)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"wavelengths[{system!r}]: not strictly increasing at index {i} "
-                             f"({axis[i]!r} then {axis[i + 1]!r})")
-        out[system] = axis
+        out[system] = check_wavelength_axis(wavelengths[system], name=f"wavelengths[{system!r}]")
     return out
 
 

@@ -58,6 +58,7 @@ from sim.bench.clock import RealTimeClock, VirtualClock
 from sim.bench.engine import BenchEngine, FiredShot
 from sim.bench.faults import BenchFaults
 from sim.bench.links import BenchLink, StageLink, link_rng
+from sim.bench.spectrometer_server import SpectrometerServer
 from sim.bench.spectrometers import SimulatedSpectrometer
 from sim.bench.timing import BenchWiring
 from sim.emulators.bigsky import BigSkyEmulator
@@ -87,6 +88,7 @@ class SimulatedBench:
         self.wiring = wiring
         self._scene = scene
         self._servers: dict[str, object] = {}
+        self._spectrometer_server: SpectrometerServer | None = None
         self._spectrometers: dict[str, SimulatedSpectrometer] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,6 +124,7 @@ class SimulatedBench:
                                     rng=link_rng(self.seed, i))
                 server_type = TcpLineServer if name == "delay_generator" else PtyLineServer
                 self._servers[name] = server_type(link, faults).start()
+            self._spectrometer_server = SpectrometerServer(self).start()
             if self.realtime:
                 self._thread = threading.Thread(target=engine.run_realtime, args=(self._stop,),
                                                 name="bench-realtime", daemon=True)
@@ -145,6 +148,9 @@ class SimulatedBench:
             self._thread = None
         for server in self._servers.values():
             server.stop()
+        if self._spectrometer_server is not None:
+            self._spectrometer_server.stop()
+            self._spectrometer_server = None
         for spec in list(self._spectrometers.values()):
             spec.close()
 
@@ -169,6 +175,12 @@ class SimulatedBench:
         """pyvisa resource strings of the delay generator, laser and stage."""
         self._started()
         return {name: server.resource for name, server in self._servers.items()}
+
+    @property
+    def spectrometer_resource(self) -> str:
+        """Where other processes reach the simulated spectrometers (drivers.sim_spectrometer)."""
+        self._started()
+        return self._spectrometer_server.resource
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -238,7 +250,8 @@ class SimulatedBench:
         ]
         for system, output in self.wiring.gates.items():
             delay, width = DEFAULT_GATES.get(system, (1e-6, 10e-6))
-            lines += ["", f"[systems.{system}]", 'driver = "sim"', f'gate_output = "{output}"',
+            lines += ["", f"[systems.{system}]", 'driver = "sim"',
+                      f'resource = "{self.spectrometer_resource}"', f'gate_output = "{output}"',
                       f"gate_delay_s = {float(delay)!r}", f"gate_width_s = {float(width)!r}"]
         return "\n".join(lines) + "\n"
 

@@ -16,6 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
+from acquisition.shared.spectral import baseline_correct
+
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 20_000
@@ -35,6 +38,8 @@ class MeasuredMap:
         self.primary = self.secondary = None
         self.problem: str | None = None
         self._inode = None
+        self._monitor = None
+        self._monitor_axis = None
         self._waiting: OrderedDict[tuple[int, int], tuple[np.ndarray, float]] = OrderedDict()
         self._done_spots: list[np.ndarray] = []
         self._done_errors: list[np.ndarray] = []
@@ -130,50 +135,23 @@ class MeasuredMap:
     # -- the thread
 
     def _correct(self, raw: np.ndarray) -> np.ndarray:
-        from acquisition.shared.spectral import baseline_correct
-
         return baseline_correct(raw, *self._baseline_windows())
 
     def _baseline_windows(self) -> tuple[int, int]:
-        """As the model's output was corrected: its `primary_baseline_windows` (the control `model`
-        reply, spec/stream-protocol.md), else the paper's."""
-        from acquisition.shared.spectral import DEFAULT_BASELINE_WINDOWS
+        return primary_baseline_windows(self.model_info)
 
-        windows = (self.model_info or {}).get("primary_baseline_windows")
-        if (isinstance(windows, list) and len(windows) == 2
-                and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
-            return (windows[0], windows[1])
-        return tuple(DEFAULT_BASELINE_WINDOWS)
-
-    def _onto_model_axis(self, n_transferred: int):
-        """A function taking corrected measured spectra [k, m] onto the model's primary axis, or None
-        when the two cannot be compared (no model axis and different pixel counts)."""
-        from acquisition.shared.spectral import WavelengthMismatchError, check_wavelengths, resample
-
+    def _monitor_for(self, n_transferred: int):
         axis = (self.model_info or {}).get("primary_wavelengths")
-        model_axis = np.asarray(axis, float) if isinstance(axis, list) and len(axis) == n_transferred else None
-        measured_axis = self.reader.wavelengths(self.primary)
-        if model_axis is None:
-            return (lambda x: x) if measured_axis.size == n_transferred else None
-        if measured_axis.size == model_axis.size:
-            try:
-                check_wavelengths(model_axis, measured_axis, name="measured primary axis")
-                return lambda x: x
-            except WavelengthMismatchError:
-                pass
-        return lambda x: resample(x, measured_axis, model_axis)
-
-    def relative_error(self, transferred: np.ndarray, measured: np.ndarray) -> np.ndarray | None:
-        """||transferred - measured|| / ||measured|| per spectrum, as the acquisition's drift monitor
-        computes it: the raw measured primary baseline-corrected (the model's windows) and, where the
-        model's primary axis differs, resampled onto it."""
-        onto = self._onto_model_axis(transferred.shape[1])
-        if onto is None:
-            return None
-        truth = np.asarray(onto(self._correct(np.asarray(measured, np.float32))), np.float64)
-        transferred = np.asarray(transferred, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.linalg.norm(transferred - truth, axis=1) / np.linalg.norm(truth, axis=1)).astype(np.float32)
+        axis = np.asarray(axis, float) if isinstance(axis, list) and len(axis) == n_transferred else None
+        key = (n_transferred, None if axis is None else axis.size, self._baseline_windows())
+        if self._monitor is None or self._monitor_axis != key:
+            measured_axis = self.reader.wavelengths(self.primary)
+            if axis is None and measured_axis.size != n_transferred:
+                return None
+            self._monitor = DriftMonitor(baseline=self._baseline_windows(), measured_axis=measured_axis,
+                                         model_axis=axis)
+            self._monitor_axis = key
+        return self._monitor
 
     def _run(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -214,9 +192,10 @@ class MeasuredMap:
         if not ready:
             return
         transferred = np.stack([s for _, s in ready])
-        rel = self.relative_error(transferred, np.stack(measured))
-        if rel is None:
+        monitor = self._monitor_for(transferred.shape[1])
+        if monitor is None:
             return
+        rel, _ = monitor.measure(transferred, np.stack(measured))
         with self._lock:
             self._done_spots.append(np.asarray([k for k, _ in ready], np.int64).reshape(-1, 2))
             self._done_errors.append(rel.astype(np.float32))

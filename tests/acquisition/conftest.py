@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import tomllib
 from contextlib import contextmanager
 from dataclasses import replace
 
 import h5py
 import numpy as np
-import pytest
 
-from acquisition.config import AcquisitionSettings, parse_config
+from acquisition.config import AcquisitionSettings
+from acquisition.shared.systems import SYSTEM_NAMES
 from sim.bench import SimulatedBench
+from tests.fixtures.emulated import make_bench  # noqa: F401 (fixture)
 
-# The emulators answer over loopback at once; a lost reply should cost little test time.
-TIMEOUT_S = 0.3
 ORIGIN_UM = (2000.0, 2000.0)
-
-
-def bench_config(bench: SimulatedBench, **timing):
-    raw = tomllib.loads(bench.config_toml())
-    for section in ("delay_generator", "laser", "stage"):
-        raw[section]["timeout_s"] = TIMEOUT_S
-    raw["timing"].update(timing)
-    return parse_config(raw, source="test bench")
 
 
 def small_map(**changes) -> AcquisitionSettings:
     base = AcquisitionSettings(shape=(6, 5), step_um=(40.0, 40.0), origin_um=ORIGIN_UM, retries=4)
     return replace(base, **changes)
-
-
-@pytest.fixture
-def make_bench():
-    """Start simulated benches (stopped after the test): make_bench(seed=..., faults=...)."""
-    benches = []
-
-    def start(**kwargs) -> SimulatedBench:
-        bench = SimulatedBench(**kwargs).start()
-        benches.append(bench)
-        return bench
-    yield start
-    for bench in benches:
-        bench.stop()
 
 
 @contextmanager
@@ -88,7 +64,7 @@ def assert_matches_fired(path, fired, settings: AcquisitionSettings, spots=None,
 class FrameTap:
     """Keeps every frame the bench's spectrometers hand out (the real read_batch, observed)."""
 
-    def __init__(self, bench: SimulatedBench, systems=("primary", "secondary")) -> None:
+    def __init__(self, bench: SimulatedBench, systems=SYSTEM_NAMES) -> None:
         self.frames: dict[str, dict[float, np.ndarray]] = {s: {} for s in systems}
         for system in systems:
             spectrometer = bench.spectrometer(system)

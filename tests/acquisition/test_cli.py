@@ -45,6 +45,7 @@ def wait_for_acquired(path: Path, at_least: int, process: subprocess.Popen, time
     raise AssertionError(f"{path}: fewer than {at_least} spots acquired after {timeout} s")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
     out = tmp_path / "map.h5"
     process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--step-um", "40", "--seed", "7",
@@ -95,6 +96,7 @@ def test_kill_9_then_resume_acquires_every_spot_exactly_once(tmp_path):
     assert finished.returncode == 2 and "nothing to resume" in finished.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_exits_143_with_a_resumable_file_and_its_json_summary(tmp_path):
     out = tmp_path / "map.h5"
     process = start("--sim", "--realtime", "--rate", "50", "--shape", "8x10", "--out", str(out), "--json")
@@ -153,3 +155,33 @@ def test_help_has_an_example():
     assert result.returncode == 0
     assert "libs-acquire map --sim --shape 40x40 --step-um 40 --out map.h5" in result.stdout
     assert "--resume" in result.stdout
+
+
+@pytest.mark.parametrize("clock", [["--realtime"], []])
+def test_a_bench_config_rehearses_on_a_running_simulated_bench(tmp_path, clock):
+    """libs-sim bench --write-config bench.toml, then libs-acquire map --config bench.toml: every
+    instrument through its real driver and transport, spectrometers over the bench's socket."""
+    config, out = tmp_path / "bench.toml", tmp_path / "map.h5"
+    bench = subprocess.Popen([sys.executable, "-m", "sim.cli", "bench", "--seed", "1", *clock, "--write-config",
+                              str(config)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in bench.stdout:
+            if line.startswith("serving"):
+                break
+        assert config.exists(), "the bench wrote no config"
+
+        result = run("--config", str(config), "--shape", "4x6", "--out", str(out), "--json")
+
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["complete"] and summary["acquired"] == 24 and summary["missed_shots"] == 0
+        validate(out)
+    finally:
+        bench.send_signal(signal.SIGINT)
+        rest, _ = bench.communicate(timeout=30)
+    assert bench.returncode == 0
+    assert "stopped: 24 laser shots reached the sample" in rest, rest
+    with PairedMapReader(out) as reader:
+        assert reader.instrument["primary"]["driver"] == "sim"
+        x = reader.scan_values("position")[..., 0]
+        np.testing.assert_allclose(x, np.broadcast_to(reader.layout.x_um, (4, 6)), atol=1.0)

@@ -10,7 +10,8 @@ import pytest
 from acquisition.config import AcquisitionSettings, ConfigError, load_config, parse_config, parse_shape
 from acquisition.instruments import RigError
 from acquisition.mapping import acquire_map
-from tests.acquisition.conftest import bench_config, small_map
+from tests.acquisition.conftest import small_map
+from tests.fixtures.emulated import bench_config
 
 
 def bench_document(bench) -> dict:

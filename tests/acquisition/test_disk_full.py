@@ -15,7 +15,8 @@ import pytest
 
 from acquisition.mapping import acquire_map
 from acquisition.store import MapWriteError, PairedMapReader
-from tests.acquisition.conftest import bench_config, small_map
+from tests.acquisition.conftest import small_map
+from tests.fixtures.emulated import bench_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from acquisition.mapping import acquire_map
-from tests.acquisition.conftest import (FrameTap, assert_matches_fired, assert_spectra_are_the_shots, bench_config,
+from tests.acquisition.conftest import (FrameTap, assert_matches_fired, assert_spectra_are_the_shots,
                                         scan, small_map)
+from tests.fixtures.emulated import bench_config
 
 
 def missed_shots(bench) -> set[int]:
@@ -67,6 +68,7 @@ def test_step_mode_shoots_missed_triggers_again(tmp_path, make_bench):
     assert_spectra_are_the_shots(out, tap)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fly", "step"])
 def test_lost_and_garbled_replies_are_retried(tmp_path, make_bench, mode):
     out = tmp_path / "map.h5"

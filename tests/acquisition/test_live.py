@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from acquisition.config import ConfigError
-from acquisition.drift import DriftMonitor
+from acquisition.shared.drift import DriftMonitor
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import spot_runs
 from acquisition.mapping import acquire_map
@@ -30,7 +30,8 @@ from sim.scene import PairedScene
 from streaming.security import ServerKeys, make_keys
 from streaming.testing import make_test_model
 from streaming.worker import WorkerConfig
-from tests.acquisition.conftest import bench_config, open_map, small_map
+from tests.acquisition.conftest import open_map, small_map
+from tests.fixtures.emulated import bench_config
 from tests.streaming.conftest import ThreadWorker, WorkerProcess
 from transfer.preprocess import baseline_correct
 
@@ -127,6 +128,7 @@ def assert_results_are_the_models(path, model_path, mask) -> None:
 # ----------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_cli_live_map_fills_transferred_for_every_spot_without_importing_torch(tmp_path, bench_model):
     base = free_port_triple()
     ports = {"input": f"tcp://127.0.0.1:{base}", "output": f"tcp://127.0.0.1:{base + 1}",
@@ -223,6 +225,7 @@ def test_map_without_a_worker_completes_and_names_every_spot(tmp_path, make_benc
     assert report["map_spots_without_result"] == 30
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_map_leaves_the_map_complete_and_every_gap_reported(tmp_path, make_bench, bench_model):
     proc = WorkerProcess(bench_model, tmp_path)
     bench = make_bench(seed=4)
@@ -413,7 +416,7 @@ def test_drift_monitor_measures_against_the_baseline_corrected_primary_and_warns
     truth = baseline_correct(raw)
     rng = np.random.default_rng(1)
     good = truth * (1 + 0.05 * rng.standard_normal(truth.shape)).astype(np.float32)
-    with caplog.at_level(logging.WARNING, logger="acquisition.drift"):
+    with caplog.at_level(logging.WARNING, logger="acquisition.shared.drift"):
         rel, cos = monitor.measure(good[:60], raw[:60])
         assert not monitor.drifting and "drifting" not in caplog.text
         bad = truth[60:] * (1 + 0.2 * rng.standard_normal(truth[60:].shape)).astype(np.float32)

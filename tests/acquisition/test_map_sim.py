@@ -7,8 +7,9 @@ import pytest
 
 from acquisition.mapping import acquire_map, stored_settings
 from acquisition.store import PairedMapReader, validate
-from tests.acquisition.conftest import (FrameTap, assert_matches_fired, assert_spectra_are_the_shots, bench_config,
+from tests.acquisition.conftest import (FrameTap, assert_matches_fired, assert_spectra_are_the_shots,
                                         open_map, scan, small_map)
+from tests.fixtures.emulated import bench_config
 
 
 @pytest.mark.parametrize("mode", ["fly", "step"])

@@ -12,8 +12,9 @@ from acquisition.safety import AcquisitionAborted
 from acquisition.store import validate
 from drivers.bigsky import BigSkyLaser
 from drivers.errors import InstrumentError, LaserInterlockError
-from tests.acquisition.conftest import FrameTap, assert_matches_fired, assert_spectra_are_the_shots, bench_config, \
-    scan, small_map
+from tests.acquisition.conftest import (FrameTap, assert_matches_fired, assert_spectra_are_the_shots,
+                                        scan, small_map)
+from tests.fixtures.emulated import bench_config
 
 class CommandOrder:
     """The order in which the laser and the stage received their commands (emulator hooks)."""

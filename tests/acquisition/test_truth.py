@@ -15,7 +15,8 @@ import pytest
 
 from acquisition.mapping import acquire_map
 from acquisition.store import PairedMapReader, validate
-from tests.acquisition.conftest import bench_config, small_map
+from tests.acquisition.conftest import small_map
+from tests.fixtures.emulated import bench_config
 
 STORED_TOLERANCE_UM = 5.0
 

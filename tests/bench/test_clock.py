@@ -8,7 +8,7 @@ import pytest
 from drivers.dg645 import TriggerSource
 from drivers.errors import InstrumentTimeout
 from sim.bench import SimulatedBench
-from tests.bench.conftest import arm_both, open_instruments, read_all, set_timing, start_laser
+from tests.fixtures.emulated import arm_both, open_instruments, read_all, set_timing, start_laser
 
 
 def set_burst(dg, n: int, period_s: float, delay_s: float = 0.0) -> None:

@@ -16,7 +16,7 @@ from acquisition.config import parse_config
 from drivers.dg645 import DG645
 from sim.bench import BenchWiring, SimulatedBench
 from sim.bench_cli import main
-from tests.bench.conftest import arm_both, open_instruments, start_laser
+from tests.fixtures.emulated import arm_both, open_instruments, start_laser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,13 +68,13 @@ def test_bad_wiring_is_refused_by_name(wiring):
         BenchWiring(**wiring)
 
 
-def test_help_shows_an_example_and_the_in_process_spectrometers(capsys):
+def test_help_shows_the_rehearsal_of_a_bench_config(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert "examples:" in text and "libs-sim bench --seed 1" in text
-    assert "--sim" in text
+    assert "examples:" in text and "libs-sim bench --seed 1 --realtime --write-config bench.toml" in text
+    assert "libs-acquire map --config bench.toml" in text
 
 
 def test_libs_sim_offers_the_bench_subcommand(capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from acquisition.shared.systems import SYSTEM_NAMES
 from drivers.dg645 import TriggerSource
-from tests.bench.conftest import GOOD_GATE, arm_both, read_all
+from tests.fixtures.emulated import GOOD_GATE, arm_both, read_all
 
 
 

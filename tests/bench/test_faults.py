@@ -10,7 +10,7 @@ import pytest
 from drivers.dg645 import TriggerSource
 from drivers.errors import InstrumentTimeout, LaserInterlockError, ProtocolError, StageFault
 from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
-from tests.bench.conftest import arm_both, open_instruments, set_timing, start_laser
+from tests.fixtures.emulated import arm_both, open_instruments, set_timing, start_laser
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from drivers.errors import LaserInterlockError
-from tests.bench.conftest import arm_both, read_all
+from tests.fixtures.emulated import arm_both, read_all
 
 
 def shoot_and_read(bench, rig, n: int = 3):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drivers.errors import InstrumentTimeout
-from tests.bench.conftest import GOOD_GATE, arm_both, read_all, set_timing
+from tests.fixtures.emulated import GOOD_GATE, arm_both, read_all, set_timing
 
 N = 4
 

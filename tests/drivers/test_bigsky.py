@@ -7,7 +7,7 @@ import pytest
 from drivers.bigsky import BigSkyLaser, PumpState
 from drivers.errors import (InstrumentConnectionError, InstrumentError, InstrumentTimeout,
                             LaserInterlockError, LaserSafetyError, ProtocolError)
-from tests.drivers.manual_commands import BIGSKY as LEGAL, illegal
+from tests.fixtures.manual_commands import BIGSKY as LEGAL, illegal
 
 
 def sent(emulator):

@@ -6,7 +6,7 @@ import pytest
 
 from drivers.dg645 import DG645, Polarity, TriggerSource
 from drivers.errors import DG645Error, InstrumentConnectionError, InstrumentTimeout, ProtocolError
-from tests.drivers.manual_commands import DG645 as LEGAL, illegal
+from tests.fixtures.manual_commands import DG645 as LEGAL, illegal
 from tests.waiting import wait_until
 
 

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import pyvisa
 
-import sim.emulators
 from drivers.dg645 import DG645, Polarity, TriggerSource
 from drivers.errors import DG645Error
 
-YAML = Path(sim.emulators.__file__).with_name("dg645_pyvisa_sim.yaml")
+YAML = Path(__file__).resolve().parents[1] / "fixtures" / "dg645_pyvisa_sim.yaml"
 
 
 @pytest.fixture

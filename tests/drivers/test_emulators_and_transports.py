@@ -11,7 +11,7 @@ from sim.emulators.bigsky import BigSkyEmulator
 from sim.emulators.dg645 import DG645Emulator, TriggerSource
 from sim.emulators.transports import LinkFaults, PtyLineServer, TcpLineServer
 from sim.emulators.zaber import ZaberEmulator, checksum
-from tests.drivers.conftest import ManualClock
+from tests.fixtures.emulated import ManualClock
 
 
 def test_dg645_state_resolves_links_to_t0():

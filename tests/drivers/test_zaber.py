@@ -8,7 +8,7 @@ from drivers.errors import InstrumentConnectionError, InstrumentTimeout, Protoco
 from drivers.zaber import DEFAULT_MICROSTEP_UM, ZaberXYStage
 from sim.emulators.transports import PtyLineServer
 from sim.emulators.zaber import DEFAULT_MICROSTEP_UM as EMULATED_MICROSTEP_UM, ZaberEmulator
-from tests.drivers.manual_commands import ZABER as LEGAL, illegal
+from tests.fixtures.manual_commands import ZABER as LEGAL, illegal
 
 
 def sent(emulator):

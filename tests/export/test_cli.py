@@ -10,6 +10,7 @@ import pytest
 from transfer.cli import main
 
 
+@pytest.mark.slow
 def test_export_command_writes_a_model_and_reports_it(bundle, tmp_path, capsys):
     out = tmp_path / "models" / "live.onnx"
     assert main(["export", str(bundle.path), "--out", str(out), "--novelty-components", "8", "--json"]) == 0
@@ -28,6 +29,7 @@ def test_help_has_an_example(capsys):
     assert "examples:\n  libs-transfer export model/ --out model.onnx" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_moved_training_map(bundle, maps, tmp_path, capsys):
     """The bundle's own statistics need no data: the check falls back to synthetic spectra.
     New statistics need the training data, and the error says how to give it."""
@@ -56,6 +58,7 @@ def test_moved_training_map(bundle, maps, tmp_path, capsys):
     assert "nope.h5 does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unknown_system_and_missing_bundle_are_clear_errors(bundle, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     assert main(["export", str(bundle.path), "--out", str(out), "--system", "nosuch"]) == 2

@@ -81,6 +81,7 @@ def test_int8_graph_against_the_float32_graph(decoder_hidden):
     assert 0 < relative_error(fast["primary"], exact["primary"]).max() <= INT8_TOLERANCE
 
 
+@pytest.mark.slow
 def test_int8_export_reports_its_precision_and_gets_its_own_id(bundle, exported, tmp_path, capsys):
     out = tmp_path / "int8.onnx"
     assert main(["export", str(bundle.path), "--out", str(out), "--precision", "int8", "--json"]) == 0
@@ -95,6 +96,7 @@ def test_int8_export_reports_its_precision_and_gets_its_own_id(bundle, exported,
     assert any(node.op_type == "MatMulInteger" for node in onnx.load(str(out)).graph.node)
 
 
+@pytest.mark.slow
 def test_int8_changes_only_the_primary_spectra_and_only_a_little(session, int8_session, maps):
     spectra = raw_secondary(maps["test"])
 
@@ -110,6 +112,7 @@ def test_int8_changes_only_the_primary_spectra_and_only_a_little(session, int8_s
     assert not np.array_equal(fast["primary"], exact["primary"])
 
 
+@pytest.mark.slow
 def test_int8_spectrum_does_not_depend_on_its_batch(int8_session, maps):
     """One step per spectrum: a bright neighbour in the batch changes nothing."""
     spectra = raw_secondary(maps["test"])[:8]
@@ -122,6 +125,7 @@ def test_int8_spectrum_does_not_depend_on_its_batch(int8_session, maps):
     assert np.array_equal(alone["primary"][0], with_neighbours["primary"][1])
 
 
+@pytest.mark.slow
 def test_the_worker_model_says_which_precision_it_runs(int8_export, exported):
     from streaming.model import PipelineSession
 
@@ -129,6 +133,7 @@ def test_the_worker_model_says_which_precision_it_runs(int8_export, exported):
     assert PipelineSession(exported.path).describe()["precision"] == "float32"
 
 
+@pytest.mark.slow
 def test_unknown_precision_is_refused(bundle, tmp_path, capsys):
     with pytest.raises(ExportError, match="precision must be one of float32, int8"):
         export_model(bundle, tmp_path / "m.onnx", precision="fp16", progress=False)
@@ -137,6 +142,7 @@ def test_unknown_precision_is_refused(bundle, tmp_path, capsys):
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_live_int8_results_are_bit_identical_to_each_spectrum_run_alone(int8_export, int8_session, maps, tmp_path):
     """Through a worker, which runs a many-spectrum message (and whatever else is queued)
     as one inference: the batching leaves no trace in the numbers."""

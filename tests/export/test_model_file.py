@@ -21,6 +21,7 @@ METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secon
                  "twinplume.provenance"}
 
 
+@pytest.mark.slow
 def test_graph_is_valid_and_has_the_contracted_interface(exported):
     model = onnx.load(str(exported.path))
     onnx.checker.check_model(model, full_check=True)
@@ -38,6 +39,7 @@ def test_graph_is_valid_and_has_the_contracted_interface(exported):
     assert {"MaxPool", "MatMul", "ArgMin"} <= ops      # baseline, Gaussian mean, nearest centroid
 
 
+@pytest.mark.slow
 def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, maps):
     model = onnx.load(str(exported.path))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -65,6 +67,7 @@ def test_metadata_has_exactly_the_contracted_keys_and_values(exported, bundle, m
     assert provenance["parity"]["primary_max_relative_error"] <= provenance["parity"]["tolerance"]
 
 
+@pytest.mark.slow
 def test_recomputed_novelty_statistics_get_their_own_model_id(bundle, exported, maps, tmp_path):
     from transfer.export import export_model
     other = export_model(bundle, tmp_path / "other.onnx", reference=maps["val"], progress=False)
@@ -76,6 +79,7 @@ def test_recomputed_novelty_statistics_get_their_own_model_id(bundle, exported, 
     assert novelty["n_spectra"] == 8 * 16
 
 
+@pytest.mark.slow
 def test_spectra_with_the_wrong_pixel_count_are_refused(session, exported, maps):
     spectra = raw_secondary(maps["test"])[:4]
     with pytest.raises(Exception) as refused:
@@ -84,6 +88,7 @@ def test_spectra_with_the_wrong_pixel_count_are_refused(session, exported, maps)
     assert "secondary" in message and str(exported.n_secondary) in message
 
 
+@pytest.mark.slow
 def test_reference_map_with_other_pixel_count_is_refused(bundle, maps, tmp_path):
     from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
     from transfer.data import TransferDataError
@@ -126,6 +131,7 @@ NO_TORCH_RUNNER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_model_runs_in_a_process_without_torch(exported, bundle, maps, tmp_path):
     spectra = raw_secondary(maps["test"])[:20]
     np.save(tmp_path / "in.npy", spectra)

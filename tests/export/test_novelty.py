@@ -19,6 +19,7 @@ def _with_new_lines(spectra: np.ndarray, wavelengths: np.ndarray) -> np.ndarray:
     return (spectra + lines[None, :]).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_novelty_is_about_one_in_distribution_and_higher_out_of_it(session, maps, bundle):
     unseen_same_day = raw_secondary(maps["val"])          # day 0, another region: in distribution
     new_lines = _with_new_lines(unseen_same_day, bundle.secondary().wavelengths)

@@ -10,6 +10,7 @@ import shutil
 
 import h5py
 import numpy as np
+import pytest
 
 from tests.export.conftest import raw_secondary, run
 from transfer.export import PARITY_TOLERANCE, relative_error
@@ -23,6 +24,7 @@ def test_relative_error_is_per_spectrum_and_scale_free():
     assert relative_error(np.ones((1, 3)), np.zeros((1, 3)))[0] == np.inf
 
 
+@pytest.mark.slow
 def test_onnx_reproduces_what_predict_writes(bundle, session, maps, tmp_path):
     test_map = tmp_path / "test.h5"
     shutil.copy(maps["test"], test_map)
@@ -44,6 +46,7 @@ def test_onnx_reproduces_what_predict_writes(bundle, session, maps, tmp_path):
     assert out["primary"].dtype == np.float32 and out["label"].dtype == np.int64
 
 
+@pytest.mark.slow
 def test_latent_and_novelty_follow_the_pytorch_path(bundle, session, maps, exported):
     spectra = raw_secondary(maps["test"])
     transferer = Transferer(bundle)
@@ -58,6 +61,7 @@ def test_latent_and_novelty_follow_the_pytorch_path(bundle, session, maps, expor
     assert exported.parity["novelty_max_relative_error"] <= PARITY_TOLERANCE
 
 
+@pytest.mark.slow
 def test_batch_of_one_and_of_seventeen_give_the_same_spectra(session, maps):
     spectra = raw_secondary(maps["test"])[:17]
 

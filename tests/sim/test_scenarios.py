@@ -54,6 +54,10 @@ def test_scale_multiplies_the_number_of_spots():
     assert spec.scaled(0.25).shape == (50, 50)
     assert spec.scaled(1e-6).shape == (4, 4)
     assert SCENARIOS["pegmatite"].maps(SMALL)["train"].shape == (10, 10)
+    kept = SCENARIOS["pegmatite-few"].maps(SMALL, train_scale=1.0)
+    assert kept["train"].spots == 500 and kept["test"].shape == (7, 7)
+    with pytest.raises(ValueError, match="scale must be a positive number"):
+        SCENARIOS["basalt"].maps(1.0, train_scale=float("nan"))
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +126,7 @@ def test_cli_sample_variant_and_severity_options(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--scenario", "nope"], "unknown scenario 'nope'"),
     (["--scenario", "basalt", "--shape", "4x4"], "drop --shape"),
+    (["--scenario", "basalt", "--sample", "granite"], "drop --sample"),
     (["--scenario", "basalt", "--scale", "-1"], "--scale must be positive"),
 ])
 def test_cli_bad_scenario_arguments_are_named(tmp_path, capsys, argv, message):

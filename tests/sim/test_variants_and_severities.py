@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sim.scene import DAY_CHANGES, DayConditions, PairedScene
-from sim.spectrograph import SECONDARY_VARIANTS, Spectrograph
+from sim.spectrograph import SECONDARY_VARIANTS
 from tests.sim.conftest import measure_line
 
 # variant -> (range nm, pixels, resolving power range)

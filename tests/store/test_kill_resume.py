@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -214,3 +215,26 @@ def test_a_torn_or_corrupt_journal_record_ends_the_replay(tmp_path):
             assert writer.n_acquired == recovered, path.name
             assert [tuple(s) for s in writer.missing()] == expected[recovered:]
         check_acquired_spots(path, nx=4)
+
+
+@pytest.mark.timeout(60)
+def test_recover_leaves_a_map_alone_while_its_writer_runs_and_a_finished_one_as_it_is(tmp_path):
+    path = tmp_path / "busy.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "live", str(path), "3", "4"],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ok 0"
+        busy = subprocess.run([sys.executable, "-m", "acquisition.cli", "recover", str(path)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 2 and "a writer is still running on it" in busy.stderr
+        proc.stdin.write("write 12\nfinish\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    done = subprocess.run([sys.executable, "-m", "acquisition.cli", "recover", str(path), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["finished"] and result["acquired"] == 12 and result["recovered_from_journal"] == 0

@@ -275,7 +275,7 @@ def test_parse_shape():
 
 def test_the_view_loads_no_torch():
     script = ("import sys, streaming.cli, streaming.view.app, streaming.view.server, streaming.view.measured, "
-              "acquisition.shared.spectral, acquisition.live_view; "
+              "acquisition.shared.drift, acquisition.shared.spectral, acquisition.live_view; "
               "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

@@ -110,7 +110,7 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
         np.testing.assert_allclose(spot["curves"]["transferred"]["y"], expected["primary"][iy, ix], atol=0.01)
         assert len(spot["curves"]["measured primary"]["y"]) == expected["measured"].shape[2]
         # the transfer error against the measured primary, as the acquisition's drift monitor computes it
-        from acquisition.drift import DriftMonitor
+        from acquisition.shared.drift import DriftMonitor
         error = wait_for(lambda: browser.execute_script(
             "return fetch('api/spot?iy=%d&ix=%d').then(r => r.json()).then(s => s.error)" % (iy, ix)), 15,
             "the spot's transfer error")

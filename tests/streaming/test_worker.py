@@ -114,6 +114,8 @@ def test_control_ping_stats_model(client, worker):
     assert ping["ok"] and ping["ready"] and ping["n_secondary"] == N_SECONDARY and ping["n_primary"] == N_PRIMARY
     stats = client.control({"cmd": "stats"})
     assert stats["ok"] and stats["model"] == ping["model"] and stats["received"] >= 0
+    # the fields of a status message, seq and t included (docs/streaming.md)
+    assert isinstance(stats["seq"], int) and abs(stats["t"] - time.time()) < 60
     model = client.control({"cmd": "model"})
     assert model["ok"] and model["model"] == ping["model"]
     assert len(model["primary_wavelengths"]) == N_PRIMARY and model["provenance"]["kind"] == "test model"

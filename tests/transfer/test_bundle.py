@@ -74,6 +74,7 @@ def test_no_pickle_anywhere(hand_made):
     np.load(model_dir / "primary/wavelength.npy", allow_pickle=False)
 
 
+@pytest.mark.slow
 def test_trained_bundle_loads_again_with_the_same_transfer(trained_bundle, sim_maps):
     from acquisition.store import PairedMapReader
     with PairedMapReader(sim_maps["test"]) as reader:

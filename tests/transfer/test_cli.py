@@ -31,6 +31,7 @@ def test_every_subcommand_has_an_example_in_its_help(capsys):
     assert "examples:" in build_parser().format_help()
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(to_toml(tiny_config(baselines={"models": ["pls"]}).to_dict()))

@@ -16,6 +16,7 @@ from transfer.predict import Transferer, evaluate_map, predict_map
 from transfer.train import TrainingError
 
 
+@pytest.mark.slow
 def test_transfer_beats_the_mean_spectrum_on_another_day(trained_bundle, sim_maps, tmp_path):
     report = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "report", progress=False)
     vae_mlp = report["models"]["vae_mlp"]
@@ -40,6 +41,7 @@ def digest(path, dataset):
         return hashlib.sha256(f[dataset][()].tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_predict_writes_transferred_results_readable_by_h5py(trained_bundle, sim_maps, tmp_path):
     path = tmp_path / "map.h5"
     shutil.copy(sim_maps["test"], path)
@@ -62,6 +64,7 @@ def test_predict_writes_transferred_results_readable_by_h5py(trained_bundle, sim
     assert label[3, 7] == expected["label"][0]
 
 
+@pytest.mark.slow
 def test_add_secondary_trains_only_a_new_mlp(trained_bundle, sim_maps, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(trained_bundle.path, model_dir)
@@ -86,6 +89,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes(sim_maps, tmp_path):
     config = tiny_config(vae={"epochs": 3}, mlp={"epochs": 2}, one_step={"epochs": 1},
                          baselines={"models": []})

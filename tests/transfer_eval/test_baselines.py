@@ -26,6 +26,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_baseline_beats_mean_spectrum_predictor(name, data):
     train_s, train_p, test_s, test_p, mean_rse = data
@@ -116,6 +117,7 @@ def test_restored_streaming_model_refuses_partial_fit_but_refits(data):
 
 @pytest.mark.parametrize("params", [{"alpha": 1e-3}, {"alpha": 1e-2, "n_components": 6},
                                     {"alpha": 0.0, "n_components": 5}])
+@pytest.mark.slow
 def test_ds_dual_solve_equals_the_covariance_solve(params, data):
     train_s, train_p, test_s, _, _ = data
     n = 120                                     # fewer spectra than the 330 secondary pixels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -196,3 +195,17 @@ def test_map_rate_help_names_the_simulated_default():
     from acquisition.map_cmd import SIM_DEFAULT_RATE_HZ
     from sim.bench.bench import DEFAULT_RATE_HZ
     assert SIM_DEFAULT_RATE_HZ == DEFAULT_RATE_HZ
+
+
+def test_generate_and_map_start_at_the_same_default_origin(tmp_path):
+    from acquisition.cli import main as acquire
+    from acquisition.store import PairedMapReader
+    from sim.cli import main as simulate
+    margin = cli.DEFAULT_ORIGIN_MARGIN_UM
+    assert simulate(["generate", "--shape", "2x2", "--step-um", "40", "--out", str(tmp_path / "g.h5"),
+                     "--no-progress"]) == 0
+    assert acquire(["map", "--sim", "--mode", "step", "--shape", "2x2", "--out", str(tmp_path / "a.h5"),
+                    "--no-progress"]) == 0
+    with PairedMapReader(tmp_path / "g.h5") as generated, PairedMapReader(tmp_path / "a.h5") as acquired:
+        assert generated.layout.origin_um == (margin, margin)
+        assert acquired.layout.origin_um == (margin, margin)

@@ -1,6 +1,6 @@
 """Drift monitor for live transfer: each live result against the measured primary spectrum of its shot.
 
-Used by acquisition.live when a paired map is acquired with --live. The measured primary
+Used by acquisition.live when a paired map is acquired with --live, and by the live view. The measured primary
 is preprocessed as the model's output is (baseline-corrected counts, by the shared
 torch-free helpers of acquisition.shared.spectral).
 """
@@ -16,6 +16,26 @@ from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, WavelengthMis
                                          check_wavelengths, resample)
 
 log = logging.getLogger(__name__)
+
+
+def primary_baseline_windows(model_info: dict | None) -> tuple[int, int]:
+    """The primary system's baseline windows, as the model's output was corrected: the model's
+    `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
+    paper's. ``model_info`` is the worker's control ``model`` reply (None: no worker yet)."""
+    windows = (model_info or {}).get("primary_baseline_windows")
+    if windows is None:
+        if model_info is not None:
+            log.info("the model names no primary baseline windows; the measured primary is corrected "
+                     "with the paper's %s", DEFAULT_BASELINE_WINDOWS)
+        return DEFAULT_BASELINE_WINDOWS
+    if not (isinstance(windows, list) and len(windows) == 2
+            and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
+        log.warning("the model's twinplume.primary_baseline_windows is %r, not two positive integers "
+                    "[min_window, smooth_window]; the measured primary is corrected with the paper's %s",
+                    windows, DEFAULT_BASELINE_WINDOWS)
+        return DEFAULT_BASELINE_WINDOWS
+    return (windows[0], windows[1])
+
 
 class DriftMonitor:
     """Live transfer error against the measured primary spectrum of the same shot.
