@@ -6,7 +6,8 @@ Chromium (the browser tests' tooling), hovers a spot once most of the map is in 
 the page.
 
 Run: .venv/bin/python docs/make_live_view_figure.py MODEL.onnx [--shape 40x40] [--rate 60]
-(MODEL.onnx: e.g. demo-out/model.onnx from `make demo`).
+(MODEL.onnx: e.g. demo-out/model.onnx from `make demo`). The figure in the README was taken with
+a VAE + MLP model trained and exported on simulated maps of day 0.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> int:
              "--out", str(tmp / "live.h5"), "--live", worker.input, "--live-results", worker.output,
              "--live-control", worker.control, "--view", "--view-port", "0", "--no-progress"],
             stdout=subprocess.PIPE, text=True)
-        browser = start_browser(*found, width=1400, height=1000)
+        browser = start_browser(*found, width=1400, height=1400)
         try:
             url = acquire.stdout.readline().split()[2]
             browser.get(url)

@@ -37,6 +37,8 @@ HEALTH_S = 1.0         # health and colour limits once a second
 HISTORY = 900          # seconds of the drift figure kept (and sent to a new page)
 CLIENT_QUEUE = 16      # messages queued per page before it is resynchronised with a snapshot
 COOKIE = "twinplume_view"
+# without --shape the map grows with the spots seen, but never past this (as --shape allows)
+MAX_GROWN_SPOTS = 25_000_000
 
 
 @dataclass
@@ -168,10 +170,16 @@ class LiveView:
         """Without a fixed shape, grow the map to hold every spot seen (each side doubling)."""
         if self.fixed_shape or iy.size == 0:
             return False
-        ny, nx = int(iy.max()) + 1, int(ix.max()) + 1
+        # spots that would grow the map beyond MAX_GROWN_SPOTS are not placed (counted outside)
+        fits = (iy + 1.0) * (ix + 1.0) <= MAX_GROWN_SPOTS
+        if not fits.any():
+            return False
+        ny, nx = int(iy[fits].max()) + 1, int(ix[fits].max()) + 1
         if ny <= self.state.shape[0] and nx <= self.state.shape[1]:
             return False
-        self.state = self.state.grown_to(ny, nx)
+        if ny * nx > MAX_GROWN_SPOTS:
+            ny, nx = min(ny, self.state.shape[0]), min(nx, self.state.shape[1])
+        self.state = self.state.grown_to(ny, nx, max_spots=MAX_GROWN_SPOTS)
         return True
 
     def _history_point(self, now: float) -> list:

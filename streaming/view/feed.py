@@ -85,7 +85,7 @@ class Batch:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """iy, ix (int64), label (int16), emission, novelty, trust (float32), all [k]."""
-        dtypes = (np.int64, np.int64, np.int16, np.float32, np.float32, np.float32)
+        dtypes = (np.int64, np.int64, np.int64, np.float32, np.float32, np.float32)
         parts = [[] for _ in dtypes]
         if self.singles:
             columns = list(zip(*self.singles))
@@ -94,8 +94,11 @@ class Batch:
         for block in self.blocks:
             for part, column in zip(parts, block):
                 part.append(column)
-        return tuple(np.concatenate(part).astype(dtype, copy=False) if part else np.empty(0, dtype)
-                     for part, dtype in zip(parts, dtypes))
+        iy, ix, label, *values = (np.concatenate(part).astype(dtype, copy=False) if part else np.empty(0, dtype)
+                                  for part, dtype in zip(parts, dtypes))
+        # a label the page cannot draw (outside int16) shows as "no label" rather than wrapping around
+        label = np.where((label >= 0) & (label <= np.iinfo(np.int16).max), label, -1).astype(np.int16)
+        return (iy, ix, label, *values)
 
 
 def _per_spectrum(value, k: int, dtype) -> np.ndarray:
@@ -127,7 +130,8 @@ class ResultFeed:
         self.rate = RateWindow(window_s=2.0)
         self.worker_latency = RateWindow(window_s=5.0)
         self.end_to_end = RateWindow(window_s=5.0)
-        self.counts = {"spectra": 0, "messages": 0, "errors": 0, "without_position": 0, "negative_index": 0}
+        self.counts = {"spectra": 0, "messages": 0, "errors": 0, "without_position": 0, "negative_index": 0,
+                       "unusable": 0}
         self.last_errors: list[dict] = []
         self.status: dict[str, dict] = {}
         self.status_seen: dict[str, float] = {}
@@ -170,7 +174,13 @@ class ResultFeed:
                 now = time.monotonic()
                 self.first_contact = self.first_contact or now
                 if message.topic == "transfer":
-                    self._on_transfer(message.header, message.array, now)
+                    try:
+                        self._on_transfer(message.header, message.array, now)
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        # a header the decoder let through but the view cannot place: count it, keep going
+                        self.counts["unusable"] += 1
+                        if self.counts["unusable"] == 1:
+                            log.warning("ignoring a transfer message the view cannot use: %s", exc)
                 elif message.topic == "error":
                     self.counts["errors"] += 1
                     self.last_errors = (self.last_errors + [{"code": message.header.get("code"),
@@ -208,7 +218,7 @@ class ResultFeed:
                 self.counts["negative_index"] += 1
                 return
             label, novelty, trust = header.get("label"), header.get("novelty"), header.get(TRUST_KEY)
-            record = (iy, ix, label if isinstance(label, int) else -1, float(spectra[0].sum()),
+            record = (iy, ix, label if isinstance(label, int) and 0 <= label < 1 << 62 else -1, float(spectra[0].sum()),
                       novelty if isinstance(novelty, (int, float)) else np.nan,
                       trust if isinstance(trust, (int, float)) else np.nan)
             self.store.put_one(iy, ix, spectra[0])
@@ -283,6 +293,7 @@ class ResultFeed:
             "worker_latency_ms": _ms(worker_lat), "end_to_end_ms": _ms(e2e),
             "lost": self.missing, "rejected": self.counts["errors"], "last_errors": self.last_errors,
             "without_position": self.counts["without_position"], "negative_index": self.counts["negative_index"],
+            "unusable": self.counts["unusable"],
             "model": model_id, "precision": info.get("precision") if info else None,
             "model_problem": self.model_problem,
             "worker": None if latest is None else {

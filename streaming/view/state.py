@@ -107,13 +107,16 @@ class MapState:
     def flat(self, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
         return (iy * self.shape[1] + ix).astype(np.int64)
 
-    def grown_to(self, ny: int, nx: int) -> "MapState":
-        """A copy at least ny x nx (each side doubled as needed), same values at the same (iy, ix)."""
+    def grown_to(self, ny: int, nx: int, *, max_spots: int | None = None) -> "MapState":
+        """A copy at least ny x nx (each side doubled as needed, exactly ny x nx where doubling would pass
+        ``max_spots``), same values at the same (iy, ix)."""
         new_ny, new_nx = self.shape
         while new_ny < ny:
             new_ny *= 2
         while new_nx < nx:
             new_nx *= 2
+        if max_spots is not None and new_ny * new_nx > max_spots:
+            new_ny, new_nx = max(ny, self.shape[0]), max(nx, self.shape[1])
         grown = MapState((new_ny, new_nx))
         old = np.arange(self.size)
         spots = grown.flat(old // self.shape[1], old % self.shape[1])

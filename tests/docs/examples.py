@@ -14,7 +14,7 @@ Markers, an HTML comment on the line right above the block's fence:
   just ``<!-- background -->`` for no wait).
 
 Some servers are known without a marker (:func:`server_ready_text`):
-``libs-stream serve`` and ``libs-sim bench`` are started in the background
+``libs-stream serve``, ``libs-stream view`` and ``libs-sim bench`` are started in the background
 wherever they appear, the next command runs once they are ready, and they are
 stopped at the end of their block; ``libs-stream watch`` without
 ``--duration`` gets one.
@@ -70,6 +70,8 @@ SUBSTITUTIONS: list[tuple[str, object, str]] = [
     (r"^(libs-transfer search\b(?!.*--trials).*)$", r"\1 --trials 2", "the same"),
     (r"^(libs-transfer search\b(?!.*--max-epochs).*)$", r"\1 --max-epochs 1", "the same"),
     (r"^(libs-stream send .*--rate )\d+", r"\g<1>0", "libs-stream send unpaced"),
+    (r"^(libs-stream view\b(?!.*--port).*)$", r"\1 --port 0", "the live view on a free port"),
+    (r"--view\b(?!-)(?!.*--view-port)", "--view --view-port 0", "the same, started by libs-acquire map"),
 ]
 
 
@@ -137,9 +139,9 @@ def scaled(command: str, ports: dict[int, int]) -> str:
 
 # -- the stream's default ports, moved to free ones (other programs on this machine may use 5557-5559) --
 
-STREAM_DEFAULTS = {"--input": 5557, "--output": 5558, "--control": 5559}
-STREAM_FLAGS = {"serve": ("--input", "--output", "--control"), "send": ("--input",),
-                "watch": ("--output", "--control"), "control": ("--control",)}
+STREAM_DEFAULTS = {"--input": 5557, "--output": 5558, "--control": 5559, "--results": 5558}
+STREAM_FLAGS = {"serve": ("--input", "--output", "--control"), "send": ("--input", "--output"),
+                "watch": ("--output", "--control"), "control": ("--control",), "view": ("--results",)}
 
 
 def free_ports(n: int) -> list[int]:
@@ -185,6 +187,8 @@ def server_ready_text(command: str) -> str | None:
         return "ready: input"
     if re.match(r"libs-sim bench\b", command):
         return "serving"
+    if re.match(r"libs-stream view\b", command):
+        return "live view: "
     return None
 
 

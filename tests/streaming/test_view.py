@@ -301,3 +301,43 @@ def test_without_a_shape_the_map_grows_and_pages_get_it_anew(worker, tmp_path):
         pusher.close()
         page.close()
         view.stop()
+
+
+def test_transfer_messages_the_view_cannot_place_are_counted_and_the_view_keeps_going(tmp_path):
+    import zmq
+
+    from streaming import protocol
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    view = ViewProcess(tmp_path, "--results", f"tcp://127.0.0.1:{port}")     # no shape: the map grows
+    seq = iter(range(100))
+
+    def publish(**header_changes):
+        frames = protocol.encode_transfer(np.ones((1, 40), np.float32), seq=next(seq), in_seq=0, single=True,
+                                          label=np.zeros(1, int), novelty=np.ones(1), model="m", latency_s=0.001,
+                                          echo={"iy": 0, "ix": 0}, worker="w")
+        header = {**json.loads(bytes(frames[1])), **header_changes}
+        pub.send_multipart([frames[0], json.dumps(header).encode(), frames[2]])
+
+    try:
+        def contact():
+            pub.send_multipart(protocol.encode_status({"seq": 0, "worker": "w", "model": "m", "t": time.time()}))
+            return view.stats()["contact"]
+        wait_for(contact, 20, "the view's subscription")
+        page = PageSocket(view.url)
+        publish(iy="row three")                          # not an index
+        publish(iy=10**15, ix=10**15)                    # would grow the map past any memory
+        publish(label=10**30, iy=0, ix=1)                # a label the page cannot draw
+        publish(novelty="high", iy=1, ix=0)              # not a number
+        publish(iy=1, ix=1, label=3)                     # a good one after all that
+        wait_for(lambda: 3 in [int(v) for _, r in page.frames for v in r["label"]], 20, "the good spot")
+        assert view.proc.poll() is None
+        header, _ = next(f for f in reversed(page.frames) if f[0]["type"] == "snapshot")
+        shape = header["shape"]
+        assert shape[0] * shape[1] <= 16                 # not grown for the absurd spot
+        page.close()
+    finally:
+        view.stop()
+        ctx.destroy(linger=0)

@@ -109,6 +109,13 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
         assert spot["label"] == expected["label"][iy, ix]
         np.testing.assert_allclose(spot["curves"]["transferred"]["y"], expected["primary"][iy, ix], atol=0.01)
         assert len(spot["curves"]["measured primary"]["y"]) == expected["measured"].shape[2]
+        # the transfer error against the measured primary, as the acquisition's drift monitor computes it
+        from acquisition.shared.drift import DriftMonitor
+        error = wait_for(lambda: browser.execute_script(
+            "return fetch('api/spot?iy=%d&ix=%d').then(r => r.json()).then(s => s.error)" % (iy, ix)), 15,
+            "the spot's transfer error")
+        reference, _ = DriftMonitor().measure(expected["primary"][iy, ix][None], expected["measured"][iy, ix][None])
+        assert error == pytest.approx(float(reference[0]), rel=1e-5)
         assert browser.find_elements("css selector", "#spectrum-plot .u-series")  # uPlot drew its series
         wait_for(lambda: browser.execute_script("return window.viewStats.banner") == "map complete", 10,
                  "the map-complete banner")

@@ -214,10 +214,10 @@ function showHealth(header) {
     ["latency, end to end", ms(h.end_to_end_ms)],
     ["lost (seq gaps)", `${h.lost}`],
     ["rejected (error topic)", `${h.rejected}` + (h.last_errors.length ? ` — last: ${h.last_errors[h.last_errors.length - 1].code}: ${h.last_errors[h.last_errors.length - 1].reason}` : "")],
-    ["outside the map / no position", `${h.outside} / ${h.without_position}`],
+    ["outside the map / no position / unusable", `${h.outside} / ${h.without_position} / ${h.unusable}`],
     ["model", `${h.model || "–"} (${h.precision || (h.model_problem ? "precision unknown: " + h.model_problem : "precision unknown: give --control")})`],
     ["worker", w.worker ? `${w.worker}: received ${w.received}, rejected ${w.rejected}, ${w.throughput_spectra_s} spectra/s, batch ${w.batch_mean ?? "–"}, up ${w.uptime_s} s` : "no status yet"],
-    ["trust threshold (expected relative error)", header.thresholds && header.thresholds.trust ? `${header.thresholds.trust.value} — ${header.thresholds.trust.source}` : "none: the model's metadata has no trust_threshold"],
+    ["trust threshold (expected relative error)", header.thresholds && header.thresholds.trust ? `${Number(header.thresholds.trust.value).toPrecision(3)} — ${header.thresholds.trust.source}` : "none: the model's metadata has no trust_threshold"],
     ["novelty mark", header.thresholds ? `${header.thresholds.novelty.value} — ${header.thresholds.novelty.source}` : "–"],
   ];
   if (h.measured) rows.push(["measured map", h.measured.problem ? `not readable yet: ${h.measured.problem}` :
