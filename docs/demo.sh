@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1/6 simulate paired maps: train and validation (day 0), test (day 1, another region)"
-libs-sim generate --shape 80x80 --step-um 40 --day 0 --seed 1 --out "$OUT/train.h5" --overwrite
+libs-sim generate --shape 80x80 --step-um 40 --day 0 --seed 1 --origin-um 0,0 --out "$OUT/train.h5" --overwrite
 libs-sim generate --shape 40x80 --step-um 40 --day 0 --seed 1 --origin-um 0,4000 --out "$OUT/val.h5" --overwrite
 libs-sim generate --shape 60x60 --step-um 20 --day 1 --seed 1 --origin-um 6000,6000 --out "$OUT/test.h5" --overwrite
 

@@ -22,7 +22,7 @@ stopped at the end of their block; ``libs-stream watch`` without
 Each document runs in its own temporary folder, its blocks in order, so a
 later example uses the files an earlier one made. The files a document takes
 as given (``map.h5``, ``train.h5``, ``val.h5``, ``test.h5``, ``other.h5``,
-``other_val.h5``, a trained
+``other_val.h5``, ``small.toml``, a trained
 ``model/`` and its export ``model.onnx``/``m.onnx``: :func:`make_givens`) are
 copied in when a command names one that no earlier example made. Before a command runs, the
 substitutions of :data:`SUBSTITUTIONS` scale it down (sizes, epochs, trials)
@@ -65,6 +65,8 @@ SUBSTITUTIONS: list[tuple[str, object, str]] = [
     (r"--shape \d+ \d+\b", "--shape 12 12", "the same, in the older spelling"),
     (r"(--preset [\w-]+)", r"\1 --shape 12x12", "a preset keeps its step, day and region; the shape is small"),
     (r"--max-epochs \d+", "--max-epochs 1", "one epoch per training phase"),
+    (r"^(libs-transfer (?:train|search)\b(?!.*--config).*)$", r"\1 --config small.toml",
+     "narrow networks (small.toml, a given): the default ones take minutes per epoch on a busy CPU"),
     (r"^(libs-transfer (?:train|add-secondary)\b(?!.*--max-epochs).*)$", r"\1 --max-epochs 1", "the same"),
     (r"--trials \d+", "--trials 2", "two search trials"),
     (r"^(libs-transfer search\b(?!.*--trials).*)$", r"\1 --trials 2", "the same"),
@@ -314,9 +316,21 @@ def environment(bin_dir: Path) -> dict[str, str]:
     return env
 
 
+#: Narrow networks for the examples (the architecture is not what they show).
+SMALL_CONFIG = """\
+[vae]
+hidden = [64, 32]
+latent = 8
+
+[mlp]
+hidden = [32, 32]
+"""
+
+
 def make_givens(folder: Path, env: dict[str, str]) -> Path:
     """The files the docs take as given, small: three 12x12 maps, a model trained one epoch, its export."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "small.toml").write_text(SMALL_CONFIG, "utf-8")
     commands = [
         "libs-sim generate --shape 12x12 --step-um 40 --day 0 --seed 1 --out train.h5 --no-progress",
         "libs-sim generate --shape 12x12 --step-um 40 --day 0 --origin-um 0,2000 --seed 1 --out val.h5 --no-progress",
@@ -324,7 +338,7 @@ def make_givens(folder: Path, env: dict[str, str]) -> Path:
         "cp test.h5 map.h5",
         "cp train.h5 other.h5",
         "cp val.h5 other_val.h5",
-        "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 1 -q",
+        "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 1 --config small.toml -q",
         "libs-transfer export model/ --out model.onnx -q",
         "cp model.onnx m.onnx",
     ]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def small_map(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "map.h5"
-    code = main(["generate", "--shape", "6x9", "--step-um", "40", "--day", "0", "--seed", "1",
+    code = main(["generate", "--shape", "6x9", "--step-um", "40", "--day", "0", "--seed", "1", "--origin-um", "0,0",
                  "--out", str(path), "--chunk-spots", "20", "--no-progress"])
     assert code == 0
     return path
@@ -167,7 +167,7 @@ def test_an_interrupted_map_resumes_to_the_same_map(tmp_path, small_map, monkeyp
     with pytest.raises(ValueError, match="seed"):
         generate_map(path, shape=(6, 9), step_um=40, seed=2, progress=False, chunk_spots=20, resume=True)
     assert main(["generate", "--shape", "6x9", "--step-um", "40", "--seed", "1", "--chunk-spots", "20",
-                 "--out", str(path), "--resume", "--no-progress"]) == 0
+                 "--origin-um", "0,0", "--out", str(path), "--resume", "--no-progress"]) == 0
     with PairedMapReader(path) as resumed, PairedMapReader(small_map) as complete:
         assert resumed.n_acquired == 54
         for system in ("primary", "secondary"):
