@@ -1,6 +1,6 @@
 """The paper's baseline correction written plainly with pandas rolling windows, one spectrum
 at a time: the reference that `bench/preprocess.py` times and that
-tests/transfer_eval/test_preprocess.py checks `acquisition.shared.spectral.baseline_correct`
+tests/transfer/test_preprocess.py checks `acquisition.shared.spectral.baseline_correct`
 against (needs pandas, which only the `test` extra installs)."""
 
 from __future__ import annotations

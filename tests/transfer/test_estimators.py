@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from tests.transfer_eval.synthetic import paired_spectra
+from tests.transfer.synthetic import paired_spectra
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer, data_sized
 from transfer.metrics import rse
 from transfer.preprocess import SpectraError

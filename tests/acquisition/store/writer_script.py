@@ -1,9 +1,9 @@
 """A writer in its own process, driven by the store tests (kill -9 and live-reading tests).
 
-    python -m tests.store.writer_script run PATH NY NX BATCH   write every missing spot, printing
+    python -m tests.acquisition.store.writer_script run PATH NY NX BATCH   write every missing spot, printing
                                                                "W iy ix" once write_spot returned
-    python -m tests.store.writer_script blocks PATH NY NX BATCH  the same with write_spots, 7 spots a call
-    python -m tests.store.writer_script live PATH NY NX        on stdin "write K" / "finish";
+    python -m tests.acquisition.store.writer_script blocks PATH NY NX BATCH  the same with write_spots, 7 spots a call
+    python -m tests.acquisition.store.writer_script live PATH NY NX        on stdin "write K" / "finish";
                                                                answers "ok N" / "done"
 """
 

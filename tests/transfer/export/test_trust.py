@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.export.conftest import raw_primary, raw_secondary, run
+from tests.transfer.export.conftest import raw_primary, raw_secondary, run
 from transfer.bundle import load_bundle
 from transfer.cli import main
 from transfer.predict import Transferer, predict_map

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.export.conftest import raw_secondary, run
+from tests.transfer.export.conftest import raw_secondary, run
 from transfer.novelty import NoveltyError, NoveltyModel
 
 

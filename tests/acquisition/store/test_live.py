@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(60)
 def test_live_reader_sees_spots_while_they_are_written(tmp_path):
     path = tmp_path / "live.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "live", str(path), "5", "6"],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.acquisition.store.writer_script", "live", str(path), "5", "6"],
                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def ask(command: str) -> str:
@@ -61,7 +61,7 @@ def test_finish_with_a_plain_swmr_reader_open_writes_end_time(tmp_path):
     import h5py
 
     path = tmp_path / "read-while-finishing.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "live", str(path), "5", "6"],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.acquisition.store.writer_script", "live", str(path), "5", "6"],
                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

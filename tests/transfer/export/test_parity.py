@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.export.conftest import raw_secondary, run
+from tests.transfer.export.conftest import raw_secondary, run
 from transfer.export import PARITY_TOLERANCE, latent_error, relative_error
 from transfer.predict import Transferer, predict_map
 

@@ -26,7 +26,7 @@ def run_and_kill(path: Path, after_spots: int, batch: int, mode: str = "run") ->
 
     Returns the spots the writer found acquired when it started, and every spot it reported written.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", mode, str(path), str(NY), str(NX),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.acquisition.store.writer_script", mode, str(path), str(NY), str(NX),
                              str(batch)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     reported: list[tuple[int, int]] = []
     try:
@@ -220,7 +220,7 @@ def test_a_torn_or_corrupt_journal_record_ends_the_replay(tmp_path):
 @pytest.mark.timeout(60)
 def test_recover_leaves_a_map_alone_while_its_writer_runs_and_a_finished_one_as_it_is(tmp_path):
     path = tmp_path / "busy.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.writer_script", "live", str(path), "3", "4"],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.acquisition.store.writer_script", "live", str(path), "3", "4"],
                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ok 0"

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.export.conftest import raw_secondary, run
+from tests.transfer.export.conftest import raw_secondary, run
 from transfer.predict import Transferer
 
 METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secondary",

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from tests.export.conftest import raw_primary, raw_secondary, run
+from tests.transfer.export.conftest import raw_primary, raw_secondary, run
 from transfer.cli import main
 from transfer.export import INT8_TOLERANCE, OPSET, ExportError, export_model, relative_error
 from transfer.metrics import rse
@@ -61,7 +61,7 @@ def test_int8_layer_computes_the_quantized_product():
 @pytest.mark.parametrize("decoder_hidden", [[16, 32], []])
 def test_int8_graph_against_the_float32_graph(decoder_hidden):
     """Also with a decoder of one layer, where the int8 layer reads the latent itself."""
-    from tests.export.test_onnx_graph import _arrays
+    from tests.transfer.export.test_onnx_graph import _arrays
     from transfer.onnx_graph import pipeline_graph
 
     rng = np.random.default_rng(7)

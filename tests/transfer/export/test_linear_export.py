@@ -8,7 +8,7 @@ import pytest
 
 from acquisition.store import PairedMapReader
 from streaming.model import PipelineSession
-from tests.export.conftest import TINY
+from tests.transfer.export.conftest import TINY
 from transfer.config import TransferConfig
 from transfer.export import ExportError, export_model
 from transfer.predict import Transferer
