@@ -35,6 +35,8 @@ from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, descri
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
+from streaming.protocol import MessageError
+from streaming.results import TransferResult
 from streaming.security import ClientKeys, SecurityError, is_loopback
 from streaming.subscriber import ResultSubscriber
 
@@ -273,17 +275,23 @@ class LiveTransfer:
 
     def _take(self, messages) -> None:
         rows = []
+        ny, nx = self._received.shape
         for message in messages:
-            header = message.header
-            if message.topic != "transfer" or header.get("source") != self._producer.source:
+            if message.topic != "transfer" or message.header.get("source") != self._producer.source:
                 continue   # other producers' results; our errors are in the producer's delivery report
-            if "iy" not in header or "ix" not in header:
+            try:
+                result = TransferResult.from_message(message)
+            except MessageError as exc:
+                log.warning("live transfer: a result that cannot be used: %s", exc.reason)
                 continue
-            spectra = message.array.reshape(-1, message.array.shape[-1])
-            k = spectra.shape[0]
-            columns = [np.resize(np.asarray(header.get(key, -1), np.int64), k) for key in ("iy", "ix", "shot", "label")]
-            novelty = [np.nan if v is None else v for v in np.resize(np.asarray(header.get("novelty"), object), k)]
-            rows.append((*columns, spectra, np.asarray(novelty, np.float32)))
+            if not result.has_position:
+                continue
+            inside = (result.iy >= 0) & (result.iy < ny) & (result.ix >= 0) & (result.ix < nx)
+            if not inside.all():
+                log.warning("live transfer: %d result(s) outside the %dx%d map ignored", int((~inside).sum()), ny, nx)
+            shot = result.shot if result.shot is not None else np.full(result.k, -1, np.int64)
+            rows.append(tuple(a[inside] for a in (result.iy, result.ix, shot, result.label, result.spectra,
+                                                  result.novelty)))
         if not rows:
             return
         iy, ix, shot, label, spectra, novelty = (np.concatenate(parts) for parts in zip(*rows))
