@@ -17,7 +17,7 @@ from acquisition.store import (PairedMapError, PairedMapMismatchError, PairedMap
 
 from .mapdata import WAVELENGTHS, layout, shot_of, spot_spectra, write_spot
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NY, NX = 30, 40
 
 

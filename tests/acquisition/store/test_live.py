@@ -13,7 +13,7 @@ from acquisition.store import PairedMapReader
 
 from .mapdata import layout, spot_spectra
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.timeout(60)

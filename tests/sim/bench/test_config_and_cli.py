@@ -18,7 +18,7 @@ from sim.bench import BenchWiring, SimulatedBench
 from sim.bench_cli import main
 from tests.fixtures.emulated import arm_both, open_instruments, start_laser
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_config_names_the_running_instruments_and_passes_the_config_checks(bench):

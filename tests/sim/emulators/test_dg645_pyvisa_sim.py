@@ -10,7 +10,7 @@ import pyvisa
 from drivers.dg645 import DG645, Polarity, TriggerSource
 from drivers.errors import DG645Error
 
-YAML = Path(__file__).resolve().parents[1] / "fixtures" / "dg645_pyvisa_sim.yaml"
+YAML = Path(__file__).resolve().parents[2] / "fixtures" / "dg645_pyvisa_sim.yaml"
 
 
 @pytest.fixture
