@@ -66,6 +66,29 @@ def _salt(salt: int, multiplier: int) -> np.uint64:
     return np.uint64((salt * multiplier) & 0xFFFFFFFFFFFFFFFF)
 
 
+def nearest_weighted_cell(x, y, size: float, cell_attributes):
+    """(phase, grain key) of each point from a weighted anisotropic Voronoi diagram of cells of
+    ``size`` um: ``cell_attributes(ix, iy, size)`` gives each cell's (sx, sy, phase, cos, sin,
+    aspect, weight, key); every point takes the cell whose weighted distance is smallest."""
+    cells, inverse = _distinct_cells(x, y, size)
+    best = np.full(x.shape, np.inf)
+    phase = np.zeros(x.shape, dtype=np.int16)
+    key = np.zeros(x.shape, dtype=np.uint64)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            attrs = cell_attributes(cells[0] + dx, cells[1] + dy, size)
+            sx, sy, cell_phase, cos_t, sin_t, aspect, weight, cell_key = (a[inverse] for a in attrs)
+            u_, v_ = x - sx, y - sy
+            along = u_ * cos_t + v_ * sin_t
+            across = v_ * cos_t - u_ * sin_t
+            d2 = along ** 2 / aspect + across ** 2 * aspect - weight
+            closer = d2 < best
+            best = np.where(closer, d2, best)
+            phase = np.where(closer, cell_phase, phase).astype(np.int16)
+            key = np.where(closer, cell_key, key)
+    return phase, key
+
+
 def _distinct_cells(x, y, size):
     """Distinct lattice cells of the points and, per point, the index of its cell."""
     ix = np.floor(x / size).astype(np.int64)
@@ -162,23 +185,7 @@ class PegmatiteSample:
     def _matrix(self, x, y):
         """Matrix phase and grain key from a weighted anisotropic Voronoi diagram."""
         size = 450.0
-        cells, inverse = _distinct_cells(x, y, size)
-        best = np.full(x.shape, np.inf)
-        phase = np.zeros(x.shape, dtype=np.int16)
-        key = np.zeros(x.shape, dtype=np.uint64)
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                attrs = self._matrix_cells(cells[0] + dx, cells[1] + dy, size)
-                sx, sy, cell_phase, cos_t, sin_t, aspect, weight, cell_key = (a[inverse] for a in attrs)
-                u_, v_ = x - sx, y - sy
-                along = u_ * cos_t + v_ * sin_t
-                across = v_ * cos_t - u_ * sin_t
-                d2 = along ** 2 / aspect + across ** 2 * aspect - weight
-                closer = d2 < best
-                best = np.where(closer, d2, best)
-                phase = np.where(closer, cell_phase, phase).astype(np.int16)
-                key = np.where(closer, cell_key, key)
-        return phase, key
+        return nearest_weighted_cell(x, y, size, self._matrix_cells)
 
     def _inclusions(self, x, y, size, present, salt, r_lo, r_hi):
         """Grains confined to their own cell: (inside, rim, kind_u, key)."""

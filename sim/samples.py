@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from sim.lines import ALL_ELEMENTS, ATOMIC_MASS
-from sim.sample import PegmatiteSample, _distinct_cells, _vector, _weight_percent
+from sim.sample import PegmatiteSample, _vector, _weight_percent, nearest_weighted_cell
 
 #: A formula: given ``v(i)`` (per-point draws in [0, 1] for solid-solution
 #: parameter i), the atom count per element.
@@ -146,23 +146,7 @@ class TexturedSample(PegmatiteSample):
 
     def _matrix(self, x, y):
         size = self.recipe.matrix.cell_um
-        cells, inverse = _distinct_cells(x, y, size)
-        best = np.full(x.shape, np.inf)
-        phase = np.zeros(x.shape, dtype=np.int16)
-        key = np.zeros(x.shape, dtype=np.uint64)
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                attrs = self._matrix_cells(cells[0] + dx, cells[1] + dy, size)
-                sx, sy, cell_phase, cos_t, sin_t, aspect, weight, cell_key = (a[inverse] for a in attrs)
-                u_, v_ = x - sx, y - sy
-                along = u_ * cos_t + v_ * sin_t
-                across = v_ * cos_t - u_ * sin_t
-                d2 = along ** 2 / aspect + across ** 2 * aspect - weight
-                closer = d2 < best
-                best = np.where(closer, d2, best)
-                phase = np.where(closer, cell_phase, phase).astype(np.int16)
-                key = np.where(closer, cell_key, key)
-        return phase, key
+        return nearest_weighted_cell(x, y, size, self._matrix_cells)
 
     def _phase_and_key(self, x, y):
         x = np.asarray(x, dtype=np.float64)
