@@ -29,7 +29,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def wait_for_acquired(path: Path, at_least: int, process: subprocess.Popen, timeout: float = 30.0) -> int:
+def wait_for_acquired(path: Path, at_least: int, process: subprocess.Popen, timeout: float = 120.0) -> int:
     """Follow the map live (SWMR) until it shows enough acquired spots."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
