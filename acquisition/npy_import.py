@@ -115,6 +115,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="paired-map file to write (.h5)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_json_flag(parser, "what was written")
     return parser
 
 
@@ -123,5 +124,5 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.out}: exists; add --overwrite to replace it")
     out = import_npy(args.directory, args.split, args.out, shape=args.shape, step_um=args.step_um,
                      overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"wrote {out}")
+    cli.emit(args, f"wrote {out}", {"map": str(out), "split": args.split})
     return 0

@@ -227,6 +227,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="with --scenario: multiply every map's number of spots (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file (a directory with --scenario)")
+    cli.add_json_flag(parser, "what was written")
     replace = parser.add_mutually_exclusive_group()
     replace.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     replace.add_argument("--resume", action="store_true",
@@ -262,7 +263,9 @@ def run(args: argparse.Namespace) -> int:
     except PairedMapError as exc:
         raise cli.UsageError(str(exc)) from exc
     ny, nx = settings["shape"]
-    print(f"wrote {path} ({ny}x{nx} spots, {settings['step_um']:g} um, day {settings['day']}, seed {args.seed})")
+    cli.emit(args, f"wrote {path} ({ny}x{nx} spots, {settings['step_um']:g} um, day {settings['day']}, seed {args.seed})",
+             {"map": str(path), "shape": [ny, nx], "step_um": settings["step_um"], "day": settings["day"],
+              "seed": args.seed, "origin_um": list(settings["origin_um"])})
     return 0
 
 
@@ -294,7 +297,8 @@ def _run_scenario(args: argparse.Namespace) -> int:
     except (PairedMapError, FileExistsError) as exc:
         print(f"libs-sim generate: {exc}", file=sys.stderr)
         return 2
-    for role, path in paths.items():
-        spec = scenario.maps(args.scale)[role]
-        print(f"{role}: {path} ({spec.shape[0]}x{spec.shape[1]} spots, {spec.step_um:g} um, day {spec.day})")
+    specs = scenario.maps(args.scale)
+    cli.emit(args, "\n".join(f"{role}: {path} ({specs[role].shape[0]}x{specs[role].shape[1]} spots, "
+                              f"{specs[role].step_um:g} um, day {specs[role].day})" for role, path in paths.items()),
+             {"scenario": args.scenario, "maps": {role: str(path) for role, path in paths.items()}})
     return 0

@@ -44,6 +44,7 @@ def add_train(subparsers) -> None:
     cli.add_secondary_option(p, default="secondary", aliases=["--name"],
                              help="name of the secondary system in the bundle (default: secondary)")
     _common_training(p)
+    cli.add_json_flag(p, "the bundle written and its model ranking")
 
 
 def _train(args) -> int:
@@ -52,18 +53,26 @@ def _train(args) -> int:
     config = load_config(args.config).with_max_epochs(args.max_epochs)
     bundle = train_model(args.train, args.val, args.out, config=config, device=args.device, seed=args.seed,
                          resume=args.resume, secondary_name=args.secondary)
-    print(f"model {bundle.model_id} written to {args.out}")
-    _print_ranking(bundle, args.secondary)
+    cli.emit(args, f"model {bundle.model_id} written to {args.out}\n{_ranking_summary(bundle, args.secondary)}".rstrip(),
+             _bundle_result(bundle, args.secondary, args.out))
     return 0
 
 
-def _print_ranking(bundle, name: str) -> None:
+def _ranking_summary(bundle, name: str) -> str:
     entry = bundle.manifest["secondaries"].get(name, {})
     ranking = sorted(((k, v) for k, v in (entry.get("validation_rse") or {}).items() if v is not None),
                      key=lambda kv: kv[1])
-    if ranking:
-        print("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking))
-        print(f"recommended model: {entry['recommended']}")
+    if not ranking:
+        return ""
+    return ("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking)
+            + f"\nrecommended model: {entry['recommended']}")
+
+
+def _bundle_result(bundle, name: str, path) -> dict:
+    entry = bundle.manifest["secondaries"].get(name, {})
+    return {"bundle": str(path), "model_id": bundle.model_id, "secondary": name,
+            "secondary_model_id": bundle.secondary(name).model_id,
+            "validation_rse": entry.get("validation_rse"), "recommended": entry.get("recommended")}
 
 
 # -- add-secondary --------------------------------------------------------------------
@@ -80,6 +89,7 @@ def add_add_secondary(subparsers) -> None:
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="TOML overriding the bundle's settings (not [vae])")
     _common_training(p)
+    cli.add_json_flag(p, "the bundle written and its model ranking")
 
 
 def _add_secondary(args) -> int:
@@ -94,8 +104,9 @@ def _add_secondary(args) -> int:
             raise ConfigError(f"cannot read configuration {args.config}: {exc}") from None
     bundle = add_secondary(args.model, args.train, args.val, name=args.secondary, overrides=overrides,
                            max_epochs=args.max_epochs, device=args.device, seed=args.seed, resume=args.resume)
-    print(f"secondary '{args.secondary}' added to {args.model} (model {bundle.secondary(args.secondary).model_id})")
-    _print_ranking(bundle, args.secondary)
+    cli.emit(args, f"secondary '{args.secondary}' added to {args.model} (model "
+                   f"{bundle.secondary(args.secondary).model_id})\n{_ranking_summary(bundle, args.secondary)}".rstrip(),
+             _bundle_result(bundle, args.secondary, args.model))
     return 0
 
 
@@ -162,13 +173,15 @@ def add_predict(subparsers) -> None:
     p.add_argument("map", type=Path, metavar="MAP.h5", help="map with secondary spectra (raw data is not changed)")
     cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    cli.add_json_flag(p, "what was written")
 
 
 def _predict(args) -> int:
     from transfer.predict import predict_map
     n = predict_map(args.model, args.map, secondary=args.secondary, chunk_spots=args.chunk_spots)
-    print(f"{n} transferred spectra written to {args.map}:/entry/transferred (expected_rel_error and the "
-          f"untrusted flag too when the model has a trust score)")
+    cli.emit(args, f"{n} transferred spectra written to {args.map}:/entry/transferred (expected_rel_error and the "
+                   f"untrusted flag too when the model has a trust score)",
+             {"map": str(args.map), "group": "/entry/transferred", "n_transferred": int(n)})
     return 0
 
 

@@ -1,5 +1,6 @@
 """`libs-sim generate` and generate_map: contract-conforming paired maps with ground truth."""
 
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,13 @@ def test_generate_stops_on_the_first_sigint_and_keeps_a_resumable_map(tmp_path, 
     assert "interrupted" in err and "Traceback" not in err
     with PairedMapReader(out) as partial:         # stopped early, and what was written can be resumed
         assert 0 < partial.n_acquired < 250_000
+
+
+def test_json_names_the_map_written_and_nothing_else_on_stdout(tmp_path, capsys):
+    out = tmp_path / "small.h5"
+    assert main(["generate", "--shape", "3x4", "--step-um", "25", "--day", "1", "--out", str(out), "--no-progress",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["map"] == str(out) and result["shape"] == [3, 4] and result["day"] == 1
+    with PairedMapReader(out) as written:
+        assert written.shape == (3, 4) and written.n_acquired == 12
