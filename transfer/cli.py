@@ -128,7 +128,7 @@ def add_evaluate(subparsers) -> None:
     cli.add_json_flag(p, "the scores of every model")
     p.add_argument("--learning-curve", type=int, nargs="*", default=None, metavar="N",
                    help="also retrain every model on N random pairs of the bundle's training map (default "
-                        "300 1000 3000 10000, sizes above the map's are skipped) and draw test RSE against N "
+                        "those of 300 1000 3000 10000 that fit the map, else a quarter, a half and all of it) and draw test RSE against N "
                         "into learning_curve.png/.json: how many paired spectra the maps need")
 
 
@@ -139,9 +139,9 @@ def _evaluate(args) -> int:
     doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
            "recommended": report.get("recommended")}
     if args.learning_curve is not None:
-        from transfer.suite import DEFAULT_CURVE_SIZES, learning_curve_for_bundle
-        sizes = args.learning_curve or list(DEFAULT_CURVE_SIZES)
-        if any(n < 2 for n in sizes):
+        from transfer.suite import learning_curve_for_bundle
+        sizes = args.learning_curve or None          # none given: the defaults that fit the map
+        if sizes and any(n < 2 for n in sizes):
             raise cli.UsageError("--learning-curve sizes must be at least 2 pairs")
         curve = learning_curve_for_bundle(args.model, args.test, args.out, sizes, secondary=args.secondary)
         doc["learning_curve"] = {n: {m: v["rse"] for m, v in models.items()} for n, models in curve.items()}

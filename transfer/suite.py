@@ -152,11 +152,12 @@ class LearningCurveError(ValueError):
 
 
 def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: str | Path,
-                              sizes: Sequence[int] = DEFAULT_CURVE_SIZES, *, secondary: str | None = None,
+                              sizes: Sequence[int] | None = None, *, secondary: str | None = None,
                               seed: int = 0) -> dict[int, dict[str, dict]]:
     """`libs-transfer evaluate --learning-curve`: every model of the bundle's configuration retrained on
     subsets of the bundle's own training map (validated on its validation map), scored on `test`;
-    writes learning_curve.json and learning_curve.png into `out_dir`."""
+    writes learning_curve.json and learning_curve.png into `out_dir`. Without `sizes`, the
+    default sizes that fit the training map, or a quarter, a half and all of a smaller map."""
     from transfer.bundle import load_bundle
     bundle = load_bundle(model_dir)
     name = secondary or bundle.default_secondary
@@ -174,12 +175,21 @@ def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: 
     models = [m for m in MODEL_NAMES if m in ("vae_mlp", "one_step_mlp") or m in bundle.secondary(name).baselines]
     if bundle.secondary(name).one_step is None:
         models.remove("one_step_mlp")
+    if sizes is None:
+        sizes = default_curve_sizes(inspect_map(paths["train"]).n_spots)
     curve = learning_curve(paths["train"], paths["val"], Path(test), bundle.config, sizes, models=models, seed=seed)
     if not curve:
         raise LearningCurveError(f"none of the sizes {list(sizes)} fits the training map "
                                  f"({inspect_map(paths['train']).n_spots} pairs)")
     write_learning_curve(curve, out_dir)
     return curve
+
+
+def default_curve_sizes(n_pairs: int) -> list[int]:
+    """DEFAULT_CURVE_SIZES that fit `n_pairs`; for a map too small for two of them, a quarter, a
+    half and all of it."""
+    fits = [n for n in DEFAULT_CURVE_SIZES if n <= n_pairs]
+    return fits if len(fits) >= 2 else sorted({max(2, n_pairs // 4), max(2, n_pairs // 2), n_pairs})
 
 
 def write_learning_curve(curve: Mapping[int, Mapping[str, Mapping]], out_dir: str | Path) -> dict[str, Path]:
