@@ -22,7 +22,8 @@ class TransferResult:
     """k transferred spectra with what the worker echoed about them.
 
     ``shot``, ``iy``, ``ix`` are int64 [k] or None when the producer did not send them;
-    ``novelty`` is NaN where the worker wrote null.
+    ``novelty`` is NaN where the worker wrote null; ``expected_rel_error`` (the trust score,
+    docs/novelty.md) is float32 [k] when the model has one, else None.
     """
 
     spectra: np.ndarray              # float32 [k, n_primary]
@@ -39,6 +40,7 @@ class TransferResult:
     system: str | None = None
     source: str | None = None
     worker: str | None = None
+    expected_rel_error: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -68,13 +70,9 @@ class TransferResult:
                 return None
             return _ints(key, header[key], k)
 
-        novelty = header.get("novelty")
-        values = novelty if isinstance(novelty, list) else [novelty] * k
-        if len(values) != k or not all(v is None or _is_number(v) for v in values):
-            raise MessageError("bad-result", f"'novelty' must be {k} numbers or nulls")
         return cls(
-            spectra=spectra, label=column("label", required=True),
-            novelty=np.array([np.nan if v is None else v for v in values], np.float32),
+            spectra=spectra, label=column("label", required=True), novelty=_floats(header, "novelty", k),
+            expected_rel_error=_floats(header, "expected_rel_error", k) if "expected_rel_error" in header else None,
             shot=column("shot"), iy=column("iy"), ix=column("ix"),
             seq=_int(header, "seq"), in_seq=_int(header, "in_seq"), model=str(header.get("model", "")),
             latency_s=_number(header, "latency_s"), t=_number(header, "t"),
@@ -83,6 +81,14 @@ class TransferResult:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _floats(header: dict, key: str, k: int) -> np.ndarray:
+    value = header.get(key)
+    values = value if isinstance(value, list) else [value] * k
+    if len(values) != k or not all(v is None or _is_number(v) for v in values):
+        raise MessageError("bad-result", f"'{key}' must be {k} numbers or nulls")
+    return np.array([np.nan if v is None else v for v in values], np.float32)
 
 
 def _ints(key: str, value: Any, k: int) -> np.ndarray:

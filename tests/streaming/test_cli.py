@@ -265,3 +265,21 @@ def test_the_recorder_keeps_results_inside_the_map_and_counts_the_rest(paired_ma
     with h5py.File(paired_map, "r") as f:
         labels = f["entry/transferred/label"][()]
     assert labels[0, 3] == 1 and labels[2, 0] == 2
+
+
+def test_a_transfer_result_reads_every_header_form_as_arrays():
+    from streaming.protocol import encode_transfer
+    from streaming.results import TransferResult
+
+    primary = np.arange(2 * N_PRIMARY, dtype=np.float32).reshape(2, N_PRIMARY)
+    frames = encode_transfer(primary, seq=4, in_seq=9, single=False, label=np.array([1, 3]),
+                             novelty=np.array([0.5, np.nan]), model="m1", latency_s=0.002,
+                             echo={"iy": [0, 1], "ix": [2, 3], "shot": [7, 8], "t": 12.5, "source": "s"}, worker="w")
+    result = TransferResult.from_frames([bytes(f) for f in frames])
+    assert (result.k, result.seq, result.in_seq, result.model, result.source, result.worker) == (2, 4, 9, "m1", "s", "w")
+    assert result.iy.tolist() == [0, 1] and result.ix.tolist() == [2, 3] and result.shot.tolist() == [7, 8]
+    assert result.label.tolist() == [1, 3] and result.novelty[0] == 0.5 and np.isnan(result.novelty[1])
+    np.testing.assert_array_equal(result.spectra, primary)
+    assert result.expected_rel_error is None and result.t == 12.5 and result.latency_s == 0.002
+    single = TransferResult.from_message(transfer(4, 5, 2))
+    assert single.k == 1 and single.iy.tolist() == [4] and single.label.tolist() == [2] and single.has_position

@@ -233,7 +233,7 @@ def test_float32_overflow_is_a_non_finite_error_not_a_nan_result(fuzz_worker):
 
 
 def test_a_message_beyond_the_spectra_limit_is_refused_with_its_own_code(test_model, tmp_path):
-    proc = WorkerProcess(test_model, tmp_path, "--max-message-spectra", "4")
+    proc = WorkerProcess(test_model, tmp_path, "--max-message-spectra", "4", "--queue-mb", "1")
     client = PlainClient(proc.input, proc.output, proc.control)
     try:
         client.wait_joined()
@@ -245,6 +245,20 @@ def test_a_message_beyond_the_spectra_limit_is_refused_with_its_own_code(test_mo
         limits = client.control({"cmd": "ping"})["limits"]
         assert limits["max_message_spectra"] == 4
         assert limits["max_frame_bytes"] == 65536      # the header limit: 4 x 48 x 8 bytes is less
+        # 1 MB of queue in messages of at most 64 KiB header + 4 x 48 x 8 bytes payload
+        assert limits["max_message_bytes"] == 65536 + 4 * N_SECONDARY * 8
+        assert limits["input_hwm_messages"] == 1_000_000 // limits["max_message_bytes"]
+        # a frame over ZMQ_MAXMSGSIZE is dropped with its connection; the worker and others go on
+        rogue = client.ctx.socket(zmq.PUSH)
+        rogue.linger = 0
+        rogue.connect(proc.input)
+        rogue.send_multipart([b"secondary", b"{}", b"\0" * (limits["max_frame_bytes"] * 4)])
+        client.send({"v": 1, "seq": 2, "dtype": "<f4", "shape": [N_SECONDARY]}, spectra(1)[0].tobytes())
+        replies = client.receive({b"transfer", b"error"}, 1)
+        assert [(t, h["in_seq"]) for t, h, _ in replies] == [(b"transfer", 2)]
+        assert client.control({"cmd": "ping"})["ok"] and proc.proc.poll() is None
+        assert client.control({"cmd": "stats"})["received"] == 3      # the rogue frame never arrived
+        rogue.close()
     finally:
         client.close()
         assert proc.stop() == 0
