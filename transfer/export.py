@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ from acquisition.shared import cli
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
 from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
-                                 affine_graph, pipeline_graph)
+                                 PipelineFrame, affine_graph, pipeline_graph)
 from transfer.selection import EXPORTABLE
 from transfer.trust import TrustScore
 
@@ -113,17 +113,10 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
 def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str,
                   trust: TrustScore | None = None) -> AffineArrays:
     """The numbers of a linear baseline's pipeline (DS or PLS: an affine map in scaled units)."""
-    base = pipeline_arrays_common(bundle, system, novelty)
+    frame = pipeline_arrays(bundle, system, novelty, trust)
     state = system.baselines[name].get_state()
     return AffineArrays(coef=np.asarray(state["coef"], np.float64), intercept=np.asarray(state["intercept"], np.float64),
-                        trust=trust.to_onnx_parts() if trust is not None else None, **base)
-
-
-def pipeline_arrays_common(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel) -> dict:
-    arrays = pipeline_arrays(bundle, system, novelty)
-    return {key: getattr(arrays, key) for key in (
-        "min_window", "smooth_window", "secondary_mean", "secondary_scale", "primary_mean", "primary_scale",
-        "centroids", "novelty_mean", "novelty_axes", "novelty_reference")}
+                        **{f.name: getattr(frame, f.name) for f in fields(PipelineFrame)})
 
 
 def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,

@@ -52,16 +52,15 @@ class DenseLayer:
     negative_slope: float | None = None
 
 
-@dataclass(frozen=True)
-class PipelineArrays:
-    """Everything the graph computes with (shapes in the module docstring's names)."""
+@dataclass(frozen=True, kw_only=True)
+class PipelineFrame:
+    """What every live graph shares around its transfer model: preprocessing, inverse
+    scaling, k-means and novelty statistics, and the optional trust score."""
 
     min_window: int
     smooth_window: int
     secondary_mean: np.ndarray         # m_s [n_secondary]
     secondary_scale: np.ndarray        # s_s [n_secondary]
-    mlp: Sequence[DenseLayer]          # z -> latent
-    decoder: Sequence[DenseLayer]      # latent -> scaled primary
     primary_mean: np.ndarray           # [n_primary]
     primary_scale: np.ndarray          # [n_primary]
     centroids: np.ndarray              # k-means centroids in primary counts [k, n_primary]
@@ -77,6 +76,14 @@ class PipelineArrays:
     @property
     def n_primary(self) -> int:
         return int(self.primary_mean.shape[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineArrays(PipelineFrame):
+    """Everything the VAE + MLP graph computes with (shapes in the module docstring's names)."""
+
+    mlp: Sequence[DenseLayer]          # z -> latent
+    decoder: Sequence[DenseLayer]      # latent -> scaled primary
 
 
 class GraphBuilder:
@@ -239,32 +246,13 @@ def novelty_output(g: GraphBuilder, z: str, novelty_axes: np.ndarray, n_secondar
     return g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
 
 
-@dataclass(frozen=True)
-class AffineArrays:
+@dataclass(frozen=True, kw_only=True)
+class AffineArrays(PipelineFrame):
     """A linear transfer model (DS, PLS: scaled primary = scaled secondary @ coef + intercept)
-    with the same preprocessing, k-means and novelty statistics as PipelineArrays."""
+    in the same frame as PipelineArrays."""
 
-    min_window: int
-    smooth_window: int
-    secondary_mean: np.ndarray         # m_s [n_secondary]
-    secondary_scale: np.ndarray        # s_s [n_secondary]
     coef: np.ndarray                   # [n_secondary, n_primary], scaled units
     intercept: np.ndarray              # [n_primary], scaled units
-    primary_mean: np.ndarray           # [n_primary]
-    primary_scale: np.ndarray          # [n_primary]
-    centroids: np.ndarray              # k-means centroids in primary counts [k, n_primary]
-    novelty_mean: np.ndarray           # m_nov [n_secondary], scaled units
-    novelty_axes: np.ndarray           # P [k_nov, n_secondary], orthonormal rows
-    novelty_reference: float           # Q_ref
-    trust: dict | None = None          # transfer.trust.TrustScore.to_onnx_parts(); None: no trust output
-
-    @property
-    def n_secondary(self) -> int:
-        return int(self.secondary_mean.shape[0])
-
-    @property
-    def n_primary(self) -> int:
-        return int(self.primary_mean.shape[0])
 
 
 def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProto:
