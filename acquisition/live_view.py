@@ -1,7 +1,7 @@
 """`libs-acquire map --live ADDR --view`: start `libs-stream view` on the worker and the map being written.
 
 The view runs in its own process (a busy page never slows the acquisition) and stops with
-the map command. It reads the map through SWMR, so it waits for the file the acquisition
+the map command, also when that command is killed (the view stops when its stdin closes). It reads the map through SWMR, so it waits for the file the acquisition
 is about to create.
 """
 
@@ -29,7 +29,10 @@ class LiveViewProcess:
     """The view's process; ``url`` is the page to open."""
 
     def __init__(self, command: list[str]):
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the view's stdin is a pipe only this process holds open: when this process ends, however it
+        # ends (kill -9 included), the pipe closes and the view stops itself (--stop-with-stdin)
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
         self.url = self._read_url()
         self._await_subscription()
         # keep draining its output so that a chatty view can never block on a full pipe
@@ -79,7 +82,7 @@ class LiveViewProcess:
 def view_command(options: LiveOptions, map_path: Path, shape: tuple[int, int] | None, port: int) -> list[str]:
     options = options.resolved()
     command = [sys.executable, "-m", "streaming.cli", "view", "--results", options.results, "--control",
-               options.control, "--map", str(map_path), "--wait-for-map", "--port", str(port)]
+               options.control, "--map", str(map_path), "--wait-for-map", "--port", str(port), "--stop-with-stdin"]
     if shape is not None:
         command += ["--shape", f"{shape[0]}x{shape[1]}"]
     if options.keys_dir is not None:

@@ -164,6 +164,9 @@ def _add_subcommands(sub) -> None:
     p.add_argument("--token", help="access token to require (default: a random one when off loopback)")
     p.add_argument("--spectra-memory-mb", type=float, default=256.0,
                    help="memory for transferred spectra kept per spot (default 256)")
+    p.add_argument("--stop-with-stdin", action="store_true",
+                   help="stop when standard input closes (libs-acquire map --view uses it, so the view never "
+                        "outlives the map command, even one that was killed)")
     _add_client_keys(p)
 
     p = sub.add_parser("keys", help="make a CURVE key pair", formatter_class=fmt, epilog=KEYS_EXAMPLE,
@@ -495,7 +498,7 @@ def cmd_view(args) -> int:
                         spectra_budget_bytes=int(args.spectra_memory_mb * (1 << 20)))
     from acquisition.store import PairedMapError
     try:
-        serve(config, announce=lambda line: print(line, flush=True))
+        serve(config, announce=lambda line: print(line, flush=True), stop_with_stdin=args.stop_with_stdin)
     except PairedMapError as exc:
         return bad(str(exc))
     return 0

@@ -6,6 +6,8 @@ import ipaddress
 import logging
 import secrets
 import socket
+import sys
+import threading
 
 from acquisition.shared.cli import parse_shape  # noqa: F401  (re-exported for the view's callers)
 
@@ -62,7 +64,22 @@ def _websocket_implementation() -> str:
     return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
 
 
-def serve(config: ViewConfig, *, announce=print) -> None:
+def _stop_when_stdin_closes(server) -> None:
+    """Ask uvicorn to shut down once standard input reaches its end (the parent process went away)."""
+    def wait():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        log.info("standard input closed: stopping the view")
+        server.should_exit = True
+
+    threading.Thread(target=wait, name="view-stdin", daemon=True).start()
+
+
+def serve(config: ViewConfig, *, announce=print, stop_with_stdin: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (or, with ``stop_with_stdin``, until standard input closes)."""
     import uvicorn
 
     config = prepare(config)
@@ -71,5 +88,7 @@ def serve(config: ViewConfig, *, announce=print) -> None:
     app = build_app(view)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws=_websocket_implementation(), lifespan="on",
                                            access_log=False))
+    if stop_with_stdin:
+        _stop_when_stdin_closes(server)
     announce(f"live view: {page_url(config)}" + ("" if not config.token else "  (the token is needed off loopback)"))
     server.run(sockets=[sock])

@@ -77,3 +77,34 @@ def test_view_without_live_is_refused(tmp_path):
                           str(tmp_path / "m.h5"), "--view"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--view needs --live" in out.stderr
     assert not (tmp_path / "m.h5").exists()
+
+
+def _view_answers(url: str) -> bool:
+    try:
+        with urlopen(url, timeout=2):
+            return True
+    except (URLError, OSError):
+        return False
+
+
+def test_view_does_not_outlive_a_killed_map_command(bench_model, tmp_path):
+    """kill -9 of the map command (no chance to clean up): its view still stops by itself."""
+    worker = WorkerProcess(bench_model, tmp_path)
+    acquire = subprocess.Popen(
+        [sys.executable, "-m", "acquisition.cli", "map", "--sim", "--shape", "20x20", "--realtime", "--rate", "4",
+         "--out", str(tmp_path / "live.h5"), "--live", worker.input, "--live-results", worker.output,
+         "--live-control", worker.control, "--view", "--view-port", "0", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = acquire.stdout.readline()
+        assert first.startswith("live view: http://127.0.0.1:"), first
+        url = first.split()[2]
+        wait_for(lambda: get_json(url + "api/stats")["shown"] >= 1, 60, "a spot on the view")
+        acquire.kill()
+        acquire.wait()
+        wait_for(lambda: not _view_answers(url), 30, "the view to stop after its map command was killed")
+    finally:
+        if acquire.poll() is None:
+            acquire.kill()
+            acquire.wait()
+        worker.stop()
