@@ -37,6 +37,10 @@ def primary_baseline_windows(model_info: dict | None) -> tuple[int, int]:
     return (windows[0], windows[1])
 
 
+# a warning clears only well below the threshold, so that a drift hovering at it does not warn on every spot
+CLEAR_FRACTION = 0.8
+
+
 class DriftMonitor:
     """Live transfer error against the measured primary spectrum of the same shot.
 
@@ -45,7 +49,8 @@ class DriftMonitor:
     relative error ||y_hat - y|| / ||y|| and cosine distance 1 - cos(y_hat, y). The first
     ``window`` spots are the reference, the last ``window`` the current state; drift is
     the current mean relative error over the reference's, minus one. Crossing
-    ``threshold`` logs a warning (once, until it falls back below).
+    ``threshold`` logs a warning, once, until the drift falls below
+    ``CLEAR_FRACTION`` of the threshold.
     """
 
     def __init__(self, window: int = 100, threshold: float = 0.5, *, baseline=DEFAULT_BASELINE_WINDOWS,
@@ -108,7 +113,7 @@ class DriftMonitor:
             log.warning("live transfer drifting: relative error of the last %d spots %.3g is %+.0f %% against "
                         "the first %d (threshold %+.0f %%)", self.window, self._mean(self.recent, 0),
                         100 * drift, self.window, 100 * self.threshold)
-        elif drift <= self.threshold and self.drifting:
+        elif drift <= CLEAR_FRACTION * self.threshold and self.drifting:
             self.drifting = False
             log.info("live transfer back within the drift threshold (%+.0f %%)", 100 * drift)
 

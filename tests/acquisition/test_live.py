@@ -436,3 +436,18 @@ def test_spot_runs_names_every_true_spot_once():
     mask[0, [0, 1, 2, 5]] = True
     mask[2, :] = True
     assert spot_runs(mask) == [[0, 0, 2], [0, 5, 5], [2, 0, 5]]
+
+
+def test_drift_hovering_at_the_threshold_warns_once(caplog):
+    """Mean relative error alternating just above and just below the threshold: one warning, not one per crossing."""
+    monitor = DriftMonitor(window=10, threshold=0.5)
+    monitor.add(np.full(10, 0.10), np.zeros(10))                 # reference: 0.10
+    with caplog.at_level(logging.WARNING, logger="acquisition.shared.drift"):
+        for level in (0.152, 0.148) * 20:                       # drift +52 % / +48 %, around the 50 % threshold
+            monitor.add(np.full(10, level), np.zeros(10))
+        assert monitor.summary()["warnings"] == 1 and monitor.drifting
+        monitor.add(np.full(10, 0.13), np.zeros(10))             # +30 %: well below, the warning clears
+        assert not monitor.drifting
+        monitor.add(np.full(10, 0.16), np.zeros(10))             # drifting again: a second warning
+    assert monitor.summary()["warnings"] == 2
+    assert caplog.text.count("live transfer drifting") == 2
