@@ -328,10 +328,16 @@ class MapRun:
             acquired_this_run=snap.done_this_run if snap else 0, missed_shots=snap.missed if snap else 0,
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
-            stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
+            stray_frames=self.bursts.stray_frames, sink=sink, live=self._live_summary(),
             spots_in_journal=(acquired - recorder.n_in_file) if recorder.failure is not None else 0,
             write_error=recorder.failure,
             **self._position_errors())
+
+    def _live_summary(self) -> dict:
+        if self.live is None:
+            return {}
+        # what the live client handed over; "written": what the file took of it
+        return {**self.live.summary(), "written": self.recorder.results_written}
 
     def _position_errors(self) -> dict:
         if self.fly is None or not self.fly.position_error_n:

@@ -25,6 +25,7 @@ import numpy as np
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotResults
 from acquisition.live_record import ERROR_DATASETS, write_extras
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter, write_transferred
+from acquisition.store.derived import TRANSFERRED
 from acquisition.store.h5files import open_for_reading
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class MapRecorder:
         with f:
             missing = {name: spec for name, spec in derived.items() if name not in f["entry"]}
         for name, spec in missing.items():
+            if name != TRANSFERRED:    # the store creates groups after the fact for live transfer only
+                raise ValueError(f"{self.path}: derived group {name!r} cannot be added to a resumed map")
             n = int(np.size(spec) if np.ndim(spec) else spec)
             # zero spots: the group with its fill values, on the primary's axis or its own
             write_transferred(self.path, [], [], np.zeros((0, n), np.float32), [], [],
