@@ -37,11 +37,11 @@ import numpy as np
 from acquisition.bursts import TRANSIENT, BurstRunner
 from acquisition.config import AcquisitionSettings, BenchConfig, ConfigError, settings_rate, validate_settings
 from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, Subscriber
-from acquisition.recorder import MapRecorder, recover_prior_run
 from acquisition.flyscan import FlyPlan, FlyScanner
 from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
 from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
 from acquisition.progress import MapProgress
+from acquisition.recorder import MapRecorder, recover_prior_run
 from acquisition.safety import AcquisitionAborted, ShutdownChain, SignalGuard, StopFlag, retry
 from acquisition.sink import OnSpot, SpotSink
 from acquisition.store import MapLayout, PairedMapReader
@@ -172,7 +172,7 @@ class MapRun:
         if self.resume:
             # What a killed writer left in its journal goes into the file first, so the shot count
             # goes on from the file's last shot id: ids stay unique within a map across runs.
-            systems, self.bursts.cycles, _ = recover_prior_run(self.out, self.layout, wavelengths)
+            systems, self.bursts.cycles = recover_prior_run(self.out, self.layout, wavelengths)
             if systems != tuple(self.systems):
                 raise ConfigError(f"{self.out}: the map holds systems {list(systems)}, not {self.systems}")
         else:

@@ -31,13 +31,12 @@ from acquisition.store.h5files import open_for_reading
 log = logging.getLogger(__name__)
 
 
-def recover_prior_run(path, layout: MapLayout, wavelengths) -> tuple[tuple[str, ...], int, int]:
+def recover_prior_run(path, layout: MapLayout, wavelengths) -> tuple[tuple[str, ...], int]:
     """Before a resumed run: write what a killed writer left in the journal into the file, and
-    return the map's systems, its next free shot id (ids stay unique within a map across runs)
-    and how many spots it holds."""
+    return the map's systems and its next free shot id (ids stay unique within a map across runs)."""
     PairedMapWriter.resume(path, layout=layout, wavelengths=wavelengths).close()
     with PairedMapReader(path) as reader:
-        return tuple(reader.systems), int(reader.scan_values("shot_id").max()) + 1, reader.n_acquired
+        return tuple(reader.systems), int(reader.scan_values("shot_id").max()) + 1
 
 
 class MapRecorder:
