@@ -1,15 +1,22 @@
 """Live transfer during a map: `libs-acquire map ... --live ADDR`.
 
-Every spot the map records reaches :meth:`LiveTransfer.on_spot` on the map's spot-sink
-thread; its secondary spectrum goes to the transfer worker through a
-:class:`streaming.producer.LiveProducer`, which never blocks (with the worker away or slow,
-spectra are dropped, and accounted for). A results thread takes this producer's results,
-compares each with the measured primary spectrum of the same shot (acquisition.shared.drift)
-and queues it. The acquisition thread owns the map writer, so it is the one that moves
-queued results into ``/entry/transferred``, between its own writes and at most a few times
-a second. Raw data always wins: a failure anywhere on the live path is logged and
-reported, never raised into the map, and results that could not be written while the map
-was open are written after it is closed (acquisition.live_record).
+:class:`LiveTransfer` is a subscriber of the run's documents (acquisition.documents).
+Each ``SpotBatch``'s secondary spectra go, one spot a message, into the one bounded queue
+of a :class:`streaming.producer.LiveProducer`, whose one PUSH socket feeds the worker;
+``submit()`` never blocks (with the worker away or slow, spectra are dropped, and
+accounted for). The producer's one SUB socket on the worker's output confirms delivery
+and hands this client its results, which are compared with the measured primary spectrum
+of the same shot (acquisition.shared.drift) and queued. The client emits them as
+``SpotResults`` documents through the run's router, from the acquisition thread (after a
+``SpotBatch``, at most a few times a second, and when the run drains before ``RunStop``),
+so the map's recorder is the one place results are written. Raw data always wins: a
+failure anywhere on the live path is logged and reported, never raised into the map.
+
+Without a map (a replay), drive it with the same documents:
+
+    live = LiveTransfer(LiveOptions("tcp://127.0.0.1:5557"))
+    router = DocumentRouter(subscribers=[live, results.append])
+    router.emit(RunStart(...)); router.emit(SpotBatch(...)); router.drain(); router.emit(RunStop(...))
 """
 
 from __future__ import annotations
@@ -23,22 +30,21 @@ from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
 from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
-from acquisition.live_record import (ERROR_DATASETS, GROUP, create_group, describe_runs, gap_report,
-                                     read_earlier_run, write_extras, write_results_after)
+from acquisition.documents import RunStart, RunStop, SpotBatch, SpotResults
+from acquisition.live_record import ERROR_DATASETS, GROUP, describe_runs, gap_report, read_earlier_run
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
-from streaming.protocol import MessageError
+from streaming.protocol import MessageError, StreamMessage
 from streaming.results import TransferResult
 from streaming.security import ClientKeys, SecurityError, is_loopback
-from streaming.subscriber import ResultSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +52,6 @@ WORKER_PUBLIC_KEY = "worker.key"
 CLIENT_SECRET_KEY = "acquisition.key_secret"
 # Measured primaries waiting for their result; beyond this the oldest are forgotten.
 MAX_WAITING_PRIMARIES = 2048
-# Results kept in memory when they cannot go into the open map (no group, wrong size).
-MAX_UNPLACED_RESULTS = 8192
 WRITE_INTERVAL_S = 0.25
 
 
@@ -103,14 +107,16 @@ def load_client_keys(keys_dir: str | os.PathLike) -> ClientKeys:
         raise ConfigError(f"--keys {folder}: {exc}") from None
 
 
-class LiveTransfer:
-    """The live path of one map run; see the module docstring. Used by ``MapRun``:
 
-    ``open_map()`` before the writer opens (returns ``derived`` for a new map), ``on_spot``
-    as the spot sink's consumer, ``write_results(writer)`` after each write of spots,
-    ``finish(writer)`` before the writer closes, ``after_close(path)`` once it is closed,
-    ``summary()`` for the map summary. Only ``open_map()`` raises (ConfigError: a model that
-    does not fit the spectrometers), and it does so before anything fires.
+class LiveTransfer:
+    """The live client of one map run; see the module docstring.
+
+    ``prepare()`` while the run prepares, before anything fires: asks the worker for its
+    model, checks it fits, and returns the derived groups the map must be created with
+    (RunStart.derived). Then a subscriber: ``RunStart`` starts the stream, ``SpotBatch``
+    streams its spots, ``drain()`` (before RunStop) waits, bounded, for outstanding results,
+    emits them and accounts for every spot without one; ``summary()`` for the map summary.
+    Only ``prepare()`` raises (ConfigError: a model that does not fit the spectrometers).
     """
 
     def __init__(self, options: LiveOptions, *, show_progress: bool = True):
@@ -119,36 +125,40 @@ class LiveTransfer:
         self.show_progress = show_progress
         self.model_info: dict | None = None
         self.drift: DriftMonitor | None = None
+        self._emit: Callable | None = None
         self._producer: LiveProducer | None = None
-        self._subscriber: ResultSubscriber | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._prepared = False
         self._lock = threading.Lock()
-        self._ready: deque[tuple] = deque()        # results waiting for the acquisition thread to write them
-        self._unplaced: list[tuple] = []            # results that could not go into the open map
+        self._ready: deque[tuple] = deque()        # results waiting to be emitted on the acquisition thread
         self._primaries: OrderedDict[int, np.ndarray] = OrderedDict()
         self._seq_spot = array("q")                 # input seq -> flat spot index (8 bytes a spot)
         self._group_pixels: int | None = None
         self._model_axis: np.ndarray | None = None
         self._bar = None
-        self._last_write = 0.0
+        self._last_emit = 0.0
         self._last_log = time.monotonic()
         self._report: dict = {}
         self.errors: list[str] = []
         self.written = self.not_recorded = 0
 
-    # ------------------------------------------------------------------ before the map
+    def connect(self, emit: Callable) -> None:
+        """The run's router hands its emit() here: results go out as SpotResults through it."""
+        self._emit = emit
 
-    def open_map(self, path, layout: MapLayout, wavelengths: Mapping[str, np.ndarray], *,
-                 resume: bool = False) -> dict | None:
-        """Ask the worker for its model, check it fits, start streaming; ``derived`` for a new map."""
+    # ------------------------------------------------------------------ before the run
+
+    def prepare(self, path, layout: MapLayout, wavelengths: Mapping[str, np.ndarray], *,
+                resume: bool = False) -> dict | None:
+        """Ask the worker for its model and check it fits; returns the derived groups the map needs
+        (``{"transferred": n_pixels or axis}``), or None. On resume, reads what the map holds."""
         if "secondary" not in wavelengths:
             raise ConfigError("--live streams the secondary system's spectra; the map has no 'secondary'")
         shape = layout.shape
         self._received = np.zeros(shape, bool)
         self._submitted = np.zeros(shape, bool)
-        self.errors_by_spot = {name: np.full(shape, np.nan, np.float32) for name in ERROR_DATASETS}
+        self._acquired = np.zeros(shape, bool)            # spots recorded in this run
         self._acquired_before = np.zeros(shape, bool)
+        self._had_result = np.zeros(shape, bool)
         self.model_info = info = self._ask_model(self.options.timeout_s)
         if info is not None:
             n_secondary = wavelengths["secondary"].size
@@ -159,8 +169,8 @@ class LiveTransfer:
             if "primary_wavelengths" in info:
                 self._model_axis = np.asarray(info["primary_wavelengths"], np.float64)
         spec = self._transferred_spec(wavelengths)
-        earlier = self._open_resumed(Path(path), spec) if resume else None
-        if not resume and spec is not None:
+        earlier = self._read_resumed(Path(path)) if resume else None
+        if self._group_pixels is None and spec is not None:
             self._group_pixels = int(np.size(spec) if np.ndim(spec) else spec)
         if "primary" in wavelengths:
             self.drift = DriftMonitor(self.options.drift_window, self.options.drift_threshold,
@@ -168,11 +178,10 @@ class LiveTransfer:
                                       model_axis=self._model_axis)
             if earlier is not None:   # the reference stays the map's first spots across runs
                 order = np.argsort(np.where(earlier.acquired, earlier.shot_id, np.iinfo(np.int64).max), axis=None)
-                self.drift.add(*(self.errors_by_spot[name].ravel()[order] for name in ERROR_DATASETS))
-        self._start_stream(connected=info is not None)
-        self._bar = tqdm(total=int((~self._acquired_before).sum()), desc="live", unit="result",
-                         disable=not self.show_progress, dynamic_ncols=True, position=1, mininterval=0.25)
-        return None if resume or spec is None else {GROUP: spec}
+                errors = [earlier.errors.get(name, np.full(shape, np.nan, np.float32)) for name in ERROR_DATASETS]
+                self.drift.add(*(values.ravel()[order] for values in errors))
+        self._prepared = True
+        return None if spec is None else {GROUP: spec}
 
     def _ask_model(self, timeout_s: float) -> dict | None:
         try:
@@ -207,9 +216,8 @@ class LiveTransfer:
             return int(primary.size)     # no worker yet: the likely size, checked against each result
         return None
 
-    def _open_resumed(self, path: Path, spec):
-        """Spots already acquired keep what they have; /entry/transferred is created if an earlier
-        run had none (possible only now, while no writer holds the file)."""
+    def _read_resumed(self, path: Path):
+        """Spots already acquired keep what they have; a map whose results cannot be the model's is refused."""
         earlier = read_earlier_run(path)
         model = self.model_info or {}
         if earlier.group_pixels is not None and model and earlier.group_pixels != int(model["n_primary"]):
@@ -219,88 +227,86 @@ class LiveTransfer:
             log.warning("live transfer: %s holds results of model %s; the worker runs model %s", path,
                         earlier.model_id, model.get("model"))
         self._acquired_before = earlier.acquired
-        for name, values in earlier.errors.items():
-            self.errors_by_spot[name][...] = values
+        self._had_result = earlier.has_result
         self._group_pixels = earlier.group_pixels
-        if self._group_pixels is None and spec is not None:
-            self._group_pixels = create_group(path, spec)
         return earlier
 
-    def _start_stream(self, connected: bool) -> None:
+    # ------------------------------------------------------------------ documents
+
+    def __call__(self, document) -> None:
+        if isinstance(document, SpotBatch):
+            self._stream(document)
+            self._emit_results()
+        elif isinstance(document, RunStart):
+            if not self._prepared:
+                self.prepare(document.path, document.layout, document.wavelengths, resume=document.resumed)
+            self._start_stream()
+        elif isinstance(document, RunStop):
+            self.close()
+
+    def _start_stream(self) -> None:
         o = self.options
-        self._subscriber = ResultSubscriber(o.results, topics=("transfer", "error"), keys=self.keys)
-        if connected:
-            try:
-                self._subscriber.wait_ready(o.control, timeout_s=o.timeout_s)
-            except (TimeoutError, control.ControlError) as exc:
-                log.warning("live transfer: result subscription not confirmed (%s); results may be missed", exc)
+        connected = self.model_info is not None
         self._producer = LiveProducer(o.input, results=o.results, controls=o.control, keys=self.keys,
-                                      queue_size=o.queue_size, ack_timeout_s=o.timeout_s, system="secondary")
+                                      queue_size=o.queue_size, ack_timeout_s=o.timeout_s, system="secondary",
+                                      on_result=self._take)
         # without a worker there is nothing to wait for: a late one is synchronised when it connects
         self._producer.start(ready_timeout_s=o.timeout_s if connected else 0.1)
-        self._thread = threading.Thread(target=self._receive_loop, name="live-results", daemon=True)
-        self._thread.start()
+        self._bar = tqdm(total=int((~self._acquired_before).sum()), desc="live", unit="result",
+                         disable=not self.show_progress, dynamic_ncols=True, position=1, mininterval=0.25)
         log.info("live transfer: streaming to %s, results from %s (model %s)", o.input, o.results,
                  (self.model_info or {}).get("model", "unknown yet"))
 
-    # ------------------------------------------------------------------ during the map
-
-    def on_spot(self, iy: int, ix: int, shot_id: int, spectra: Mapping[str, np.ndarray]) -> None:
-        """Spot-sink thread: remember the measured primary, hand the secondary to the producer."""
-        if self.drift is not None and "primary" in spectra:
-            with self._lock:
-                self._primaries[shot_id] = np.array(spectra["primary"], np.float32)
-                while len(self._primaries) > MAX_WAITING_PRIMARIES:
-                    self._primaries.popitem(last=False)
-        seq = self._producer.submit(spectra["secondary"], shot=shot_id, iy=iy, ix=ix)
-        # this thread is the producer's only caller, so seqs arrive in order
-        self._seq_spot.extend([-1] * (seq - len(self._seq_spot)))
-        self._seq_spot.append(iy * self._submitted.shape[1] + ix)
-        self._submitted[iy, ix] = True
-
-    def _receive_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                message = self._subscriber.recv(timeout_s=0.05)
-                batch = []
-                while message is not None and len(batch) < 256:
-                    batch.append(message)
-                    message = self._subscriber.recv(timeout_s=0)
-                if batch:
-                    self._take(batch)
-            except Exception as exc:  # the live path must not die quietly, nor take the map with it
-                self._error(f"results thread stopped: {exc}")
-                log.exception("live transfer: results thread failed")
-                return
-
-    def _take(self, messages) -> None:
-        rows = []
-        ny, nx = self._received.shape
-        for message in messages:
-            if message.topic != "transfer" or message.header.get("source") != self._producer.source:
-                continue   # other producers' results; our errors are in the producer's delivery report
-            try:
-                result = TransferResult.from_message(message)
-            except MessageError as exc:
-                log.warning("live transfer: a result that cannot be used: %s", exc.reason)
-                continue
-            if not result.has_position:
-                continue
-            inside = (result.iy >= 0) & (result.iy < ny) & (result.ix >= 0) & (result.ix < nx)
-            if not inside.all():
-                log.warning("live transfer: %d result(s) outside the %dx%d map ignored", int((~inside).sum()), ny, nx)
-            shot = result.shot if result.shot is not None else np.full(result.k, -1, np.int64)
-            rows.append(tuple(a[inside] for a in (result.iy, result.ix, shot, result.label, result.spectra,
-                                                  result.novelty)))
-        if not rows:
+    def _stream(self, batch: SpotBatch) -> None:
+        """Acquisition thread: remember the measured primaries, queue each spot's secondary."""
+        if self._producer is None or "secondary" not in batch.spectra:
             return
-        iy, ix, shot, label, spectra, novelty = (np.concatenate(parts) for parts in zip(*rows))
+        secondary, primary = batch.spectra["secondary"], batch.spectra.get("primary")
+        nx = self._submitted.shape[1]
+        try:
+            for k in range(len(batch)):
+                iy, ix, shot = int(batch.iy[k]), int(batch.ix[k]), int(batch.shot_id[k])
+                self._acquired[iy, ix] = True
+                if self.drift is not None and primary is not None:
+                    with self._lock:
+                        self._primaries[shot] = np.array(primary[k], np.float32)
+                        while len(self._primaries) > MAX_WAITING_PRIMARIES:
+                            self._primaries.popitem(last=False)
+                seq = self._producer.submit(secondary[k], shot=shot, iy=iy, ix=ix)
+                # this thread is the producer's only caller, so seqs arrive in order
+                self._seq_spot.extend([-1] * (seq - len(self._seq_spot)))
+                self._seq_spot.append(iy * nx + ix)
+                self._submitted[iy, ix] = True
+        except Exception as exc:  # nothing on the live path may stop the map
+            self._error(f"streaming spots: {exc}")
+            log.exception("live transfer: streaming spots failed")
+
+    def _take(self, message: StreamMessage) -> None:
+        """The producer's watching thread: one result of ours, measured against its primary and queued."""
+        ny, nx = self._received.shape
+        try:
+            result = TransferResult.from_message(message)
+        except MessageError as exc:
+            log.warning("live transfer: a result that cannot be used: %s", exc.reason)
+            return
+        if not result.has_position:
+            return
+        inside = (result.iy >= 0) & (result.iy < ny) & (result.ix >= 0) & (result.ix < nx)
+        if not inside.all():
+            log.warning("live transfer: %d result(s) outside the %dx%d map ignored", int((~inside).sum()), ny, nx)
+        iy, ix, label, spectra, novelty = (a[inside] for a in (result.iy, result.ix, result.label, result.spectra,
+                                                               result.novelty))
+        shot = result.shot[inside] if result.shot is not None else np.full(len(iy), -1, np.int64)
+        expected = None if result.expected_rel_error is None else result.expected_rel_error[inside]
+        if not len(iy):
+            return
         if self.model_info is None:
             self._late_model_info()
+        rel = cos = None
         if self.drift is not None:
-            self._measure(iy, ix, shot, spectra)
+            rel, cos = self._measure(shot, spectra)
         self._received[iy, ix] = True
-        self._ready.append((iy, ix, spectra, label, novelty))
+        self._ready.append((iy, ix, spectra, label, novelty, expected, rel, cos))
 
     def _late_model_info(self) -> None:
         """A worker that came after the map started: learn its model once results arrive."""
@@ -308,53 +314,50 @@ class LiveTransfer:
         if "primary_wavelengths" in self.model_info:
             self._model_axis = np.asarray(self.model_info["primary_wavelengths"], np.float64)
 
-    def _measure(self, iy, ix, shot, spectra) -> None:
+    def _measure(self, shot, spectra) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """Relative error and cosine distance against the measured primary (NaN: not measured)."""
         with self._lock:
             measured = [self._primaries.pop(int(s), None) for s in shot]
         have = np.array([m is not None for m in measured])
+        rel = np.full(len(shot), np.nan, np.float32)
+        cos = np.full(len(shot), np.nan, np.float32)
         if not have.any():
-            return
+            return rel, cos
         try:
-            rel, cos = self.drift.measure(spectra[have], np.stack([m for m in measured if m is not None]))
+            rel[have], cos[have] = self.drift.measure(spectra[have], np.stack([m for m in measured if m is not None]))
         except ValueError as exc:  # axes that cannot be compared: say so once and stop comparing
             self._error(f"drift monitor off: {exc}")
             log.warning("live transfer: drift monitor off: %s", exc)
             self.drift = None
-            return
-        self.errors_by_spot["live_relative_error"][iy[have], ix[have]] = rel
-        self.errors_by_spot["live_cosine_distance"][iy[have], ix[have]] = cos
+            return None, None
+        return rel, cos
 
-    def write_results(self, writer, *, force: bool = False) -> None:
-        """Acquisition thread: move queued results into /entry/transferred (a few times a second)."""
+    def _emit_results(self, *, force: bool = False) -> None:
+        """Acquisition thread: the queued results out as one SpotResults (a few times a second)."""
         now = time.monotonic()
-        if not self._ready or (not force and now - self._last_write < WRITE_INTERVAL_S):
+        if not self._ready or (not force and now - self._last_emit < WRITE_INTERVAL_S):
             return
-        self._last_write = now
+        self._last_emit = now
         try:
             parts = []
             while self._ready:
                 parts.append(self._ready.popleft())
-            iy, ix, spectra, label, novelty = (np.concatenate(p) for p in zip(*parts))
-            if writer is None or self._group_pixels != spectra.shape[1]:
-                self._keep_unplaced(iy, ix, spectra, label, novelty)
+            iy, ix, spectra, label, novelty = (np.concatenate([p[i] for p in parts]) for i in range(5))
+            expected, rel, cos = (None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts])
+                                  for i in (5, 6, 7))
+            if self._emit is None or self._group_pixels != spectra.shape[1]:
+                self.not_recorded += len(iy)
+                self._error(f"{len(iy)} result(s) of {spectra.shape[1]} pixels have no place in the map "
+                            f"(its /entry/{GROUP} holds {self._group_pixels})")
             else:
-                try:
-                    writer.write_derived(GROUP, iy, ix, spectra=spectra, label=label, novelty=novelty)
-                    self.written += len(iy)
-                except Exception as exc:  # raw data wins: keep the results for after the map
-                    self._error(f"writing live results into the open map: {exc}")
-                    self._keep_unplaced(iy, ix, spectra, label, novelty)
+                self._emit(SpotResults(iy, ix, spectra, label, novelty,
+                                       model_id=str((self.model_info or {}).get("model") or ""),
+                                       expected_rel_error=expected, relative_error=rel, cosine_distance=cos))
+                self.written += len(iy)
             self._show_progress(len(iy), now)
         except Exception as exc:  # nothing on the live path may stop the map
             self._error(f"live results: {exc}")
             log.exception("live transfer: handling results failed")
-
-    def _keep_unplaced(self, iy, ix, spectra, label, novelty) -> None:
-        room = MAX_UNPLACED_RESULTS - sum(len(part[0]) for part in self._unplaced)
-        if room < len(iy):
-            self.not_recorded += len(iy) - max(room, 0)
-        if room > 0:
-            self._unplaced.append((iy[:room], ix[:room], spectra[:room], label[:room], novelty[:room]))
 
     def _show_progress(self, n: int, now: float) -> None:
         drift = self.drift.summary() if self.drift is not None else {}
@@ -372,32 +375,30 @@ class LiveTransfer:
                      drift.get("recent_relative_error"), drift.get("drift"))
 
     def _error(self, text: str) -> None:
-        if len(self.errors) < 20:
+        if len(self.errors) < 20 and text not in self.errors:
             self.errors.append(text)
 
-    # ------------------------------------------------------------------ end of the map
+    # ------------------------------------------------------------------ end of the run
 
-    def finish(self, writer) -> None:
-        """Before the writer closes: wait (bounded) for outstanding results, write them, account for gaps."""
+    def drain(self) -> None:
+        """Before RunStop: wait (bounded) for outstanding results, emit them, account for gaps."""
         if self._producer is None:
             return
         try:
             self._await_outstanding()
+            # closing joins the watching thread: every result it saw is queued by now
             delivery = self._producer.close(timeout_s=0.2)
-            self._await_receipts(delivery)
-            self._stop_threads()
-            if writer is not None:
-                self.write_results(writer, force=True)
-                acquired = np.ones(self._received.shape, bool)
-                missing = writer.missing()
-                acquired[missing[:, 0], missing[:, 1]] = False
-                self._report = gap_report(acquired & ~self._acquired_before, self._received, self._submitted,
-                                          self._seq_spot, delivery)
-                if self._report["without_result"]:
-                    reasons = ", ".join(f"{k} {v}" for k, v in self._report["reasons"].items() if v)
-                    log.warning("live transfer: %d of %d spots got no live result (%s): %s",
-                                self._report["without_result"], self._report["spots"], reasons,
-                                describe_runs(self._report["without_result_spots"]))
+            self._emit_results(force=True)
+            self._report = gap_report(self._acquired, self._received, self._submitted, self._seq_spot, delivery)
+            if self._group_pixels is not None:
+                has_result = self._had_result | self._received
+                self._report["map_spots_without_result"] = int(
+                    ((self._acquired_before | self._acquired) & ~has_result).sum())
+            if self._report["without_result"]:
+                reasons = ", ".join(f"{k} {v}" for k, v in self._report["reasons"].items() if v)
+                log.warning("live transfer: %d of %d spots got no live result (%s): %s",
+                            self._report["without_result"], self._report["spots"], reasons,
+                            describe_runs(self._report["without_result_spots"]))
         except Exception as exc:  # the map closes whatever happens here
             self._error(f"finishing the live stream: {exc}")
             log.exception("live transfer: finishing failed")
@@ -422,41 +423,10 @@ class LiveTransfer:
             time.sleep(0.02)
         log.warning("live transfer: stopped waiting for results after %.0f s", self.options.finish_timeout_s)
 
-    def _await_receipts(self, delivery) -> None:
-        # The producer's own watcher confirmed these; give the results thread a moment to see them too.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and int(self._received.sum()) < delivery.delivered:
-            time.sleep(0.02)
-
-    def _stop_threads(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-
-    def after_close(self, path) -> None:
-        """Once the writer is closed: results it could not take, per-spot errors, the summaries."""
-        path = Path(path)
-        model = (self.model_info or {}).get("model")
-        try:
-            if self._unplaced:
-                parts, self._unplaced = self._unplaced, []
-                self.written += write_results_after(path, parts, model_id=model or "", axis=self._model_axis)
-            without = write_extras(path, model_id=model, drift=None if self.drift is None else self.drift.summary(),
-                                   errors=self.errors_by_spot if self.drift is not None else None,
-                                   report=self.summary())
-            if without is not None:
-                self._report["map_spots_without_result"] = without
-        except Exception as exc:  # the map itself is closed and complete; only the live extras are missing
-            self._error(f"recording the live results after the map: {exc}")
-            log.error("live transfer: could not record the live results in %s: %s", path, exc)
-
     def close(self) -> None:
-        """Stop everything still running (idempotent; finish() does it)."""
-        self._stop_threads()
+        """Stop everything still running (idempotent; drain() does it)."""
         if self._producer is not None:
             self._producer.close(timeout_s=0.2)
-        if self._subscriber is not None:
-            self._subscriber.close()
         if self._bar is not None:
             self._bar.close()
 

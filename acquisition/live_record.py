@@ -1,7 +1,7 @@
 """What live transfer leaves in the map file, and the account of the spots that got no result.
 
 In the file (spec/paired-map-hdf5.md, derived data): /entry/transferred/{spectra, label,
-novelty} per spot, written during the map by its writer; and once the writer has closed
+novelty} per spot, written during the map by its recorder; and once the writer has closed
 (nothing can be created in a file in SWMR mode) ``live_relative_error`` and
 ``live_cosine_distance`` [ny, nx] (NaN: no comparison), the attributes ``model_id``,
 ``live_drift_json`` (the drift monitor's summary) and ``live_report_json`` (the run's
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from acquisition.store import write_transferred
 from acquisition.store.h5files import attr_text, open_for_reading, open_for_update
 
 GROUP = "transferred"
@@ -45,8 +44,8 @@ def gap_report(acquired: np.ndarray, received: np.ndarray, submitted: np.ndarray
     DeliveryReport names dropped, lost, unsent and rejected input seqs; ``seq_spot[seq]`` is
     the flat index of the spot sent as ``seq``)."""
     why = np.full(acquired.shape, "", object)
-    why[~submitted] = "not_submitted"            # the spot sink dropped it before the producer saw it
-    why[submitted] = "not_received"              # confirmed to the producer, never seen by the recorder
+    why[~submitted] = "not_submitted"            # never handed to the producer
+    why[submitted] = "not_received"              # answered, but not a result this map could use
     flat_why = why.reshape(-1)
     for reason, seqs in (("rejected", delivery.rejected), ("lost", delivery.lost), ("dropped", delivery.dropped),
                          ("unsent", delivery.unsent)):
@@ -69,6 +68,7 @@ class EarlierRun:
     shot_id: np.ndarray
     group_pixels: int | None             # /entry/transferred's spectrum length, None if there is none
     model_id: str                        # the model that produced the results already there
+    has_result: np.ndarray               # bool [ny, nx]: a live result is stored
     errors: dict[str, np.ndarray]        # ERROR_DATASETS present in the file
 
 
@@ -80,37 +80,15 @@ def read_earlier_run(path: Path) -> EarlierRun:
             acquired=f["entry/scan/acquired"][()] == 1, shot_id=f["entry/scan/shot_id"][()],
             group_pixels=None if group is None else int(group["spectra"].shape[2]),
             model_id="" if group is None else str(attr_text(group.attrs.get("model_id", ""))),
+            has_result=np.zeros(f["entry/scan/acquired"].shape, bool) if group is None else group["label"][()] >= 0,
             errors={} if group is None else {name: group[name][()] for name in ERROR_DATASETS if name in group})
-
-
-def create_group(path: Path, spec) -> int:
-    """/entry/transferred in a map no writer holds; ``spec`` is a pixel count (the primary axis is
-    shared) or a wavelength axis. Returns the pixel count."""
-    n = int(np.size(spec) if np.ndim(spec) else spec)
-    # The store's API writes spots, not empty groups: one spot with the group's own fill values.
-    write_transferred(path, [0], [0], np.full((1, n), np.nan, np.float32), [-1], [np.nan],
-                      wavelengths=None if np.ndim(spec) == 0 else spec)
-    return n
-
-
-def write_results_after(path: Path, parts: list[tuple], *, model_id: str, axis: np.ndarray | None) -> int:
-    """Results that could not go into the open map. If the map refuses them too they are saved
-    to MAP.transferred.npz beside it, and the error raised names that file."""
-    iy, ix, spectra, label, novelty = (np.concatenate(p) for p in zip(*parts))
-    axis = axis if axis is not None and axis.size == spectra.shape[1] else None
-    try:
-        write_transferred(path, iy, ix, spectra, label, novelty, model_id=model_id, wavelengths=axis)
-    except Exception as exc:
-        fallback = path.with_name(path.name + ".transferred.npz")
-        np.savez(fallback, iy=iy, ix=ix, spectra=spectra, label=label, novelty=novelty, model_id=model_id)
-        raise RuntimeError(f"{exc}; the {len(iy)} live results were saved to {fallback}") from exc
-    return len(iy)
 
 
 def write_extras(path: Path, *, model_id: str | None, errors: dict[str, np.ndarray] | None,
                  drift: dict | None, report: dict) -> int | None:
-    """Per-spot errors and summaries under /entry/transferred of a closed map; returns how many
-    acquired spots of the whole map have no live result (None without the group)."""
+    """Per-spot errors (NaN: not measured in this run) and summaries under /entry/transferred of
+    a closed map; returns how many acquired spots of the whole map have no live result (None
+    without the group)."""
     with open_for_update(path, rdcc_nbytes=0) as f:
         group = f["entry"].get(GROUP)
         if group is None:
@@ -122,7 +100,10 @@ def write_extras(path: Path, *, model_id: str | None, errors: dict[str, np.ndarr
             if name not in group:
                 group.create_dataset(name, shape=values.shape, dtype=np.float32, fillvalue=np.nan)
                 group[name].attrs["units"] = "1"
-            group[name][...] = values
+            merged = group[name][()]
+            measured = ~np.isnan(values)             # this run's spots; earlier runs keep theirs
+            merged[measured] = values[measured]
+            group[name][...] = merged
         if drift is not None:
             group.attrs["live_drift_json"] = json.dumps(drift)
         without = int((acquired & (group["label"][()] < 0)).sum())

@@ -2,11 +2,17 @@
 
 ``MapRun`` follows the flyer verbs: ``prepare()`` sets up every instrument
 (timing on the delay generator, error queue checked, laser in external
-trigger, spectrometers gated, stage homed) and opens the map file, all before
-the laser can fire; ``kickoff()`` arms the spectrometers and starts the laser;
-``complete()`` acquires every missing spot; ``stop()`` makes the laser safe
-first, then stops the stage, then closes the file, and runs on every exit
-path. ``acquire_map()`` wraps the four for callers.
+trigger, spectrometers gated, stage homed) and emits ``RunStart``, on which the
+map file is created, all before the laser can fire; ``kickoff()`` arms the
+spectrometers and starts the laser; ``complete()`` acquires every missing spot;
+``stop()`` makes the laser safe first, then stops the stage, then drains the
+subscribers and emits ``RunStop``, on which the file is closed, and runs on
+every exit path. ``acquire_map()`` wraps the four for callers.
+
+Everything downstream of the instruments is a subscriber of the run's documents
+(acquisition.documents): the map file's recorder (acquisition.recorder, the
+router's store), the live client (acquisition.live), the progress bar, the
+spot sink of ``on_spot`` and any user callback.
 
 Step mode moves to a spot, waits for the stage, reads its position back and
 fires a burst of ``shots`` cycles; the spectra of the shots every system saw
@@ -35,9 +41,10 @@ from acquisition.flyscan import FlyPlan, FlyScanner
 from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
 from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
 from acquisition.progress import MapProgress
+from acquisition.recorder import MapRecorder, recover_prior_run
 from acquisition.safety import AcquisitionAborted, ShutdownChain, SignalGuard, StopFlag, retry
 from acquisition.sink import OnSpot, SpotSink
-from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
+from acquisition.store import MapLayout, PairedMapReader
 from drivers.errors import StageFault
 
 if TYPE_CHECKING:
@@ -63,7 +70,7 @@ class MapSummary:
     stray_frames: int = 0
     position_error_mean_um: float | None = None   # fly mode: |recorded - nominal| position
     position_error_max_um: float | None = None
-    sink: dict = field(default_factory=dict)
+    sink: dict = field(default_factory=dict)      # on_spot: delivered, dropped, failed
     live: dict = field(default_factory=dict)      # --live: results, spots without one, drift
     # A write failed (disk full...): of `acquired`, this many are safe in the journal only, to be
     # written into the file by --resume or `libs-acquire recover` once there is space.
@@ -101,11 +108,9 @@ class MapRun:
         self.rate_hz = settings_rate(settings, config)
         self.stop_flag = stop_flag or StopFlag()
         self.live = live
-        if live is not None:
-            on_spot = live.on_spot if on_spot is None else _both(live.on_spot, on_spot)
         self.sink = SpotSink(on_spot) if on_spot is not None else None
         self.show_progress = show_progress
-        self.writer: PairedMapWriter | None = None
+        self.recorder = MapRecorder(self.out, overwrite=overwrite)
         self.progress: MapProgress | None = None
         self.bursts = BurstRunner(rig, self.systems, 1.0 / self.rate_hz, retries=settings.retries,
                                   stop=self.stop_flag)
@@ -115,8 +120,10 @@ class MapRun:
         # Simulated bench: fired_shots(k) gives its record of every pulse after the first k (shot id,
         # t, x, y), for /entry/sample/true_position.
         self.fired_shots = fired_shots
-        self.documents = DocumentRouter([self._follow, *subscribers])
-        self._instrument: dict = {}
+        # The recorder is the store: it sees every document first (a spot is on disk before
+        # anyone hears of it) and its failures stop the run.
+        self.documents = DocumentRouter(self.recorder, [*([live] if live is not None else []), self._follow,
+                                                        *subscribers])
         self._fired_t = np.empty(0)
         self._fired_xy = np.empty((0, 2))
 
@@ -152,28 +159,31 @@ class MapRun:
         if self.transient(lambda: stage.warnings, "reading the stage warnings") & {"WR", "WH"}:
             log.info("stage has no reference position: homing")
             self.move(stage.home, "homing the stage")
-        wavelengths = self._open_writer(timing, detectors)
-        self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.writer.n_acquired,
+        self.documents.emit(self._describe(timing, detectors))     # the recorder creates or resumes the file
+        self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.recorder.n_acquired,
                                     show=self.show_progress)
-        self.documents.emit(RunStart(str(self.out), self.layout, tuple(self.systems), wavelengths,
-                                     json.loads(self.settings.to_json()), self._instrument, self.resume))
+        self.documents.subscribe(self.progress)
 
-    def _open_writer(self, timing: dict, detectors: dict) -> dict[str, np.ndarray]:
-        """Create or resume the map file; returns the systems' wavelength axes."""
+    def _describe(self, timing: dict, detectors: dict) -> RunStart:
+        """What the run is: its RunStart, with the derived groups the live client needs."""
         wavelengths = {s: np.asarray(self.rig.spectrometers[s].wavelengths(), dtype=np.float64)
                        for s in self.systems}
+        instrument: dict = {}
         if self.resume:
-            # Recover what a killed writer left in its journal first, so the shot count can go on
-            # from the file's last shot id: ids stay unique within a map across runs.
-            PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths).close()
-            with PairedMapReader(self.out) as reader:
-                if tuple(reader.systems) != tuple(self.systems):
-                    raise ConfigError(f"{self.out}: the map holds systems {reader.systems}, not {self.systems}")
-                self.bursts.cycles = int(reader.scan_values("shot_id").max()) + 1
-            if self.live is not None:
-                self.live.open_map(self.out, self.layout, wavelengths, resume=True)
-            self.writer = PairedMapWriter.resume(self.out, layout=self.layout, wavelengths=wavelengths)
-            return wavelengths
+            # What a killed writer left in its journal goes into the file first, so the shot count
+            # goes on from the file's last shot id: ids stay unique within a map across runs.
+            systems, self.bursts.cycles = recover_prior_run(self.out, self.layout, wavelengths)
+            if systems != tuple(self.systems):
+                raise ConfigError(f"{self.out}: the map holds systems {list(systems)}, not {self.systems}")
+        else:
+            instrument = self._instrument_settings(timing, detectors)
+        derived = self.live.prepare(self.out, self.layout, wavelengths, resume=self.resume) \
+            if self.live is not None else None
+        return RunStart(str(self.out), self.layout, tuple(self.systems), wavelengths,
+                        json.loads(self.settings.to_json()), instrument, self.resume, derived=derived,
+                        true_positions=self.fired_shots is not None)
+
+    def _instrument_settings(self, timing: dict, detectors: dict) -> dict:
         identity = self.rig.identity
         instrument = {
             **detectors,
@@ -184,13 +194,7 @@ class MapRun:
                       "run_up_um": run_up_um(self.settings, self.config)},
             ACQUISITION_GROUP: {"settings_json": self.settings.to_json(), "config_json": self.config.to_json()},
         }
-        derived = self.live.open_map(self.out, self.layout, wavelengths) if self.live is not None else None
-        truth = {"true_position": None} if self.fired_shots is not None else None
-        self.writer = PairedMapWriter.create(
-            self.out, self.layout, wavelengths, title=self.settings.title, sample_name=self.settings.sample_name,
-            instrument=instrument, overwrite=self.overwrite, derived=derived, sample_truth=truth)
-        self._instrument = instrument
-        return wavelengths
+        return instrument
 
     # ----------------------------------------------------------- kickoff
     def kickoff(self) -> None:
@@ -204,7 +208,7 @@ class MapRun:
 
     # ---------------------------------------------------------- complete
     def complete(self) -> MapSummary:
-        missing = self.writer.missing()
+        missing = self.recorder.missing()
         if self.settings.mode == "step":
             self.shoot_spots(missing)
         else:
@@ -256,60 +260,52 @@ class MapRun:
         return taken
 
     def record(self, iy, ix, spectra: Mapping[str, np.ndarray], shot_id, timestamp, position) -> None:
-        """Spots (all systems of each from one shot): into the store, then to every subscriber."""
-        batch = SpotBatch(np.asarray(iy, np.int64), np.asarray(ix, np.int64), np.asarray(shot_id, np.int64),
-                          np.asarray(timestamp, np.float64), np.asarray(position, np.float64).reshape(-1, 2),
-                          {s: np.asarray(a, np.float32) for s, a in spectra.items()})
-        self._store(batch)
-        self.documents.emit(batch)
-        if self.live is not None:
-            self.live.write_results(self.writer)
-
-    def _store(self, batch: SpotBatch) -> None:
-        """The store takes spots first, and its failures stop the map: subscribers only ever see
-        spots that a crash can no longer lose."""
-        self.writer.write_spots(batch.iy, batch.ix, batch.spectra, batch.shot_id, batch.timestamp,
-                                batch.position_um)
-        if self.fired_shots is not None and self.writer.has_true_positions:
-            self._write_true_positions(batch.iy, batch.ix, batch.timestamp)
+        """Spots (all systems of each from one shot), as one SpotBatch: the recorder stores them
+        (a failed write stops the map), then every subscriber sees them."""
+        stamps = np.asarray(timestamp, np.float64)
+        self.documents.emit(SpotBatch(
+            np.asarray(iy, np.int64), np.asarray(ix, np.int64), np.asarray(shot_id, np.int64), stamps,
+            np.asarray(position, np.float64).reshape(-1, 2), {s: np.asarray(a, np.float32) for s, a in spectra.items()},
+            true_position_um=self._true_positions(stamps) if self.fired_shots is not None else None))
 
     def _follow(self, document) -> None:
-        """The run's own subscriber: progress, and the live sink (--live, on_spot)."""
+        """The spot sink of ``on_spot``: each spot to the user's callback, on the sink's thread."""
         if not isinstance(document, SpotBatch):
             return
-        self.progress.spots_done(len(document))
         if self.sink is not None:
             for i in range(len(document)):
                 self.sink.offer(int(document.iy[i]), int(document.ix[i]), int(document.shot_id[i]),
                                 {s: a[i] for s, a in document.spectra.items()})
 
     # -------------------------------------------------------------- stop
-    def stop(self) -> list:
-        """Laser safe first, then stage stopped, spectrometers idle, file closed; every step is tried."""
+    def stop(self, failure: BaseException | None = None) -> list:
+        """Laser safe first, then stage stopped, spectrometers idle, file closed; every step is tried.
+        ``failure``: what ended the run, if it did not run to its end (for RunStop)."""
         self.stop_flag.shutting_down = True
         chain = self._shutdown
         chain.add("laser make_safe", self.rig.laser.make_safe, attempts=3)
         chain.add("stage stop", self.rig.stage.stop, attempts=3)
         for system in self.systems:
             chain.add(f"{system} abort", self.rig.spectrometers[system].abort)
-        # The sink and the live results go before the file closes: their last results are written into it.
         if self.sink is not None:
-            chain.add("live sink close", self.sink.close)
-        if self.live is not None:
-            chain.add("live transfer finish", lambda: self.live.finish(self.writer))
-        chain.add("map file close", self._close_writer)
-        if self.live is not None and self.writer is not None:
-            chain.add("live transfer record", lambda: self.live.after_close(self.out))
-        if self.progress is not None:
-            chain.add("progress close", self.progress.close)
+            chain.add("spot sink close", self.sink.close)
+        if self.progress is not None:      # the recorder took RunStart: the file is open
+            # The live client's last results reach the file before RunStop closes it.
+            chain.add("documents drain", self.documents.drain)
+            chain.add("map file close", lambda: self._emit_stop(failure))
         self.shutdown_errors = chain.run()
         if any(name == "laser make_safe" for name, _ in self.shutdown_errors):
             log.critical("THE LASER COULD NOT BE MADE SAFE: check it by hand (shutter, emission)")
         return self.shutdown_errors
 
-    def _write_true_positions(self, iy, ix, stamps: np.ndarray) -> None:
+    def _emit_stop(self, failure: BaseException | None) -> None:
+        if failure is None and self._shutdown.errors:
+            failure = self._shutdown.errors[0][1]
+        self.documents.emit(_stop_document(self.summary(), failure))
+
+    def _true_positions(self, stamps: np.ndarray) -> np.ndarray:
         """Where the bench says each spot's shot hit (matched by trigger time, which frames carry
-        as their timestamp), into /entry/sample/true_position."""
+        as their timestamp), (x, y) µm [k, 2], NaN where it has no such shot."""
         new = self.fired_shots(len(self._fired_t))
         if new:
             self._fired_t = np.concatenate([self._fired_t, [shot.t for shot in new]])
@@ -317,21 +313,13 @@ class MapRun:
         shot = _matching(self._fired_t, stamps, tolerance=1e-6)
         positions = np.full((len(stamps), 2), np.nan)
         positions[shot >= 0] = self._fired_xy[shot[shot >= 0]]
-        self.writer.write_true_positions(iy, ix, positions)
-
-    def _close_writer(self) -> None:
-        if self.writer is None:
-            return
-        # Only a map with every spot acquired is finished; one with gaps stays resumable.
-        if self.writer.n_acquired == self.layout.shape[0] * self.layout.shape[1]:
-            self.writer.finish()
-        else:
-            self.writer.close()
+        return positions
 
     def summary(self) -> MapSummary:
         snap = self.progress.snapshot() if self.progress else None
         total = self.layout.shape[0] * self.layout.shape[1]
-        acquired = self.writer.n_acquired if self.writer is not None else 0
+        recorder = self.recorder
+        acquired = recorder.n_acquired
         sink = {}
         if self.sink is not None:
             sink = {"delivered": self.sink.delivered, "dropped": self.sink.dropped, "failed": self.sink.failed}
@@ -340,11 +328,16 @@ class MapRun:
             acquired_this_run=snap.done_this_run if snap else 0, missed_shots=snap.missed if snap else 0,
             reshot=snap.reshot if snap else 0, gaps=total - acquired, complete=acquired == total,
             elapsed_s=snap.elapsed_s if snap else 0.0, spots_per_s=snap.rate_spots_s if snap else 0.0,
-            stray_frames=self.bursts.stray_frames, sink=sink, live=self.live.summary() if self.live else {},
-            spots_in_journal=(acquired - self.writer.n_in_file) if self.writer is not None and
-            self.writer.failure is not None else 0,
-            write_error=self.writer.failure if self.writer is not None else None,
+            stray_frames=self.bursts.stray_frames, sink=sink, live=self._live_summary(),
+            spots_in_journal=(acquired - recorder.n_in_file) if recorder.failure is not None else 0,
+            write_error=recorder.failure,
             **self._position_errors())
+
+    def _live_summary(self) -> dict:
+        if self.live is None:
+            return {}
+        # what the live client handed over; "written": what the file took of it
+        return {**self.live.summary(), "written": self.recorder.results_written}
 
     def _position_errors(self) -> dict:
         if self.fly is None or not self.fly.position_error_n:
@@ -370,13 +363,6 @@ def _matching(times: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.nda
     return np.where(np.abs(times[nearest] - stamps) <= tolerance, nearest, -1)
 
 
-def _both(first: OnSpot, second: OnSpot) -> OnSpot:
-    def call(*spot):
-        first(*spot)
-        second(*spot)
-    return call
-
-
 def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchConfig, *, bench=None,
                 resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
                 overwrite: bool = False, stop_flag: StopFlag | None = None,
@@ -390,12 +376,12 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     fires), AcquisitionAborted (signal or stop request), LaserInterlockError or
     InstrumentError; in every case the laser was made safe first and the file
     closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
-    that streams each spot's secondary spectrum and records the results in the map.
+    that streams each spot's secondary spectrum; its results are recorded in the map.
     ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
     as far as opening it (an interrupted map too), with the summary of what the file holds.
     ``subscribers``: callables that receive the run's documents (acquisition.documents):
-    RunStart once the file is ready, a SpotBatch per group of spots once stored, RunStop
-    (summary, exit status) on every exit path once the file is closed.
+    RunStart once the file is ready, a SpotBatch per group of spots once stored, SpotResults
+    (live results), RunStop (summary, exit status) on every exit path once the file is closed.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
@@ -424,16 +410,14 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
             failure = None
         finally:
             if run is not None:
-                run.stop()
+                run.stop(failure)
                 if run.progress is not None:
                     summary = run.summary()
                     log.info("map %s: %s", out, summary.as_dict())
                     if on_summary is not None:
                         on_summary(summary)
-                    run.documents.emit(_stop_document(summary, failure or (run.shutdown_errors[0][1]
-                                                                           if run.shutdown_errors else None)))
             rig.close()
     if run.shutdown_errors:
         # The map ran, but something of the shutdown (the laser, the file) did not: say so.
         raise run.shutdown_errors[0][1]
-    return run.summary()      # after stop: the live sink has delivered what it could
+    return run.summary()      # after stop: the sinks and the live client have delivered what they could

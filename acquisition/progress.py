@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from acquisition.documents import RunStop, SpotBatch
 from acquisition.shared.progress import Progress
 
 
@@ -25,7 +26,11 @@ class ProgressSnapshot:
 
 
 class MapProgress:
-    """Counts what happens to spots and shows it on a progress bar (stderr)."""
+    """Counts what happens to spots and shows it on a progress bar (stderr).
+
+    A subscriber of the run's documents: each SpotBatch counts its spots done, RunStop closes
+    the bar. Missed shots, re-shots and unfilled spots are counted by the scan that sees them.
+    """
 
     def __init__(self, total: int, done: int = 0, *, show: bool = True, desc: str = "map"):
         self.total = total
@@ -36,6 +41,12 @@ class MapProgress:
         self.unfilled = 0
         self._t0 = time.monotonic()
         self._bar = Progress(total, desc=desc, unit="spot", initial=done, enabled=show)
+
+    def __call__(self, document) -> None:
+        if isinstance(document, SpotBatch):
+            self.spots_done(len(document))
+        elif isinstance(document, RunStop):
+            self.close()
 
     def spots_done(self, n: int = 1) -> None:
         self.done += n

@@ -1,4 +1,4 @@
-"""A live sink for acquired spots that can never stall the acquisition.
+"""The spot sink of ``acquire_map(on_spot=...)``: a user callback that can never stall the acquisition.
 
 The map hands every recorded spot to ``offer()``, which only puts it on a
 bounded queue; a worker thread calls the user's ``on_spot(iy, ix, shot_id,
@@ -49,7 +49,7 @@ class SpotSink:
             except Exception as exc:  # a consumer's failure must not reach the acquisition
                 self.failed += 1
                 if self.failed == 1 or self.failed % 1000 == 0:
-                    log.warning("live sink failed on spot (%d, %d) (%d failure(s) so far): %s",
+                    log.warning("spot sink failed on spot (%d, %d) (%d failure(s) so far): %s",
                                 item[0], item[1], self.failed, exc)
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -57,8 +57,8 @@ class SpotSink:
         try:
             self._queue.put(_STOP, timeout=timeout_s)
         except queue.Full:
-            log.warning("live sink: consumer still busy; %d spot(s) not delivered", self._queue.qsize())
+            log.warning("spot sink: consumer still busy; %d spot(s) not delivered", self._queue.qsize())
             return
         self._thread.join(timeout_s)
         if self.dropped:
-            log.warning("live sink: %d spot(s) dropped because the consumer fell behind", self.dropped)
+            log.warning("spot sink: %d spot(s) dropped because the consumer fell behind", self.dropped)

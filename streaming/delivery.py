@@ -1,8 +1,9 @@
 """Delivery accounting for a producer: which input seqs got a result, an error, or nothing.
 
 A thread watches the workers' PUB sockets for ``transfer`` and ``error`` messages that carry
-this producer's ``source``. A message with no answer within ``ack_timeout_s`` is reported
-lost. Results published while the watcher's SUB socket is not connected cannot be seen, so
+this producer's ``source``, and hands this producer's ``transfer`` messages to ``on_result``
+(if given) before counting them delivered: the one SUB socket serves both the accounting and
+the results. A message with no answer within ``ack_timeout_s`` is reported lost. Results published while the watcher's SUB socket is not connected cannot be seen, so
 after every (re)connection of its PUSH socket the producer calls :meth:`sync` before it
 sends again: a ``hello`` through the worker's control socket, answered on the PUB.
 """
@@ -14,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import zmq
 
@@ -48,8 +50,10 @@ class DeliveryTracker:
     """Pending / delivered / rejected / lost bookkeeping fed by a result-watching thread."""
 
     def __init__(self, source: str, results: list[str], *, controls: list[str] | None, keys: ClientKeys | None,
-                 ack_timeout_s: float, context: zmq.Context):
+                 ack_timeout_s: float, context: zmq.Context,
+                 on_result: Callable[[StreamMessage], None] | None = None):
         self.source = source
+        self.on_result = on_result
         self.controls = controls or []
         self.keys = keys
         self.ack_timeout_s = ack_timeout_s
@@ -126,10 +130,18 @@ class DeliveryTracker:
                         if event is not None:
                             event.set()
                     elif message.header.get("source") == self.source:
+                        if message.topic == "transfer" and self.on_result is not None:
+                            self._hand_over(message)
                         self._acknowledge(message)
                 self._expire()
         finally:
             self.subscriber.close()
+
+    def _hand_over(self, message: StreamMessage) -> None:
+        try:
+            self.on_result(message)
+        except Exception:  # the consumer's bug must not end the accounting
+            log.exception("live stream: the result consumer failed on result %s", message.in_seq)
 
     def _acknowledge(self, message: StreamMessage) -> None:
         in_seq = message.in_seq

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import zmq
@@ -96,7 +97,8 @@ class LiveProducer:
     """Non-blocking producer for acquisition; see the module docstring.
 
     ``results`` / ``controls``: the workers' PUB and control addresses, in the same order as
-    ``inputs``, for delivery confirmation. Without ``results`` a sent message counts as
+    ``inputs``, for delivery confirmation; ``on_result(message)`` is called (on the watching
+    thread) with each ``transfer`` result of this producer. Without ``results`` a sent message counts as
     delivered and only local drops are reported; without ``controls`` re-synchronising after
     a reconnection waits for the worker's next periodic status.
     """
@@ -104,7 +106,8 @@ class LiveProducer:
     def __init__(self, inputs: str | list[str], *, results: str | list[str] | None = None,
                  controls: str | list[str] | None = None, keys: ClientKeys | None = None, queue_size: int = 1024,
                  ack_timeout_s: float = 5.0, system: str | None = None, source: str | None = None,
-                 context: zmq.Context | None = None, sndhwm: int = 100, sync_timeout_s: float = 5.0):
+                 context: zmq.Context | None = None, sndhwm: int = 100, sync_timeout_s: float = 5.0,
+                 on_result: Callable[[protocol.StreamMessage], None] | None = None):
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         self.source = source or f"producer-{os.getpid()}-{os.urandom(3).hex()}"
         self.system = system
@@ -115,7 +118,8 @@ class LiveProducer:
         results = [results] if isinstance(results, str) else list(results or [])
         controls = [controls] if isinstance(controls, str) else list(controls or [])
         self._tracker = DeliveryTracker(self.source, results, controls=controls, keys=keys,
-                                        ack_timeout_s=ack_timeout_s, context=self.context) if results else None
+                                        ack_timeout_s=ack_timeout_s, context=self.context,
+                                        on_result=on_result) if results else None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._next_seq = 0

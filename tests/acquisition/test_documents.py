@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 
-from acquisition.documents import RunStart, RunStop, SpotBatch
+from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, SpotResults
 from acquisition.mapping import acquire_map, layout_of
 from acquisition.safety import AcquisitionAborted, StopFlag
 from acquisition.store import PairedMapReader
@@ -71,3 +72,95 @@ def test_an_interrupted_run_still_stops_its_documents_and_a_failing_subscriber_c
     assert stop.exit_status == "aborted" and "enough" in stop.reason
     recorded = sum(len(doc) for doc in documents if isinstance(doc, SpotBatch))
     assert stop.summary["acquired"] == recorded < 20
+
+
+def test_spot_batches_carry_each_shot_as_the_bench_fired_it(tmp_path, make_bench):
+    """Shot ids, trigger times and true positions of every spot against the bench's own record."""
+    bench = make_bench(seed=11)
+    out = tmp_path / "map.h5"
+    documents = []
+
+    acquire_map(out, small_map(shape=(4, 5)), bench_config(bench), bench=bench, show_progress=False,
+                subscribers=[documents.append])
+
+    start = documents[0]
+    assert start.true_positions and start.derived is None
+    batches = [doc for doc in documents if isinstance(doc, SpotBatch)]
+    fired = {shot.t: shot for shot in bench.fired}
+    times = np.array(sorted(fired))
+    with h5py.File(out, "r") as f:
+        stored_truth = f["entry/sample/true_position"][()]
+    with PairedMapReader(out) as reader:
+        for doc in batches:
+            assert doc.true_position_um is not None and doc.true_position_um.shape == (len(doc), 2)
+            for k in range(len(doc)):
+                t = times[np.argmin(np.abs(times - doc.timestamp[k]))]
+                shot = fired[t]
+                assert abs(t - doc.timestamp[k]) < 1e-6
+                assert int(doc.shot_id[k]) == shot.shot_id, "the spot's shot id is not the pulse that hit it"
+                np.testing.assert_array_equal(doc.true_position_um[k], (shot.x_um, shot.y_um))
+                np.testing.assert_array_equal(stored_truth[doc.iy[k], doc.ix[k]], (shot.x_um, shot.y_um))
+                assert int(reader.scan_values("shot_id")[doc.iy[k], doc.ix[k]]) == shot.shot_id
+
+
+class Recorder:
+    """A store that logs what it was given, and can be told to fail on spots."""
+
+    def __init__(self, log, fail_on_spots=False):
+        self.log, self.fail_on_spots, self.drained = log, fail_on_spots, False
+
+    def __call__(self, doc):
+        if isinstance(doc, SpotBatch) and self.fail_on_spots:
+            raise OSError("No space left on device")
+        self.log.append(("store", type(doc).__name__))
+
+    def drain(self):
+        self.drained = True
+        self.log.append(("store", "drain"))
+
+
+def batch(iy):
+    return SpotBatch(np.array([iy]), np.array([0]), np.array([iy]), np.array([0.0]), np.zeros((1, 2)),
+                     {"secondary": np.ones((1, 3), np.float32)})
+
+
+def test_the_router_gives_the_store_spots_first_its_stop_first_and_lets_subscribers_emit_results():
+    log = []
+
+    class Emitter:
+        """Answers each spot with a result, from inside its delivery; gives out one more on drain."""
+
+        def connect(self, emit):
+            self.emit = emit
+
+        def __call__(self, doc):
+            log.append(("emitter", type(doc).__name__))
+            if isinstance(doc, SpotBatch):
+                self.emit(SpotResults(doc.iy, doc.ix, np.zeros((1, 3), np.float32), np.array([1]),
+                                      np.array([0.5], np.float32)))
+
+        def drain(self):
+            self.emit(SpotResults(np.array([9]), np.array([9]), np.zeros((1, 3), np.float32), np.array([2]),
+                                  np.array([0.5], np.float32)))
+
+    store = Recorder(log)
+    router = DocumentRouter(store, [Emitter(), lambda doc: log.append(("user", type(doc).__name__))])
+    router.emit(batch(0))
+    router.drain()
+    router.emit(RunStop({}, "complete"))
+
+    assert log == [("store", "SpotBatch"), ("emitter", "SpotBatch"), ("user", "SpotBatch"),
+                   ("store", "SpotResults"), ("emitter", "SpotResults"), ("user", "SpotResults"),
+                   ("store", "SpotResults"), ("emitter", "SpotResults"), ("user", "SpotResults"),
+                   ("store", "drain"),
+                   ("store", "RunStop"), ("emitter", "RunStop"), ("user", "RunStop")]
+
+
+def test_a_store_failure_stops_the_run_and_no_subscriber_sees_the_spot():
+    log = []
+    router = DocumentRouter(Recorder(log, fail_on_spots=True), [lambda doc: log.append(("user", type(doc).__name__))])
+    with pytest.raises(OSError, match="No space"):
+        router.emit(batch(0))
+    assert log == []
+    router.emit(RunStop({}, "failed"))
+    assert log == [("store", "RunStop"), ("user", "RunStop")]

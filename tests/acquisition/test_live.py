@@ -152,6 +152,7 @@ def test_cli_live_map_fills_transferred_for_every_spot_without_importing_torch(t
     live = summary["live"]
     assert summary["complete"] and summary["acquired"] == SPOTS
     assert live["results"] == SPOTS and live["without_result"] == 0 and live["without_result_spots"] == []
+    assert live["written"] == SPOTS, "the recorder did not take every result"
     validate(out)
     data = stored(out)
     assert (data["label"] >= 0).all(), "a spot has no live label"
