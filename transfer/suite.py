@@ -25,6 +25,7 @@ from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_pre
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
 from transfer.selection import choose_on_validation
+from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ def _clusters(maps: Mapping, config: TransferConfig, seed: int) -> SpectralClust
 
 
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
-                  clusters: SpectralClusters | None = None) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map."""
+                  clusters: SpectralClusters | None = None, trust_models: Sequence[str] = ()) -> dict[str, dict]:
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map; the models
+    named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
+    does, measured on the test map (`transfer.trust_figures.trust_on_maps`)."""
     arrays = maps["arrays"]
     unscale = maps["preprocessors"]["primary"].inverse_transform
     train = (arrays["train"]["secondary"], arrays["train"]["primary"])
@@ -125,6 +128,12 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
         log.info("%s: test RSE %.4f, k-score %.3f, validation RSE %.4f (%.0f s)", name, results[name]["rse"],
                  results[name]["k_score"], validation_rse, results[name]["fit_s"])
+        if name in trust_models:
+            results[name]["trust"] = trust_on_maps(model.predict, maps, seed=seed)
+            figures = results[name]["trust"]["validation"]
+            log.info("%s trust: rho rel %.2f, rho abs %.2f, top5/median %.2f, deciles within 30 %% %d/10", name,
+                     figures["rho_relative"], figures["rho_absolute"], figures["top5_over_median"],
+                     figures["deciles_within_30_percent"])
     return results
 
 
