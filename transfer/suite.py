@@ -33,6 +33,12 @@ MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
 LINEAR = ("pls", "ds", "pds")
 
 
+def _cap(*sections) -> int:
+    """The tightest epoch cap of these sections (0: none)."""
+    caps = [int(s["max_epochs"]) for s in sections if int(s["max_epochs"]) > 0]
+    return min(caps) if caps else 0
+
+
 def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndarray], *, seed: int = 0,
                        device: str = "cpu") -> dict:
     """Unfitted estimators with the configuration's settings (what `train` fits)."""
@@ -46,13 +52,14 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             batch_size=mlp["batch_size"], l2=mlp["l2"], kl_max=vae["kl_max"], kl_cycles=vae["kl_cycles"],
             negative_slope=vae["negative_slope"], patience=mlp["patience"],
             clip_grad_norm=max(mlp["clip_grad_norm"], vae["clip_grad_norm"]), noise=mlp["noise"],
-            size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]), seed=seed, device=device),
+            size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]),
+            max_epochs=_cap(vae, mlp, finetune), seed=seed, device=device),
         "one_step_mlp": OneStepMLPTransfer(
             vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
             epochs=one_step["epochs"], learning_rate=one_step["learning_rate"], batch_size=one_step["batch_size"],
             l2=one_step["l2"], negative_slope=vae["negative_slope"], patience=one_step["patience"],
             clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], size=vae["size"],
-            min_steps=mlp["min_steps"], seed=seed, device=device),
+            min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
         "pls": PLSTransfer(base["pls_components"], seed=seed),
         "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
         "ds": DSTransfer(alpha=base["ridge_alpha"]),
