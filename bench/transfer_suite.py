@@ -21,7 +21,9 @@ Prints one JSON object and writes a markdown summary (docs/transfer_suite.md
 by default): the table per scenario, the trust figures, where each model wins,
 the targets of docs/transfer.md and docs/novelty.md checked, and RSE against
 the number of paired training spectra (the `pegmatite-n*` scenarios);
-`--reliability-figure PNG` draws the reliability of every scenario.
+`--reliability-figure PNG` draws the reliability of every scenario. After every
+scenario the markdown and a `.partial.json` next to it are rewritten with what
+was measured so far, so that a stopped run keeps its finished scenarios.
 
 Adding a scenario is one line in SCENARIOS: a name and a callable
 `(work_dir: Path, quick: bool) -> {"train": path, "val": path, "test": path}`
@@ -316,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenario or list(QUICK if args.quick else SCENARIOS)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.markdown.with_suffix(".partial.json")
     results = {}
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
@@ -323,17 +327,25 @@ def main(argv: list[str] | None = None) -> int:
         best = results[name]["summary"]
         print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
               f"{best['recommended']} ({results[name]['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    report = {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
-              "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
-              "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
+        # what is measured so far survives a stopped run: the summary and the JSON next to it
+        report = _report(args, argv, config, results, started)
+        args.markdown.write_text(markdown(report))
+        partial.write_text(json.dumps(report, default=_json))
+    report = _report(args, argv, config, results, started)
     print(json.dumps(report, default=_json))
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown(report))
+    partial.unlink(missing_ok=True)
     print(f"summary written to {args.markdown}", file=sys.stderr)
     if args.reliability_figure is not None:
         print(f"reliability figure written to {reliability_figure(report, args.reliability_figure)}", file=sys.stderr)
     return 0
+
+
+def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:
+    return {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
+            "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
+            "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
 
 
 def _json(value):
