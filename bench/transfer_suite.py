@@ -290,6 +290,13 @@ def reliability_figure(report: Mapping, path: Path) -> Path:
     return path
 
 
+def suite_config(path: Path | None, *, quick: bool, max_epochs: int | None) -> TransferConfig:
+    """The configuration file (or the defaults), the quick mode's sizes, then the epoch cap
+    (after the quick mode's epochs, so that it caps them too)."""
+    config = load_config(path)
+    return (config.with_overrides(QUICK_OVERRIDES) if quick else config).with_max_epochs(max_epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -309,12 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config).with_max_epochs(args.max_epochs)
+        config = suite_config(args.config, quick=args.quick, max_epochs=args.max_epochs)
     except Exception as exc:   # a bad --config file: a message, not a traceback
         print(f"transfer_suite: {exc}", file=sys.stderr)
         return 2
-    if args.quick:
-        config = config.with_overrides(QUICK_OVERRIDES)
     names = args.scenario or list(QUICK if args.quick else SCENARIOS)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -50,3 +50,12 @@ def test_trust_figures_are_tabled_and_their_targets_checked():
     lines = trust_lines(models)
     assert "| ds | validation | +0.31 | -0.30 | +0.20 | 2.40 | 0.200 | 6/10 | 1.02 | 3.1 % |" in lines
     assert any(line.startswith("| ds | test half | +0.62") for line in lines)
+
+
+def test_max_epochs_caps_the_quick_mode_too():
+    from bench.transfer_suite import QUICK_OVERRIDES, suite_config
+    config = suite_config(None, quick=True, max_epochs=2)
+    assert [config[s]["epochs"] for s in ("vae", "mlp", "one_step")] == [2, 2, 2]
+    assert [config[s]["max_epochs"] for s in ("vae", "mlp", "one_step")] == [2, 2, 2]
+    assert config["vae"]["latent"] == QUICK_OVERRIDES["vae"]["latent"]
+    assert suite_config(None, quick=True, max_epochs=None)["vae"]["epochs"] == QUICK_OVERRIDES["vae"]["epochs"]
