@@ -8,10 +8,22 @@ baseline-corrected primary counts and k-score. The model with the lowest
 validation RSE is the scenario's `recommended` one (what `libs-transfer train`
 records and `export` writes by default).
 
+For every exportable model (VAE + MLP, DS, PLS) it also measures the trust
+score (transfer/trust.py) on the test map, fitted and calibrated as `train`
+does (calibration on the validation map), and once more calibrated on one half
+of the test map and scored on the other (transfer/trust_figures.py): Spearman ρ
+of the expected relative error with the actual relative and absolute errors, the
+median ρ within intensity deciles, the relative error of the 5 % highest scores
+over the median, and the reliability per score decile (predicted against
+observed mean error, the fraction of deciles within ±30 %).
+
 Prints one JSON object and writes a markdown summary (docs/transfer_suite.md
-by default): the table per scenario, where each model wins, the targets of
-docs/transfer.md checked, and RSE against the number of paired training
-spectra (the `pegmatite-n*` scenarios).
+by default): the table per scenario, the trust figures, where each model wins,
+the targets of docs/transfer.md and docs/novelty.md checked, and RSE against
+the number of paired training spectra (the `pegmatite-n*` scenarios);
+`--reliability-figure PNG` draws the reliability of every scenario. After every
+scenario the markdown and a `.partial.json` next to it are rewritten with what
+was measured so far, so that a stopped run keeps its finished scenarios.
 
 Adding a scenario is one line in SCENARIOS: a name and a callable
 `(work_dir: Path, quick: bool) -> {"train": path, "val": path, "test": path}`
@@ -31,6 +43,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from transfer.config import TransferConfig, load_config
+from transfer.selection import EXPORTABLE
 from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
@@ -116,7 +129,7 @@ def run_scenario(name: str, work: Path, config: TransferConfig, *, quick: bool, 
     paths = SCENARIOS[name](work, quick)
     maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
     models = models_from_config(config, maps["wavelengths"], seed=seed)
-    scores = fit_and_score(models, maps, config, seed=seed)
+    scores = fit_and_score(models, maps, config, seed=seed, trust_models=EXPORTABLE)
     n_train = len(maps["arrays"]["train"]["primary"])
     return {"n_train": n_train, "n_val": len(maps["arrays"]["val"]["primary"]),
             "n_test": len(maps["arrays"]["test"]["primary"]), "maps": {k: p.name for k, p in paths.items()},
@@ -143,6 +156,11 @@ def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
             targets["vae_mlp_within_5pct_of_best"] = summary["vae_mlp_over_best"] <= 1.05
             targets["vae_mlp_k_score_0.97"] = scores["vae_mlp"]["k_score"] >= 0.97
         summary["targets"] = targets
+    trust = {model: {calibration: trust_targets(figures) for calibration, figures in m["trust"].items()
+                     if "rho_relative" in figures}
+             for model, m in scores.items() if "trust" in m}
+    if trust:
+        summary["trust_targets"] = trust
     return summary
 
 
@@ -179,6 +197,12 @@ def markdown(report: Mapping) -> str:
                       f"VAE + MLP / best linear: {s.get('vae_mlp_over_best_linear', float('nan')):.2f}; "
                       f"recommended / best: {s['recommended_over_best']:.2f}. Targets missed: "
                       + (", ".join(missed) if missed else "none") + "."]
+        lines += trust_lines(result["models"])
+        if "trust_targets" in s:
+            missed = [f"{model} ({calibration.replace('_', ' ')}): {', '.join(k for k, ok in t.items() if not ok)}"
+                      for model, per in s["trust_targets"].items() for calibration, t in per.items()
+                      if not all(t.values())]
+            lines += ["", "Trust targets missed: " + ("; ".join(missed) if missed else "none") + "."]
         lines.append("")
     if report["learning_curve"]:
         sizes = sorted({n for values in report["learning_curve"].values() for n in values})
@@ -198,6 +222,81 @@ def markdown(report: Mapping) -> str:
     return "\n".join(lines)
 
 
+TRUST_TARGETS = {"rho_relative": 0.5, "top5_over_median": 2.0, "fraction_of_deciles_within_30_percent": 1.0}
+
+
+def trust_targets(figures: Mapping) -> dict[str, bool]:
+    """The targets of docs/novelty.md for one model's trust figures."""
+    return {f"{key} >= {floor:g}": bool(figures.get(key, float("nan")) >= floor)
+            for key, floor in TRUST_TARGETS.items()}
+
+
+def trust_lines(models: Mapping[str, Mapping]) -> list[str]:
+    rows = [(model, calibration, m["trust"][calibration]) for model, m in models.items() if "trust" in m
+            for calibration in ("validation", "test_half") if "rho_relative" in m["trust"].get(calibration, {})]
+    if not rows:
+        return []
+    lines = ["", "Trust score on the test map (`expected_rel_error`; calibrated on the validation map as `train` "
+             "ships it, or on the first half of the test map and scored on the second):", "",
+             "| model | calibration | ρ rel. error | ρ abs. error | ρ within intensity deciles (median) | "
+             "top 5 % / median rel. error | median rel. error | deciles within ±30 % | mean pred. / obs. | "
+             "flagged |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for model, calibration, f in rows:
+        lines.append(f"| {model} | {calibration.replace('_', ' ')} | {f['rho_relative']:+.2f} | "
+                     f"{f['rho_absolute']:+.2f} | {f['rho_within_deciles_median']:+.2f} | "
+                     f"{f['top5_over_median']:.2f} | {f['median_relative_error']:.3f} | "
+                     f"{f['deciles_within_30_percent']}/10 | {f['mean_predicted_over_observed']:.2f} | "
+                     f"{100 * f['flagged']:.1f} % |")
+    return lines
+
+
+def reliability_figure(report: Mapping, path: Path) -> Path:
+    """Predicted against observed mean relative error per score decile, one panel per scenario,
+    every exportable model, calibration on the validation map (solid) and on half the test map
+    (dashed); the grey band is ±30 %."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    names = list(report["results"])
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 3.6 * rows), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(names, 1):
+        axes = figure.add_subplot(rows, columns, index)
+        values = []
+        for (model, m), colour in zip(report["results"][name]["models"].items(), [f"C{i}" for i in range(10)]):
+            for calibration, style in (("validation", "o-"), ("test_half", "s--")):
+                f = m.get("trust", {}).get(calibration, {})
+                if "reliability" in f:
+                    r = f["reliability"]
+                    values += r["predicted"] + r["observed"]
+                    axes.plot(r["predicted"], r["observed"], style, color=colour, ms=3, lw=1,
+                              label=f"{model}, {calibration.replace('_', ' ')} "
+                                    f"({f['deciles_within_30_percent']}/10)")
+        if values:
+            lo, hi = 0.8 * min(values), 1.25 * max(values)
+            axes.fill_between([lo, hi], [lo / 1.3, hi / 1.3], [lo / 0.7, hi / 0.7], color="0.88", zorder=0)
+            axes.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+        axes.set_title(name, fontsize=9)
+        axes.set_xlabel("predicted mean relative error", fontsize=8)
+        axes.set_ylabel("observed mean relative error", fontsize=8)
+        axes.legend(fontsize=6)
+    figure.suptitle("Trust score reliability per score decile on each test map (band: ±30 %)", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def suite_config(path: Path | None, *, quick: bool, max_epochs: int | None) -> TransferConfig:
+    """The configuration file (or the defaults), the quick mode's sizes, then the epoch cap
+    (after the quick mode's epochs, so that it caps them too)."""
+    config = load_config(path)
+    return (config.with_overrides(QUICK_OVERRIDES) if quick else config).with_max_epochs(max_epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,21 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/transfer-suite"), help="where the maps are written")
     parser.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parents[1] / "docs/transfer_suite.md",
                         help="markdown summary to write (default docs/transfer_suite.md)")
+    parser.add_argument("--reliability-figure", type=Path, default=None, metavar="PNG",
+                        help="also draw the trust score's reliability per scenario into this PNG")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every model's figures")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config).with_max_epochs(args.max_epochs)
+        config = suite_config(args.config, quick=args.quick, max_epochs=args.max_epochs)
     except Exception as exc:   # a bad --config file: a message, not a traceback
         print(f"transfer_suite: {exc}", file=sys.stderr)
         return 2
-    if args.quick:
-        config = config.with_overrides(QUICK_OVERRIDES)
     names = args.scenario or list(QUICK if args.quick else SCENARIOS)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.markdown.with_suffix(".partial.json")
     results = {}
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
@@ -231,15 +332,25 @@ def main(argv: list[str] | None = None) -> int:
         best = results[name]["summary"]
         print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
               f"{best['recommended']} ({results[name]['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    report = {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
-              "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
-              "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
+        # what is measured so far survives a stopped run: the summary and the JSON next to it
+        report = _report(args, argv, config, results, started)
+        args.markdown.write_text(markdown(report))
+        partial.write_text(json.dumps(report, default=_json))
+    report = _report(args, argv, config, results, started)
     print(json.dumps(report, default=_json))
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown(report))
+    partial.unlink(missing_ok=True)
     print(f"summary written to {args.markdown}", file=sys.stderr)
+    if args.reliability_figure is not None:
+        print(f"reliability figure written to {reliability_figure(report, args.reliability_figure)}", file=sys.stderr)
     return 0
+
+
+def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:
+    return {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
+            "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
+            "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
 
 
 def _json(value):

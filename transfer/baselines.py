@@ -136,6 +136,11 @@ class _AffineTransfer(_TransferBaseline):
 class PLSTransfer(_AffineTransfer):
     """PLS regression (scikit-learn PLSRegression), kept as its affine map.
 
+    It regresses the spectra as given (``scale=False``): they arrive scaled by the
+    SpectralScaler, and PLS's own per-pixel standardisation would give every noise-only
+    pixel a line's weight, so that another day's background there swamps the prediction
+    (RSE 1.34, above the mean spectrum, on the demo's day-1 map; 0.25 without it).
+
     scikit-learn copies the data to float64 (about 16 bytes per value of X and Y);
     ``max_fit_spectra`` fits on a seeded random subset when memory is short.
     """
@@ -150,7 +155,7 @@ class PLSTransfer(_AffineTransfer):
     def fit(self, X_secondary, X_primary) -> "PLSTransfer":
         X, Y = self._subsample(*self._check_pair(X_secondary, X_primary, first=True))
         n_components = min(int(self.n_components), X.shape[0] - 1, X.shape[1])
-        pls = PLSRegression(n_components=n_components, scale=True).fit(X, Y)
+        pls = PLSRegression(n_components=n_components, scale=False).fit(X, Y)
         self.coef_ = np.asarray(pls.coef_, dtype=np.float64).T
         self.intercept_ = pls.predict(np.zeros((1, X.shape[1])))[0].astype(np.float64)
         probe = X[: min(8, X.shape[0])]

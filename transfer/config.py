@@ -88,7 +88,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "vae.hidden": LAYER, "mlp.hidden": LAYER, "vae.latent": (1, 4_096),
     "*.batch_size": (1, 1_000_000), "*.epochs": (0, 100_000), "*.patience": (0, 100_000),
     "*.learning_rate": (1e-12, 10.0), "*.l2": (0.0, 1e3), "*.clip_grad_norm": (0.0, 1e6),
-    "*.negative_slope": (0.0, 1.0), "vae.kl_max": (0.0, 1e3), "vae.kl_cycles": (1, 10_000),
+    "*.negative_slope": (0.0, 1.0), "vae.max_epochs": (0, 100_000), "mlp.max_epochs": (0, 100_000),
+    "finetune.max_epochs": (0, 100_000), "one_step.max_epochs": (0, 100_000), "vae.kl_max": (0.0, 1e3), "vae.kl_cycles": (1, 10_000),
     "data.chunk_spots": (1, 10_000_000), "data.shuffle_buffer_chunks": (1, 100_000),
     "data.in_memory_max_mb": (0, 10_000_000),
     "baselines.max_spots": (1, 100_000_000), "baselines.knn_max_spots": (1, 100_000_000),
@@ -177,14 +178,17 @@ class TransferConfig:
         return TransferConfig(_merge(self._values, overrides))
 
     def with_max_epochs(self, max_epochs: int | None) -> "TransferConfig":
-        """Caps every training phase at `max_epochs` (for quick runs)."""
+        """Caps every training phase at `max_epochs` (for quick runs), the epochs that
+        `min_steps` adds on small maps included."""
         if max_epochs is None:
             return self
         if max_epochs < 1:
             raise ConfigError(f"--max-epochs must be at least 1, got {max_epochs}")
         caps = {}
         for section in ("vae", "mlp", "finetune", "one_step"):
-            caps[section] = {"epochs": min(self._values[section]["epochs"], max_epochs)}
+            block = self._values[section]
+            caps[section] = {"epochs": min(block["epochs"], max_epochs),
+                             "max_epochs": min(block["max_epochs"] or max_epochs, max_epochs)}
         return self.with_overrides(caps)
 
     def __eq__(self, other: object) -> bool:

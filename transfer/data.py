@@ -91,7 +91,7 @@ def check_finite(path: Path | str, system: str, spectra: np.ndarray, iy: np.ndar
 
 def new_preprocessor(wavelengths: np.ndarray, system: str, scaling: str = DEFAULT_SCALING) -> SpectrumPreprocessor:
     """An unfitted causal preprocessor (paper's baseline windows) for one system."""
-    return SpectrumPreprocessor(wavelengths, protocol="causal", scaling=scaling, name=system)
+    return SpectrumPreprocessor(wavelengths, scaling=scaling, name=system)
 
 
 def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.ndarray], chunk_spots: int,

@@ -17,7 +17,8 @@ three things keep the networks from collapsing (docs/transfer.md, measured):
   secondary inputs of every training batch, a cheap augmentation;
 - ``l2`` (weight decay as in the paper's loss) and early stopping on validation;
 - ``min_steps``: every phase runs at least that many optimiser steps (more epochs
-  when an epoch is only a few batches), early stopping still applying.
+  when an epoch is only a few batches), early stopping still applying; ``max_epochs``
+  (> 0) caps every phase's epochs, those ``min_steps`` adds included.
 """
 from __future__ import annotations
 
@@ -46,11 +47,13 @@ def data_sized(latent: int, hidden, n_pairs: int) -> tuple[int, list[int]]:
     return latent, hidden
 
 
-def epochs_for(epochs: int, n_pairs: int, batch_size: int, min_steps: int) -> int:
+def epochs_for(epochs: int, n_pairs: int, batch_size: int, min_steps: int, max_epochs: int = 0) -> int:
     """At least `min_steps` optimiser steps: on a few hundred pairs an epoch is a handful of
-    steps, and a fixed epoch count leaves the networks near their initialisation."""
+    steps, and a fixed epoch count leaves the networks near their initialisation. A cap
+    `max_epochs` > 0 (`--max-epochs`) bounds the result, `min_steps` or not."""
     steps_per_epoch = max(1, -(-int(n_pairs) // int(batch_size)))
-    return max(int(epochs), -(-int(min_steps) // steps_per_epoch))
+    epochs = max(int(epochs), -(-int(min_steps) // steps_per_epoch))
+    return min(epochs, int(max_epochs)) if int(max_epochs) > 0 else epochs
 
 
 def with_input_noise(loss_fn, noise: float):
@@ -88,7 +91,7 @@ class _NetworkTransfer(RegressorMixin, BaseEstimator):
 
     def _run(self, phase, module, loss_fn, val_fn, train, val, epochs, *, learning_rate=None, patience=None):
         device = torch.device(self.device)
-        epochs = epochs_for(epochs, train.n_spots, int(self.batch_size), int(self.min_steps))
+        epochs = epochs_for(epochs, train.n_spots, int(self.batch_size), int(self.min_steps), int(self.max_epochs))
         settings = PhaseSettings(int(epochs), float(learning_rate or self.learning_rate),
                                  int(self.patience if patience is None else patience), float(self.clip_grad_norm))
         return fit_network(phase, module, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val,
@@ -140,8 +143,8 @@ class VAEMLPTransfer(_NetworkTransfer):
                  learning_rate: float = 1e-4, finetune_learning_rate: float = 1e-5, batch_size: int = 128,
                  l2: float = 1e-6, kl_max: float = 0.5, kl_cycles: int = 4, negative_slope: float = 0.01,
                  patience: int = 10, vae_patience: int = 0, clip_grad_norm: float = 1.0, noise: float = 0.0,
-                 size: str = "fixed", min_steps: int = 0, validation_fraction: float = 0.15, seed: int = 0,
-                 device: str = "cpu"):
+                 size: str = "fixed", min_steps: int = 0, max_epochs: int = 0, validation_fraction: float = 0.15,
+                 seed: int = 0, device: str = "cpu"):
         self.vae_hidden = vae_hidden
         self.latent = latent
         self.mlp_hidden = mlp_hidden
@@ -161,6 +164,7 @@ class VAEMLPTransfer(_NetworkTransfer):
         self.noise = noise
         self.size = size
         self.min_steps = min_steps
+        self.max_epochs = max_epochs
         self.validation_fraction = validation_fraction
         self.seed = seed
         self.device = device
@@ -198,8 +202,8 @@ class OneStepMLPTransfer(_NetworkTransfer):
     def __init__(self, *, vae_hidden=(1024, 512), latent: int = 64, mlp_hidden=(128, 512), epochs: int = 100,
                  learning_rate: float = 1e-4, batch_size: int = 128, l2: float = 1e-6,
                  negative_slope: float = 0.01, patience: int = 10, clip_grad_norm: float = 1.0,
-                 noise: float = 0.0, size: str = "fixed", min_steps: int = 0, validation_fraction: float = 0.15,
-                 seed: int = 0, device: str = "cpu"):
+                 noise: float = 0.0, size: str = "fixed", min_steps: int = 0, max_epochs: int = 0,
+                 validation_fraction: float = 0.15, seed: int = 0, device: str = "cpu"):
         self.vae_hidden = vae_hidden
         self.latent = latent
         self.mlp_hidden = mlp_hidden
@@ -213,6 +217,7 @@ class OneStepMLPTransfer(_NetworkTransfer):
         self.noise = noise
         self.size = size
         self.min_steps = min_steps
+        self.max_epochs = max_epochs
         self.validation_fraction = validation_fraction
         self.seed = seed
         self.device = device

@@ -111,7 +111,8 @@ def _preprocessors_or_abandon(checkpoints: Path, new_run: bool, *args) -> dict[s
 
 def _phase(section: Mapping[str, Any], early_stopping: bool = True, *, n_pairs: int = 0,
            min_steps: int = 0) -> PhaseSettings:
-    epochs = epochs_for(section["epochs"], n_pairs, section["batch_size"], min_steps) if n_pairs else section["epochs"]
+    epochs = (epochs_for(section["epochs"], n_pairs, section["batch_size"], min_steps, section["max_epochs"])
+              if n_pairs else section["epochs"])
     return PhaseSettings(epochs, section["learning_rate"],
                          section.get("patience", 0) if early_stopping else 0, section["clip_grad_norm"])
 

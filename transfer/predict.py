@@ -21,7 +21,7 @@ import torch
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader, write_transferred, write_transferred_trust
 from transfer.bundle import TransferBundle, load_bundle
-from transfer.data import check_axis, fit_preprocessors, inspect_map, iter_raw_chunks
+from transfer.data import check_axis, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
@@ -49,7 +49,7 @@ class Transferer:
                  secondary_preprocess: SpectrumPreprocessor | None = None):
         self.bundle = bundle
         self.system = bundle.secondary(secondary)
-        # Other scalers than the training ones only under the paper's protocol.
+        # Other scalers than the training ones only under the paper's protocol (protocol_preprocessors).
         self.primary = primary_preprocess or bundle.primary_preprocess
         self.secondary = secondary_preprocess or self.system.preprocess
         self.composed = self.system.composed().cpu()
@@ -169,27 +169,45 @@ def _training_summary(bundle: TransferBundle, secondary: str) -> str:
             f"(epochs run: {epochs}).")
 
 
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def protocol_preprocessors(protocol: str, primary: SpectrumPreprocessor, secondary: SpectrumPreprocessor,
+                           test_path: str | Path, *, chunk_spots: int = 4096, progress: bool = False
+                           ) -> tuple[SpectrumPreprocessor, SpectrumPreprocessor]:
+    """The (primary, secondary) preprocessors that scale an evaluated map under `protocol`.
+
+    - "causal": the training statistics, `primary` and `secondary` themselves. This is all a
+      live system can know.
+    - "paper": the evaluated map's own statistics (same axes, baseline and scaling), as
+      Vrabel et al. scaled their test set; predictions are un-scaled with the map's own
+      primary statistics. It peeks at the evaluated data: for reproducing the paper only."""
+    _check_protocol(protocol)
+    if protocol == "causal":
+        return primary, secondary
+
+    def raw(system: str):
+        for *_, spectra in iter_raw_chunks([test_path], [system], chunk_spots, progress, f"fitting {system} scaler"):
+            yield spectra[system]
+    return primary.refitted(raw("primary")), secondary.refitted(raw("secondary"))
+
+
 def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_dir: str | Path, *,
                  protocol: str = "causal", secondary: str | None = None, chunk_spots: int = 4096,
                  progress: bool = True) -> dict:
     """Evaluates every model of the bundle on a paired test map; writes report.json/.md and figures."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    _check_protocol(protocol)
     bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
     system = bundle.secondary(secondary)
     test_path = Path(test_path)
     info = inspect_map(test_path, SYSTEM_NAMES)
     check_axis(test_path, "primary", info.wavelengths["primary"], bundle.primary_wavelengths)
     check_axis(test_path, "secondary", info.wavelengths["secondary"], system.wavelengths)
-    overrides = {}
-    if protocol == "paper":
-        # The paper scaled the test set with its own statistics (it peeks at the test data).
-        overrides = fit_preprocessors([test_path], {"primary": bundle.primary_wavelengths,
-                                                     "secondary": system.wavelengths}, chunk_spots, progress,
-                                      scaling={"primary": bundle.primary_preprocess.scaler.scaling,
-                                               "secondary": system.preprocess.scaler.scaling})
-    transferer = Transferer(bundle, system.name, primary_preprocess=overrides.get("primary"),
-                            secondary_preprocess=overrides.get("secondary"))
+    primary, secondary = protocol_preprocessors(protocol, bundle.primary_preprocess, system.preprocess, test_path,
+                                                chunk_spots=chunk_spots, progress=progress)
+    transferer = Transferer(bundle, system.name, primary_preprocess=primary, secondary_preprocess=secondary)
     with PairedMapReader(test_path) as reader:
         truth = reader.sample_truth or {}
     evaluation = Evaluation(info.shape, bundle.primary_wavelengths, transferer.available_models(),

@@ -21,12 +21,11 @@ from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, SpectraError,
                                          check_wavelength_axis, check_wavelengths, estimate_baseline,
                                          gaussian_kernel, gaussian_window, resample)
 
-__all__ = ["BaselineCorrector", "DEFAULT_BASELINE_WINDOWS", "DEFAULT_SCALING", "PROTOCOLS", "SCALINGS", "SpectraError",
+__all__ = ["BaselineCorrector", "DEFAULT_BASELINE_WINDOWS", "DEFAULT_SCALING", "SCALINGS", "SpectraError",
            "SpectralScaler", "SpectrumPreprocessor", "WavelengthMismatchError", "baseline_correct",
            "check_spectra", "check_wavelength_axis", "check_wavelengths", "estimate_baseline", "gaussian_kernel", "gaussian_window",
            "resample"]
 
-PROTOCOLS = ("causal", "paper")
 #: "pixel": every pixel its own standard deviation (the paper's standard scaling);
 #: "global": every pixel centred on its own mean, all divided by one standard deviation
 #: (the root mean variance over pixels), so that line pixels keep their weight over noise.
@@ -77,31 +76,18 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
     change there (another day's stray light) then weighs as much as a line, in the losses
     and in the models' inputs.
 
-    ``protocol`` says which statistics scale an evaluated dataset:
-
-    - ``"causal"`` (default): the training statistics, for every dataset. This is all a
-      live system can know.
-    - ``"paper"``: each dataset with its own mean and variance, as Vrábel et al. did
-      (their test set too). It peeks at the evaluated data, so it is for reproducing
-      the paper only.
-
-    Fit on training data with ``fit``/``partial_fit``/``fit_chunks``; then call
-    ``for_dataset(data)`` to get the scaler for a dataset under the protocol: the
-    scaler itself under "causal", a new scaler fitted on ``data`` (an array or an
-    iterable of chunks) under "paper". Under "paper" predictions are un-scaled with the
-    evaluated primary set's own statistics, exactly the information the paper used.
+    It holds the statistics it was fitted on and nothing else: which statistics scale an
+    evaluated dataset (the training ones, or the dataset's own as in the paper) is the
+    evaluation's choice (`transfer.predict.protocol_preprocessors`).
 
     Statistics are merged per chunk in float64 (Chan et al.), so ``partial_fit`` over
     chunks equals ``fit`` on their concatenation. Pixels with zero variance get scale 1.
     """
 
-    def __init__(self, protocol: str = "causal", scaling: str = DEFAULT_SCALING):
-        self.protocol = protocol
+    def __init__(self, scaling: str = DEFAULT_SCALING):
         self.scaling = scaling
 
-    def _check_protocol(self):
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+    def _check_scaling(self):
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
 
@@ -110,7 +96,7 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
             self.__dict__.pop(attr, None)
 
     def partial_fit(self, X, y=None):
-        self._check_protocol()
+        self._check_scaling()
         X = check_spectra(X, getattr(self, "n_features_in_", None), name="spectra to fit the scaler")
         k = X.shape[0]
         if k == 0:
@@ -158,30 +144,19 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
         Z = check_spectra(Z, self.n_features_in_, name="scaled spectra", allow_1d=True)
         return Z * self.scale_.astype(Z.dtype) + self.mean_.astype(Z.dtype)
 
-    def for_dataset(self, data) -> "SpectralScaler":
-        """The scaler to apply to one evaluated dataset under ``self.protocol``."""
-        self._check_protocol()
-        self._fitted()
-        if self.protocol == "causal":
-            return self
-        own = SpectralScaler(protocol="paper", scaling=self.scaling).fit_chunks(_as_chunks(data))
-        if own.n_features_in_ != self.n_features_in_:
-            raise SpectraError(f"dataset has {own.n_features_in_} pixels, the scaler "
-                               f"was fitted on {self.n_features_in_}")
-        return own
-
     def get_state(self) -> dict:
-        """Plain state for a bundle: {"protocol": str, "scaling": str, "n_samples_seen": int,
-        "mean": float64[n], "var": float64[n]}."""
+        """Plain state for a bundle: {"scaling": str, "n_samples_seen": int, "mean": float64[n],
+        "var": float64[n]}."""
         self._fitted()
-        return {"protocol": self.protocol, "scaling": self.scaling, "n_samples_seen": int(self.n_samples_seen_),
+        return {"scaling": self.scaling, "n_samples_seen": int(self.n_samples_seen_),
                 "mean": self.mean_.copy(), "var": self.var_.copy()}
 
     @classmethod
     def from_state(cls, state: dict) -> "SpectralScaler":
-        # bundles written before the option existed were all per-pixel
-        scaler = cls(protocol=str(state["protocol"]), scaling=str(state.get("scaling", "pixel")))
-        scaler._check_protocol()
+        # Bundles written before the option existed were all per-pixel. Older states also carry
+        # a "protocol" entry; the protocol is the evaluation's choice now, so it is ignored.
+        scaler = cls(scaling=str(state.get("scaling", "pixel")))
+        scaler._check_scaling()
         mean = np.asarray(state["mean"], dtype=np.float64)
         var = np.asarray(state["var"], dtype=np.float64)
         if mean.ndim != 1 or mean.shape != var.shape or not np.all(np.isfinite(mean)) \
@@ -213,12 +188,11 @@ class SpectrumPreprocessor:
     """
 
     def __init__(self, wavelengths, *, min_window: int = 100, smooth_window: int = 50,
-                 protocol: str = "causal", scaling: str = DEFAULT_SCALING, scaler: SpectralScaler | None = None,
-                 name: str = "spectra"):
+                 scaling: str = DEFAULT_SCALING, scaler: SpectralScaler | None = None, name: str = "spectra"):
         self.wavelengths = check_wavelength_axis(wavelengths, name=f"{name} wavelengths")
         check_baseline_windows(min_window, smooth_window)
         self.min_window, self.smooth_window, self.name = int(min_window), int(smooth_window), name
-        self.scaler = scaler if scaler is not None else SpectralScaler(protocol, scaling)
+        self.scaler = scaler if scaler is not None else SpectralScaler(scaling)
 
     @property
     def n_pixels(self) -> int:
@@ -247,11 +221,10 @@ class SpectrumPreprocessor:
     def inverse_transform(self, Z) -> np.ndarray:
         return self.scaler.inverse_transform(Z)
 
-    def for_dataset(self, raw_chunks) -> "SpectrumPreprocessor":
-        """This preprocessor under the protocol for one dataset (raw array or chunks)."""
-        if self.scaler.protocol == "causal":
-            return self
-        scaler = self.scaler.for_dataset(self.correct(chunk) for chunk in _as_chunks(raw_chunks))
+    def refitted(self, raw_chunks) -> "SpectrumPreprocessor":
+        """A preprocessor with this one's axis, baseline and scaling, its statistics fitted on
+        other raw spectra (an array or an iterable of chunks); this one stays as it is."""
+        scaler = SpectralScaler(self.scaler.scaling).fit_chunks(self.correct(chunk) for chunk in _as_chunks(raw_chunks))
         return SpectrumPreprocessor(self.wavelengths, min_window=self.min_window,
                                     smooth_window=self.smooth_window, scaler=scaler, name=self.name)
 

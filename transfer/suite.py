@@ -25,11 +25,18 @@ from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_pre
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
 from transfer.selection import choose_on_validation
+from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
 LINEAR = ("pls", "ds", "pds")
+
+
+def _cap(*sections) -> int:
+    """The tightest epoch cap of these sections (0: none)."""
+    caps = [int(s["max_epochs"]) for s in sections if int(s["max_epochs"]) > 0]
+    return min(caps) if caps else 0
 
 
 def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndarray], *, seed: int = 0,
@@ -45,13 +52,14 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             batch_size=mlp["batch_size"], l2=mlp["l2"], kl_max=vae["kl_max"], kl_cycles=vae["kl_cycles"],
             negative_slope=vae["negative_slope"], patience=mlp["patience"],
             clip_grad_norm=max(mlp["clip_grad_norm"], vae["clip_grad_norm"]), noise=mlp["noise"],
-            size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]), seed=seed, device=device),
+            size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]),
+            max_epochs=_cap(vae, mlp, finetune), seed=seed, device=device),
         "one_step_mlp": OneStepMLPTransfer(
             vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
             epochs=one_step["epochs"], learning_rate=one_step["learning_rate"], batch_size=one_step["batch_size"],
             l2=one_step["l2"], negative_slope=vae["negative_slope"], patience=one_step["patience"],
             clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], size=vae["size"],
-            min_steps=mlp["min_steps"], seed=seed, device=device),
+            min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
         "pls": PLSTransfer(base["pls_components"], seed=seed),
         "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
         "ds": DSTransfer(alpha=base["ridge_alpha"]),
@@ -91,8 +99,10 @@ def _clusters(maps: Mapping, config: TransferConfig, seed: int) -> SpectralClust
 
 
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
-                  clusters: SpectralClusters | None = None) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map."""
+                  clusters: SpectralClusters | None = None, trust_models: Sequence[str] = ()) -> dict[str, dict]:
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map; the models
+    named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
+    does, measured on the test map (`transfer.trust_figures.trust_on_maps`)."""
     arrays = maps["arrays"]
     unscale = maps["preprocessors"]["primary"].inverse_transform
     train = (arrays["train"]["secondary"], arrays["train"]["primary"])
@@ -125,6 +135,12 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
         log.info("%s: test RSE %.4f, k-score %.3f, validation RSE %.4f (%.0f s)", name, results[name]["rse"],
                  results[name]["k_score"], validation_rse, results[name]["fit_s"])
+        if name in trust_models:
+            results[name]["trust"] = trust_on_maps(model.predict, maps, seed=seed)
+            figures = results[name]["trust"]["validation"]
+            log.info("%s trust: rho rel %.2f, rho abs %.2f, top5/median %.2f, deciles within 30 %% %d/10", name,
+                     figures["rho_relative"], figures["rho_absolute"], figures["top5_over_median"],
+                     figures["deciles_within_30_percent"])
     return results
 
 

@@ -56,6 +56,19 @@ def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
         assert (f["entry/transferred/label"][()] >= 0).all()
 
 
+def test_max_epochs_also_caps_the_minimum_steps(sim_maps, tmp_path):
+    # 256 pairs in batches of 16: min_steps 1500 alone would ask 94 epochs of every phase
+    config = tmp_path / "min-steps.toml"
+    config.write_text(to_toml(tiny_config(vae={"min_steps": 1500}, mlp={"min_steps": 1500},
+                                          baselines={"models": []}).to_dict()))
+    model = tmp_path / "model"
+    assert main(["train", str(sim_maps["train"]), "--val", str(sim_maps["val"]), "--out", str(model),
+                 "--config", str(config), "--max-epochs", "2", "--device", "cpu"]) == 0
+    history = json.loads((model / "history.json").read_text())
+    epochs = {"vae": len(history["vae"])} | {k: len(v) for k, v in history["secondaries"]["secondary"].items()}
+    assert epochs == {"vae": 2, "mlp": 2, "one_step": 2}
+
+
 def test_bad_input_is_one_clear_line(sim_maps, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "no-model"), str(sim_maps["test"]), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

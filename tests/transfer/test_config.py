@@ -46,6 +46,8 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_max_epochs_caps_every_phase():
     config = default_config().with_max_epochs(3)
     assert [config[s]["epochs"] for s in ("vae", "mlp", "one_step")] == [3, 3, 3]
+    assert [config[s]["max_epochs"] for s in ("vae", "mlp", "finetune", "one_step")] == [3, 3, 3, 3]
+    assert default_config().with_overrides({"vae": {"max_epochs": 2}}).with_max_epochs(5)["vae"]["max_epochs"] == 2
     assert config["finetune"]["epochs"] == 0
     with pytest.raises(ConfigError):
         default_config().with_max_epochs(0)

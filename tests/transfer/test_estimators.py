@@ -74,3 +74,13 @@ def test_clear_errors(data):
         OneStepMLPTransfer().predict(xs)
     with pytest.raises(SpectraError, match="validation"):
         OneStepMLPTransfer(**TINY).fit(xs[:3], xp[:3])
+
+
+def test_max_epochs_caps_the_epochs_min_steps_adds(data):
+    (xs, xp), (ts, tp) = data
+    # 360 pairs in batches of 32 are 12 steps an epoch: min_steps 1500 alone asks 125 epochs
+    model = VAEMLPTransfer(**TINY, vae_epochs=3, mlp_epochs=3, min_steps=1500, max_epochs=2)
+    model.fit(xs, xp, validation=(ts, tp))
+    assert [len(model.history_[phase]) for phase in ("vae", "mlp")] == [2, 2]
+    one_step = OneStepMLPTransfer(**TINY, epochs=1, min_steps=60, max_epochs=4).fit(xs, xp, validation=(ts, tp))
+    assert len(one_step.history_["one_step"]) == 4          # min_steps still adds epochs below the cap

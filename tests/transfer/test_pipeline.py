@@ -12,7 +12,7 @@ from acquisition.store import PairedMapReader
 from tests.transfer.conftest import tiny_config
 from transfer.bundle import load_bundle
 from transfer.pipeline import add_secondary, train_model
-from transfer.predict import Transferer, evaluate_map, predict_map
+from transfer.predict import Transferer, evaluate_map, predict_map, protocol_preprocessors
 from transfer.train import TrainingError
 
 
@@ -34,6 +34,23 @@ def test_transfer_beats_the_mean_spectrum_on_another_day(trained_bundle, sim_map
     assert paper["models"]["vae_mlp"]["euclid"] != pytest.approx(vae_mlp["euclid"])
     # ... scaled the way the model was trained (statistics fitted with another scaling mis-scale every input)
     assert paper["models"]["vae_mlp"]["rse"] < 0.9 and paper["models"]["ds"]["rse"] < 0.9
+
+
+def test_the_evaluation_protocol_decides_whose_statistics_scale_the_test_map(trained_bundle, sim_maps):
+    primary, secondary = trained_bundle.primary_preprocess, trained_bundle.secondary().preprocess
+    assert protocol_preprocessors("causal", primary, secondary, sim_maps["test"]) == (primary, secondary)
+    own_primary, own_secondary = protocol_preprocessors("paper", primary, secondary, sim_maps["test"], chunk_spots=50)
+    with PairedMapReader(sim_maps["test"]) as reader:
+        raw = {s: np.concatenate([c.spectra[s] for c in reader.iter_chunks(systems=[s], chunk_spots=64)])
+               for s in ("primary", "secondary")}
+    # the test map's own statistics (in chunks, as from the file), the same scaling as training
+    for own, trained, system in ((own_primary, primary, "primary"), (own_secondary, secondary, "secondary")):
+        corrected = own.correct(raw[system]).astype(np.float64)
+        np.testing.assert_allclose(own.scaler.mean_, corrected.mean(axis=0), rtol=1e-6, atol=1e-6)
+        assert own.scaler.scaling == trained.scaler.scaling
+        assert not np.allclose(trained.scaler.mean_, own.scaler.mean_)    # day 1 is not the training day
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        protocol_preprocessors("future", primary, secondary, sim_maps["test"])
 
 
 def digest(path, dataset):

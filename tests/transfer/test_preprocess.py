@@ -77,25 +77,12 @@ def _shifted_sets():
     return train, test
 
 
-def test_causal_protocol_uses_training_statistics_only():
+def test_scaler_uses_its_training_statistics_for_every_dataset():
     train, test = _shifted_sets()
     scaler = SpectralScaler(scaling="pixel").fit(train)
-    assert scaler.protocol == "causal"
-    assert scaler.for_dataset(test) is scaler
-    scaled = scaler.for_dataset(test).transform(test)
+    scaled = scaler.transform(test)
     np.testing.assert_allclose(scaled, (test - train.mean(0)) / train.std(0))
     assert scaled.mean() == pytest.approx((14 - 10) / 2, abs=0.15)
-
-
-def test_paper_protocol_scales_each_dataset_with_its_own_statistics():
-    train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
-    own = scaler.for_dataset(np.array_split(test, 4))           # chunks, as from a file
-    scaled = own.transform(test)
-    np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-9)
-    np.testing.assert_allclose(scaled.std(0), 1, atol=1e-9)
-    np.testing.assert_allclose(scaler.mean_, train.mean(0))      # training stats untouched
-    np.testing.assert_allclose(own.inverse_transform(scaled), test)
 
 
 def test_inverse_round_trip_and_float32():
@@ -121,13 +108,15 @@ def test_partial_fit_over_chunks_equals_full_fit():
 
 def test_state_round_trip_is_plain_and_exact():
     train, test = _shifted_sets()
-    scaler = SpectralScaler(protocol="paper", scaling="pixel").fit(train)
+    scaler = SpectralScaler(scaling="pixel").fit(train)
     state = scaler.get_state()
-    assert set(state) == {"protocol", "scaling", "n_samples_seen", "mean", "var"}
+    assert set(state) == {"scaling", "n_samples_seen", "mean", "var"}
     assert all(isinstance(v, (str, int, np.ndarray)) for v in state.values())
     restored = SpectralScaler.from_state(state)
-    assert restored.protocol == "paper"
     np.testing.assert_array_equal(restored.transform(test), scaler.transform(test))
+    # a bundle written while the scaler still carried the evaluation protocol loads the same
+    older = SpectralScaler.from_state({**state, "protocol": "causal"})
+    np.testing.assert_array_equal(older.transform(test), scaler.transform(test))
     with pytest.raises(ValueError, match="finite"):
         SpectralScaler.from_state({**state, "var": -state["var"]})
 
@@ -149,8 +138,6 @@ def test_global_scaling_centres_each_pixel_and_divides_by_one_deviation():
     restored = SpectralScaler.from_state(scaler.get_state())
     assert restored.scaling == "global"
     np.testing.assert_array_equal(restored.transform(test), z)
-    own = SpectralScaler(protocol="paper", scaling="global").fit(train).for_dataset(test)
-    np.testing.assert_allclose(own.scale_, np.full(20, np.sqrt(test.var(0).mean())))
 
 
 def test_state_without_scaling_is_per_pixel():
@@ -168,9 +155,7 @@ def test_constant_pixel_is_left_unscaled():
     np.testing.assert_allclose(z[:, 2], 0)
 
 
-def test_bad_protocol_and_unfitted():
-    with pytest.raises(ValueError, match="protocol"):
-        SpectralScaler(protocol="future").fit(np.ones((3, 2)))
+def test_bad_scaling_and_unfitted():
     with pytest.raises(ValueError, match="scaling must be one of"):
         SpectralScaler(scaling="robust").fit(np.ones((3, 2)))
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -201,15 +186,18 @@ def test_resample_linear_and_range():
         resample(X[:, :10], wl_from, wl_to)
 
 
-def test_spectrum_preprocessor_checks_and_protocols():
+def test_spectrum_preprocessor_checks_and_refits():
     X_train = raw_spectra(40, 300, seed=1)
     X_test = raw_spectra(20, 300, seed=2) + 200
     wl = np.linspace(260, 370, 300)
-    prep = SpectrumPreprocessor(wl, protocol="paper", name="secondary").fit(X_train)
+    prep = SpectrumPreprocessor(wl, name="secondary").fit(X_train)
     z = prep.transform(X_test)
     np.testing.assert_allclose(prep.inverse_transform(z), baseline_correct(X_test), rtol=1e-9, atol=1e-6)
-    own = prep.for_dataset(np.array_split(X_test, 3))
+    own = prep.refitted(np.array_split(X_test, 3))               # chunks, as from a file
     np.testing.assert_allclose(own.transform(X_test).mean(0), 0, atol=1e-8)
+    np.testing.assert_allclose(own.inverse_transform(own.transform(X_test)), baseline_correct(X_test), rtol=1e-9,
+                               atol=1e-6)
+    np.testing.assert_array_equal(prep.transform(X_test), z)      # the training statistics untouched
     restored = SpectrumPreprocessor.from_state(prep.get_state())
     np.testing.assert_array_equal(restored.transform(X_test), z)
     with pytest.raises(SpectraError, match="secondary: expected 300 pixels per spectrum, got 299"):

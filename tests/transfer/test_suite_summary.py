@@ -33,3 +33,29 @@ def test_markdown_and_learning_curve_come_from_the_results():
     assert "| ds (recommended) | **0.1000** |" in text and "| 300 | 1000 |" in text
     assert "- ds: pegmatite-n300, pegmatite-n1000" in text
     assert all(callable(write) for write in SCENARIOS.values())
+
+
+def test_trust_figures_are_tabled_and_their_targets_checked():
+    from bench.transfer_suite import trust_lines
+    good = {"rho_relative": 0.62, "rho_absolute": -0.3, "rho_within_deciles_median": 0.2, "top5_over_median": 2.4,
+            "median_relative_error": 0.2, "deciles_within_30_percent": 10, "fraction_of_deciles_within_30_percent": 1.0,
+            "mean_predicted_over_observed": 1.02, "flagged": 0.031}
+    poor = dict(good, rho_relative=0.31, deciles_within_30_percent=6, fraction_of_deciles_within_30_percent=0.6)
+    models = scores(vae_mlp=0.1, ds=0.09)
+    models["ds"]["trust"] = {"validation": poor, "test_half": good}
+    s = summarise(models, 3000)
+    assert s["trust_targets"]["ds"]["test_half"] == {"rho_relative >= 0.5": True, "top5_over_median >= 2": True,
+                                                      "fraction_of_deciles_within_30_percent >= 1": True}
+    assert not s["trust_targets"]["ds"]["validation"]["rho_relative >= 0.5"]
+    lines = trust_lines(models)
+    assert "| ds | validation | +0.31 | -0.30 | +0.20 | 2.40 | 0.200 | 6/10 | 1.02 | 3.1 % |" in lines
+    assert any(line.startswith("| ds | test half | +0.62") for line in lines)
+
+
+def test_max_epochs_caps_the_quick_mode_too():
+    from bench.transfer_suite import QUICK_OVERRIDES, suite_config
+    config = suite_config(None, quick=True, max_epochs=2)
+    assert [config[s]["epochs"] for s in ("vae", "mlp", "one_step")] == [2, 2, 2]
+    assert [config[s]["max_epochs"] for s in ("vae", "mlp", "one_step")] == [2, 2, 2]
+    assert config["vae"]["latent"] == QUICK_OVERRIDES["vae"]["latent"]
+    assert suite_config(None, quick=True, max_epochs=None)["vae"]["epochs"] == QUICK_OVERRIDES["vae"]["epochs"]
