@@ -146,10 +146,12 @@ class SpectralScaler(TransformerMixin, BaseEstimator):
 
     def get_state(self) -> dict:
         """Plain state for a bundle: {"scaling": str, "n_samples_seen": int, "mean": float64[n],
-        "var": float64[n]}."""
+        "var": float64[n], "protocol": "causal"}."""
         self._fitted()
+        # "protocol" is no longer the scaler's, but earlier versions require it to load a bundle:
+        # written as what a bundle's statistics mean (the training ones), ignored on reading
         return {"scaling": self.scaling, "n_samples_seen": int(self.n_samples_seen_),
-                "mean": self.mean_.copy(), "var": self.var_.copy()}
+                "mean": self.mean_.copy(), "var": self.var_.copy(), "protocol": "causal"}
 
     @classmethod
     def from_state(cls, state: dict) -> "SpectralScaler":
