@@ -176,7 +176,9 @@ class FlyScanner:
         for chunk in self.bursts.read_out(n, lead_s=self.run_up / self.speed, chunk_s=self.chunk_s,
                                           chunk_frames=self.chunk_spots):
             stream.add(chunk)
-            if stream.settled > shots.recorded_upto:
+            # The last chunk waits for the end of the burst, a few ms away, whose checks of the
+            # laser and the stage it needs anyway: a row of one chunk costs no query more.
+            if shots.recorded_upto < stream.settled < n:
                 self._record_settled(shots, stream)
         pairing = stream.finish()
         pulses, laser_fault = self.bursts.check_laser(n)
