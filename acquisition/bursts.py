@@ -12,8 +12,10 @@ caught before dark frames could be recorded as spots.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 from acquisition.pairing import BurstPairing, pair_burst
 from acquisition.safety import StopFlag, retry
@@ -27,6 +29,23 @@ TRANSIENT = (InstrumentTimeout, ProtocolError)
 STRAGGLER_S = 0.002
 # Frames may come this long after the last cycle of a burst was due.
 FRAME_MARGIN_S = 0.5
+
+
+class _Span:
+    """Earliest and latest timestamp of the frames of a burst read so far."""
+
+    def __init__(self) -> None:
+        self.first = self.last = None
+
+    def add(self, frames: list) -> None:
+        for frame in frames:
+            t = frame.timestamp
+            self.first = t if self.first is None else min(self.first, t)
+            self.last = t if self.last is None else max(self.last, t)
+
+    def covers(self, n: int, period_s: float) -> bool:
+        """The frames span the whole burst (its first and last cycle were seen)."""
+        return self.first is not None and (self.last - self.first) >= (n - 1.5) * period_s
 
 
 @dataclass
@@ -115,34 +134,65 @@ class BurstRunner:
         """Frames of the burst just fired (or starting within lead_s), per system, until each has n,
         says no more, or the burst is over."""
         frames: dict[str, list] = {s: [] for s in self.systems}
-        pending = list(self.systems)
-        deadline = time.monotonic() + lead_s + self.burst_delay_s + n * self.period_s + FRAME_MARGIN_S
-        while pending:
-            for system in list(pending):
-                want = n - len(frames[system])
-                timeout = max(deadline - time.monotonic(), STRAGGLER_S)
-                try:
-                    frames[system] += self.rig.spectrometers[system].read_batch(want, timeout)
-                except InstrumentTimeout:
-                    # Nothing came by the end of the burst (device time): it has no more.
-                    pending.remove(system)
-                    continue
-                if len(frames[system]) >= n:
-                    pending.remove(system)
-            self.stop.check()
-            if pending and self._span_seen(frames, n):
-                for system in pending:
-                    try:
-                        frames[system] += self.rig.spectrometers[system].read_batch(
-                            n - len(frames[system]), STRAGGLER_S)
-                    except InstrumentTimeout:
-                        pass
-                pending = []
+        for chunk in self.read_out(n, lead_s):
+            for system, new in chunk.items():
+                frames[system] += new
         return frames
 
-    def _span_seen(self, frames: dict[str, list], n: int) -> bool:
-        stamps = [f.timestamp for fs in frames.values() for f in fs]
-        return bool(stamps) and (max(stamps) - min(stamps)) >= (n - 1.5) * self.period_s
+    def read_out(self, n: int, lead_s: float = 0.0, *, chunk_s: float = math.inf,
+                 chunk_frames: int | None = None) -> Iterator[dict[str, list]]:
+        """The frames of the burst just fired (or starting within lead_s) as they come: yields the
+        new frames per system every chunk_s seconds or once a system has chunk_frames new ones,
+        whichever comes first (a chunk may be empty), until each system has n, says no more, or
+        the burst is over. The time limit is checked between reads: a read that waits for its
+        first frame is never cut short, so a system that stops sending ends the burst as before."""
+        got = {s: 0 for s in self.systems}
+        pending = list(self.systems)
+        deadline = time.monotonic() + lead_s + self.burst_delay_s + n * self.period_s + FRAME_MARGIN_S
+        cap = n if chunk_frames is None else max(1, int(chunk_frames))
+        span = _Span()
+        while pending:
+            chunk: dict[str, list] = {s: [] for s in self.systems}
+            chunk_end = time.monotonic() + chunk_s
+            while pending:
+                for system in list(pending):
+                    want = min(n - got[system], cap - len(chunk[system]))
+                    if want <= 0:
+                        continue
+                    timeout = max(deadline - time.monotonic(), STRAGGLER_S)
+                    try:
+                        new = self.rig.spectrometers[system].read_batch(want, timeout)
+                    except InstrumentTimeout:
+                        # Nothing came by the end of the burst (device time): it has no more.
+                        pending.remove(system)
+                        continue
+                    chunk[system] += new
+                    got[system] += len(new)
+                    span.add(new)
+                    if got[system] >= n:
+                        pending.remove(system)
+                self.stop.check()
+                if pending and span.covers(n, self.period_s):
+                    for system in pending:
+                        try:
+                            new = self.rig.spectrometers[system].read_batch(n - got[system], STRAGGLER_S)
+                        except InstrumentTimeout:
+                            continue
+                        chunk[system] += new
+                        got[system] += len(new)
+                    pending = []
+                if time.monotonic() >= chunk_end or any(len(chunk[s]) >= cap for s in self.systems):
+                    break
+            handed = time.monotonic()
+            yield chunk
+            # The time the caller took to record the chunk is no time spent waiting for frames:
+            # on a virtual clock it did not even pass for the instruments.
+            deadline += time.monotonic() - handed
+
+    def pulses_so_far(self) -> int:
+        """Laser pulses of the burst running now (since the last one ended), read while it runs."""
+        count = self.transient(lambda: self.rig.laser.shot_count, "reading the laser shot counter")
+        return count - self._laser_count if self._laser_count is not None else count
 
     def check_laser(self, n: int) -> tuple[int, InstrumentError | None]:
         """Laser pulses during the last burst, and why not all n fired (None if they did)."""

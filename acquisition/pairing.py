@@ -10,6 +10,14 @@ the computer's: the earliest frame of all systems is cycle 0 if the frames span
 the whole burst (n - 1 periods). If no system saw the first or the last cycle the
 offset is unknown; then no frame of the burst is assigned (the spots stay gaps)
 rather than risking a shifted pairing.
+
+A burst can also be paired while it runs (``StreamPairing``, fly mode): frames
+are placed as they arrive, t0 taken from the first frames of every system, and
+a cycle is settled once every system has delivered a frame at or after it (a
+system's frames come in trigger order, so no frame of a settled cycle is still
+to come). Whether the earliest frame really was cycle 0 is only known at the
+end of the burst, from the span; a burst that fails that check is ambiguous, as
+above, and its spots are shot again.
 """
 
 from __future__ import annotations
@@ -51,32 +59,75 @@ class BurstPairing:
 
 def pair_burst(frames_by_system: dict, n_cycles: int, period_s: float) -> BurstPairing:
     """Assign each system's frames (from one burst of ``n_cycles``) to cycles by timestamp."""
-    result = BurstPairing(n_cycles, period_s, frames={s: {} for s in frames_by_system})
-    stamps = [f.timestamp for frames in frames_by_system.values() for f in frames]
-    result.received = len(stamps)
-    if not stamps:
-        result.ambiguous = n_cycles > 0
-        return result
-    first, last = min(stamps), max(stamps)
-    span = (last - first) / period_s
-    if n_cycles > 1 and abs(span - (n_cycles - 1)) > SLOT_TOLERANCE:
-        if span < n_cycles - 1:
-            log.info("burst of %d: no system saw its first or last cycle; its spots stay gaps", n_cycles)
-        else:
-            log.warning("burst of %d: frames span %.2f periods, more than the burst; its spots stay gaps",
-                        n_cycles, span)
-        result.ambiguous = True
-        return result
-    result.t0 = first
-    for system, frames in frames_by_system.items():
-        slots = result.frames[system]
+    stream = StreamPairing(tuple(frames_by_system), n_cycles, period_s)
+    stream.add(frames_by_system)
+    return stream.finish()
+
+
+class StreamPairing:
+    """One burst's frames placed on its schedule chunk by chunk, as they are read out."""
+
+    def __init__(self, systems: tuple[str, ...], n_cycles: int, period_s: float) -> None:
+        self.systems = tuple(systems)
+        self.pairing = BurstPairing(n_cycles, period_s, frames={s: {} for s in self.systems})
+        self.settled = 0                       # cycles below this have every frame they will get
+        self._waiting = {s: [] for s in self.systems}     # frames read before t0 was known
+        self._latest = {s: -1 for s in self.systems}      # latest cycle each system delivered
+        self._first = self._last = None                   # earliest and latest timestamp of all
+
+    def add(self, chunk: dict) -> None:
+        """New frames per system (each system's in the order it delivered them)."""
+        for system, frames in chunk.items():
+            if not frames:
+                continue
+            stamps = [f.timestamp for f in frames]
+            self.pairing.received += len(frames)
+            low, high = min(stamps), max(stamps)
+            self._first = low if self._first is None else min(self._first, low)
+            self._last = high if self._last is None else max(self._last, high)
+            self._waiting[system] += frames
+        if self.pairing.t0 is None and all(self._waiting[s] for s in self.systems):
+            self.pairing.t0 = self._first
+        if self.pairing.t0 is not None:
+            for system in self.systems:
+                self._place(system, self._waiting[system])
+                self._waiting[system] = []
+            self.settled = max(self.settled, min(self._latest.values()) + 1)
+
+    def _place(self, system: str, frames: list) -> None:
+        pairing, slots = self.pairing, self.pairing.frames[system]
         for frame in frames:
-            position = (frame.timestamp - first) / period_s
+            position = (frame.timestamp - pairing.t0) / pairing.period_s
             k = int(round(position))
-            if abs(position - k) > SLOT_TOLERANCE or not 0 <= k < n_cycles or k in slots:
-                result.stray += 1
+            if abs(position - k) > SLOT_TOLERANCE or not 0 <= k < pairing.n_cycles or k in slots:
+                pairing.stray += 1
                 continue
             slots[k] = frame
-    if result.stray:
-        log.warning("burst of %d: %d frame(s) fit no cycle and were dropped", n_cycles, result.stray)
-    return result
+            self._latest[system] = max(self._latest[system], k)
+
+    def finish(self) -> BurstPairing:
+        """Every frame is in: check the span, settle every cycle, return the burst's pairing."""
+        pairing, n = self.pairing, self.pairing.n_cycles
+        self.settled = n
+        if self._first is None:
+            pairing.ambiguous = n > 0
+            return pairing
+        span = (self._last - self._first) / pairing.period_s
+        if n > 1 and abs(span - (n - 1)) > SLOT_TOLERANCE:
+            if span < n - 1:
+                log.info("burst of %d: no system saw its first or last cycle; its spots stay gaps", n)
+            else:
+                log.warning("burst of %d: frames span %.2f periods, more than the burst; its spots stay gaps",
+                            n, span)
+            pairing.ambiguous = True
+            pairing.frames = {s: {} for s in self.systems}
+            pairing.stray = 0
+            return pairing
+        if pairing.t0 is None:        # a system that delivered nothing: place the others' frames now
+            pairing.t0 = self._first
+            for system in self.systems:
+                self._place(system, self._waiting[system])
+                self._waiting[system] = []
+        if pairing.stray:
+            log.warning("burst of %d: %d frame(s) fit no cycle and were dropped", n, pairing.stray)
+        return pairing

@@ -14,6 +14,12 @@ Prints one JSON object:
   from the nominal grid.
   Target: 0 missed shots over a 100 x 100 map.
 
+Fly mode records spots as it reads them out, in chunks of at most 100 ms of
+shots (acquisition.flyscan.READOUT_CHUNK_S, READOUT_CHUNK_SPOTS);
+``--readout-chunk-ms`` sets another chunk length for both maps, to see what
+recording in chunks costs. Rows wider than a chunk (``--afap-shape 20x500``)
+show it; 100-spot rows at 1 kHz are one chunk each.
+
 CPU time of the process and the load average are reported too: the machine
 is shared, and elapsed times depend on what else runs, so the as-fast-as-
 possible map is repeated and the best run kept (every run's rate is listed).
@@ -38,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import acquisition.flyscan as flyscan  # noqa: E402
 from acquisition.config import AcquisitionSettings, parse_config, parse_shape  # noqa: E402
 from acquisition.mapping import acquire_map  # noqa: E402
 from acquisition.store import PairedMapReader  # noqa: E402
@@ -108,10 +115,18 @@ def main(argv=None) -> int:
                         help="real-time 1 kHz map, NYxNX (default 100x100); 0x0 skips it")
     parser.add_argument("--repeats", type=int, default=3, help="as-fast-as-possible runs, best kept (default 3)")
     parser.add_argument("--progress", action="store_true", help="show progress bars on stderr")
+    parser.add_argument("--readout-chunk-ms", type=float, default=flyscan.READOUT_CHUNK_S * 1e3,
+                        help="fly mode records what it read out every this many ms of shots "
+                             f"(default {flyscan.READOUT_CHUNK_S * 1e3:g}; at most "
+                             f"{flyscan.READOUT_CHUNK_SPOTS} spots)")
     args = parser.parse_args(argv)
+    if not args.readout_chunk_ms > 0:
+        parser.error(f"--readout-chunk-ms must be positive, got {args.readout_chunk_ms:g}")
+    flyscan.READOUT_CHUNK_S = args.readout_chunk_ms / 1e3
     logging.basicConfig(level=logging.WARNING)
     result = {"load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
-              "target_afap_paired_shots_per_s": AFAP_TARGET_SHOTS_PER_S, "rate_hz_realtime": RATE_HZ}
+              "target_afap_paired_shots_per_s": AFAP_TARGET_SHOTS_PER_S, "rate_hz_realtime": RATE_HZ,
+              "readout_chunk_spots": flyscan.readout_chunk_spots(RATE_HZ)}
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_map(parse_shape(args.afap_shape), realtime=False, out=Path(tmp) / "afap.h5",
                         progress=args.progress) for _ in range(max(args.repeats, 1))]

@@ -89,7 +89,7 @@ def test_lost_and_garbled_replies_are_retried(tmp_path, make_bench, mode):
 def test_fly_mode_sweeps_a_stalled_row_again(tmp_path, make_bench):
     out = tmp_path / "map.h5"
     settings = small_map(mode="fly", shape=(4, 8))
-    bench = make_bench(seed=45, faults="stall=0.25")
+    bench = make_bench(seed=46, faults="stall=0.25")
     tap = FrameTap(bench)
 
     summary = acquire_map(out, settings, bench_config(bench), bench=bench, show_progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from acquisition.config import ConfigError
-from acquisition.pairing import pair_burst
+from acquisition.pairing import StreamPairing, pair_burst
 from acquisition.plan import check_travel, fly_segments
 from acquisition.store import MapLayout
 from drivers.spectrometer import Frame
@@ -74,3 +74,31 @@ def test_a_frame_off_the_schedule_is_dropped():
     pairing = pair_burst({"primary": odd, "secondary": frames([0, 1, 2])}, 3, PERIOD)
     assert pairing.stray == 1
     assert pairing.complete_cycles(("primary", "secondary")).tolist() == [0, 1, 2]
+
+
+def test_a_burst_paired_chunk_by_chunk_settles_a_cycle_once_every_system_is_past_it():
+    primary, secondary = frames([0, 1, 2, 4, 5]), frames([0, 2, 3, 4, 5])
+    stream = StreamPairing(("primary", "secondary"), 6, PERIOD)
+    stream.add({"primary": primary[:2], "secondary": secondary[:1]})
+    assert stream.settled == 1                      # the secondary may still send cycle 1
+    stream.add({"primary": primary[2:3], "secondary": secondary[1:3]})
+    assert stream.settled == 3
+    assert sorted(stream.pairing.frames["primary"]) == [0, 1, 2]
+    stream.add({"primary": primary[3:], "secondary": []})
+    assert stream.settled == 4
+    stream.add({"primary": [], "secondary": secondary[3:]})
+    pairing = stream.finish()
+    whole = pair_burst({"primary": primary, "secondary": secondary}, 6, PERIOD)
+    assert not pairing.ambiguous and stream.settled == 6
+    assert pairing.complete_cycles(("primary", "secondary")).tolist() == \
+        whole.complete_cycles(("primary", "secondary")).tolist() == [0, 2, 4, 5]
+    assert pairing.missed(("primary", "secondary")) == whole.missed(("primary", "secondary")) == 2
+
+
+def test_a_stream_whose_first_cycle_no_system_saw_turns_out_ambiguous_at_its_end():
+    stream = StreamPairing(("secondary",), 5, PERIOD)
+    stream.add({"secondary": frames([1, 2])})
+    assert stream.settled == 2                      # placed as cycles 0 and 1 until the end says otherwise
+    stream.add({"secondary": frames([3, 4])})
+    pairing = stream.finish()
+    assert pairing.ambiguous and pairing.complete_cycles(("secondary",)).size == 0

@@ -109,15 +109,17 @@ def test_lost_instrument_raises_after_making_the_laser_safe(tmp_path, make_bench
     assert not scan(tmp_path / "map.h5")["acquired"].all()
 
 
-def test_interlock_stops_the_map_with_every_pulse_recorded(tmp_path, make_bench):
-    bench = make_bench(seed=5, faults="interlock-at=17")
+# Rows of 400 at 1 kHz are read out in chunks of 100: the laser stops in the third.
+@pytest.mark.parametrize("shape, interlock_at", [((6, 5), 17), ((2, 400), 250)])
+def test_interlock_stops_the_map_with_every_pulse_recorded(tmp_path, make_bench, shape, interlock_at):
+    bench = make_bench(seed=5, faults=f"interlock-at={interlock_at}")
     tap, order = FrameTap(bench), CommandOrder(bench)
-    settings = small_map()
+    settings = small_map(shape=shape)
 
     with pytest.raises(LaserInterlockError, match="external_interlock"):
         acquire_map(tmp_path / "map.h5", settings, bench_config(bench), bench=bench, show_progress=False)
 
-    assert len(bench.fired) == 17
+    assert len(bench.fired) == interlock_at
     assert_laser_made_safe_before_stage_stopped(order, after=order.first_index("laser", lambda c: c == "PQ"))
     assert_laser_safe(bench)
-    assert assert_truthful_file(tmp_path / "map.h5", bench, settings, tap) == 17
+    assert assert_truthful_file(tmp_path / "map.h5", bench, settings, tap) == interlock_at
