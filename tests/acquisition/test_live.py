@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from acquisition.config import ConfigError
+from acquisition.documents import SpotBatch
 from acquisition.shared.drift import DriftMonitor
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import spot_runs
@@ -232,21 +233,26 @@ def test_worker_killed_mid_map_leaves_the_map_complete_and_every_gap_reported(tm
     bench = make_bench(seed=4)
     seen = ResultCounter(proc.output)
     killed = threading.Event()
-    spots = [0]
+    stored_spots = [0]
+    streamed_before_kill = [0]
 
-    def kill_worker_at_spot_150(*_spot):
-        spots[0] += 1
-        if spots[0] == 150:
-            seen.wait_for(60, timeout_s=30)
-            proc.proc.send_signal(signal.SIGKILL)
-            proc.proc.wait(10)
-            killed.set()
+    def kill_worker_after_150_spots(document):
+        # a subscriber: it sees a SpotBatch after the live client has queued the batch's spots,
+        # so every spot streamed before the kill is counted here
+        if isinstance(document, SpotBatch) and not killed.is_set():
+            stored_spots[0] += len(document)
+            if stored_spots[0] >= 150:
+                seen.wait_for(60, timeout_s=30)
+                proc.proc.send_signal(signal.SIGKILL)
+                proc.proc.wait(10)
+                streamed_before_kill[0] = stored_spots[0]
+                killed.set()
 
     live = live_for(proc, timeout_s=1.0)
     out = tmp_path / "map.h5"
     try:
         summary = acquire_map(out, small_map(shape=SHAPE), bench_config(bench), bench=bench, show_progress=False,
-                              live=live, on_spot=kill_worker_at_spot_150)
+                              live=live, subscribers=[kill_worker_after_150_spots])
     finally:
         seen.close()
         proc.stop()
@@ -257,7 +263,7 @@ def test_worker_killed_mid_map_leaves_the_map_complete_and_every_gap_reported(tm
     has_result = data["label"] >= 0
     assert report["results"] + report["without_result"] == SPOTS
     assert report["results"] == int(has_result.sum()) >= 60
-    assert report["without_result"] >= SPOTS - 150, "spots acquired after the kill cannot have results"
+    assert report["without_result"] >= SPOTS - streamed_before_kill[0], "spots streamed after the kill cannot have results"
     gaps = np.zeros(SHAPE, bool)
     for iy, first, last in report["without_result_spots"]:
         gaps[iy, first:last + 1] = True
