@@ -40,20 +40,16 @@ def build_model(path: Path, precision: str = "float32") -> None:
     from onnx import helper
 
     from transfer.export import OPSET
-    from transfer.onnx_graph import DenseLayer, PipelineArrays, pipeline_graph
+    from streaming.testing import random_dense_layers
+    from transfer.onnx_graph import PipelineArrays, pipeline_graph
 
     rng = np.random.default_rng(1)
-
-    def layers(sizes: list[int]) -> list[DenseLayer]:
-        return [DenseLayer((rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32),
-                           (0.01 * rng.standard_normal(n_out)).astype(np.float32),
-                           0.01 if i < len(sizes) - 2 else None)
-                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
     arrays = PipelineArrays(
         min_window=100, smooth_window=50,
         secondary_mean=rng.uniform(0, 100, N_SECONDARY), secondary_scale=rng.uniform(20, 60, N_SECONDARY),
-        mlp=layers([N_SECONDARY, 128, 512, 64]), decoder=layers([64, 512, 1024, N_PRIMARY]),
+        mlp=random_dense_layers(rng, [N_SECONDARY, 128, 512, 64]),
+        decoder=random_dense_layers(rng, [64, 512, 1024, N_PRIMARY]),
         primary_mean=rng.uniform(0, 100, N_PRIMARY), primary_scale=rng.uniform(20, 60, N_PRIMARY),
         centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
         novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0)

@@ -21,6 +21,18 @@ import numpy as np
 OPSET = 17
 
 
+def random_dense_layers(rng: np.random.Generator, sizes: list[int], *, bias_scale: float = 0.01,
+                        slope: float = 0.01) -> list:
+    """Random transfer.onnx_graph.DenseLayer stack sizes[0] -> ... -> sizes[-1]: weights scaled by
+    1/sqrt(fan-in), leaky ReLU (``slope``) after every layer but the last."""
+    from transfer.onnx_graph import DenseLayer
+
+    return [DenseLayer((rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32),
+                       (bias_scale * rng.standard_normal(n_out)).astype(np.float32),
+                       slope if i < len(sizes) - 2 else None)
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
 def make_test_model(
     path: str | Path | None = None,
     *,
@@ -45,22 +57,17 @@ def make_test_model(
     """
     from onnx import helper, numpy_helper
 
-    from transfer.onnx_graph import DenseLayer, PipelineArrays, pipeline_graph
+    from transfer.onnx_graph import PipelineArrays, pipeline_graph
 
     rng = np.random.default_rng(seed)
-
-    def layers(sizes: list[int]) -> list[DenseLayer]:
-        return [DenseLayer((rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32),
-                           (0.01 * rng.standard_normal(n_out)).astype(np.float32),
-                           0.01 if i < len(sizes) - 2 else None)
-                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
     window = max(2, int(baseline_window))
     axes = np.linalg.qr(rng.standard_normal((n_secondary, min(n_novelty_axes, n_secondary))))[0].T
     arrays = PipelineArrays(
         min_window=window, smooth_window=max(2, window // 2),
         secondary_mean=rng.uniform(0, 50, n_secondary), secondary_scale=rng.uniform(20, 60, n_secondary),
-        mlp=layers([n_secondary, *encoder_hidden, n_latent]), decoder=layers([n_latent, *decoder_hidden, n_primary]),
+        mlp=random_dense_layers(rng, [n_secondary, *encoder_hidden, n_latent]),
+        decoder=random_dense_layers(rng, [n_latent, *decoder_hidden, n_primary]),
         primary_mean=rng.uniform(50, 150, n_primary), primary_scale=rng.uniform(20, 60, n_primary),
         centroids=rng.uniform(0, 300, (n_clusters, n_primary)), novelty_mean=np.zeros(n_secondary),
         novelty_axes=axes, novelty_reference=1.0)

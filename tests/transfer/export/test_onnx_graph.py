@@ -7,16 +7,14 @@ import onnxruntime as ort
 import pytest
 from onnx import checker, helper
 
+from streaming.testing import random_dense_layers
 from transfer.export import OPSET, relative_error
 from transfer.onnx_graph import DenseLayer, PipelineArrays, pipeline_graph
 from transfer.preprocess import baseline_correct
 
 
 def _layers(rng, sizes: list[int], slope: float = 0.01) -> list[DenseLayer]:
-    return [DenseLayer((rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32),
-                       (0.1 * rng.standard_normal(n_out)).astype(np.float32),
-                       slope if i < len(sizes) - 2 else None)
-            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    return random_dense_layers(rng, sizes, bias_scale=0.1, slope=slope)
 
 
 def _arrays(rng, n_secondary: int, n_primary: int, decoder_hidden: list[int]) -> PipelineArrays:
