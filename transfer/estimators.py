@@ -195,6 +195,46 @@ class VAEMLPTransfer(_NetworkTransfer):
         self.vae_, self.mlp_, self.network_ = vae.cpu().eval(), network.mlp.cpu().eval(), network.cpu().eval()
         return history
 
+    def best_reconstruction(self, X_primary, *, steps: int = 200, learning_rate: float = 0.05,
+                            batch: int = 2048) -> np.ndarray:
+        """The closest the fitted decoder comes to each primary spectrum (scaled, as fitted): its
+        output at the latent z that minimises the squared error, found by Adam from the encoder's mu.
+
+        Whatever the MLP learns, VAE + MLP cannot transfer a spectrum better than this, so on a
+        test map the RSE of these reconstructions is the model's floor (the decoder floor of
+        docs/transfer_suite.md): above a linear baseline's RSE, no MLP onto this latent space
+        can reach that baseline."""
+        if not hasattr(self, "vae_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet")
+        X = check_spectra(X_primary, self.n_primary_, name="primary spectra", allow_1d=True)
+        vae = self.vae_.cpu().eval()
+        for parameter in vae.parameters():
+            parameter.requires_grad_(False)
+        out = []
+        try:
+            for start in range(0, X.shape[0], batch):
+                target = torch.from_numpy(np.ascontiguousarray(X[start:start + batch], dtype=np.float32))
+                with torch.no_grad():
+                    z0 = vae.encode(target)[0]
+                z = z0.clone().requires_grad_(True)
+                optimiser = torch.optim.Adam([z], lr=learning_rate)
+                for _ in range(int(steps)):
+                    optimiser.zero_grad()
+                    # summed over spectra: each z only moves its own spectrum's error
+                    loss = ((vae.decoder(z) - target) ** 2).sum()
+                    loss.backward()
+                    optimiser.step()
+                with torch.no_grad():
+                    best, start_point = vae.decoder(z), vae.decoder(z0)
+                    # Adam from mu never ends worse than mu itself, spectrum by spectrum
+                    worse = ((best - target) ** 2).sum(1) > ((start_point - target) ** 2).sum(1)
+                    best[worse] = start_point[worse]
+                out.append(best.numpy())
+        finally:
+            for parameter in vae.parameters():
+                parameter.requires_grad_(True)
+        return np.concatenate(out) if out else np.zeros((0, self.n_primary_), np.float32)
+
 
 class OneStepMLPTransfer(_NetworkTransfer):
     """The one-step MLP baseline: MLP + decoder shape, trained end to end from scratch."""

@@ -99,8 +99,11 @@ def _clusters(maps: Mapping, config: TransferConfig, seed: int) -> SpectralClust
 
 
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
-                  clusters: SpectralClusters | None = None, trust_models: Sequence[str] = ()) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map; the models
+                  clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
+                  decoder_floor: bool = False) -> dict[str, dict]:
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map (with
+    `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
+    of the measured primaries, the floor no MLP onto its latent space can pass); the models
     named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
     does, measured on the test map (`transfer.trust_figures.trust_on_maps`)."""
     arrays = maps["arrays"]
@@ -133,6 +136,12 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
         results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
                          "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
+        if decoder_floor and hasattr(model, "best_reconstruction"):
+            results[name]["decoder_floor_rse"] = rse(truth, unscale(model.best_reconstruction(
+                arrays["test"]["primary"])).astype(np.float64))
+            results[name]["decoder_floor_validation_rse"] = rse(val_truth, unscale(model.best_reconstruction(val[1])))
+            log.info("%s: decoder floor on test %.4f, on validation %.4f", name, results[name]["decoder_floor_rse"],
+                     results[name]["decoder_floor_validation_rse"])
         log.info("%s: test RSE %.4f, k-score %.3f, validation RSE %.4f (%.0f s)", name, results[name]["rse"],
                  results[name]["k_score"], validation_rse, results[name]["fit_s"])
         if name in trust_models:

@@ -1,5 +1,6 @@
 """The networks as scikit-learn estimators on preprocessed arrays."""
 import numpy as np
+import torch
 import pytest
 from sklearn.base import clone
 
@@ -84,3 +85,20 @@ def test_max_epochs_caps_the_epochs_min_steps_adds(data):
     assert [len(model.history_[phase]) for phase in ("vae", "mlp")] == [2, 2]
     one_step = OneStepMLPTransfer(**TINY, epochs=1, min_steps=60, max_epochs=4).fit(xs, xp, validation=(ts, tp))
     assert len(one_step.history_["one_step"]) == 4          # min_steps still adds epochs below the cap
+
+
+def test_best_reconstruction_finds_what_the_decoder_can_make_and_no_more(data):
+    (xs, xp), _ = data
+    model = VAEMLPTransfer(**TINY, vae_epochs=10, mlp_epochs=2, seed=1).fit(xs, xp)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():     # spectra the decoder makes: their true latent points are known
+        on_manifold = model.vae_.decoder(2 * torch.randn(64, model.latent_, generator=generator)).numpy()
+    spike = np.zeros(xp.shape[1], np.float32)
+    spike[xp.shape[1] // 2] = 40.0   # a line the training spectra never had
+    floor_on = model.best_reconstruction(on_manifold, steps=400)
+    from_mu = model.vae_.decoder(model.vae_.encode(torch.from_numpy(on_manifold))[0]).detach().numpy()
+    assert rse(on_manifold, floor_on) < 0.05 * rse(on_manifold, from_mu), "it searches beyond the encoder's mu"
+    off = model.best_reconstruction(on_manifold + spike, steps=400)
+    # the spike is no decoder output: what is left of it is the floor of any MLP onto this latent space
+    assert np.mean(np.abs((on_manifold + spike - off)[:, xp.shape[1] // 2])) > 20.0
+    assert model.best_reconstruction(on_manifold[:1], steps=1).shape == (1, xp.shape[1])

@@ -59,3 +59,15 @@ def test_max_epochs_caps_the_quick_mode_too():
     assert [config[s]["max_epochs"] for s in ("vae", "mlp", "one_step")] == [2, 2, 2]
     assert config["vae"]["latent"] == QUICK_OVERRIDES["vae"]["latent"]
     assert suite_config(None, quick=True, max_epochs=None)["vae"]["epochs"] == QUICK_OVERRIDES["vae"]["epochs"]
+
+
+def test_a_decoder_floor_above_the_best_is_named_in_the_summary():
+    models = scores(vae_mlp=0.18, ds=0.15, pls=0.26)
+    models["vae_mlp"].update(decoder_floor_rse=0.17, decoder_floor_validation_rse=0.01)
+    s = summarise(models, 3000)
+    assert s["decoder_floor_over_best"] == 0.17 / 0.15
+    results = {"basalt": {"n_train": 3000, "n_val": 10, "n_test": 10, "maps": {"train": "t.h5"}, "seconds": 1.0,
+                          "models": models, "summary": s}}
+    text = markdown({"command": "x", "quick": False, "seconds": 60, "cpus": 2, "seed": 0, "results": results,
+                     "learning_curve": {}})
+    assert "test RSE 0.1700 = 1.13 × the best model" in text and "no MLP onto this latent space" in text
