@@ -16,7 +16,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash docs/demo.sh demo-out
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	for b in store simulate sim_bench preprocess train acquire stream stream_abuse view; do $(PY) bench/$$b.py || exit 1; done
