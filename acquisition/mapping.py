@@ -166,7 +166,7 @@ class MapRun:
             self.move(stage.home, "homing the stage")
         self.documents.emit(self._describe(timing, detectors))     # the recorder creates or resumes the file
         self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.recorder.n_acquired,
-                                    show=self.show_progress)
+                                    show=self.show_progress, shape=self.layout.shape)
         self.documents.subscribe(self.progress)
 
     def _describe(self, timing: dict, detectors: dict) -> RunStart:

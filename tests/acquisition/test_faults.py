@@ -157,6 +157,34 @@ def test_a_stall_in_a_later_chunk_of_a_long_row_leaves_every_spot_where_its_shot
             np.testing.assert_array_equal(spectra[system][doc.iy, doc.ix], values)
 
 
+def test_a_row_whose_first_shot_every_system_missed_is_shot_again_and_counted_once(tmp_path, make_bench):
+    """No system saw row 0's first shot: its chunks are recorded one cycle off until the end of the
+    burst puts the offset in doubt; the row is then shot again at rest, replacing them."""
+    out = tmp_path / "map.h5"
+    step_um = 40.0
+    settings = small_map(mode="fly", shape=(2, 40), rate_hz=100.0, step_um=(step_um, step_um))
+    bench = make_bench(seed=48)
+    bench.miss_triggers([0])
+    tap = FrameTap(bench)
+    documents = []
+
+    summary = acquire_map(out, settings, bench_config(bench), bench=bench, show_progress=False,
+                          subscribers=[documents.append])
+
+    swept = [doc for doc in documents if isinstance(doc, SpotBatch) and len(doc) > 1 and doc.iy[0] == 0]
+    assert swept, "row 0 was recorded in chunks during its sweep"
+    off_by = np.concatenate([doc.true_position_um[:, 0] - (ORIGIN_UM[0] + step_um * doc.ix) for doc in swept])
+    np.testing.assert_allclose(off_by, step_um, atol=0.5)    # the documented window: one column off
+    assert summary.reshot == 40, "the whole row is shot again at rest"
+    assert summary.complete and summary.acquired == summary.acquired_this_run == 80, "each spot counted once"
+    with open_map(out) as f:
+        truth = f["entry/sample/true_position"][()]
+    grid = np.stack(np.meshgrid(ORIGIN_UM[0] + step_um * np.arange(40), ORIGIN_UM[1] + step_um * np.arange(2)), -1)
+    assert np.abs(truth - grid).max() <= step_um / 4
+    assert_matches_fired(out, bench.fired, settings)
+    assert_spectra_are_the_shots(out, tap)
+
+
 def test_single_system_fly_map_with_missed_triggers_never_shifts(tmp_path, make_bench):
     out = tmp_path / "map.h5"
     settings = small_map(mode="fly", systems=("secondary",), shape=(8, 5))
