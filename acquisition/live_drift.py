@@ -74,6 +74,7 @@ class LiveDrift:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()     # (SpotResults, primaries) to measure, None: stop
         self._measured: deque[SpotErrors] = deque()             # measured, waiting to be emitted
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()     # the monitor's windows: changed on its thread, read by summary()
 
     def connect(self, emit: Callable) -> None:
         """The run's router hands its emit() here: errors go out as SpotErrors through it."""
@@ -172,15 +173,17 @@ class LiveDrift:
         cos = np.full(len(results), np.nan, np.float32)
         if have.any():
             try:
-                rel[have], cos[have] = monitor.measure(results.spectra[have],
-                                                       np.stack([m for m in measured if m is not None]))
+                with self._lock:
+                    rel[have], cos[have] = monitor.measure(results.spectra[have],
+                                                           np.stack([m for m in measured if m is not None]))
             except ValueError as exc:  # axes that cannot be compared: say so once and stop comparing
                 self._error(f"drift monitor off: {exc}")
                 log.warning("live transfer: drift monitor off: %s", exc)
                 self.monitor = None
                 return
             self.measured += int(have.sum())
-        summary = monitor.summary()
+        with self._lock:
+            summary = monitor.summary()
         self._measured.append(SpotErrors(np.asarray(results.iy, np.int64), np.asarray(results.ix, np.int64), rel,
                                          cos, group=self.group, recent_relative_error=summary["recent_relative_error"],
                                          drift=summary["drift"]))
@@ -218,7 +221,11 @@ class LiveDrift:
 
     def summary(self) -> dict | None:
         """The drift monitor's summary (spec/paired-map-hdf5.md, live_drift_json); None: nothing compared."""
-        return None if self.monitor is None else self.monitor.summary()
+        monitor = self.monitor
+        if monitor is None:
+            return None
+        with self._lock:
+            return monitor.summary()
 
 
 __all__ = ["LiveDrift", "MAX_WAITING_PRIMARIES"]
