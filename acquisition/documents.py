@@ -4,8 +4,9 @@ Modelled on Bluesky's document model, kept small: one ``RunStart`` once every
 instrument is ready and before anything fires (what the run is: grid, systems
 and wavelength axes, settings, instrument settings, the derived groups the map
 gets), a ``SpotBatch`` for every group of spots recorded, ``SpotResults`` for
-results derived from spots (live transfer), and one ``RunStop`` on every exit
-path (the summary, and why the run ended).
+results derived from spots (live transfer), ``SpotErrors`` for those results
+measured against the spectra of the same shot (the drift monitor), and one
+``RunStop`` on every exit path (the summary, and why the run ended).
 
 The router has one *store*, the map file's writer (acquisition.recorder): it is
 delivered every document first, so the file exists before any other subscriber
@@ -17,7 +18,7 @@ documents. Before ``RunStop`` the run calls :meth:`DocumentRouter.drain`: a
 subscriber with a ``drain()`` method gives out what it still holds (the live
 client's last results), then the store commits. A subscriber with a
 ``connect(emit)`` method is handed the router's ``emit`` to send documents of
-its own (``SpotResults``); a document emitted while another is being delivered
+its own (``SpotResults``, ``SpotErrors``); a document emitted while another is being delivered
 is delivered right after it, on the same thread.
 
     def show(doc):
@@ -53,6 +54,10 @@ class RunStart:
     # nothing can be created in a file once it is in SWMR mode.
     derived: dict[str, Any] | None = None
     true_positions: bool = False             # the simulated bench knows where each shot hit
+    # The model behind each derived group, as its worker describes it (the control "model" reply:
+    # axes, baseline windows), where known before the run: how a derived result compares with the
+    # measured spectra.
+    models: dict[str, dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,26 @@ class SpotResults:
     novelty: np.ndarray                      # float32 [k]
     model_id: str = ""
     expected_rel_error: np.ndarray | None = None    # float32 [k], the model's own estimate
-    relative_error: np.ndarray | None = None        # float32 [k] against the measured primary, NaN: none
-    cosine_distance: np.ndarray | None = None       # float32 [k]
     group: str = "transferred"
+    shot_id: np.ndarray | None = None               # int64 [k], the shot each result was made from, -1: unknown
+
+    def __len__(self) -> int:
+        return int(self.iy.size)
+
+
+@dataclass(frozen=True)
+class SpotErrors:
+    """Derived results measured against the spectra measured at the same shot (the drift monitor),
+    for ``/entry/<group>/live_relative_error`` and ``live_cosine_distance``."""
+
+    iy: np.ndarray                           # int64 [k]
+    ix: np.ndarray                           # int64 [k]
+    relative_error: np.ndarray               # float32 [k], ||y_hat - y|| / ||y||, NaN: not compared
+    cosine_distance: np.ndarray              # float32 [k], 1 - cos(y_hat, y)
+    group: str = "transferred"
+    # the monitor after these spots: mean relative error of the recent window, and drift (None: not yet)
+    recent_relative_error: float | None = None
+    drift: float | None = None
 
     def __len__(self) -> int:
         return int(self.iy.size)
@@ -98,7 +120,7 @@ class RunStop:
     reason: str = ""                         # what stopped it, when it did not run to its end
 
 
-Document = Union[RunStart, SpotBatch, SpotResults, RunStop]
+Document = Union[RunStart, SpotBatch, SpotResults, SpotErrors, RunStop]
 Subscriber = Callable[[Document], None]
 
 
@@ -172,4 +194,5 @@ class DocumentRouter:
             drain()
 
 
-__all__ = ["Document", "DocumentRouter", "RunStart", "RunStop", "SpotBatch", "SpotResults", "Subscriber"]
+__all__ = ["Document", "DocumentRouter", "RunStart", "RunStop", "SpotBatch", "SpotErrors", "SpotResults",
+           "Subscriber"]

@@ -22,9 +22,9 @@ it (pairing.StreamPairing), the laser's pulse counter says it fired, and the
 stage reports no stall. The cycle offset is taken from the first frames; only
 the end of the burst can confirm it (a first cycle that no system saw shifts
 everything by one). If the end puts it in doubt, the whole run is shot again
-at rest, which replaces what was recorded; a crash in between would leave
-those spots one column off, which needs every system to miss the same first
-trigger.
+at rest, which replaces what was recorded (the run's progress counts each spot
+once); a crash in between would leave those spots one column off, which needs
+every system to miss the same first trigger.
 
 Gaps: a cycle some system missed leaves its spot unacquired (reported, filled
 by --resume). Spots no usable shot hit (the stage stalled, or the cycle

@@ -5,12 +5,14 @@ Each ``SpotBatch``'s secondary spectra go, one spot a message, into the one boun
 of a :class:`streaming.producer.LiveProducer`, whose one PUSH socket feeds the worker;
 ``submit()`` never blocks (with the worker away or slow, spectra are dropped, and
 accounted for). The producer's one SUB socket on the worker's output confirms delivery
-and hands this client its results, which are compared with the measured primary spectrum
-of the same shot (acquisition.shared.drift) and queued. The client emits them as
-``SpotResults`` documents through the run's router, from the acquisition thread (after a
-``SpotBatch``, at most a few times a second, and when the run drains before ``RunStop``),
-so the map's recorder is the one place results are written. Raw data always wins: a
-failure anywhere on the live path is logged and reported, never raised into the map.
+and hands this client its results, which are queued. The client emits them as
+``SpotResults`` documents (with the shot each was made from) through the run's router,
+from the acquisition thread (after a ``SpotBatch``, at most a few times a second, and when
+the run drains before ``RunStop``), so the map's recorder is the one place results are
+written. Comparing them with the measured primary is the drift monitor's, another
+subscriber (acquisition.live_drift); this client's progress bar shows the figures of its
+``SpotErrors``. Raw data always wins: a failure anywhere on the live path is logged and
+reported, never raised into the map.
 
 Without a map (a replay), drive it with the same documents:
 
@@ -24,10 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 from array import array
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -36,9 +37,8 @@ import numpy as np
 from tqdm import tqdm
 
 from acquisition.config import ConfigError
-from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
-from acquisition.documents import RunStart, RunStop, SpotBatch, SpotResults
-from acquisition.live_record import ERROR_DATASETS, GROUP, describe_runs, gap_report, read_earlier_run
+from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
+from acquisition.live_record import GROUP, describe_runs, gap_report, read_earlier_run
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 WORKER_PUBLIC_KEY = "worker.key"
 CLIENT_SECRET_KEY = "acquisition.key_secret"
-# Measured primaries waiting for their result; beyond this the oldest are forgotten.
-MAX_WAITING_PRIMARIES = 2048
 WRITE_INTERVAL_S = 0.25
 
 
@@ -64,6 +62,7 @@ class LiveOptions:
     timeout_s: float = 5.0              # the worker's first answer; a result's deadline before it counts lost
     finish_timeout_s: float = 30.0      # the most the end of the map waits for outstanding results
     queue_size: int = 1024              # spectra buffered while the worker is away or slow
+    # the map's drift monitor (acquisition.live_drift), which a map with --live gets:
     drift_window: int = 100             # spots in the reference (first) and recent (last) windows
     drift_threshold: float = 0.5        # warn when the recent error exceeds the reference by this fraction
 
@@ -124,13 +123,11 @@ class LiveTransfer:
         self.keys = load_client_keys(self.options.keys_dir) if self.options.keys_dir else None
         self.show_progress = show_progress
         self.model_info: dict | None = None
-        self.drift: DriftMonitor | None = None
         self._emit: Callable | None = None
         self._producer: LiveProducer | None = None
         self._prepared = False
-        self._lock = threading.Lock()
         self._ready: deque[tuple] = deque()        # results waiting to be emitted on the acquisition thread
-        self._primaries: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._drift_figures: dict = {}              # the drift monitor's, from its latest SpotErrors
         self._seq_spot = array("q")                 # input seq -> flat spot index (8 bytes a spot)
         self._group_pixels: int | None = None
         self._model_axis: np.ndarray | None = None
@@ -169,17 +166,10 @@ class LiveTransfer:
             if "primary_wavelengths" in info:
                 self._model_axis = np.asarray(info["primary_wavelengths"], np.float64)
         spec = self._transferred_spec(wavelengths)
-        earlier = self._read_resumed(Path(path)) if resume else None
+        if resume:
+            self._read_resumed(Path(path))
         if self._group_pixels is None and spec is not None:
             self._group_pixels = int(np.size(spec) if np.ndim(spec) else spec)
-        if "primary" in wavelengths:
-            self.drift = DriftMonitor(self.options.drift_window, self.options.drift_threshold,
-                                      baseline=primary_baseline_windows(info), measured_axis=wavelengths["primary"],
-                                      model_axis=self._model_axis)
-            if earlier is not None:   # the reference stays the map's first spots across runs
-                order = np.argsort(np.where(earlier.acquired, earlier.shot_id, np.iinfo(np.int64).max), axis=None)
-                errors = [earlier.errors.get(name, np.full(shape, np.nan, np.float32)) for name in ERROR_DATASETS]
-                self.drift.add(*(values.ravel()[order] for values in errors))
         self._prepared = True
         return None if spec is None else {GROUP: spec}
 
@@ -216,7 +206,7 @@ class LiveTransfer:
             return int(primary.size)     # no worker yet: the likely size, checked against each result
         return None
 
-    def _read_resumed(self, path: Path):
+    def _read_resumed(self, path: Path) -> None:
         """Spots already acquired keep what they have; a map whose results cannot be the model's is refused."""
         earlier = read_earlier_run(path)
         model = self.model_info or {}
@@ -229,7 +219,6 @@ class LiveTransfer:
         self._acquired_before = earlier.acquired
         self._had_result = earlier.has_result
         self._group_pixels = earlier.group_pixels
-        return earlier
 
     # ------------------------------------------------------------------ documents
 
@@ -237,6 +226,8 @@ class LiveTransfer:
         if isinstance(document, SpotBatch):
             self._stream(document)
             self._emit_results()
+        elif isinstance(document, SpotErrors):
+            self._drift_figures = {"err": document.recent_relative_error, "drift": document.drift}
         elif isinstance(document, RunStart):
             if not self._prepared:
                 self.prepare(document.path, document.layout, document.wavelengths, resume=document.resumed)
@@ -258,20 +249,15 @@ class LiveTransfer:
                  (self.model_info or {}).get("model", "unknown yet"))
 
     def _stream(self, batch: SpotBatch) -> None:
-        """Acquisition thread: remember the measured primaries, queue each spot's secondary."""
+        """Acquisition thread: queue each spot's secondary."""
         if self._producer is None or "secondary" not in batch.spectra:
             return
-        secondary, primary = batch.spectra["secondary"], batch.spectra.get("primary")
+        secondary = batch.spectra["secondary"]
         nx = self._submitted.shape[1]
         try:
             for k in range(len(batch)):
                 iy, ix, shot = int(batch.iy[k]), int(batch.ix[k]), int(batch.shot_id[k])
                 self._acquired[iy, ix] = True
-                if self.drift is not None and primary is not None:
-                    with self._lock:
-                        self._primaries[shot] = np.array(primary[k], np.float32)
-                        while len(self._primaries) > MAX_WAITING_PRIMARIES:
-                            self._primaries.popitem(last=False)
                 seq = self._producer.submit(secondary[k], shot=shot, iy=iy, ix=ix)
                 # this thread is the producer's only caller, so seqs arrive in order
                 self._seq_spot.extend([-1] * (seq - len(self._seq_spot)))
@@ -282,7 +268,7 @@ class LiveTransfer:
             log.exception("live transfer: streaming spots failed")
 
     def _take(self, message: StreamMessage) -> None:
-        """The producer's watching thread: one result of ours, measured against its primary and queued."""
+        """The producer's watching thread: one result of ours, queued."""
         ny, nx = self._received.shape
         try:
             result = TransferResult.from_message(message)
@@ -302,35 +288,14 @@ class LiveTransfer:
             return
         if self.model_info is None:
             self._late_model_info()
-        rel = cos = None
-        if self.drift is not None:
-            rel, cos = self._measure(shot, spectra)
         self._received[iy, ix] = True
-        self._ready.append((iy, ix, spectra, label, novelty, expected, rel, cos))
+        self._ready.append((iy, ix, spectra, label, novelty, shot, expected))
 
     def _late_model_info(self) -> None:
         """A worker that came after the map started: learn its model once results arrive."""
         self.model_info = self._ask_model(1.0) or {}
         if "primary_wavelengths" in self.model_info:
             self._model_axis = np.asarray(self.model_info["primary_wavelengths"], np.float64)
-
-    def _measure(self, shot, spectra) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-        """Relative error and cosine distance against the measured primary (NaN: not measured)."""
-        with self._lock:
-            measured = [self._primaries.pop(int(s), None) for s in shot]
-        have = np.array([m is not None for m in measured])
-        rel = np.full(len(shot), np.nan, np.float32)
-        cos = np.full(len(shot), np.nan, np.float32)
-        if not have.any():
-            return rel, cos
-        try:
-            rel[have], cos[have] = self.drift.measure(spectra[have], np.stack([m for m in measured if m is not None]))
-        except ValueError as exc:  # axes that cannot be compared: say so once and stop comparing
-            self._error(f"drift monitor off: {exc}")
-            log.warning("live transfer: drift monitor off: %s", exc)
-            self.drift = None
-            return None, None
-        return rel, cos
 
     def _emit_results(self, *, force: bool = False) -> None:
         """Acquisition thread: the queued results out as one SpotResults (a few times a second)."""
@@ -342,9 +307,8 @@ class LiveTransfer:
             parts = []
             while self._ready:
                 parts.append(self._ready.popleft())
-            iy, ix, spectra, label, novelty = (np.concatenate([p[i] for p in parts]) for i in range(5))
-            expected, rel, cos = (None if any(p[i] is None for p in parts) else np.concatenate([p[i] for p in parts])
-                                  for i in (5, 6, 7))
+            iy, ix, spectra, label, novelty, shot = (np.concatenate([p[i] for p in parts]) for i in range(6))
+            expected = None if any(p[6] is None for p in parts) else np.concatenate([p[6] for p in parts])
             if self._emit is None or self._group_pixels != spectra.shape[1]:
                 self.not_recorded += len(iy)
                 self._error(f"{len(iy)} result(s) of {spectra.shape[1]} pixels have no place in the map "
@@ -352,7 +316,7 @@ class LiveTransfer:
             else:
                 self._emit(SpotResults(iy, ix, spectra, label, novelty,
                                        model_id=str((self.model_info or {}).get("model") or ""),
-                                       expected_rel_error=expected, relative_error=rel, cosine_distance=cos))
+                                       expected_rel_error=expected, shot_id=shot))
                 self.written += len(iy)
             self._show_progress(len(iy), now)
         except Exception as exc:  # nothing on the live path may stop the map
@@ -360,19 +324,18 @@ class LiveTransfer:
             log.exception("live transfer: handling results failed")
 
     def _show_progress(self, n: int, now: float) -> None:
-        drift = self.drift.summary() if self.drift is not None else {}
         if self._bar is not None:
             postfix = {"waiting": int((self._submitted & ~self._received).sum())}
-            if drift.get("recent_relative_error") is not None:
-                postfix["err"] = f"{drift['recent_relative_error']:.3g}"
-            if drift.get("drift") is not None:
-                postfix["drift"] = f"{100 * drift['drift']:+.0f}%"
+            # the drift monitor's figures as of its latest SpotErrors (a batch of results behind)
+            if self._drift_figures.get("err") is not None:
+                postfix["err"] = f"{self._drift_figures['err']:.3g}"
+            if self._drift_figures.get("drift") is not None:
+                postfix["drift"] = f"{100 * self._drift_figures['drift']:+.0f}%"
             self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(n)
         if now - self._last_log > 10.0:
             self._last_log = now
-            log.info("live transfer: %d results, recent relative error %s, drift %s", self.written,
-                     drift.get("recent_relative_error"), drift.get("drift"))
+            log.info("live transfer: %d results", self.written)
 
     def _error(self, text: str) -> None:
         if len(self.errors) < 20 and text not in self.errors:
@@ -434,5 +397,4 @@ class LiveTransfer:
         o = self.options
         return {"input": o.input, "results_address": o.results, "control": o.control,
                 "model": (self.model_info or {}).get("model"), **self._report, "written": self.written,
-                "not_recorded": self.not_recorded,
-                "drift": self.drift.summary() if self.drift is not None else None, "errors": list(self.errors)}
+                "not_recorded": self.not_recorded, "errors": list(self.errors)}

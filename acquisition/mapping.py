@@ -11,8 +11,9 @@ every exit path. ``acquire_map()`` wraps the four for callers.
 
 Everything downstream of the instruments is a subscriber of the run's documents
 (acquisition.documents): the map file's recorder (acquisition.recorder, the
-router's store), the live client (acquisition.live), the progress bar, the
-spot sink of ``on_spot`` and any user callback.
+router's store), the live client (acquisition.live) and, with it, the drift
+monitor (acquisition.live_drift), the progress bar, the spot sink of
+``on_spot`` and any user callback.
 
 Step mode moves to a spot, waits for the stage, reads its position back and
 fires a burst of ``shots`` cycles; the spectra of the shots every system saw
@@ -39,6 +40,8 @@ from acquisition.config import AcquisitionSettings, BenchConfig, ConfigError, se
 from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, Subscriber
 from acquisition.flyscan import FlyPlan, FlyScanner
 from acquisition.instruments import Rig, configure_timing, open_rig, prepare_spectrometer
+from acquisition.live_drift import LiveDrift
+from acquisition.live_record import GROUP as LIVE_GROUP
 from acquisition.plan import TRAVEL_SPEED_UM_S, check_travel, run_up_um
 from acquisition.progress import MapProgress
 from acquisition.recorder import MapRecorder, recover_prior_run
@@ -108,6 +111,8 @@ class MapRun:
         self.rate_hz = settings_rate(settings, config)
         self.stop_flag = stop_flag or StopFlag()
         self.live = live
+        # a live map's results are measured against the primary measured at the same shot
+        self.drift = LiveDrift(live.options.drift_window, live.options.drift_threshold) if live is not None else None
         self.sink = SpotSink(on_spot) if on_spot is not None else None
         self.show_progress = show_progress
         self.recorder = MapRecorder(self.out, overwrite=overwrite)
@@ -122,8 +127,8 @@ class MapRun:
         self.fired_shots = fired_shots
         # The recorder is the store: it sees every document first (a spot is on disk before
         # anyone hears of it) and its failures stop the run.
-        self.documents = DocumentRouter(self.recorder, [*([live] if live is not None else []), self._follow,
-                                                        *subscribers])
+        live_subscribers = [live, self.drift] if live is not None else []
+        self.documents = DocumentRouter(self.recorder, [*live_subscribers, self._follow, *subscribers])
         self._fired_t = np.empty(0)
         self._fired_xy = np.empty((0, 2))
 
@@ -161,7 +166,7 @@ class MapRun:
             self.move(stage.home, "homing the stage")
         self.documents.emit(self._describe(timing, detectors))     # the recorder creates or resumes the file
         self.progress = MapProgress(self.layout.shape[0] * self.layout.shape[1], self.recorder.n_acquired,
-                                    show=self.show_progress)
+                                    show=self.show_progress, shape=self.layout.shape)
         self.documents.subscribe(self.progress)
 
     def _describe(self, timing: dict, detectors: dict) -> RunStart:
@@ -177,11 +182,15 @@ class MapRun:
                 raise ConfigError(f"{self.out}: the map holds systems {list(systems)}, not {self.systems}")
         else:
             instrument = self._instrument_settings(timing, detectors)
-        derived = self.live.prepare(self.out, self.layout, wavelengths, resume=self.resume) \
-            if self.live is not None else None
+        derived = models = None
+        if self.live is not None:
+            derived = self.live.prepare(self.out, self.layout, wavelengths, resume=self.resume)
+            models = {LIVE_GROUP: self.live.model_info} if self.live.model_info else None
+            if self.resume:
+                self.drift.resume_from(self.out)
         return RunStart(str(self.out), self.layout, tuple(self.systems), wavelengths,
                         json.loads(self.settings.to_json()), instrument, self.resume, derived=derived,
-                        true_positions=self.fired_shots is not None)
+                        true_positions=self.fired_shots is not None, models=models)
 
     def _instrument_settings(self, timing: dict, detectors: dict) -> dict:
         identity = self.rig.identity
@@ -337,7 +346,9 @@ class MapRun:
         if self.live is None:
             return {}
         # what the live client handed over; "written": what the file took of it
-        return {**self.live.summary(), "written": self.recorder.results_written}
+        live = self.live.summary()
+        errors = live.pop("errors", []) + self.drift.errors
+        return {**live, "written": self.recorder.results_written, "drift": self.drift.summary(), "errors": errors}
 
     def _position_errors(self) -> dict:
         if self.fly is None or not self.fly.position_error_n:
@@ -376,12 +387,14 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     fires), AcquisitionAborted (signal or stop request), LaserInterlockError or
     InstrumentError; in every case the laser was made safe first and the file
     closed with ``acquired`` telling the truth. ``live``: an acquisition.live.LiveTransfer
-    that streams each spot's secondary spectrum; its results are recorded in the map.
+    that streams each spot's secondary spectrum; its results are recorded in the map, with
+    their errors against the primary measured at the same shot (acquisition.live_drift).
     ``on_summary(summary)`` is called once the map file is closed, on every exit path that got
     as far as opening it (an interrupted map too), with the summary of what the file holds.
     ``subscribers``: callables that receive the run's documents (acquisition.documents):
     RunStart once the file is ready, a SpotBatch per group of spots once stored, SpotResults
-    (live results), RunStop (summary, exit status) on every exit path once the file is closed.
+    (live results), SpotErrors (their errors against the measured primary), RunStop (summary,
+    exit status) on every exit path once the file is closed.
     """
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from acquisition.documents import RunStop, SpotBatch
 from acquisition.shared.progress import Progress
 
@@ -29,12 +31,16 @@ class MapProgress:
     """Counts what happens to spots and shows it on a progress bar (stderr).
 
     A subscriber of the run's documents: each SpotBatch counts its spots done, RunStop closes
-    the bar. Missed shots, re-shots and unfilled spots are counted by the scan that sees them.
+    the bar. Given the map's ``shape``, a spot recorded again in the same run (a fly run shot
+    again at rest, which replaces what it recorded) counts once. Missed shots, re-shots and
+    unfilled spots are counted by the scan that sees them.
     """
 
-    def __init__(self, total: int, done: int = 0, *, show: bool = True, desc: str = "map"):
+    def __init__(self, total: int, done: int = 0, *, show: bool = True, desc: str = "map",
+                 shape: tuple[int, int] | None = None):
         self.total = total
         self._start_done = done
+        self._recorded = np.zeros(shape, dtype=bool) if shape is not None else None   # this run
         self.done = done
         self.missed = 0
         self.reshot = 0
@@ -44,9 +50,18 @@ class MapProgress:
 
     def __call__(self, document) -> None:
         if isinstance(document, SpotBatch):
-            self.spots_done(len(document))
+            self.spots_done(self._new_spots(document))
         elif isinstance(document, RunStop):
             self.close()
+
+    def _new_spots(self, batch: SpotBatch) -> int:
+        if self._recorded is None:
+            return len(batch)
+        fresh = ~self._recorded[batch.iy, batch.ix]
+        self._recorded[batch.iy, batch.ix] = True
+        if fresh.sum() <= 1:
+            return int(fresh.sum())
+        return len(set(zip(batch.iy[fresh].tolist(), batch.ix[fresh].tolist())))
 
     def spots_done(self, n: int = 1) -> None:
         self.done += n

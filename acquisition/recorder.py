@@ -9,10 +9,11 @@ where the shots really hit on a simulated bench; a failed write raises
 MapWriteError and, the recorder being the router's store, stops the run.
 ``SpotResults`` go into ``/entry/<group>`` while the file is open; they never
 stop the run (raw data wins), and results the file could not take are saved
-beside it (``MAP.h5.transferred.npz``) once it is closed. ``drain()`` commits;
-``RunStop`` finishes the map (``/entry/end_time``, only when every spot is
-acquired) or closes it resumable, then records the per-spot live errors and
-the live summary (acquisition.live_record), which need new objects.
+beside it (``MAP.h5.transferred.npz``) once it is closed. ``SpotErrors`` (the
+drift monitor's per-spot errors) are kept until ``RunStop``. ``drain()``
+commits; ``RunStop`` finishes the map (``/entry/end_time``, only when every
+spot is acquired) or closes it resumable, then records the per-spot live errors
+and the live summary (acquisition.live_record), which need new objects.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acquisition.documents import RunStart, RunStop, SpotBatch, SpotResults
+from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import ERROR_DATASETS, write_extras
 from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter, write_transferred
 from acquisition.store.derived import TRANSFERRED
@@ -74,6 +75,8 @@ class MapRecorder:
             self._spots(document)
         elif isinstance(document, SpotResults):
             self._results(document)
+        elif isinstance(document, SpotErrors):
+            self._spot_errors(document)
         elif isinstance(document, RunStart):
             self._start(document)
         elif isinstance(document, RunStop):
@@ -110,13 +113,15 @@ class MapRecorder:
         if batch.true_position_um is not None and self.writer.has_true_positions:
             self.writer.write_true_positions(batch.iy, batch.ix, batch.true_position_um)
 
+    def _spot_errors(self, errors: SpotErrors) -> None:
+        if self._shape is None or errors.group != TRANSFERRED:
+            return
+        for name in ERROR_DATASETS:
+            values = self._errors.setdefault(name, np.full(self._shape, np.nan, np.float32))
+            values[errors.iy, errors.ix] = getattr(errors, name.removeprefix("live_"))
+
     def _results(self, results: SpotResults) -> None:
         self._model_id = results.model_id or self._model_id
-        for name in ERROR_DATASETS:
-            values = getattr(results, name.removeprefix("live_"))
-            if values is not None and self._shape is not None:
-                errors = self._errors.setdefault(name, np.full(self._shape, np.nan, np.float32))
-                errors[results.iy, results.ix] = values
         if self.writer is None or self.writer.failure is not None:
             self._unwritten.append(results)
             return

@@ -46,7 +46,9 @@ call back into the bench (``laser_emulator.set_interlock``) directly.
 
 Faults (:class:`BenchFaults`): lost and garbled replies on the three links,
 missed spectrometer triggers, stage stalls (per axis move), and the laser
-interlock opening at a given shot; all drawn from the bench seed.
+interlock opening at a given shot; all drawn from the bench seed. For faults at
+a known place, tests call ``miss_triggers(shot_ids)`` (every spectrometer
+misses those shots) and ``stage_emulator.inject_stall_at(axis, x_um)``.
 """
 
 from __future__ import annotations
@@ -218,6 +220,13 @@ class SimulatedBench:
         """How many times the laser was made safe (shutter closed with emission stopped)."""
         self._started()
         return self.laser_emulator.safe_events
+
+    def miss_triggers(self, shot_ids) -> None:
+        """Every spectrometer misses the trigger of these shots (ids as in :attr:`fired`): a fault
+        at a known place, for tests."""
+        engine = self._started()
+        with engine.lock:
+            engine.missed_by_all.update(int(i) for i in shot_ids)
 
     def fault_log(self) -> dict:
         """What the fault injection actually did so far (and ``*TRG`` refused while busy, real time)."""

@@ -63,6 +63,7 @@ class BenchEngine:
         self.fired: list[FiredShot] = []
         self.laser_shots = 0
         self.missed_triggers: list[tuple[int, str]] = []     # (shot id, system)
+        self.missed_by_all: set[int] = set()      # shot ids whose trigger every spectrometer misses (tests)
         self.interlock_opened_at: int | None = None
         self._fault_rng = np.random.default_rng([seed, 1])
         self._batches = 0
@@ -250,8 +251,9 @@ class BenchEngine:
             missed = self._fault_rng.random(n) < self.faults.missed_trigger
             victim = self._fault_rng.integers(len(armed), size=n)
         consumers = {}
+        by_all = np.isin(ids, list(self.missed_by_all)) if self.missed_by_all else np.zeros(n, dtype=bool)
         for j, (system, spec) in enumerate(armed):
-            lost = missed & (victim == j)
+            lost = (missed & (victim == j)) | by_all
             waiting = spec._waiting_triggers()
             seen = np.flatnonzero(~lost)[:waiting]
             # Once its count is used up a spectrometer no longer listens: later losses are no misses.

@@ -25,6 +25,9 @@ Hook API (stable; used by ``sim/bench/``)
 ``inject_stall(axis, fraction=0.5, recover=False)``  the next move on
     ``axis`` stalls after ``fraction`` of its length: it stops there with the
     fault flag ``FS``, or (``recover=True``) sets ``WS`` and completes.
+``inject_stall_at(axis, position_um, recover=False)``  the first move on
+    ``axis`` that passes ``position_um`` stalls there (moves that do not pass
+    it are left alone): a stall at a known place, for tests.
 ``command_log``  :class:`CommandRecord` (t, command, replies) per message;
     ``on_command`` is called with each.
 """
@@ -97,6 +100,7 @@ class AxisModel:
     stop_flag: str | None = None      # flag raised when the move ends (FS after a stall)
     flags: set[str] = field(default_factory=lambda: {"WR"})
     pending_stall: tuple[float, bool] | None = None
+    pending_stall_at: tuple[float, bool] | None = None   # (microsteps, recover): the first move passing it
     recover_flag_at: float | None = None
 
     def speed_ustep_s(self) -> float:
@@ -130,6 +134,11 @@ class AxisModel:
         self.t_end = t + abs(self.target - here) / self.speed_ustep_s()
         self.stop_flag = None
         self.recover_flag_at = None
+        if self.pending_stall_at is not None and self.t_end > t and \
+                min(here, self.target) < self.pending_stall_at[0] < max(here, self.target):
+            at, recover = self.pending_stall_at
+            self.pending_stall_at = None
+            self.pending_stall = ((at - here) / (self.target - here), recover)
         if self.pending_stall is not None and self.t_end > t:
             fraction, recover = self.pending_stall
             self.pending_stall = None
@@ -225,6 +234,10 @@ class ZaberEmulator:
         with self.lock:
             self.axes[axis].pending_stall = (fraction, recover)
 
+    def inject_stall_at(self, axis: tuple[int, int], position_um: float, recover: bool = False) -> None:
+        with self.lock:
+            self.axes[axis].pending_stall_at = (position_um / self.microstep_um, recover)
+
     # ------------------------------------------------------------- protocol
     def handle(self, line: str) -> list[str]:
         replies = self._handle(line.strip())
@@ -262,6 +275,10 @@ class ZaberEmulator:
 
     def _reply(self, device: int, axis: int, message_id: int | None, tokens: list[str]) -> str:
         t = self.clock.now()
+        # What has happened by now (a move ended, a stall) is what the command sees, as on the
+        # device: `warnings` must report a stall from the moment it happened.
+        for a in self._axes_of(device, axis if (device, axis) in self.axes else 0):
+            a.settle(t)
         try:
             if axis and (device, axis) not in self.axes:
                 raise _Reject("BADAXIS")

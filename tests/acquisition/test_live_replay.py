@@ -9,8 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, SpotResults
+from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live import LiveOptions, LiveTransfer
+from acquisition.live_drift import LiveDrift
+from acquisition.shared.drift import primary_baseline_windows
+from acquisition.shared.spectral import baseline_correct
 from acquisition.store import MapLayout
 from tests.streaming.conftest import WorkerProcess, make_test_model
 
@@ -54,18 +57,19 @@ def replayed_run(axes: dict[str, np.ndarray], seed: int = 0):
                                      np.column_stack([spots[k, 1] * 40.0, spots[k, 0] * 40.0]),
                                      {"primary": primary[k], "secondary": secondary[k]}))
         first = stop
-    return start, batches, secondary, spots
+    return start, batches, secondary, primary, spots
 
 
 def test_replayed_documents_get_the_models_result_for_every_spot_before_the_run_stops(worker, model):
-    start, batches, secondary, spots = replayed_run(model_axes(model))
+    start, batches, secondary, measured_primary, spots = replayed_run(model_axes(model))
     live = LiveTransfer(LiveOptions(worker.input, results=worker.output, control=worker.control), show_progress=False)
+    drift = LiveDrift(window=10)
     documents = []
-    router = DocumentRouter(subscribers=[live, documents.append])
+    router = DocumentRouter(subscribers=[live, drift, documents.append])
 
     derived = live.prepare(start.path, start.layout, start.wavelengths)
     router.emit(RunStart(start.path, start.layout, start.systems, start.wavelengths, {}, {}, False,
-                         derived=derived))
+                         derived=derived, models={"transferred": live.model_info}))
     for doc in batches:
         router.emit(doc)
     router.drain()
@@ -90,14 +94,22 @@ def test_replayed_documents_get_the_models_result_for_every_spot_before_the_run_
     np.testing.assert_allclose(np.concatenate([r.novelty for r in results]), novelty, rtol=1e-5, atol=1e-5)
     model_id = {p.key: p.value for p in onnx.load(model).metadata_props}["twinplume.model_id"]
     assert {r.model_id for r in results} == {model_id}
-    # each result was compared with the primary measured at the same shot
-    relative = np.concatenate([r.relative_error for r in results])
-    assert np.isfinite(relative).all() and (relative > 0).all()
+    # results name their shots, and the drift monitor compared each with the primary measured at that shot
+    np.testing.assert_array_equal(np.concatenate([r.shot_id for r in results]), 1000 + rows)
+    errors = [doc for doc in documents if isinstance(doc, SpotErrors)]
+    relative = np.full(SHAPE, np.nan)
+    for doc in errors:
+        relative[doc.iy, doc.ix] = doc.relative_error
+    truth = baseline_correct(measured_primary[rows], *primary_baseline_windows(live.model_info)).astype(np.float64)
+    expected = np.full(SHAPE, np.nan)
+    expected[iy, ix] = np.linalg.norm(primary - truth, axis=1) / np.linalg.norm(truth, axis=1)
+    np.testing.assert_allclose(relative, expected, rtol=1e-4)
+    assert drift.summary()["spots"] == len(spots) and drift.measured == len(spots)
 
 
 def test_replayed_documents_without_a_worker_name_every_spot_and_emit_nothing(tmp_path):
     axes = {"primary": np.linspace(200, 900, N_PRIMARY), "secondary": np.linspace(250, 850, N_SECONDARY)}
-    start, batches, _, spots = replayed_run(axes, seed=1)
+    start, batches, _, _, spots = replayed_run(axes, seed=1)
     live = LiveTransfer(LiveOptions("ipc://" + str(tmp_path / "nobody-in"), results="ipc://" + str(tmp_path / "out"),
                                     control="ipc://" + str(tmp_path / "ctl"), timeout_s=0.3), show_progress=False)
     documents = []

@@ -99,6 +99,26 @@ def test_zaber_moves_on_the_clock():
     assert not stage.busy((1, 1)) and stage.position_at(clock.now()) == 5000.0
 
 
+def test_zaber_stall_at_a_position_stops_there_and_warnings_say_so_from_then_on():
+    clock = ManualClock()
+    stage = ZaberEmulator(clock=clock, microstep_um=0.5)
+    stage.handle("/1 1 set maxspeed 16384")  # 10000 microsteps/s
+    stage.handle("/1 1 set pos 0")                             # a reference: no WR
+    stage.inject_stall_at((1, 1), position_um=2000.0)         # microstep 4000
+    stage.handle("/1 1 move abs 3000")                         # does not pass it: left alone
+    clock.advance(1.0)
+    assert stage.position_at(clock.now()) == 3000.0
+    stage.handle("/1 1 move abs 6000")                         # passes it: stalls there, at t + 0.1 s
+    clock.advance(0.05)
+    assert stage.handle("/1 1 warnings")[0].split()[-1] == "00"
+    clock.advance(0.1)
+    # the first question after the stall already hears of it, in the reply's flag and its data
+    assert stage.handle("/1 1 warnings")[0].split()[-2:] == ["01", "FS"]
+    assert stage.position_um_at(clock.now()) == pytest.approx(2000.0)
+    clock.advance(1.0)
+    assert stage.position_um_at(clock.now()) == pytest.approx(2000.0)
+
+
 @pytest.mark.parametrize("server_type", [TcpLineServer, PtyLineServer])
 def test_transport_faults_follow_the_seeded_rng(server_type):
     def run(seed):
