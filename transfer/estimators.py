@@ -15,6 +15,9 @@ three things keep the networks from collapsing (docs/transfer.md, measured):
   training pairs (``latent <= n / 16``, widths ``<= n / 2``, never below 8 and 32);
 - ``noise`` adds Gaussian noise of that standard deviation (scaled units) to the
   secondary inputs of every training batch, a cheap augmentation;
+- ``gain_augment`` multiplies the secondary's counts by a random smooth gain curve
+  (another day's spectrometer response; `with_gain_augmentation`), which needs
+  ``fit(..., secondary_zero=...)``;
 - ``l2`` (weight decay as in the paper's loss) and early stopping on validation;
 - ``min_steps``: every phase runs at least that many optimiser steps (more epochs
   when an epoch is only a few batches), early stopping still applying; ``max_epochs``
@@ -68,6 +71,40 @@ def with_input_noise(loss_fn, noise: float):
     return noisy
 
 
+def with_gain_augmentation(loss_fn, amplitude: float, secondary_zero):
+    """The loss with a random smooth gain curve on the secondary's counts (training batches only).
+
+    A spectrometer's response changes from day to day, smoothly across its range (fibre
+    coupling, alignment, focus), while the plasma it sees stays the plasma. Each training
+    spectrum's counts are multiplied by 1 + a0 + a1 P1(t) + a2 P2(t) (Legendre polynomials
+    over the pixel axis, t in [-1, 1], every a ~ N(0, amplitude^2)) and the paired primary is
+    left as measured, so the network learns not to read the secondary's response as chemistry
+    (docs/transfer.md, "Day-change augmentation"). `secondary_zero` is the scaled value of zero
+    counts per pixel (-mean / scale of the secondary's scaler): the gain multiplies counts, not
+    centred values (a gain about the mean spectrum did not help)."""
+    if amplitude <= 0:
+        return loss_fn
+    if secondary_zero is None:
+        raise ValueError("gain augmentation needs secondary_zero, the scaled value of zero counts per pixel")
+    zero = torch.as_tensor(np.asarray(secondary_zero, np.float32)).reshape(-1)
+    t = torch.linspace(-1.0, 1.0, zero.numel())
+    basis = torch.stack([torch.ones_like(t), t, 1.5 * t ** 2 - 0.5])    # [3, n_secondary]
+
+    def augmented(model, batch, progress, generator):
+        x = batch["secondary"]
+        a = amplitude * torch.randn((x.shape[0], 3), generator=generator, device=x.device, dtype=x.dtype)
+        gain = 1.0 + a @ basis.to(x)
+        z = zero.to(x)
+        return loss_fn(model, dict(batch, secondary=z + gain * (x - z)), progress, generator)
+    return augmented
+
+
+def _secondary_augmentation(loss_fn, estimator):
+    """Noise, then the gain curve: what every phase that reads the secondary trains with."""
+    return with_gain_augmentation(with_input_noise(loss_fn, float(estimator.noise)), float(estimator.gain_augment),
+                                  getattr(estimator, "secondary_zero_", None))
+
+
 class _NetworkTransfer(RegressorMixin, BaseEstimator):
     """Shared fitting plumbing; subclasses build and train their modules in `_fit`."""
 
@@ -97,11 +134,18 @@ class _NetworkTransfer(RegressorMixin, BaseEstimator):
         return fit_network(phase, module, loss_fn=loss_fn, val_fn=val_fn, train=train, val=val,
                            settings=settings, device=device, seed=int(self.seed), progress=False)
 
-    def fit(self, X_secondary, X_primary, *, validation=None):
+    def fit(self, X_secondary, X_primary, *, validation=None, secondary_zero=None):
+        """``secondary_zero``: the scaled value of zero counts per secondary pixel (-mean / scale
+        of its scaler), needed when ``gain_augment`` > 0."""
         if self.size not in SIZES:
             raise ValueError(f"{type(self).__name__}: size must be one of {SIZES}, got {self.size!r}")
         (xs, xp), (vs, vp) = self._split(X_secondary, X_primary, validation)
         self.n_secondary_, self.n_primary_ = xs.shape[1], xp.shape[1]
+        if float(self.gain_augment) > 0:
+            if secondary_zero is None or np.size(secondary_zero) != xs.shape[1]:
+                raise ValueError(f"{type(self).__name__}: gain_augment={self.gain_augment} needs secondary_zero, "
+                                 f"the scaled value of zero counts for each of the {xs.shape[1]} secondary pixels")
+            self.secondary_zero_ = np.asarray(secondary_zero, np.float32).reshape(-1)
         train = ArrayBatches({"secondary": xs, "primary": xp}, int(self.batch_size),
                              seed=derived_seed(self.seed, type(self).__name__, "batches"))
         val = ArrayBatches({"secondary": vs, "primary": vp}, 1024, shuffle=False)
@@ -143,7 +187,8 @@ class VAEMLPTransfer(_NetworkTransfer):
                  learning_rate: float = 1e-4, finetune_learning_rate: float = 1e-5, batch_size: int = 128,
                  l2: float = 1e-6, kl_max: float = 0.5, kl_cycles: int = 4, negative_slope: float = 0.01,
                  patience: int = 10, vae_patience: int = 0, clip_grad_norm: float = 1.0, noise: float = 0.0,
-                 size: str = "fixed", min_steps: int = 0, max_epochs: int = 0, validation_fraction: float = 0.15,
+                 gain_augment: float = 0.0, size: str = "fixed", min_steps: int = 0, max_epochs: int = 0,
+                 validation_fraction: float = 0.15,
                  seed: int = 0, device: str = "cpu"):
         self.vae_hidden = vae_hidden
         self.latent = latent
@@ -162,6 +207,7 @@ class VAEMLPTransfer(_NetworkTransfer):
         self.vae_patience = vae_patience
         self.clip_grad_norm = clip_grad_norm
         self.noise = noise
+        self.gain_augment = gain_augment
         self.size = size
         self.min_steps = min_steps
         self.max_epochs = max_epochs
@@ -181,7 +227,7 @@ class VAEMLPTransfer(_NetworkTransfer):
         torch.manual_seed(derived_seed(self.seed, "init", "mlp"))
         mlp = LatentMLP(self.n_secondary_, mlp_hidden, latent, self.negative_slope)
         loss_fn, val_fn = latent_phase_losses(vae, float(self.l2))
-        history["mlp"] = self._run("mlp", mlp, with_input_noise(loss_fn, float(self.noise)), val_fn, train, val,
+        history["mlp"] = self._run("mlp", mlp, _secondary_augmentation(loss_fn, self), val_fn, train, val,
                                    self.mlp_epochs)
         network = ComposedTransfer(mlp, vae.decoder)
         if int(self.finetune_epochs) > 0:
@@ -189,7 +235,7 @@ class VAEMLPTransfer(_NetworkTransfer):
             for parameter in network.parameters():
                 parameter.requires_grad_(True)
             loss_fn, val_fn = transfer_phase_losses(float(self.l2))
-            history["finetune"] = self._run("finetune", network, with_input_noise(loss_fn, float(self.noise)), val_fn,
+            history["finetune"] = self._run("finetune", network, _secondary_augmentation(loss_fn, self), val_fn,
                                             train, val, self.finetune_epochs,
                                             learning_rate=self.finetune_learning_rate)
         self.vae_, self.mlp_, self.network_ = vae.cpu().eval(), network.mlp.cpu().eval(), network.cpu().eval()
@@ -242,7 +288,8 @@ class OneStepMLPTransfer(_NetworkTransfer):
     def __init__(self, *, vae_hidden=(1024, 512), latent: int = 64, mlp_hidden=(128, 512), epochs: int = 100,
                  learning_rate: float = 1e-4, batch_size: int = 128, l2: float = 1e-6,
                  negative_slope: float = 0.01, patience: int = 10, clip_grad_norm: float = 1.0,
-                 noise: float = 0.0, size: str = "fixed", min_steps: int = 0, max_epochs: int = 0,
+                 noise: float = 0.0, gain_augment: float = 0.0, size: str = "fixed", min_steps: int = 0,
+                 max_epochs: int = 0,
                  validation_fraction: float = 0.15, seed: int = 0, device: str = "cpu"):
         self.vae_hidden = vae_hidden
         self.latent = latent
@@ -255,6 +302,7 @@ class OneStepMLPTransfer(_NetworkTransfer):
         self.patience = patience
         self.clip_grad_norm = clip_grad_norm
         self.noise = noise
+        self.gain_augment = gain_augment
         self.size = size
         self.min_steps = min_steps
         self.max_epochs = max_epochs
@@ -268,10 +316,11 @@ class OneStepMLPTransfer(_NetworkTransfer):
         network = ComposedTransfer(LatentMLP(self.n_secondary_, mlp_hidden, latent, self.negative_slope),
                                    Decoder(latent, vae_hidden, self.n_primary_, self.negative_slope))
         loss_fn, val_fn = transfer_phase_losses(float(self.l2))
-        history = {"one_step": self._run("one_step", network, with_input_noise(loss_fn, float(self.noise)), val_fn,
+        history = {"one_step": self._run("one_step", network, _secondary_augmentation(loss_fn, self), val_fn,
                                          train, val, self.epochs)}
         self.network_ = network.cpu().eval()
         return history
 
 
-__all__ = ["VAEMLPTransfer", "OneStepMLPTransfer", "data_sized", "epochs_for", "with_input_noise"]
+__all__ = ["VAEMLPTransfer", "OneStepMLPTransfer", "data_sized", "epochs_for", "with_gain_augmentation",
+           "with_input_noise"]

@@ -37,7 +37,7 @@ from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import (PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
-from transfer.estimators import SIZES, data_sized, epochs_for, with_input_noise
+from transfer.estimators import SIZES, data_sized, epochs_for, with_gain_augmentation, with_input_noise
 from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
@@ -175,11 +175,17 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     common = dict(train=train, val=val, device=device, seed=seed, checkpoints=checkpoints, resume=resume,
                   progress=progress)
     history: dict[str, list] = {}
+    zero = preprocessors["secondary"].scaled_zero()
+
+    def augmented(loss_fn):
+        """Noise and the day-change gain curve on the secondary inputs (transfer.estimators)."""
+        return with_gain_augmentation(with_input_noise(loss_fn, config["mlp"]["noise"]),
+                                      config["mlp"]["gain_augment"], zero)
 
     torch.manual_seed(derived_seed(seed, name, "init", "mlp"))
     mlp = build_mlp(n_secondary, config["mlp"], latent)
     loss_fn, val_fn = latent_phase_losses(vae.to(device), config["mlp"]["l2"])
-    loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
+    loss_fn = augmented(loss_fn)
     history["mlp"] = fit_network(f"{name}-mlp", mlp, loss_fn=loss_fn, val_fn=val_fn,
                                  settings=_phase(config["mlp"], n_pairs=train.n_spots,
                                                  min_steps=config["mlp"]["min_steps"]),
@@ -192,7 +198,7 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         for parameter in composed.parameters():
             parameter.requires_grad_(True)
         loss_fn, val_fn = transfer_phase_losses(config["finetune"]["l2"])
-        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
+        loss_fn = augmented(loss_fn)
         history["finetune"] = fit_network(
             f"{name}-finetune", composed, loss_fn=loss_fn, val_fn=val_fn,
             settings=_phase(config["finetune"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),
@@ -205,7 +211,7 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         torch.manual_seed(derived_seed(seed, name, "init", "one_step"))
         one_step = build_one_step(n_secondary, n_primary, config)
         loss_fn, val_fn = transfer_phase_losses(config["one_step"]["l2"])
-        loss_fn = with_input_noise(loss_fn, config["mlp"]["noise"])
+        loss_fn = augmented(loss_fn)
         history["one_step"] = fit_network(
             f"{name}-one_step", one_step, loss_fn=loss_fn, val_fn=val_fn,
             settings=_phase(config["one_step"], n_pairs=train.n_spots, min_steps=config["mlp"]["min_steps"]),

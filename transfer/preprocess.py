@@ -223,6 +223,11 @@ class SpectrumPreprocessor:
     def inverse_transform(self, Z) -> np.ndarray:
         return self.scaler.inverse_transform(Z)
 
+    def scaled_zero(self) -> np.ndarray:
+        """What zero baseline-corrected counts become per pixel once scaled (-mean / scale):
+        the point a gain on the counts multiplies about in scaled units."""
+        return self.scaler.transform(np.zeros((1, self.n_pixels), np.float32))[0]
+
     def refitted(self, raw_chunks) -> "SpectrumPreprocessor":
         """A preprocessor with this one's axis, baseline and scaling, its statistics fitted on
         other raw spectra (an array or an iterable of chunks); this one stays as it is."""

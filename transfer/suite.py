@@ -52,13 +52,15 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             batch_size=mlp["batch_size"], l2=mlp["l2"], kl_max=vae["kl_max"], kl_cycles=vae["kl_cycles"],
             negative_slope=vae["negative_slope"], patience=mlp["patience"],
             clip_grad_norm=max(mlp["clip_grad_norm"], vae["clip_grad_norm"]), noise=mlp["noise"],
+            gain_augment=mlp["gain_augment"],
             size=vae["size"], min_steps=max(vae["min_steps"], mlp["min_steps"]),
             max_epochs=_cap(vae, mlp, finetune), seed=seed, device=device),
         "one_step_mlp": OneStepMLPTransfer(
             vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
             epochs=one_step["epochs"], learning_rate=one_step["learning_rate"], batch_size=one_step["batch_size"],
             l2=one_step["l2"], negative_slope=vae["negative_slope"], patience=one_step["patience"],
-            clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], size=vae["size"],
+            clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], gain_augment=mlp["gain_augment"],
+            size=vae["size"],
             min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
         "pls": PLSTransfer(base["pls_components"], seed=seed),
         "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
@@ -139,7 +141,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
             if name == "knn":
                 model.set_params(n_neighbors=max(1, min(model.n_neighbors, len(train[0]))))
             if name in ("vae_mlp", "one_step_mlp"):
-                model.fit(*train, validation=val)
+                model.fit(*train, validation=val, secondary_zero=maps["preprocessors"]["secondary"].scaled_zero())
                 params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
             else:
                 model.fit(*train)

@@ -102,3 +102,37 @@ def test_best_reconstruction_finds_what_the_decoder_can_make_and_no_more(data):
     # the spike is no decoder output: what is left of it is the floor of any MLP onto this latent space
     assert np.mean(np.abs((on_manifold + spike - off)[:, xp.shape[1] // 2])) > 20.0
     assert model.best_reconstruction(on_manifold[:1], steps=1).shape == (1, xp.shape[1])
+
+
+def test_gain_augmentation_multiplies_the_secondary_counts_by_a_smooth_curve():
+    from transfer.estimators import with_gain_augmentation
+    from transfer.preprocess import SpectralScaler
+    rng = np.random.default_rng(0)
+    counts = rng.gamma(2.0, 300.0, (16, 120)).astype(np.float32)
+    scaler = SpectralScaler("global").fit(counts)
+    zero = scaler.transform(np.zeros((1, 120), np.float32))[0]
+    seen = {}
+
+    def loss(model, batch, progress, generator):
+        seen.update(batch)
+        return torch.zeros(())
+    batch = {"secondary": torch.from_numpy(scaler.transform(counts)), "primary": torch.ones(16, 7)}
+    with_gain_augmentation(loss, 0.1, zero)(None, batch, 0.0, torch.Generator().manual_seed(1))
+    gain = scaler.inverse_transform(seen["secondary"].numpy()) / counts       # in counts, per spectrum
+    t = np.linspace(-1, 1, 120)
+    basis = np.stack([np.ones_like(t), t, 1.5 * t ** 2 - 0.5], 1)
+    coefficients, *_ = np.linalg.lstsq(basis, gain.T - 1.0, rcond=None)
+    np.testing.assert_allclose(1.0 + basis @ coefficients, gain.T, atol=1e-4)   # constant + linear + quadratic only
+    assert 0.05 < np.std(coefficients) < 0.2, "coefficients drawn with the amplitude given"
+    assert torch.equal(seen["primary"], batch["primary"]), "the plasma the primary saw is left as measured"
+    assert with_gain_augmentation(loss, 0.0, None) is loss
+
+
+def test_gain_augmentation_needs_the_scaled_zero(data):
+    (xs, xp), _ = data
+    with pytest.raises(ValueError, match="secondary_zero"):
+        VAEMLPTransfer(**TINY, gain_augment=0.05, vae_epochs=1, mlp_epochs=1).fit(xs, xp)
+    model = VAEMLPTransfer(**TINY, gain_augment=0.05, vae_epochs=2, mlp_epochs=2, seed=2)
+    plain = clone(model).set_params(gain_augment=0.0).fit(xs, xp).predict(xs[:5])
+    augmented = model.fit(xs, xp, secondary_zero=np.full(xs.shape[1], -1.0, np.float32)).predict(xs[:5])
+    assert not np.allclose(plain, augmented), "the augmentation changes the training"
