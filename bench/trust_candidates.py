@@ -1,4 +1,4 @@
-"""Candidate trust scores against today's, on the robustness suite's maps: prints ONE JSON object.
+"""Candidate trust scores on the robustness suite's maps: prints ONE JSON object.
 
 The trust score (transfer/trust.py) must rank and calibrate the relative transfer error on the
 test map, another day and region than the training and validation maps. This script measures
@@ -6,13 +6,15 @@ candidate scores built from what the live graph has (the corrected secondary, th
 output, small linear pieces) with `transfer.trust_figures.score_figures` on the test map, each
 head and calibration fitted on the validation map as `libs-transfer train` does:
 
-- ``today``: the shipped features (log intensity, log shape residual, log output norm);
+- ``shipped``: the project's score as `libs-transfer train` ships it (transfer.trust.TrustScore);
+- ``earlier``: the features of the earlier method ``shape-residual-head`` (log intensity, log
+  residual of the normalised secondary outside 16 principal axes, log output norm);
 - ``shape_output`` / ``shape``: without the intensity feature (and without the output norm);
-- ``today_pcs``: today's features and the 16 principal coordinates of the normalised secondary;
+- ``earlier_pcs``: those features and the 16 principal coordinates of the normalised secondary;
 - ``disagree``: log d, d = ||p - q|| / ||p||, q a cheap second model (``pls8``, ``rrr16``:
   ridge of reduced rank 16, two thin matrices), with a fitted slope and intercept;
 - ``disagree_shape``: log d and the log shape residual;
-- ``today_disagree``: today's features and log d;
+- ``earlier_disagree``: the earlier features and log d;
 - ``proportional``: expected error = k d, k from the validation map (no head, no isotonic curve);
 - ``*_augmented``: the head and calibration fitted on validation spectra whose secondary was
   changed as an instrument might change from one day to the next (intensity scale, sub-pixel
@@ -29,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import sys
@@ -166,9 +169,34 @@ def second_models(data: dict, seed: int) -> dict:
     return out
 
 
+class ShapeFeatures:
+    """The features of the earlier trust score (method ``shape-residual-head``): log intensity,
+    log residual of the intensity-normalised spectrum outside k principal axes of the training
+    spectra, log output norm; and the principal coordinates themselves."""
+
+    def __init__(self, n_components: int = 16, seed: int = 0):
+        self.n_components, self.seed = n_components, seed
+
+    def fit(self, corrected) -> "ShapeFeatures":
+        from sklearn.utils.extmath import randomized_svd
+        U = _normalised_counts(corrected)
+        self.shape_mean_ = U.mean(axis=0)
+        _, _, self.shape_axes_ = randomized_svd(U - self.shape_mean_, self.n_components, n_iter=7,
+                                                random_state=self.seed)
+        return self
+
+    def features(self, corrected, predicted) -> np.ndarray:
+        C, P = np.asarray(corrected, np.float64), np.asarray(predicted, np.float64)
+        d = _normalised_counts(C) - self.shape_mean_
+        residual = d - (d @ self.shape_axes_.T) @ self.shape_axes_
+        return np.column_stack([np.log(np.linalg.norm(C, axis=1) + 1.0),
+                                np.log(np.linalg.norm(residual, axis=1) + NORM_FLOOR),
+                                np.log(np.linalg.norm(P, axis=1) + 1.0)])
+
+
 # -- heads and calibration -------------------------------------------------------------------------
 class Head:
-    """log relative error ~ features (least squares, small ridge), then today's isotonic decile
+    """log relative error ~ features (least squares, small ridge), then the project's isotonic decile
     calibration (transfer.trust._calibration); ``proportional``: error = k d, no fit but k."""
 
     def __init__(self, kind: str = "linear"):
@@ -205,17 +233,17 @@ def _log(v):
 
 def candidate_features(trust, corrected, predicted, seconds: dict) -> dict:
     """candidate name -> (feature matrix [n, f], head kind)."""
-    today = trust.features(corrected, predicted)
+    earlier = trust.features(corrected, predicted)
     d = _normalised_counts(corrected) - trust.shape_mean_
     pcs = d @ trust.shape_axes_.T
-    out = {"today": (today, "linear"), "shape_output": (today[:, 1:], "linear"), "shape": (today[:, 1:2], "linear"),
-           "today_pcs": (np.column_stack([today, pcs]), "linear")}
+    out = {"earlier": (earlier, "linear"), "shape_output": (earlier[:, 1:], "linear"), "shape": (earlier[:, 1:2], "linear"),
+           "earlier_pcs": (np.column_stack([earlier, pcs]), "linear")}
     p = np.asarray(predicted, np.float64)
     for name, q in seconds.items():
         log_d = _log(np.linalg.norm(p - q, axis=1) / np.maximum(np.linalg.norm(p, axis=1), NORM_FLOOR))[:, None]
         out[f"disagree_{name}"] = (log_d, "linear")
-        out[f"disagree_shape_{name}"] = (np.column_stack([log_d, today[:, 1]]), "linear")
-        out[f"today_disagree_{name}"] = (np.column_stack([today, log_d]), "linear")
+        out[f"disagree_shape_{name}"] = (np.column_stack([log_d, earlier[:, 1]]), "linear")
+        out[f"earlier_disagree_{name}"] = (np.column_stack([earlier, log_d]), "linear")
         out[f"proportional_{name}"] = (log_d, "proportional")
     return out
 
@@ -243,11 +271,12 @@ def score_scenario(maps: Path, scenario: str, models, cache: Path, seed: int) ->
     arrays, prep = data["arrays"], data["preprocessors"]
     to_secondary, to_primary = prep["secondary"].inverse_transform, prep["primary"].inverse_transform
     corrected = {s: to_secondary(arrays[s]["secondary"]).astype(np.float64) for s in ("train", "val", "test")}
-    measured = {s: to_primary(arrays[s]["primary"]).astype(np.float64) for s in ("val", "test")}
+    measured = {s: to_primary(arrays[s]["primary"]).astype(np.float64) for s in ("train", "val", "test")}
     corrected["val_augmented"] = augment(corrected["val"], seed).astype(np.float64)
     scaled = {"val": arrays["val"]["secondary"], "test": arrays["test"]["secondary"],
               "val_augmented": prep["secondary"].scaler.transform(corrected["val_augmented"].astype(np.float32))}
-    trust = TrustScore(seed=seed).fit(corrected["train"])
+    trust = ShapeFeatures(seed=seed).fit(corrected["train"])
+    shipped = TrustScore(seed=seed).fit(corrected["train"], measured["train"])
     seconds_models = second_models(data, seed)
     seconds = {name: {s: f(scaled[s]) for s in scaled} for name, f in seconds_models.items()}
     half = len(corrected["test"]) // 2
@@ -275,6 +304,10 @@ def score_scenario(maps: Path, scenario: str, models, cache: Path, seed: int) ->
                 except (TrustError, np.linalg.LinAlgError) as exc:
                     row = {"error": str(exc)}
                 rows[label] = row
+        # the project's own score, as `train` ships it (transfer.trust)
+        calibrated = dataclasses.replace(shipped).calibrate(corrected["val"], pred["val"], measured["val"])
+        rows["shipped"] = {"validation": _figures(calibrated.expected_relative_error(corrected["test"], pred["test"]),
+                                                  pred["test"], measured["test"], corrected["test"])}
         result[model] = {"test_rse_median_rel": float(np.median(relative_error(pred["test"], measured["test"]))),
                          "val_median_rel": float(np.median(target["val"])), "candidates": rows}
     return result
