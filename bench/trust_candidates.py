@@ -306,8 +306,10 @@ def score_scenario(maps: Path, scenario: str, models, cache: Path, seed: int) ->
                 rows[label] = row
         # the project's own score, as `train` ships it (transfer.trust)
         calibrated = dataclasses.replace(shipped).calibrate(corrected["val"], pred["val"], measured["val"])
-        rows["shipped"] = {"validation": _figures(calibrated.expected_relative_error(corrected["test"], pred["test"]),
-                                                  pred["test"], measured["test"], corrected["test"])}
+        expected = calibrated.expected_relative_error(corrected["test"], pred["test"])
+        rows["shipped"] = {"validation": _figures(expected, pred["test"], measured["test"], corrected["test"]),
+                           "threshold": calibrated.threshold_,
+                           "flagged": float(np.mean(expected > np.float32(calibrated.threshold_)))}
         result[model] = {"test_rse_median_rel": float(np.median(relative_error(pred["test"], measured["test"]))),
                          "val_median_rel": float(np.median(target["val"])), "candidates": rows}
     return result

@@ -320,8 +320,8 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
     n = into.shape[0]
     offset = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
     bias = (offset - np.asarray(parts["secondary_mean"], np.float64)) @ into
-    thin = g.op("Add", [g.op("MatMul", [corrected, g.const("trust_into", into.astype(np.float32))]),
-                        g.const("trust_into_bias", bias.astype(np.float32))])             # [batch, k]
+    thin = g.op("Gemm", [corrected, g.const("trust_into", into.astype(np.float32)),
+                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k]
     second = g.op("Gemm", [thin, g.const("trust_out", np.asarray(parts["out"], np.float32)),
                            g.const("trust_primary_mean", np.asarray(parts["primary_mean"], np.float32))])
     apart = g.op("ReduceSumSquare", [g.op("Sub", [primary, second])], axes=[1], keepdims=1)
