@@ -311,20 +311,24 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
     graph's centred input, so no pass is spent adding it back), ``primary`` the model's primary
     counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
 
-    The second model q = (c - m_c) A B + m_p as two thin products, the offset and m_c folded
-    into one [k] bias of the first: t = x A + (offset - m_c) A, q = t B + m_p (x = c - offset).
-    Then d = min(|p - q| / max(|p|, floor), cap), feature log(d + 1e-6), in float32: the
-    difference is a sizeable fraction of |p| wherever the score matters.
+    The second model q = (c - m_c) A B + m_p as two thin products, with a column of ones
+    carried through the first so that the second also adds m_p and takes q from p in the same
+    Gemm: t' = [x A + (offset - m_c) A, 1] (x = c - offset), p - q = p - t' [B; m_p]. Then
+    d = min(|p - q| / max(|p|, floor), cap), feature log(d + floor), in float32: the
+    difference is a sizeable fraction of |p| wherever the score matters. No [batch, n_primary]
+    tensor but p - q is written: at large batches those passes, not the products, cost.
     """
     into = np.asarray(parts["into"], np.float64)
     n = into.shape[0]
     offset = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
-    bias = (offset - np.asarray(parts["secondary_mean"], np.float64)) @ into
-    thin = g.op("Gemm", [corrected, g.const("trust_into", into.astype(np.float32)),
-                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k]
-    second = g.op("Gemm", [thin, g.const("trust_out", np.asarray(parts["out"], np.float32)),
-                           g.const("trust_primary_mean", np.asarray(parts["primary_mean"], np.float32))])
-    apart = g.op("ReduceSumSquare", [g.op("Sub", [primary, second])], axes=[1], keepdims=1)
+    into_ones = np.concatenate([into, np.zeros((n, 1))], axis=1)                          # [n, k + 1]
+    bias = np.concatenate([(offset - np.asarray(parts["secondary_mean"], np.float64)) @ into, [1.0]])
+    out_mean = np.concatenate([np.asarray(parts["out"], np.float64),
+                               np.asarray(parts["primary_mean"], np.float64)[None, :]])   # [k + 1, n_primary]
+    thin = g.op("Gemm", [corrected, g.const("trust_into", into_ones.astype(np.float32)),
+                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k + 1]
+    apart = g.op("ReduceSumSquare", [g.op("Gemm", [thin, g.const("trust_out", out_mean.astype(np.float32)), primary],
+                                          alpha=-1.0, beta=1.0)], axes=[1], keepdims=1)   # |p - q|^2
     size = g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)
     # d^2 = |p - q|^2 / max(|p|^2, floor^2): one Sqrt after the division
     ratio = g.op("Sqrt", [g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
