@@ -3,7 +3,7 @@
 The graph `libs-transfer export` writes (transfer.onnx_graph) with random weights of the
 paper's sizes (as bench/stream.py: 3872 -> 4062 pixels, MLP 3872-128-512-64, decoder
 64-512-1024-4062, 16 novelty axes), built twice in the same run: without the trust output
-and with it (16 shape axes, the head and a 10-knot calibration curve, transfer.trust).
+and with it (a rank-16 second model, the head and a 10-knot calibration curve, transfer.trust).
 Both run in ONNX Runtime in this process, all outputs requested, at several batch sizes;
 the two are measured in alternating rounds and each keeps its best round, so load from
 other programs on a shared machine hits both alike.
@@ -29,10 +29,13 @@ BATCHES = (1, 16, 64, 256)
 
 
 def random_trust_parts(rng) -> dict:
-    axes = np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T
+    """transfer.trust.TrustScore.to_onnx_parts() of the sizes `train` fits: a rank-16 second model."""
     knots = np.sort(rng.uniform(-3, 0, 10))
-    return {"shape_mean": np.abs(rng.standard_normal(N_SECONDARY)) / np.sqrt(N_SECONDARY), "shape_axes": axes,
-            "weights": np.array([-0.3, 0.8, 0.4]), "intercept": -1.0, "knots": knots[:-1],
+    return {"secondary_mean": rng.uniform(0, 100, N_SECONDARY),
+            "into": rng.standard_normal((N_SECONDARY, 16)) / np.sqrt(N_SECONDARY),
+            "out": np.linalg.qr(rng.standard_normal((N_PRIMARY, 16)))[0].T,
+            "primary_mean": rng.uniform(0, 100, N_PRIMARY), "disagreement_cap": 10.0, "norm_floor": 1e-6,
+            "weights": np.array([0.9]), "intercept": -1.0, "knots": knots[:-1],
             "slopes_delta": np.abs(rng.standard_normal(9)) * 0.05, "first_knot": float(knots[0]),
             "last_knot": float(knots[-1]), "first_value": 0.05}
 

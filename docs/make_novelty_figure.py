@@ -135,6 +135,21 @@ class Candidates:
         self.inverse_covariance = np.linalg.inv(np.cov(latents.T) + 1e-6 * np.eye(latents.shape[1]))
         self.vae = bundle.vae.eval()
         self.primary = bundle.primary_preprocess
+        # the earlier trust score's shape feature: 16 principal axes of the intensity-normalised
+        # corrected training spectra
+        from sklearn.utils.extmath import randomized_svd
+        unit = self._unit(bundle.secondary().preprocess.correct(train_raw))
+        self.shape_mean = unit.mean(axis=0)
+        self.shape_axes = randomized_svd(unit - self.shape_mean, 16, n_iter=7, random_state=0)[2]
+
+    @staticmethod
+    def _unit(corrected: np.ndarray) -> np.ndarray:
+        corrected = np.asarray(corrected, np.float64)
+        return corrected / np.maximum(np.linalg.norm(corrected, axis=1, keepdims=True), 1e-6)
+
+    def shape_residual(self, corrected: np.ndarray) -> np.ndarray:
+        d = self._unit(corrected) - self.shape_mean
+        return np.linalg.norm(d - (d @ self.shape_axes.T) @ self.shape_axes, axis=1)
 
     def latent_mahalanobis(self, latent: np.ndarray) -> np.ndarray:
         d = latent.astype(np.float64) - self.mean
@@ -217,8 +232,7 @@ def evaluate(maps, bundle, sessions: dict, trusts: dict) -> dict:
                     expected = out["expected_rel_error"]
                     scores[f"trust ({calibration} calibration)"] = (expected, expected)
                 scores["novelty (pca residual, scaled input)"] = (live["novelty"], None)
-                features = trusts["held-out day"]["vae_mlp"].features(corrected, predicted)
-                scores["shape residual alone"] = (features[:, 1], None)
+                scores["shape residual alone"] = (candidates.shape_residual(corrected), None)
                 scores["latent Mahalanobis distance"] = (candidates.latent_mahalanobis(live["latent"]), None)
                 scores["encoder latent of the transfer vs MLP latent"] = (
                     candidates.encoder_disagreement(live["latent"], predicted), None)

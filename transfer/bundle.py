@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -52,7 +53,9 @@ from transfer.config import TransferConfig, config_from_json
 from transfer.models import ComposedTransfer, Decoder, LatentMLP, VAE, build_mlp, build_one_step, build_vae
 from transfer.novelty import NoveltyModel
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.trust import TrustScore
+from transfer.trust import OutdatedTrust, TrustScore
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "twinplume.transfer-bundle"
 BUNDLE_VERSION = 1
@@ -584,7 +587,7 @@ def write_manifest(model_dir: str | Path, *, n_primary: int, latent: int,
 def _restore(path: Path, restore: Callable[[dict], Any]) -> Any:
     try:
         return restore(load_state_tree(path))
-    except BundleError:
+    except (BundleError, OutdatedTrust):
         raise
     except (KeyError, ValueError, TypeError) as exc:
         raise BundleError(f"corrupt part {path}: {exc}") from None
@@ -658,9 +661,14 @@ def _load_secondary(model_dir: Path, name: str, info: Mapping[str, Any], config:
                           f"the system has {n}")
     trust = None
     if info.get("trust", False):
-        trust = _restore(base / "trust.safetensors", TrustScore.from_state)
-        if trust.shape_mean_.shape[0] != n:
-            raise BundleError(f"{base / 'trust.safetensors'}: statistics of {trust.shape_mean_.shape[0]}-pixel "
+        try:
+            trust = _restore(base / "trust.safetensors", TrustScore.from_state)
+        except OutdatedTrust as exc:
+            # the model itself is fine: it loads as a bundle from before the trust score
+            log.warning("%s: %s; '%s' has no expected_rel_error until then", base / "trust.safetensors", exc, name)
+            trust = None
+        if trust is not None and trust.n_secondary != n:
+            raise BundleError(f"{base / 'trust.safetensors'}: statistics of {trust.n_secondary}-pixel "
                               f"spectra, the system has {n}")
     return SecondaryModel(
         name=name, wavelengths=wavelengths, trust=trust,

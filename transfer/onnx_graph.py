@@ -13,7 +13,8 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
     novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
     expected_rel_error                               only with trust parts (transfer.trust):
-                = calibration(head(log|c|, log shape residual of c/|c|, log|primary|))
+                = calibration(head(log min(|primary - q| / |primary|, cap)))
+                  q = (c - m_c) A B + m_p: the trust score's reduced-rank second model
 
 Every rewrite above is exact algebra; only float32 rounding differs from the step-by-step
 path, far inside the export's parity tolerance. They save the passes over whole spectra that
@@ -310,44 +311,30 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
     graph's centred input, so no pass is spent adding it back), ``primary`` the model's primary
     counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
 
-    One pass over the spectrum: a float64 MatMul with M = [P; mu; offset] [k + 2, n] and
-    |x|^2 (x = c - offset). With s = 1 / max(|c|, floor), d = s c - mu:
-    |c|^2 = |x|^2 + 2 x.offset + |offset|^2, P d = s (P x + P offset) - P mu,
-    |d|^2 = s^2 |c|^2 - 2 s (x.mu + offset.mu) + |mu|^2, |r|^2 = |d|^2 - |P d|^2.
-    The difference cancels for spectra near the training subspace, hence float64 (float32
-    lost the parity with transfer.trust); the small [batch, k + 2] arithmetic costs nothing.
+    The second model q = (c - m_c) A B + m_p as two thin products, with a column of ones
+    carried through the first so that the second also adds m_p and takes q from p in the same
+    Gemm: t' = [x A + (offset - m_c) A, 1] (x = c - offset), p - q = p - t' [B; m_p]. Then
+    d = min(|p - q| / max(|p|, floor), cap), feature log(d + floor), in float32: the
+    difference is a sizeable fraction of |p| wherever the score matters. No [batch, n_primary]
+    tensor but p - q is written: at large batches those passes, not the products, cost.
     """
-    mean = np.asarray(parts["shape_mean"], np.float64)
-    axes = np.asarray(parts["shape_axes"], np.float64)
-    n, k = mean.shape[0], axes.shape[0]
+    into = np.asarray(parts["into"], np.float64)
+    n = into.shape[0]
     offset = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
-    stacked = np.concatenate([axes, mean[None, :], offset[None, :]]).T                    # [n, k + 2]
-    x = g.op("Cast", [corrected], to=TensorProto.DOUBLE)
-    products = g.op("MatMul", [x, g.const("trust_shape_axes_mean_offset", stacked)])     # [batch, k + 2]
-    products = g.op("Add", [products, g.const("trust_offset_products", stacked.T @ offset)])   # c . M
-    x_squared = g.op("ReduceSumSquare", [x], axes=[1], keepdims=1)
-    along_offset = g.op("Slice", [products, g.ints("trust_o_start", k + 1), g.ints("trust_o_stop", k + 2),
-                                  g.ints("trust_axis_o", 1)])                             # c.offset = x.offset + |offset|^2
-    squared = g.op("Sub", [g.op("Add", [x_squared, g.op("Mul", [along_offset, g.const("trust_two", np.float64(2))])]),
-                           g.const("trust_offset_squared", np.float64(offset @ offset))])   # |c|^2
-    norm64 = g.op("Sqrt", [g.op("Max", [squared, g.const("trust_zero", np.float64(0))])])
-    inverse = g.op("Reciprocal", [g.op("Max", [norm64, g.const("trust_norm_floor", np.float64(1e-6))])])
-    projected = g.op("Slice", [products, g.ints("trust_p_start", 0), g.ints("trust_p_stop", k), g.ints("trust_axis", 1)])
-    along_mean = g.op("Slice", [products, g.ints("trust_m_start", k), g.ints("trust_m_stop", k + 1),
-                                g.ints("trust_axis_m", 1)])                              # c.mu
-    inside = g.op("ReduceSumSquare", [g.op("Sub", [g.op("Mul", [projected, inverse]),
-                                                   g.const("trust_axes_mean", axes @ mean)])], axes=[1], keepdims=1)
-    total = g.op("Add", [g.op("Sub", [g.op("Mul", [squared, g.op("Mul", [inverse, inverse])]),
-                                      g.op("Mul", [g.op("Mul", [along_mean, inverse]), g.const("trust_two_m", np.float64(2))])]),
-                         g.const("trust_mean_squared", np.float64(mean @ mean))])         # |d|^2
-    residual64 = g.op("Sqrt", [g.op("Max", [g.op("Sub", [total, inside]), g.const("trust_zero_r", np.float64(0))])])
-    norm = g.op("Cast", [norm64], to=TensorProto.FLOAT)
-    residual = g.op("Cast", [residual64], to=TensorProto.FLOAT)
-    one = g.const("trust_one", np.float32(1))
-    output_norm = g.op("Sqrt", [g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)])
-    features = g.op("Concat", [g.op("Log", [g.op("Add", [norm, one])]),
-                               g.op("Log", [g.op("Add", [residual, g.const("trust_residual_floor", np.float32(1e-6))])]),
-                               g.op("Log", [g.op("Add", [output_norm, one])])], axis=1)   # [batch, 3]
+    into_ones = np.concatenate([into, np.zeros((n, 1))], axis=1)                          # [n, k + 1]
+    bias = np.concatenate([(offset - np.asarray(parts["secondary_mean"], np.float64)) @ into, [1.0]])
+    out_mean = np.concatenate([np.asarray(parts["out"], np.float64),
+                               np.asarray(parts["primary_mean"], np.float64)[None, :]])   # [k + 1, n_primary]
+    thin = g.op("Gemm", [corrected, g.const("trust_into", into_ones.astype(np.float32)),
+                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k + 1]
+    apart = g.op("ReduceSumSquare", [g.op("Gemm", [thin, g.const("trust_out", out_mean.astype(np.float32)), primary],
+                                          alpha=-1.0, beta=1.0)], axes=[1], keepdims=1)   # |p - q|^2
+    size = g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)
+    # d^2 = |p - q|^2 / max(|p|^2, floor^2): one Sqrt after the division
+    ratio = g.op("Sqrt", [g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
+                                                                          np.float32(parts["norm_floor"] ** 2))])])])
+    capped = g.op("Min", [ratio, g.const("trust_cap", np.float32(parts["disagreement_cap"]))])
+    features = g.op("Log", [g.op("Add", [capped, g.const("trust_feature_floor", np.float32(parts["norm_floor"]))])])
     score = g.op("MatMul", [features, g.const("trust_weights", np.asarray(parts["weights"], np.float32)[:, None])])
     clipped = g.op("Clip", [score, g.const("trust_first_knot", np.float32(parts["first_knot"] - parts["intercept"])),
                             g.const("trust_last_knot", np.float32(parts["last_knot"] - parts["intercept"]))])

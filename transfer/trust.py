@@ -7,21 +7,28 @@ but not the relative one (docs/novelty.md). The trust score answers the
 operator's question instead: *how wrong, relative to the spectrum itself, is
 this transfer likely to be?*
 
-Features, computed from what every transfer model has at hand — the
+It asks a second, cheap model the same question and measures how much the two
+answers differ. The second model is a ridge regression of the training pairs
+kept to its ``k`` leading output directions (reduced rank: two thin matrices);
+where the transfer model extrapolates — another day, another phase — the two
+extrapolate differently and their disagreement grows with the error. From the
 baseline-corrected secondary counts ``c`` [n_secondary] and the model's own
 predicted primary counts ``p`` [n_primary]::
 
-    intensity  = log(||c|| + 1)
-    u          = c / max(||c||, eps)                      intensity divided out
-    shape      = log(||(u - mu) - P^T P (u - mu)|| + 1e-6)
-                 P: the k leading principal axes of the training spectra's u
-    output     = log(||p|| + 1)
+    q            = (c - m_c) A B + m_p                 A [n_secondary, k], B [k, n_primary]
+    disagreement = min(||p - q|| / max(||p||, eps), 10)
+    feature      = log(disagreement + 1e-6)
+
+(the cap keeps an empty spectrum finite). On the robustness suite's test maps —
+another day and region than training and calibration — this feature ranks the
+relative error better than the intensity and input-shape features it replaced
+(bench/trust_candidates.py; docs/novelty.md, "Choosing the features").
 
 A linear head, fitted on held-out paired spectra (the validation map, or any
-map given to `calibrate`), maps them to a score, the predicted log relative
+map given to `calibrate`), maps it to a score, the predicted log relative
 error::
 
-    score = w . [intensity, shape, output] + b
+    score = w . [feature] + b
     rel   = ||p - primary|| / ||primary||               (primary: measured, baseline corrected)
 
 and a monotone piecewise-linear calibration, fitted on the same held-out
@@ -37,6 +44,8 @@ mean of each score decile), turns the score into the number published live::
 published with the model (`to_metadata`). Everything here is numpy; the ONNX
 export appends the same formula to any pipeline graph through
 `transfer.onnx_graph.trust_outputs` from the plain arrays of `to_onnx_parts`.
+A state of the earlier method (``shape-residual-head``) is refused with
+`OutdatedTrust`; bundles load without it and `libs-transfer calibrate` refits it.
 """
 
 from __future__ import annotations
@@ -50,9 +59,16 @@ from sklearn.utils.extmath import randomized_svd
 
 from transfer.preprocess import check_spectra
 
-METHOD = "shape-residual-head"
-FEATURES = ("log_intensity", "log_shape_residual", "log_output_norm")
+METHOD = "disagreement-head"
+#: methods of earlier releases: their states are refused with the fix named (OutdatedTrust)
+OUTDATED_METHODS = ("shape-residual-head",)
+FEATURES = ("log_disagreement",)
+#: the rank of the second model
 DEFAULT_COMPONENTS = 16
+#: the second model's ridge, relative to the mean squared norm of the centred training spectra
+SECOND_MODEL_RIDGE = 1e-2
+#: the disagreement's cap: keeps an empty or all-but-empty spectrum's score finite
+DISAGREEMENT_CAP = 10.0
 #: knots of the calibration: score deciles of the held-out spectra
 CALIBRATION_BINS = 10
 #: the least relative rise from one calibration knot to the next
@@ -66,10 +82,16 @@ NORM_FLOOR = 1e-6
 META_KEYS = {"threshold": "twinplume.trust_threshold", "calibration": "twinplume.trust_calibration",
              "output": "twinplume.trust_output"}
 OUTPUT = "expected_rel_error"
+REFIT_HINT = ("refit it with `libs-transfer calibrate MODEL HELD_OUT.h5` (it needs the training map named in "
+              "the bundle's provenance) or retrain the model")
 
 
 class TrustError(ValueError):
     """Trust statistics cannot be fitted or used; the message says why."""
+
+
+class OutdatedTrust(TrustError):
+    """A trust state of an earlier method: the message names the fix."""
 
 
 def relative_error(predicted, measured) -> np.ndarray:
@@ -81,14 +103,16 @@ def relative_error(predicted, measured) -> np.ndarray:
 
 @dataclass
 class TrustScore:
-    """Expected relative transfer error from the input's shape and intensity and the output's
-    intensity (module docstring). ``fit`` on training spectra, ``calibrate`` on held-out ones."""
+    """Expected relative transfer error from the disagreement of the model with a reduced-rank
+    ridge regression (module docstring). ``fit`` on training pairs, ``calibrate`` on held-out ones."""
 
-    n_components: int = DEFAULT_COMPONENTS
+    n_components: int = DEFAULT_COMPONENTS         # the rank k of the second model
     seed: int = 0
-    # fitted on training spectra
-    shape_mean_: np.ndarray | None = None          # mu [n_secondary]
-    shape_axes_: np.ndarray | None = None          # P [k, n_secondary], orthonormal rows
+    # fitted on training pairs: the second model q = (c - m_c) A B + m_p, in counts
+    secondary_mean_: np.ndarray | None = None      # m_c [n_secondary]
+    into_: np.ndarray | None = None                # A [n_secondary, k]
+    out_: np.ndarray | None = None                 # B [k, n_primary], orthonormal rows
+    primary_mean_: np.ndarray | None = None        # m_p [n_primary]
     # fitted on held-out spectra
     weights_: np.ndarray | None = None             # w [n_features]
     intercept_: float = 0.0                        # b
@@ -98,17 +122,30 @@ class TrustScore:
     report_: dict = field(default_factory=dict)    # what the calibration saw
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, corrected_secondary) -> "TrustScore":
-        """Principal axes of intensity-normalised baseline-corrected training spectra."""
-        C = check_spectra(corrected_secondary, name="corrected training spectra for the trust score")
+    def fit(self, corrected_secondary, measured_primary) -> "TrustScore":
+        """The second model on training pairs (baseline-corrected counts of both systems).
+
+        Ridge regression in its dual form (n spectra x n spectra), then the k leading right
+        singular vectors of its fitted values: the output directions it keeps. The ridge is
+        relative to the spectra's own mean squared norm, so a global scaling of either system
+        gives the same model."""
+        C = check_spectra(corrected_secondary, name="corrected training spectra for the trust score"
+                          ).astype(np.float64)
+        Y = check_spectra(measured_primary, name="measured training primary spectra for the trust score"
+                          ).astype(np.float64)
+        if Y.shape[0] != C.shape[0]:
+            raise TrustError(f"{C.shape[0]} training secondary spectra but {Y.shape[0]} primary spectra")
         if C.shape[0] < self.n_components + 2:
             raise TrustError(f"the trust score with {self.n_components} components needs at least "
                              f"{self.n_components + 2} training spectra, got {C.shape[0]}")
-        U = _normalised(C)
-        self.shape_mean_ = U.mean(axis=0)
-        _, _, axes = randomized_svd(U - self.shape_mean_, int(self.n_components), n_iter=7,
-                                    random_state=self.seed)
-        self.shape_axes_ = axes
+        self.secondary_mean_, self.primary_mean_ = C.mean(axis=0), Y.mean(axis=0)
+        C, Y = C - self.secondary_mean_, Y - self.primary_mean_
+        gram = C @ C.T
+        ridge = SECOND_MODEL_RIDGE * max(float(np.trace(gram)) / len(C), NORM_FLOOR)
+        dual = np.linalg.solve(gram + ridge * np.eye(len(C)), Y)
+        _, _, directions = randomized_svd(gram @ dual, int(self.n_components), n_iter=7, random_state=self.seed)
+        self.out_ = directions
+        self.into_ = C.T @ (dual @ directions.T)
         return self
 
     def calibrate(self, corrected_secondary, predicted_primary, measured_primary) -> "TrustScore":
@@ -133,19 +170,28 @@ class TrustScore:
         return self
 
     # -- scoring -----------------------------------------------------------------------
-    def features(self, corrected_secondary, predicted_primary) -> np.ndarray:
-        """[n, 3] float64: log intensity, log shape residual, log output norm."""
+    def second_model(self, corrected_secondary) -> np.ndarray:
+        """q [n, n_primary] float64: the second model's primary counts."""
         self._check_fitted(calibrated=False)
-        C = check_spectra(corrected_secondary, self.shape_mean_.shape[0], name="corrected secondary spectra",
+        C = check_spectra(corrected_secondary, self.secondary_mean_.shape[0], name="corrected secondary spectra",
                           allow_1d=True).astype(np.float64)
+        return ((np.atleast_2d(C) - self.secondary_mean_) @ self.into_) @ self.out_ + self.primary_mean_
+
+    def disagreement(self, corrected_secondary, predicted_primary) -> np.ndarray:
+        """min(||p - q|| / max(||p||, eps), cap) per spectrum (float64)."""
+        q = self.second_model(corrected_secondary)
         P = np.atleast_2d(np.asarray(predicted_primary, np.float64))
-        if P.shape[0] != C.shape[0]:
-            raise TrustError(f"{C.shape[0]} secondary spectra but {P.shape[0]} predicted primary spectra")
-        d = _normalised(C) - self.shape_mean_
-        residual = d - (d @ self.shape_axes_.T) @ self.shape_axes_
-        return np.column_stack([np.log(np.linalg.norm(C, axis=1) + 1.0),
-                                np.log(np.linalg.norm(residual, axis=1) + NORM_FLOOR),
-                                np.log(np.linalg.norm(P, axis=1) + 1.0)])
+        if P.shape[0] != q.shape[0]:
+            raise TrustError(f"{q.shape[0]} secondary spectra but {P.shape[0]} predicted primary spectra")
+        if P.shape[1] != q.shape[1]:
+            raise TrustError(f"predicted primary spectra of {P.shape[1]} pixels, the trust score's second model "
+                             f"predicts {q.shape[1]}")
+        ratio = np.linalg.norm(P - q, axis=1) / np.maximum(np.linalg.norm(P, axis=1), NORM_FLOOR)
+        return np.minimum(ratio, DISAGREEMENT_CAP)
+
+    def features(self, corrected_secondary, predicted_primary) -> np.ndarray:
+        """[n, 1] float64: log disagreement."""
+        return np.log(self.disagreement(corrected_secondary, predicted_primary) + NORM_FLOOR)[:, None]
 
     def score(self, corrected_secondary, predicted_primary) -> np.ndarray:
         """The head's output: the predicted log relative error (uncalibrated)."""
@@ -166,10 +212,14 @@ class TrustScore:
         return np.interp(clipped, self.knots_, self.values_) * np.exp(score - clipped)
 
     def _check_fitted(self, *, calibrated: bool) -> None:
-        if self.shape_axes_ is None:
-            raise TrustError("the trust score is not fitted: call fit() on training spectra first")
+        if self.into_ is None:
+            raise TrustError("the trust score is not fitted: call fit() on training pairs first")
         if calibrated and self.knots_ is None:
             raise TrustError("the trust score is not calibrated: call calibrate() on held-out spectra first")
+
+    @property
+    def n_secondary(self) -> int:
+        return int(self.secondary_mean_.shape[0])
 
     # -- export and storage ----------------------------------------------------------------
     def to_onnx_parts(self) -> dict[str, np.ndarray | float]:
@@ -180,7 +230,9 @@ class TrustScore:
         knots, values = self.knots_, self.values_
         slopes = np.diff(values) / np.diff(knots)
         delta = np.diff(np.concatenate([[0.0], slopes]))
-        return {"shape_mean": self.shape_mean_, "shape_axes": self.shape_axes_, "weights": self.weights_,
+        return {"secondary_mean": self.secondary_mean_, "into": self.into_, "out": self.out_,
+                "primary_mean": self.primary_mean_, "disagreement_cap": DISAGREEMENT_CAP, "norm_floor": NORM_FLOOR,
+                "weights": self.weights_,
                 "intercept": self.intercept_, "knots": knots[:-1], "slopes_delta": delta,
                 "first_knot": float(knots[0]), "last_knot": float(knots[-1]), "first_value": float(values[0])}
 
@@ -192,42 +244,47 @@ class TrustScore:
                 META_KEYS["calibration"]: json.dumps(self.describe(), sort_keys=True)}
 
     def describe(self) -> dict:
-        return {"method": METHOD, "features": list(FEATURES), "components": int(self.shape_axes_.shape[0]),
+        return {"method": METHOD, "features": list(FEATURES), "components": int(self.out_.shape[0]),
+                "second_model": f"ridge regression of the training pairs, rank {int(self.out_.shape[0])}",
+                "disagreement_cap": DISAGREEMENT_CAP,
                 "weights": [float(v) for v in self.weights_], "intercept": self.intercept_,
                 "knots": [float(v) for v in self.knots_], "values": [float(v) for v in self.values_],
                 "threshold": float(self.threshold_), "threshold_rule": f"{THRESHOLD_FACTOR:g} x held-out median "
                 "relative error", "held_out": self.report_,
                 "meaning": "expected ||transferred - measured primary|| / ||measured primary|| of this spectrum "
-                           "(mean over held-out spectra of similar score; 0.12 = 12 %)"}
+                           "(mean over held-out spectra of similar score; 0.12 = 12 %), from the disagreement "
+                           "||transferred - second model|| / ||transferred||"}
 
     def get_state(self) -> dict:
         self._check_fitted(calibrated=True)
-        return {"method": METHOD, "shape_mean": self.shape_mean_.copy(), "shape_axes": self.shape_axes_.copy(),
+        return {"method": METHOD, "secondary_mean": self.secondary_mean_.copy(), "into": self.into_.copy(),
+                "out": self.out_.copy(), "primary_mean": self.primary_mean_.copy(),
                 "weights": self.weights_.copy(), "intercept": self.intercept_, "knots": self.knots_.copy(),
                 "values": self.values_.copy(), "threshold": self.threshold_, "report": json.dumps(self.report_),
                 "seed": self.seed}
 
     @classmethod
     def from_state(cls, state: dict) -> "TrustScore":
-        if state.get("method") != METHOD:
-            raise TrustError(f"trust state of method {state.get('method')!r}, expected {METHOD!r}")
-        axes = np.asarray(state["shape_axes"], np.float64)
-        mean = np.asarray(state["shape_mean"], np.float64)
+        method = state.get("method")
+        if method in OUTDATED_METHODS:
+            raise OutdatedTrust(f"trust state of the earlier method {method!r} (now {METHOD!r}): {REFIT_HINT}")
+        if method != METHOD:
+            raise TrustError(f"trust state of method {method!r}, expected {METHOD!r}")
+        m_c, into = np.asarray(state["secondary_mean"], np.float64), np.asarray(state["into"], np.float64)
+        out, m_p = np.asarray(state["out"], np.float64), np.asarray(state["primary_mean"], np.float64)
         knots = np.asarray(state["knots"], np.float64)
         values = np.asarray(state["values"], np.float64)
         weights = np.asarray(state["weights"], np.float64)
-        if axes.ndim != 2 or mean.shape != (axes.shape[1],) or weights.shape != (len(FEATURES),) \
+        if into.ndim != 2 or out.ndim != 2 or m_c.shape != (into.shape[0],) or into.shape[1] != out.shape[0] \
+                or m_p.shape != (out.shape[1],) or weights.shape != (len(FEATURES),) \
                 or knots.shape != values.shape or knots.size < 2 or np.any(np.diff(knots) <= 0):
-            raise TrustError(f"trust state: shapes do not fit (mean {mean.shape}, axes {axes.shape}, "
-                             f"weights {weights.shape}, knots {knots.shape}, values {values.shape})")
-        return cls(n_components=axes.shape[0], seed=int(state.get("seed", 0)), shape_mean_=mean, shape_axes_=axes,
-                   weights_=weights, intercept_=float(state["intercept"]), knots_=knots, values_=values,
-                   threshold_=float(state["threshold"]), report_=json.loads(state.get("report", "{}")))
-
-
-def _normalised(C: np.ndarray) -> np.ndarray:
-    C = np.asarray(C, np.float64)
-    return C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), NORM_FLOOR)
+            raise TrustError(f"trust state: shapes do not fit (secondary mean {m_c.shape}, into {into.shape}, "
+                             f"out {out.shape}, primary mean {m_p.shape}, weights {weights.shape}, "
+                             f"knots {knots.shape}, values {values.shape})")
+        return cls(n_components=out.shape[0], seed=int(state.get("seed", 0)), secondary_mean_=m_c, into_=into,
+                   out_=out, primary_mean_=m_p, weights_=weights, intercept_=float(state["intercept"]),
+                   knots_=knots, values_=values, threshold_=float(state["threshold"]),
+                   report_=json.loads(state.get("report", "{}")))
 
 
 def _calibration(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,15 +307,17 @@ def _calibration(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
 def fit_from_maps(train_paths, held_out_paths, secondary, primary, transfer, *,
                   n_components: int = DEFAULT_COMPONENTS, max_spots: int = 5000, seed: int = 0,
                   chunk_spots: int = 4096, progress: bool = False) -> TrustScore:
-    """A trust score fitted on a seeded sample of `train_paths` and calibrated on one of
+    """A trust score fitted on a seeded sample of pairs of `train_paths` and calibrated on one of
     `held_out_paths` (paired maps the model was not fitted on).
 
     `secondary`, `primary`: the model's SpectrumPreprocessors (training statistics);
     `transfer`: scaled secondary spectra -> scaled primary spectra (the model being scored).
     """
     from transfer.data import sample_preprocessed
-    train = sample_preprocessed(list(train_paths), {"secondary": secondary}, max_spots, seed, chunk_spots, progress)
-    score = TrustScore(n_components, seed=seed).fit(secondary.inverse_transform(train["secondary"]))
+    train = sample_preprocessed(list(train_paths), {"secondary": secondary, "primary": primary}, max_spots, seed,
+                                chunk_spots, progress)
+    score = TrustScore(n_components, seed=seed).fit(secondary.inverse_transform(train["secondary"]),
+                                                    primary.inverse_transform(train["primary"]))
     held = sample_preprocessed(list(held_out_paths), {"secondary": secondary, "primary": primary}, max_spots,
                                seed + 1, chunk_spots, progress)
     predicted = primary.inverse_transform(np.asarray(transfer(held["secondary"]), np.float32))

@@ -7,8 +7,8 @@ highest scores against the median, and — for a calibrated score — the reliab
 per score decile (mean predicted against mean observed relative error).
 
 `trust_on_maps` fits and calibrates the project's own `TrustScore` for one fitted
-transfer model exactly as `libs-transfer train` does (shape statistics on the
-training spectra, head and calibration on the validation map) and scores it on the
+transfer model exactly as `libs-transfer train` does (second model on the
+training pairs, head and calibration on the validation map) and scores it on the
 test map; the robustness suite (bench/transfer_suite.py) reports it for every
 exportable model. It also calibrates a copy on one half of the test map and scores
 the other half: what `libs-transfer calibrate` on a short map of the test's own day
@@ -108,7 +108,8 @@ def trust_on_maps(predict: Callable[[np.ndarray], np.ndarray], maps: Mapping, *,
 
     train = arrays["train"]["secondary"]
     rows = np.sort(rng.choice(len(train), min(max_spots, len(train)), replace=False))
-    trust = TrustScore(n_components, seed=seed).fit(to_secondary(train[rows]))
+    trust = TrustScore(n_components, seed=seed).fit(to_secondary(train[rows]),
+                                                    to_primary(arrays["train"]["primary"][rows]))
     n_val = len(arrays["val"]["secondary"])
     trust.calibrate(*counts("val", np.sort(rng.choice(n_val, min(max_spots, n_val), replace=False))))
     out = {"validation": _errors(trust, *counts("test"))}

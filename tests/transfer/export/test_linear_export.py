@@ -77,3 +77,36 @@ def test_unexportable_model_and_int8_linear_are_refused(bundle, tmp_path):
         export_model(bundle, tmp_path / "m.onnx", model_name="knn", progress=False)
     with pytest.raises(ExportError, match="float32"):
         export_model(bundle, tmp_path / "m.onnx", model_name="ds", precision="int8", progress=False)
+
+
+@pytest.mark.parametrize("name", ["ds", "pls"])
+def test_the_trust_output_of_a_linear_graph_equals_the_numpy_score(name, bundle, maps, raw):
+    """The trust nodes on an affine graph's centred input: a score fitted on the training pairs and
+    calibrated on the validation map with this model's own errors, as `train` does for the model
+    it records; ONNX Runtime against transfer.trust in numpy."""
+    from onnx import helper
+
+    from transfer.export import OPSET, build_graph
+    from transfer.trust import TrustScore
+    system, primary = bundle.secondary(), bundle.primary_preprocess
+    transferer = Transferer(bundle)
+
+    def pairs(path):
+        with PairedMapReader(path) as reader:
+            chunk = reader.read_all()
+        secondary = np.asarray(chunk.spectra["secondary"], np.float32)
+        return (secondary, system.preprocess.correct(secondary),
+                primary.correct(np.asarray(chunk.spectra["primary"], np.float32)))
+
+    _, train_corrected, train_primary = pairs(maps["train"])
+    val_raw, val_corrected, val_primary = pairs(maps["val"])
+    trust = TrustScore(n_components=4).fit(train_corrected, train_primary).calibrate(
+        val_corrected, transferer.predict_all(val_raw)[name], val_primary)
+    proto = helper.make_model(build_graph(bundle, system, system.novelty, "float32", name, trust),
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    proto.ir_version = min(proto.ir_version, 9)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, = session.run(["expected_rel_error"], {"secondary": raw})
+    expected = trust.expected_relative_error(system.preprocess.correct(raw), transferer.predict_all(raw)[name])
+    assert got.shape == (raw.shape[0],) and np.all(np.isfinite(got)) and np.all(got > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)

@@ -11,8 +11,9 @@ import onnx
 import pytest
 
 from tests.transfer.export.conftest import raw_primary, raw_secondary, run
-from transfer.bundle import load_bundle
+from transfer.bundle import load_bundle, save_state_tree, write_manifest
 from transfer.cli import main
+from transfer.pipeline import _manifest_entry
 from transfer.predict import Transferer, predict_map
 from transfer.trust import META_KEYS, relative_error
 
@@ -91,8 +92,33 @@ def test_calibrate_command_rewrites_the_trust_of_a_bundle(bundle, maps, tmp_path
     assert trust.report_["map"] == str(maps["test"].resolve())
     assert trust.report_["n_spectra"] == raw_secondary(maps["test"]).shape[0]
     assert again.secondary().model_id != bundle.secondary().model_id   # the graph it exports differs
-    # the shape statistics of the training spectra stay
-    assert np.array_equal(trust.shape_axes_, bundle.secondary().trust.shape_axes_)
+    # the second model, fitted on the training pairs, stays
+    assert np.array_equal(trust.into_, bundle.secondary().trust.into_)
+    assert np.array_equal(trust.out_, bundle.secondary().trust.out_)
+
+
+def test_a_trust_state_of_the_earlier_method_is_refitted_by_calibrate(bundle, maps, tmp_path, caplog):
+    """A bundle written before the disagreement score: the model loads without a trust score (a
+    warning names the fix) and `calibrate` refits it from the training map in the provenance."""
+    copy = tmp_path / "model"
+    shutil.copytree(bundle.path, copy)
+    name = bundle.secondary().name
+    n = bundle.secondary().trust.n_secondary
+    save_state_tree(copy / "secondary" / name / "trust.safetensors", {
+        "method": "shape-residual-head", "shape_mean": np.full(n, 1.0 / n), "shape_axes": np.eye(4, n),
+        "weights": np.array([0.1, 0.5, -0.1]), "intercept": -2.0, "knots": np.array([-3.0, -2.0]),
+        "values": np.array([0.05, 0.15]), "threshold": 0.2, "report": "{}", "seed": 0})
+    write_manifest(copy, n_primary=bundle.n_primary, latent=bundle.config["vae"]["latent"],
+                   secondaries={other: _manifest_entry(bundle, other) for other in bundle.secondaries},
+                   default_secondary=bundle.default_secondary)
+    with caplog.at_level("WARNING"):
+        old = load_bundle(copy)
+    assert old.secondary().trust is None
+    assert "libs-transfer calibrate" in caplog.text and "shape-residual-head" in caplog.text
+    assert main(["calibrate", str(copy), str(maps["val"])]) == 0
+    trust = load_bundle(copy).secondary().trust
+    assert trust.describe()["method"] == "disagreement-head"
+    assert trust.n_secondary == n and trust.report_["map"] == str(maps["val"].resolve())
 
 
 def test_calibrate_command_bad_input_is_a_clear_error(bundle, tmp_path, capsys):
