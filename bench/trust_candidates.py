@@ -106,7 +106,7 @@ def _fit_model(name: str, data: dict, seed: int):
     if name == "vae_mlp":
         import torch
         torch.set_num_threads(1)
-        model.fit(*train, validation=val)
+        model.fit(*train, validation=val, secondary_zero=data["preprocessors"]["secondary"].scaled_zero())
     else:
         model.fit(*train)
     return model
