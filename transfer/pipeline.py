@@ -42,7 +42,7 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import EXPORTABLE, choose_on_validation
+from transfer.selection import EXPORTABLE, choose_on_validation, validation_grid
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -293,13 +293,17 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
 
 def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth):
     """One baseline fitted, and its validation RSE (see _fit_baselines)."""
-    if key in ("ds", "pds") and cfg["ridge_alpha_candidates"]:
-        choice = choose_on_validation(prototype, {"alpha": [float(a) for a in cfg["ridge_alpha_candidates"]]},
-                                      train, held_out, unscale=unscale)
-        log.info("%s: ridge %g kept", key.upper(), choice.params["alpha"])
-        return choice.estimator, choice.validation_rse
-    model = clone(prototype).fit(*train)
-    validation_rse = rse(truth, unscale(model.predict(held_out[0])))
+    grid = validation_grid(key, cfg)
+    if grid:
+        choice = choose_on_validation(prototype, grid, train, held_out, unscale=unscale)
+        log.info("%s: %s kept", key.upper(), ", ".join(f"{k} {v:g}" for k, v in choice.params.items()))
+        if key != "pls":
+            return choice.estimator, choice.validation_rse
+        model, validation_rse = choice.estimator, choice.validation_rse
+        prototype = clone(prototype).set_params(**choice.params)
+    else:
+        model = clone(prototype).fit(*train)
+        validation_rse = rse(truth, unscale(model.predict(held_out[0])))
     if key in ("pls", "knn"):
         model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
                                      np.concatenate([train[1], held_out[1]]))

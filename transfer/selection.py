@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 
 Unscale = Callable[[np.ndarray], np.ndarray]
 
+#: baseline -> (its parameter, the `[baselines]` key listing the candidates chosen on validation)
+VALIDATION_GRIDS = {"ds": ("alpha", "ridge_alpha_candidates"), "pds": ("alpha", "ridge_alpha_candidates"),
+                    "pls": ("n_components", "pls_components_candidates")}
+
+
+def validation_grid(name: str, baselines: Mapping) -> dict[str, list]:
+    """The candidates a baseline's parameter is chosen from on validation ({} : none, use its setting)."""
+    if name not in VALIDATION_GRIDS:
+        return {}
+    parameter, key = VALIDATION_GRIDS[name]
+    candidates = list(baselines.get(key) or [])
+    cast = int if parameter == "n_components" else float
+    return {parameter: [cast(v) for v in candidates]} if candidates else {}
+
 
 def rse_scorer(unscale: Unscale | None = None):
     """A scikit-learn scorer: minus the RSE, optionally after `unscale` (e.g. the primary

@@ -24,7 +24,7 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import choose_on_validation
+from transfer.selection import choose_on_validation, validation_grid
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,13 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     val_truth = unscale(val[1])
     clusters = clusters or _clusters(maps, config, seed)
     labels_true = clusters.predict(truth)
-    alphas = [float(a) for a in config["baselines"]["ridge_alpha_candidates"]]
     results = {}
     for name, prototype in models.items():
         started = time.perf_counter()
         params = {}
-        if name in ("ds", "pds") and alphas:
-            choice = choose_on_validation(prototype, {"alpha": alphas}, train, val, unscale=unscale)
+        grid = validation_grid(name, config["baselines"])
+        if grid:
+            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale)
             model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
         else:
             model = clone(prototype)
