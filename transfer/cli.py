@@ -134,6 +134,13 @@ def add_evaluate(subparsers) -> None:
 
 def _evaluate(args) -> int:
     from transfer.predict import evaluate_map
+    if args.learning_curve is not None:    # its maps are checked before the evaluation's minutes, not after
+        from transfer.bundle import load_bundle
+        from transfer.suite import learning_curve_maps
+        if any(n < 2 for n in args.learning_curve):
+            raise cli.UsageError("--learning-curve sizes must be at least 2 pairs")
+        bundle = load_bundle(args.model)
+        learning_curve_maps(bundle, args.secondary or bundle.default_secondary)
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
     doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
@@ -141,8 +148,6 @@ def _evaluate(args) -> int:
     if args.learning_curve is not None:
         from transfer.suite import learning_curve_for_bundle
         sizes = args.learning_curve or None          # none given: the defaults that fit the map
-        if sizes and any(n < 2 for n in sizes):
-            raise cli.UsageError("--learning-curve sizes must be at least 2 pairs")
         curve = learning_curve_for_bundle(args.model, args.test, args.out, sizes, secondary=args.secondary)
         doc["learning_curve"] = {n: {m: v["rse"] for m, v in models.items()} for n, models in curve.items()}
     cli.emit(args, _evaluate_summary(doc, args.out), doc)

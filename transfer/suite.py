@@ -202,17 +202,7 @@ def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: 
     from transfer.bundle import load_bundle
     bundle = load_bundle(model_dir)
     name = secondary or bundle.default_secondary
-    data = bundle.provenance.get("secondaries", {}).get(name, {}).get("data") or \
-        bundle.provenance.get("primary", {}).get("data", {})
-    paths = {}
-    for key in ("train", "val"):
-        record = data.get(key) or {}
-        path = Path(record.get("path", ""))
-        if not record.get("path") or not path.is_file():
-            raise LearningCurveError(f"the {key} map named in {bundle.path}/provenance.json "
-                                     f"({record.get('path', 'none')}) is not there: the learning curve "
-                                     "retrains on it")
-        paths[key] = path
+    paths = learning_curve_maps(bundle, name)
     models = [m for m in MODEL_NAMES if m in ("vae_mlp", "one_step_mlp") or m in bundle.secondary(name).baselines]
     if bundle.secondary(name).one_step is None:
         models.remove("one_step_mlp")
@@ -224,6 +214,23 @@ def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: 
                                  f"({inspect_map(paths['train']).n_spots} pairs)")
     write_learning_curve(curve, out_dir)
     return curve
+
+
+def learning_curve_maps(bundle, secondary: str) -> dict[str, Path]:
+    """The training and validation maps `bundle` (a loaded Bundle) names for `secondary`, which the
+    learning curve retrains on; LearningCurveError naming the one that is not there."""
+    data = bundle.provenance.get("secondaries", {}).get(secondary, {}).get("data") or \
+        bundle.provenance.get("primary", {}).get("data", {})
+    paths = {}
+    for key in ("train", "val"):
+        record = data.get(key) or {}
+        path = Path(record.get("path", ""))
+        if not record.get("path") or not path.is_file():
+            raise LearningCurveError(f"the {key} map named in {bundle.path}/provenance.json "
+                                     f"({record.get('path', 'none')}) is not there: the learning curve "
+                                     "retrains on it")
+        paths[key] = path
+    return paths
 
 
 def default_curve_sizes(n_pairs: int) -> list[int]:

@@ -64,9 +64,11 @@ SUBSTITUTIONS: list[tuple[str, object, str]] = [
     (r"--shape \d+x\d+", "--shape 12x12", "maps of 144 spots: enough for every model, seconds to make"),
     (r"--shape \d+ \d+\b", "--shape 12 12", "the same, in the older spelling"),
     (r"(--preset [\w-]+)", r"\1 --shape 12x12", "a preset keeps its step, day and region; the shape is small"),
+    (r"^(libs-sim generate --scenario\b(?!.*--scale).*)$", r"\1 --scale 0.25",
+     "a scenario's maps with a quarter of their spots (17 300 for basalt otherwise)"),
     (r"--max-epochs \d+", "--max-epochs 1", "one epoch per training phase"),
     (r"^(libs-transfer (?:train|search)\b(?!.*--config).*)$", r"\1 --config small.toml",
-     "narrow networks (small.toml, a given): the default ones take minutes per epoch on a busy CPU"),
+     "narrow networks and few candidates (small.toml, a given): the defaults take minutes on a busy CPU"),
     (r"^(libs-transfer (?:train|add-secondary)\b(?!.*--max-epochs).*)$", r"\1 --max-epochs 1", "the same"),
     (r"--trials \d+", "--trials 2", "two search trials"),
     (r"^(libs-transfer search\b(?!.*--trials).*)$", r"\1 --trials 2", "the same"),
@@ -167,7 +169,8 @@ def _moved_ports(command: str, ports: dict[int, int]) -> str:
             if f"{flag} " not in command:
                 command += f" {flag} tcp://127.0.0.1:{ports[STREAM_DEFAULTS[flag]]}"
     if re.match(r"libs-stream watch\b", command) and "--duration" not in command:
-        command += " --duration 5"
+        # the examples run it in the foreground, where it only shows that it connects and draws
+        command += " --duration 2"
     return command
 
 
@@ -316,7 +319,8 @@ def environment(bin_dir: Path) -> dict[str, str]:
     return env
 
 
-#: Narrow networks for the examples (the architecture is not what they show).
+#: Narrow networks, a narrow search space and fewer baseline and k-means candidates for the examples
+#: (sizes are not what they show; every model and every choice on validation still runs).
 SMALL_CONFIG = """\
 [vae]
 hidden = [64, 32]
@@ -324,6 +328,20 @@ latent = 8
 
 [mlp]
 hidden = [32, 32]
+
+[baselines]
+pls_components = 4
+ridge_alpha_candidates = [1e-3, 1e-1]
+
+[kmeans]
+k_candidates = [2, 3, 4]
+
+[search]
+vae_first = [64, 32]
+vae_second = [32, 16]
+latent = [8, 4]
+mlp_first = [32, 16]
+mlp_second = [32, 16]
 """
 
 

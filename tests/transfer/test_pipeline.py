@@ -189,3 +189,14 @@ def test_learning_curve_without_the_training_map_says_so(trained_bundle, sim_map
     code = main(["evaluate", str(copy), str(sim_maps["test"]), "--out", str(tmp_path / "r"), "--learning-curve"])
     assert code == 2
     assert "gone.h5" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()          # said before the evaluation, not after it
+
+
+def test_learning_curve_sizes_below_two_pairs_are_refused_before_evaluating(trained_bundle, sim_maps, tmp_path,
+                                                                            capsys):
+    from transfer.cli import main
+    code = main(["evaluate", str(trained_bundle.path), str(sim_maps["test"]), "--out", str(tmp_path / "r"),
+                 "--learning-curve", "1", "60"])
+    assert code == 2
+    assert "at least 2 pairs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
