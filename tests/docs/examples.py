@@ -331,6 +331,7 @@ hidden = [32, 32]
 
 [baselines]
 pls_components = 4
+pls_components_candidates = [2, 4]
 ridge_alpha_candidates = [1e-3, 1e-1]
 
 [kmeans]

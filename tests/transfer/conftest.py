@@ -27,7 +27,8 @@ TINY = {
     "finetune": {"epochs": 0},
     "one_step": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "patience": 2},
     "data": {"chunk_spots": 64, "shuffle_buffer_chunks": 2},
-    "baselines": {"models": ["pls", "knn", "ds", "pds"], "max_spots": 200, "pls_components": 4, "knn_neighbors": 5},
+    "baselines": {"models": ["pls", "knn", "ds", "pds"], "max_spots": 200, "pls_components": 4,
+                  "pls_components_candidates": [2, 4], "knn_neighbors": 5},
     "kmeans": {"k_candidates": [2, 3, 4], "silhouette_spots": 150, "max_fit_spots": 300},
 }
 
