@@ -99,10 +99,15 @@ def with_gain_augmentation(loss_fn, amplitude: float, secondary_zero):
     return augmented
 
 
+def with_secondary_augmentation(loss_fn, noise: float, gain_augment: float, secondary_zero):
+    """Noise, then the gain curve: what every phase that reads the secondary trains with
+    (these estimators and `libs-transfer train` alike)."""
+    return with_gain_augmentation(with_input_noise(loss_fn, float(noise)), float(gain_augment), secondary_zero)
+
+
 def _secondary_augmentation(loss_fn, estimator):
-    """Noise, then the gain curve: what every phase that reads the secondary trains with."""
-    return with_gain_augmentation(with_input_noise(loss_fn, float(estimator.noise)), float(estimator.gain_augment),
-                                  getattr(estimator, "secondary_zero_", None))
+    return with_secondary_augmentation(loss_fn, estimator.noise, estimator.gain_augment,
+                                       getattr(estimator, "secondary_zero_", None))
 
 
 class _NetworkTransfer(RegressorMixin, BaseEstimator):
@@ -254,6 +259,8 @@ class VAEMLPTransfer(_NetworkTransfer):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet")
         X = check_spectra(X_primary, self.n_primary_, name="primary spectra", allow_1d=True)
         vae = self.vae_.cpu().eval()
+        # only z is searched: the weights are frozen meanwhile, and left as they were found
+        frozen = [parameter.requires_grad for parameter in vae.parameters()]
         for parameter in vae.parameters():
             parameter.requires_grad_(False)
         out = []
@@ -277,8 +284,8 @@ class VAEMLPTransfer(_NetworkTransfer):
                     best[worse] = start_point[worse]
                 out.append(best.numpy())
         finally:
-            for parameter in vae.parameters():
-                parameter.requires_grad_(True)
+            for parameter, requires_grad in zip(vae.parameters(), frozen):
+                parameter.requires_grad_(requires_grad)
         return np.concatenate(out) if out else np.zeros((0, self.n_primary_), np.float32)
 
 
@@ -323,4 +330,4 @@ class OneStepMLPTransfer(_NetworkTransfer):
 
 
 __all__ = ["VAEMLPTransfer", "OneStepMLPTransfer", "data_sized", "epochs_for", "with_gain_augmentation",
-           "with_input_noise"]
+           "with_input_noise", "with_secondary_augmentation"]

@@ -37,7 +37,7 @@ from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import (PairedBatches, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
-from transfer.estimators import SIZES, data_sized, epochs_for, with_gain_augmentation, with_input_noise
+from transfer.estimators import SIZES, data_sized, epochs_for, with_secondary_augmentation
 from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
@@ -177,10 +177,8 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     history: dict[str, list] = {}
     zero = preprocessors["secondary"].scaled_zero()
 
-    def augmented(loss_fn):
-        """Noise and the day-change gain curve on the secondary inputs (transfer.estimators)."""
-        return with_gain_augmentation(with_input_noise(loss_fn, config["mlp"]["noise"]),
-                                      config["mlp"]["gain_augment"], zero)
+    def augmented(loss_fn):  # noise and the day-change gain on the secondary inputs
+        return with_secondary_augmentation(loss_fn, config["mlp"]["noise"], config["mlp"]["gain_augment"], zero)
 
     torch.manual_seed(derived_seed(seed, name, "init", "mlp"))
     mlp = build_mlp(n_secondary, config["mlp"], latent)

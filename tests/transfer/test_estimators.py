@@ -95,7 +95,9 @@ def test_best_reconstruction_finds_what_the_decoder_can_make_and_no_more(data):
         on_manifold = model.vae_.decoder(2 * torch.randn(64, model.latent_, generator=generator)).numpy()
     spike = np.zeros(xp.shape[1], np.float32)
     spike[xp.shape[1] // 2] = 40.0   # a line the training spectra never had
+    flags = [parameter.requires_grad for parameter in model.vae_.parameters()]
     floor_on = model.best_reconstruction(on_manifold, steps=400)
+    assert [parameter.requires_grad for parameter in model.vae_.parameters()] == flags, "the VAE left as found"
     from_mu = model.vae_.decoder(model.vae_.encode(torch.from_numpy(on_manifold))[0]).detach().numpy()
     assert rse(on_manifold, floor_on) < 0.05 * rse(on_manifold, from_mu), "it searches beyond the encoder's mu"
     off = model.best_reconstruction(on_manifold + spike, steps=400)
