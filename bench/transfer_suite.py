@@ -51,6 +51,7 @@ EPILOG = """examples:
   nice -n 10 python bench/transfer_suite.py                         # every scenario
   python bench/transfer_suite.py --scenario pegmatite-n300 --scenario pegmatite-day2
   python bench/transfer_suite.py --quick --scenario basalt --model vae_mlp --model ds   # two models only
+  nice -n 10 python bench/transfer_suite.py --quick --jobs 2 --scenario basalt --scenario slag   # one process per core
   python bench/transfer_suite.py --config my.toml --markdown /tmp/suite.md --work /tmp/suite-maps
 """
 
@@ -327,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reliability-figure", type=Path, default=None, metavar="PNG",
                         help="also draw the trust score's reliability per scenario into this PNG")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="scenarios run in N processes at once, each with its share of the cores (default: 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every model's figures")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -341,18 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     partial = args.markdown.with_suffix(".partial.json")
+    if args.jobs < 1:
+        print(f"transfer_suite: --jobs {args.jobs}: at least 1", file=sys.stderr)
+        return 2
     results = {}
-    for index, name in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
-        results[name] = run_scenario(name, args.work, config, quick=args.quick, seed=args.seed,
-                                     only=args.model or ())
-        best = results[name]["summary"]
+    for index, name, result in _run_all(names, args, config):
+        results[name] = result
+        best = result["summary"]
         print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
-              f"{best['recommended']} ({results[name]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+              f"{best['recommended']} ({result['seconds']:.0f} s)", file=sys.stderr, flush=True)
         # what is measured so far survives a stopped run: the summary and the JSON next to it
         report = _report(args, argv, config, results, started)
         args.markdown.write_text(markdown(report))
         partial.write_text(json.dumps(report, default=_json))
+    results = {name: results[name] for name in names}
     report = _report(args, argv, config, results, started)
     print(json.dumps(report, default=_json))
     args.markdown.write_text(markdown(report))
@@ -361,6 +366,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.reliability_figure is not None:
         print(f"reliability figure written to {reliability_figure(report, args.reliability_figure)}", file=sys.stderr)
     return 0
+
+
+def _run_all(names: Sequence[str], args, config: TransferConfig):
+    """(index, name, result) of every scenario as it finishes: in this process, or in `args.jobs`
+    processes. The maps are written here first, one after another: scenarios share map files."""
+    if args.jobs == 1:
+        for index, name in enumerate(names, 1):
+            print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
+            yield index, name, run_scenario(name, args.work, config, quick=args.quick, seed=args.seed,
+                                            only=args.model or ())
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    for name in names:
+        SCENARIOS[name](args.work, args.quick)
+    threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads, args.verbose)) as pool:
+        futures = {pool.submit(run_scenario, name, args.work, config, quick=args.quick, seed=args.seed,
+                               only=args.model or ()): name for name in names}
+        print(f"{len(names)} scenarios in {args.jobs} processes of {threads} thread(s)", file=sys.stderr, flush=True)
+        for index, future in enumerate(as_completed(futures), 1):
+            yield index, futures[future], future.result()
+
+
+def _worker_init(threads: int, verbose: bool) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(processName)s %(name)s: %(message)s")
 
 
 def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:

@@ -20,14 +20,20 @@ from acquisition.shared import cli
 
 from transfer.bundle import TransferBundle, load_bundle, read_json, save_state_tree, write_json, write_manifest
 from transfer.data import check_axis, inspect_map, sample_preprocessed
+from transfer.day_change import day_changed
 from transfer.trust import TrustError, TrustScore, fit_from_maps
 
 log = logging.getLogger(__name__)
 
 
 def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str | None = None,
-                     max_spots: int = 5000, seed: int = 0, progress: bool = True) -> TrustScore:
-    """Refits the trust calibration of one secondary system on `held_out` and rewrites the bundle."""
+                     max_spots: int = 5000, seed: int = 0, progress: bool = True,
+                     day_change: float = 0.0) -> TrustScore:
+    """Refits the trust calibration of one secondary system on `held_out` and rewrites the bundle
+    (`day_change` > 0: its secondaries seen through the simulated day change of that amplitude,
+    as `train` calibrates a linear baseline on its training-day validation map)."""
+    if not 0.0 <= day_change <= 1.0:
+        raise TrustError(f"--day-change {day_change}: an amplitude between 0 and 1 (0.1 as train uses)")
     from transfer.export import _training_map
     from transfer.pipeline import _manifest_entry
     bundle = load_bundle(model)
@@ -43,15 +49,18 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
         if train is None:
             raise TrustError(f"the bundle has no trust score yet and {why_not}")
         trust = fit_from_maps([train], [held_out], system.preprocess, bundle.primary_preprocess,
-                              predict, max_spots=max_spots, seed=seed, progress=progress)
+                              predict, max_spots=max_spots, seed=seed, progress=progress, day_change=day_change)
     else:
         sample = sample_preprocessed([held_out], {"secondary": system.preprocess, "primary": bundle.primary_preprocess},
                                      max_spots, seed + 1, 4096, progress)
+        if day_change > 0:
+            sample["secondary"] = day_changed(sample["secondary"], system.preprocess.scaled_zero(), day_change)
         predicted = bundle.primary_preprocess.inverse_transform(predict(sample["secondary"]))
         trust = dataclasses.replace(system.trust).calibrate(
             system.preprocess.inverse_transform(sample["secondary"]), predicted,
             bundle.primary_preprocess.inverse_transform(sample["primary"]))
     trust.report_["map"] = str(held_out.resolve())
+    trust.report_["day_change"] = float(day_change)
     _rewrite(bundle, system.name, trust, _manifest_entry)
     log.info("trust of '%s' calibrated on %s: threshold %.3g, held-out median relative error %.3g",
              system.name, held_out, trust.threshold_, trust.report_["median_relative_error"])
@@ -88,6 +97,7 @@ def add_calibrate(subparsers) -> None:
     p = cli.subcommand(
         subparsers, "calibrate", run=_calibrate, help=help_text, description=f"{help_text}.\n\n" + __doc__.split("\n\n")[1],
         examples=["libs-transfer calibrate model/ day2.h5          # a paired map of another day",
+                  "libs-transfer calibrate model/ val.h5 --day-change 0.1   # a training-day map, as another day sees it",
                   "libs-transfer export model/ --out model.onnx      # the graph carries the new calibration"])
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("map", type=Path, metavar="HELD_OUT.h5",
@@ -95,12 +105,16 @@ def add_calibrate(subparsers) -> None:
     cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--max-spots", type=int, default=5000, help="spectra sampled from the map (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (default: %(default)s)")
+    p.add_argument("--day-change", type=float, default=0.0, metavar="AMPLITUDE",
+                   help="see the map's secondary spectra through random smooth gain curves of this amplitude, "
+                        "a simulated other day (train uses [baselines] validation_gain for a linear model on its "
+                        "training-day validation map; default: %(default)s, the map as measured)")
     cli.add_json_flag(p, "the new calibration")
 
 
 def _calibrate(args) -> int:
     trust = calibrate_bundle(args.model, args.map, secondary=args.secondary, max_spots=args.max_spots,
-                             seed=args.seed)
+                             seed=args.seed, day_change=args.day_change)
     doc = {"threshold": trust.threshold_, "held_out": trust.report_,
            "knots": [round(float(v), 4) for v in trust.knots_],
            "expected_rel_error": [round(float(v), 4) for v in trust.values_]}

@@ -33,6 +33,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from transfer.data import ArrayBatches
+from transfer.day_change import legendre_basis
 from transfer.models import VAE, ComposedTransfer, Decoder, LatentMLP
 from transfer.preprocess import SpectraError, check_spectra
 from transfer.train import (PhaseSettings, derived_seed, fit_network, latent_phase_losses,
@@ -74,10 +75,9 @@ def with_input_noise(loss_fn, noise: float):
 def with_gain_augmentation(loss_fn, amplitude: float, secondary_zero):
     """The loss with a random smooth gain curve on the secondary's counts (training batches only).
 
-    A spectrometer's response changes from day to day, smoothly across its range (fibre
-    coupling, alignment, focus), while the plasma it sees stays the plasma. Each training
-    spectrum's counts are multiplied by 1 + a0 + a1 P1(t) + a2 P2(t) (Legendre polynomials
-    over the pixel axis, t in [-1, 1], every a ~ N(0, amplitude^2)) and the paired primary is
+    Another day's spectrometer response (`transfer.day_change`): each training spectrum's
+    counts are multiplied by 1 + a0 + a1 P1(t) + a2 P2(t) (every a ~ N(0, amplitude^2)), drawn
+    anew for every batch, and the paired primary is
     left as measured, so the network learns not to read the secondary's response as chemistry
     (docs/transfer.md, "Day-change augmentation"). `secondary_zero` is the scaled value of zero
     counts per pixel (-mean / scale of the secondary's scaler): the gain multiplies counts, not
@@ -87,8 +87,7 @@ def with_gain_augmentation(loss_fn, amplitude: float, secondary_zero):
     if secondary_zero is None:
         raise ValueError("gain augmentation needs secondary_zero, the scaled value of zero counts per pixel")
     zero = torch.as_tensor(np.asarray(secondary_zero, np.float32)).reshape(-1)
-    t = torch.linspace(-1.0, 1.0, zero.numel())
-    basis = torch.stack([torch.ones_like(t), t, 1.5 * t ** 2 - 0.5])    # [3, n_secondary]
+    basis = torch.from_numpy(legendre_basis(zero.numel()))              # [3, n_secondary]
 
     def augmented(model, batch, progress, generator):
         x = batch["secondary"]

@@ -42,7 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import EXPORTABLE, choose_on_validation, validation_grid
+from transfer.selection import (EXPORTABLE, calibration_day_change, choose_on_validation, selection_inputs,
+                                validation_grid)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -246,7 +247,8 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
                else baselines[trust_model].predict)
     trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],
                       predict, seed=derived_seed(seed, name, "trust") % (2 ** 31),
-                      chunk_spots=chunk, progress=progress)
+                      chunk_spots=chunk, progress=progress,
+                      day_change=calibration_day_change(trust_model, config["baselines"]))
     entry = write_secondary(model_dir, name, wavelengths=preprocessors["secondary"].wavelengths,
                             preprocess=preprocessors["secondary"], mlp=mlp,
                             decoder=decoder.cpu() if decoder is not None else None,
@@ -266,7 +268,8 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
     Every validation RSE comes from a model fitted on the training sample only, so that
     the ranking compares like with like. PLS and KNN are then refitted on training +
     validation as in the paper (section 4.3); DS and PDS keep the training fit, with the
-    ridge out of `ridge_alpha_candidates` chosen on validation (GridSearchCV).
+    ridge out of `ridge_alpha_candidates` chosen on validation (GridSearchCV), seen through the
+    simulated day change of `validation_gain` (transfer.selection.selection_inputs).
     """
     cfg = config["baselines"]
     unscale = preprocessors["primary"].inverse_transform
@@ -278,22 +281,25 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
     train = (sample["secondary"], sample["primary"])
     held_out = (val["secondary"], val["primary"])
     truth = unscale(val["primary"])
+    changed_val = selection_inputs(cfg, val["secondary"], preprocessors["secondary"].scaled_zero())
     models, validation = {}, {}
     with Progress(len(cfg["models"]), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
         for key in cfg["models"]:
             # one library call each (PLS alone takes seconds): the log says what runs and for how long
             with Step(f"fitting the {key.upper()} baseline on {len(train[0])} spectra"):
                 models[key], validation[key] = _fit_baseline(key, prototypes[key], cfg, train, held_out, unscale,
-                                                             truth)
+                                                             truth, changed_val)
             bar.update(1)
     return models, validation
 
 
-def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth):
+def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth,
+                  changed_val=None):
     """One baseline fitted, and its validation RSE (see _fit_baselines)."""
     grid = validation_grid(key, cfg)
     if grid:
-        choice = choose_on_validation(prototype, grid, train, held_out, unscale=unscale)
+        choice = choose_on_validation(prototype, grid, train, held_out, unscale=unscale,
+                                      selection_inputs=changed_val)
         log.info("%s: %s kept", key.upper(), ", ".join(f"{k} {v:g}" for k, v in choice.params.items()))
         if key != "pls":
             return choice.estimator, choice.validation_rse

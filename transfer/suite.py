@@ -24,7 +24,7 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import choose_on_validation, validation_grid
+from transfer.selection import calibration_day_change, choose_on_validation, selection_inputs, validation_grid
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     val = (arrays["val"]["secondary"], arrays["val"]["primary"])
     truth = unscale(arrays["test"]["primary"]).astype(np.float64)
     val_truth = unscale(val[1])
+    changed_val = selection_inputs(config["baselines"], val[0], maps["preprocessors"]["secondary"].scaled_zero())
     clusters = clusters or _clusters(maps, config, seed)
     labels_true = clusters.predict(truth)
     results = {}
@@ -134,7 +135,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
         params = {}
         grid = validation_grid(name, config["baselines"])
         if grid:
-            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale)
+            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale, selection_inputs=changed_val)
             model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
         else:
             model = clone(prototype)
@@ -161,7 +162,8 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
         log.info("%s: test RSE %.4f, k-score %.3f, validation RSE %.4f (%.0f s)", name, results[name]["rse"],
                  results[name]["k_score"], validation_rse, results[name]["fit_s"])
         if name in trust_models:
-            results[name]["trust"] = trust_on_maps(model.predict, maps, seed=seed)
+            results[name]["trust"] = trust_on_maps(model.predict, maps, seed=seed,
+                                                   day_change=calibration_day_change(name, config["baselines"]))
             figures = results[name]["trust"]["validation"]
             log.info("%s trust: rho rel %.2f, rho abs %.2f, top5/median %.2f, deciles within 30 %% %d/10", name,
                      figures["rho_relative"], figures["rho_absolute"], figures["top5_over_median"],

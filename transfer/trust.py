@@ -57,6 +57,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.extmath import randomized_svd
 
+from transfer.day_change import day_changed
 from transfer.preprocess import check_spectra
 
 METHOD = "disagreement-head"
@@ -306,12 +307,15 @@ def _calibration(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
 
 def fit_from_maps(train_paths, held_out_paths, secondary, primary, transfer, *,
                   n_components: int = DEFAULT_COMPONENTS, max_spots: int = 5000, seed: int = 0,
-                  chunk_spots: int = 4096, progress: bool = False) -> TrustScore:
+                  chunk_spots: int = 4096, progress: bool = False, day_change: float = 0.0) -> TrustScore:
     """A trust score fitted on a seeded sample of pairs of `train_paths` and calibrated on one of
     `held_out_paths` (paired maps the model was not fitted on).
 
     `secondary`, `primary`: the model's SpectrumPreprocessors (training statistics);
-    `transfer`: scaled secondary spectra -> scaled primary spectra (the model being scored).
+    `transfer`: scaled secondary spectra -> scaled primary spectra (the model being scored);
+    `day_change` > 0: the held-out secondaries are seen through the simulated day change of
+    that amplitude (`transfer.day_change`), for a model that was not trained against it and
+    whose held-out map is of the training day (docs/novelty.md, "Calibrated for another day").
     """
     from transfer.data import sample_preprocessed
     train = sample_preprocessed(list(train_paths), {"secondary": secondary, "primary": primary}, max_spots, seed,
@@ -320,6 +324,9 @@ def fit_from_maps(train_paths, held_out_paths, secondary, primary, transfer, *,
                                                     primary.inverse_transform(train["primary"]))
     held = sample_preprocessed(list(held_out_paths), {"secondary": secondary, "primary": primary}, max_spots,
                                seed + 1, chunk_spots, progress)
+    if day_change > 0:
+        held["secondary"] = day_changed(held["secondary"], secondary.scaled_zero(), day_change)
     predicted = primary.inverse_transform(np.asarray(transfer(held["secondary"]), np.float32))
-    return score.calibrate(secondary.inverse_transform(held["secondary"]), predicted,
-                           primary.inverse_transform(held["primary"]))
+    score.calibrate(secondary.inverse_transform(held["secondary"]), predicted, primary.inverse_transform(held["primary"]))
+    score.report_["day_change"] = float(day_change)
+    return score

@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.stats import spearmanr
 
+from transfer.day_change import day_changed
 from transfer.trust import DEFAULT_COMPONENTS, TrustError, TrustScore, relative_error
 
 #: the score deciles of the reliability check and the intensity deciles of ρ
@@ -89,21 +90,25 @@ def _errors(trust: TrustScore, corrected, predicted, measured) -> dict:
 
 
 def trust_on_maps(predict: Callable[[np.ndarray], np.ndarray], maps: Mapping, *, seed: int = 0,
-                  max_spots: int = 5000, n_components: int = DEFAULT_COMPONENTS) -> dict:
+                  max_spots: int = 5000, n_components: int = DEFAULT_COMPONENTS, day_change: float = 0.0) -> dict:
     """The trust score of one fitted model, as `train` ships it, measured on the test map.
 
     `predict`: scaled secondary -> scaled primary; `maps`: what `transfer.suite.load_maps`
-    returns. {"validation": figures on the whole test map with the calibration on the
-    validation map, "test_half": figures on the second half of the test map (file order:
-    a spatial half) with a calibration on its first half}."""
+    returns; `day_change`: the amplitude of the simulated day change the validation map is
+    calibrated under (`transfer.selection.calibration_day_change`). {"validation": figures on
+    the whole test map with the calibration on the validation map, "test_half": figures on the
+    second half of the test map (file order: a spatial half) with a calibration on its first
+    half, as measured}."""
     arrays, prep = maps["arrays"], maps["preprocessors"]
     to_secondary, to_primary = prep["secondary"].inverse_transform, prep["primary"].inverse_transform
     rng = np.random.default_rng([seed, 17])
 
-    def counts(split: str, rows=None):
+    def counts(split: str, rows=None, change: float = 0.0):
         secondary, primary = arrays[split]["secondary"], arrays[split]["primary"]
         if rows is not None:
             secondary, primary = secondary[rows], primary[rows]
+        if change > 0:
+            secondary = day_changed(secondary, prep["secondary"].scaled_zero(), change)
         return to_secondary(secondary), to_primary(np.asarray(predict(secondary), np.float32)), to_primary(primary)
 
     train = arrays["train"]["secondary"]
@@ -111,7 +116,7 @@ def trust_on_maps(predict: Callable[[np.ndarray], np.ndarray], maps: Mapping, *,
     trust = TrustScore(n_components, seed=seed).fit(to_secondary(train[rows]),
                                                     to_primary(arrays["train"]["primary"][rows]))
     n_val = len(arrays["val"]["secondary"])
-    trust.calibrate(*counts("val", np.sort(rng.choice(n_val, min(max_spots, n_val), replace=False))))
+    trust.calibrate(*counts("val", np.sort(rng.choice(n_val, min(max_spots, n_val), replace=False)), day_change))
     out = {"validation": _errors(trust, *counts("test"))}
     n_test = len(arrays["test"]["secondary"])
     half = n_test // 2

@@ -131,7 +131,7 @@ def test_ridge_chosen_on_validation_through_grid_search(data):
     train_s, train_p, test_s, test_p, _ = data
     choice = choose_on_validation(DSTransfer(), {"alpha": [1e-6, 1e-2, 1e3]}, (train_s[:300], train_p[:300]),
                                   (train_s[300:], train_p[300:]))
-    scores = {row["params"]["alpha"]: row["validation_rse"] for row in choice.table}
+    scores = {row["params"]["alpha"]: row["selection_rse"] for row in choice.table}
     assert choice.params["alpha"] == min(scores, key=scores.get)
     assert choice.validation_rse == pytest.approx(min(scores.values()))
     refit = DSTransfer(alpha=choice.params["alpha"]).fit(train_s[:300], train_p[:300])

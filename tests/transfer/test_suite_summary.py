@@ -71,3 +71,9 @@ def test_a_decoder_floor_above_the_best_is_named_in_the_summary():
     text = markdown({"command": "x", "quick": False, "seconds": 60, "cpus": 2, "seed": 0, "results": results,
                      "learning_curve": {}})
     assert "test RSE 0.1700 = 1.13 × the best model" in text and "no MLP onto this latent space" in text
+
+
+def test_jobs_below_one_is_refused(capsys, tmp_path):
+    from bench.transfer_suite import main
+    assert main(["--quick", "--jobs", "0", "--work", str(tmp_path), "--markdown", str(tmp_path / "s.md")]) == 2
+    assert "--jobs 0" in capsys.readouterr().err

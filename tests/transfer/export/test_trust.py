@@ -97,6 +97,22 @@ def test_calibrate_command_rewrites_the_trust_of_a_bundle(bundle, maps, tmp_path
     assert np.array_equal(trust.out_, bundle.secondary().trust.out_)
 
 
+def test_calibrate_under_a_simulated_day_change_sees_changed_inputs(bundle, maps, tmp_path, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(bundle.path, copy)
+    assert main(["calibrate", str(copy), str(maps["val"]), "--json"]) == 0
+    as_measured = json.loads(capsys.readouterr().out)["held_out"]
+    assert main(["calibrate", str(copy), str(maps["val"]), "--day-change", "0.2", "--json"]) == 0
+    changed = json.loads(capsys.readouterr().out)["held_out"]
+    assert as_measured["day_change"] == 0.0 and changed["day_change"] == 0.2
+    # the model saw other inputs (whether it errs more depends on the model: the networks train against
+    # the change; tests/transfer/test_day_change.py measures a linear model against the simulator's truth)
+    assert changed["median_relative_error"] != pytest.approx(as_measured["median_relative_error"], rel=1e-4)
+    assert load_bundle(copy).secondary().trust.report_["day_change"] == 0.2
+    assert main(["calibrate", str(copy), str(maps["val"]), "--day-change", "1.5"]) == 2
+    assert "--day-change 1.5" in capsys.readouterr().err
+
+
 def test_a_trust_state_of_the_earlier_method_is_refitted_by_calibrate(bundle, maps, tmp_path, caplog):
     """A bundle written before the disagreement score: the model loads without a trust score (a
     warning names the fix) and `calibrate` refits it from the training map in the provenance."""
