@@ -8,6 +8,13 @@ baseline-corrected primary counts and k-score. The model with the lowest
 validation RSE is the scenario's `recommended` one (what `libs-transfer train`
 records and `export` writes by default).
 
+Three sizes: without a flag, the full-size maps and the default (paper-size)
+networks, hours on two cores; `--quick`, quarter-size maps and smaller
+networks, every scenario distinct at that size, in about 25 minutes on two
+cores with one process per core (`--jobs`, default: one per core); `--smoke`,
+two small scenarios with every phase capped at three epochs, a check that
+everything runs (minutes).
+
 For every exportable model (VAE + MLP, DS, PLS) it also measures the trust
 score (transfer/trust.py) on the test map, fitted and calibrated as `train`
 does (calibration on the validation map), and once more calibrated on one half
@@ -17,8 +24,8 @@ median ρ within intensity deciles, the relative error of the 5 % highest scores
 over the median, and the reliability per score decile (predicted against
 observed mean error, the fraction of deciles within ±30 %).
 
-Prints one JSON object and writes a markdown summary (docs/transfer_suite.md
-by default): the table per scenario, the trust figures, where each model wins,
+Prints one JSON object and writes a markdown summary (WORK/transfer_suite.md
+by default; docs/transfer_suite.md collects the measured runs by hand): the table per scenario, the trust figures, where each model wins,
 the targets of docs/transfer.md and docs/novelty.md checked, and RSE against
 the number of paired training spectra (the `pegmatite-n*` scenarios);
 `--reliability-figure PNG` draws the reliability of every scenario. After every
@@ -47,8 +54,9 @@ from transfer.selection import EXPORTABLE
 from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
-  nice -n 10 python bench/transfer_suite.py --quick                 # smoke test, minutes
-  nice -n 10 python bench/transfer_suite.py                         # every scenario
+  python bench/transfer_suite.py --smoke                            # smoke test: every model and figure, minutes
+  nice -n 10 python bench/transfer_suite.py --quick                 # every scenario, quarter-size maps: ~25 min on 2 cores
+  nice -n 10 python bench/transfer_suite.py                         # every scenario at full size, paper-size networks: hours
   python bench/transfer_suite.py --scenario pegmatite-n300 --scenario pegmatite-day2
   python bench/transfer_suite.py --quick --scenario basalt --model vae_mlp --model ds   # two models only
   nice -n 10 python bench/transfer_suite.py --quick --jobs 2 --scenario basalt --scenario slag   # one process per core
@@ -62,7 +70,7 @@ Scenario = Callable[[Path, bool], Maps]
 TRAIN_SHAPES = {300: (15, 20), 1000: (25, 40), 3000: (50, 60), 10000: (100, 100)}
 QUICK_SHAPES = {300: (15, 20), 1000: (25, 40), 3000: (25, 40), 10000: (25, 40)}
 
-# Smaller networks and fewer epochs for --quick (a smoke test of the whole suite).
+# Smaller networks and fewer epochs for --quick (with the quarter-size maps: the suite in under an hour).
 QUICK_OVERRIDES = {
     "vae": {"hidden": [256, 128], "latent": 32, "epochs": 10},
     "mlp": {"hidden": [128, 256], "epochs": 30, "patience": 5},
@@ -121,7 +129,12 @@ SCENARIOS: dict[str, Scenario] = {
     "pegmatite-severe": simulated("pegmatite-severe"),          # a severe day-to-day change
     "basalt-few-severe": simulated("basalt-few-severe"),        # 500 pairs and a severe change
 }
-QUICK = ("pegmatite-n300", "pegmatite-n1000", "pegmatite-n300-day2")
+#: --quick without --scenario: every scenario whose quick maps differ (the pegmatite's 1 000-, 3 000- and
+#: 10 000-pair training maps are one 25x40 map at that scale)
+QUICK = tuple(name for name in SCENARIOS if name not in ("pegmatite-n1000", "pegmatite-n10000"))
+#: --smoke: two small scenarios, every model and figure, epochs capped (minutes)
+SMOKE = ("pegmatite-n300", "pegmatite-n300-day2")
+SMOKE_MAX_EPOCHS = 3
 LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n3000": 3000,
                   "pegmatite-n10000": 10000}
 
@@ -183,7 +196,7 @@ def learning_curve(results: Mapping[str, Mapping]) -> dict[str, dict[int, float]
 
 def markdown(report: Mapping) -> str:
     lines = ["# Transfer robustness suite", "",
-             f"`{report['command']}` ({'quick' if report['quick'] else 'full'} run, "
+             f"`{report['command']}` ({'smoke' if report.get('smoke') else 'quick' if report['quick'] else 'full'} run, "
              f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']}).",
              "Causal protocol; RSE in baseline-corrected primary counts (1 = the mean test spectrum); "
              "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
@@ -271,6 +284,7 @@ def reliability_figure(report: Mapping, path: Path) -> Path:
     (dashed); the grey band is ±30 %."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     names = list(report["results"])
     columns = min(4, len(names))
     rows = -(-len(names) // columns)
@@ -294,6 +308,11 @@ def reliability_figure(report: Mapping, path: Path) -> Path:
             axes.plot([lo, hi], [lo, hi], color="0.4", lw=0.8)
             axes.set_xscale("log")
             axes.set_yscale("log")
+            for axis in (axes.xaxis, axes.yaxis):     # labelled minor ticks overlap on a narrow range
+                axis.set_minor_formatter(NullFormatter())
+                axis.set_major_formatter(ScalarFormatter())
+            axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axes.set_title(name, fontsize=9)
         axes.set_xlabel("predicted mean relative error", fontsize=8)
         axes.set_ylabel("observed mean relative error", fontsize=8)
@@ -315,7 +334,11 @@ def suite_config(path: Path | None, *, quick: bool, max_epochs: int | None) -> T
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller maps and networks, three scenarios")
+    parser.add_argument("--quick", action="store_true",
+                        help="quarter-size maps and smaller networks; every scenario distinct at that size")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"the quick mode on {' and '.join(SMOKE)} with every phase capped at "
+                             f"{SMOKE_MAX_EPOCHS} epochs: a check that everything runs, not a measurement")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), metavar="NAME",
                         help=f"run only this scenario (repeatable); known: {', '.join(SCENARIOS)}")
     parser.add_argument("--model", action="append", choices=MODEL_NAMES, metavar="NAME",
@@ -323,23 +346,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="TOML overriding transfer/default_config.toml")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap every training phase's epochs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/transfer-suite"), help="where the maps are written")
-    parser.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parents[1] / "docs/transfer_suite.md",
-                        help="markdown summary to write (default docs/transfer_suite.md)")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="markdown summary to write (default: WORK/transfer_suite.md)")
     parser.add_argument("--reliability-figure", type=Path, default=None, metavar="PNG",
                         help="also draw the trust score's reliability per scenario into this PNG")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="scenarios run in N processes at once, each with its share of the cores (default: 1)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="scenarios run in N processes at once, each with its share of the cores "
+                             "(default: one per core, at most one per scenario)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every model's figures")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
+    if args.smoke:
+        args.quick = True
+        args.max_epochs = args.max_epochs or SMOKE_MAX_EPOCHS
     try:
         config = suite_config(args.config, quick=args.quick, max_epochs=args.max_epochs)
     except Exception as exc:   # a bad --config file: a message, not a traceback
         print(f"transfer_suite: {exc}", file=sys.stderr)
         return 2
-    names = args.scenario or list(QUICK if args.quick else SCENARIOS)
+    names = args.scenario or list(SMOKE if args.smoke else QUICK if args.quick else SCENARIOS)
+    args.markdown = args.markdown or args.work / "transfer_suite.md"
+    if args.jobs is None:
+        args.jobs = max(1, min(len(os.sched_getaffinity(0)), len(names)))
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +431,7 @@ def _worker_init(threads: int, verbose: bool) -> None:
 
 
 def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:
-    return {"bench": "transfer_suite", "quick": args.quick, "seed": args.seed,
+    return {"bench": "transfer_suite", "quick": args.quick, "smoke": args.smoke, "seed": args.seed,
             "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
             "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}

@@ -7,9 +7,10 @@ the best candidate fitted on the training spectra with its validation RSE.
 
 The candidates can be scored on the validation map as another day would see it
 (`selection_inputs`: its secondary spectra through `transfer.day_change`): a ridge
-chosen on the training day's own response fits that response, and on another
-day's test maps the ridge chosen under a simulated day change transferred 1.3-1.9
-times better (docs/transfer.md, "Ridge strength chosen for another day").
+chosen on the training day's own response fits that response; chosen under a
+simulated day change, DS transferred 1.3 and 1.9 times better to the other day's
+test maps of the robustness suite's basalt and slag (docs/transfer.md, "Ridge
+strength chosen for another day").
 """
 from __future__ import annotations
 
