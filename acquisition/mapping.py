@@ -98,6 +98,19 @@ def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
     return AcquisitionSettings.from_json(stored["settings_json"]), json.loads(stored["config_json"])
 
 
+def drift_monitor(live: "LiveTransfer | None", subscribers) -> "tuple[LiveDrift | None, list[Subscriber]]":
+    """The run's drift monitor and its other subscribers: with live transfer, the caller's LiveDrift
+    when one is among `subscribers` (one monitor, one SpotErrors per result), else one with the live
+    options' window and threshold; ConfigError for two."""
+    supplied = [s for s in subscribers if isinstance(s, LiveDrift)]
+    if len(supplied) > 1:
+        raise ConfigError(f"{len(supplied)} LiveDrift subscribers: a map has one drift monitor")
+    if live is None:
+        return None, list(subscribers)      # nothing to measure; a LiveDrift just listens
+    others = [s for s in subscribers if not isinstance(s, LiveDrift)]
+    return (supplied[0] if supplied else LiveDrift(live.options.drift_window, live.options.drift_threshold)), others
+
+
 class MapRun:
     def __init__(self, rig: Rig, config: BenchConfig, settings: AcquisitionSettings, out: str | Path, *,
                  resume: bool = False, on_spot: OnSpot | None = None, show_progress: bool = True,
@@ -112,7 +125,7 @@ class MapRun:
         self.stop_flag = stop_flag or StopFlag()
         self.live = live
         # a live map's results are measured against the primary measured at the same shot
-        self.drift = LiveDrift(live.options.drift_window, live.options.drift_threshold) if live is not None else None
+        self.drift, subscribers = drift_monitor(live, subscribers)
         self.sink = SpotSink(on_spot) if on_spot is not None else None
         self.show_progress = show_progress
         self.recorder = MapRecorder(self.out, overwrite=overwrite)
@@ -399,6 +412,7 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
     check_travel(layout, config.stage.travel_um, run_up)
+    drift_monitor(live, subscribers)             # two drift monitors: refused before the rig opens
     if resume:
         with PairedMapReader(out) as reader:
             if reader.end_time is not None:

@@ -386,6 +386,29 @@ def test_resume_with_live_of_a_map_started_without_it(tmp_path, make_bench, work
     validate(out)
 
 
+def test_a_drift_monitor_of_the_callers_is_the_maps_only_one(tmp_path, make_bench, worker):
+    """A LiveDrift passed among the subscribers replaces the default: one SpotErrors per SpotResults,
+    its own window in the file and the summary; two are refused before the laser fires."""
+    from acquisition.documents import SpotErrors, SpotResults
+    from acquisition.live_drift import LiveDrift
+    out = tmp_path / "map.h5"
+    mine, seen = LiveDrift(window=7, threshold=5.0), []
+    bench = make_bench(seed=8)
+    summary = acquire_map(out, small_map(shape=(6, 8)), bench_config(bench), bench=bench, show_progress=False,
+                          live=live_for(worker), subscribers=[mine, seen.append])
+    results = [d for d in seen if isinstance(d, SpotResults)]
+    errors = [d for d in seen if isinstance(d, SpotErrors)]
+    assert sum(len(d) for d in results) == 48
+    assert sum(len(d) for d in errors) == 48                    # each result measured once
+    assert summary.live["drift"] == mine.summary() and mine.summary()["window"] == 7
+    assert json.loads(stored(out)["attrs"]["live_drift_json"])["window"] == 7
+    again = make_bench(seed=8)
+    with pytest.raises(ConfigError, match="2 LiveDrift subscribers"):
+        acquire_map(tmp_path / "two.h5", small_map(shape=(6, 8)), bench_config(again), bench=again,
+                    show_progress=False, live=live_for(worker), subscribers=[LiveDrift(), LiveDrift()])
+    assert not (tmp_path / "two.h5").exists()
+
+
 def test_secondary_only_map_gets_results_on_the_models_own_axis(tmp_path, make_bench, worker, bench_model):
     bench = make_bench(seed=8)
     out = tmp_path / "deployed.h5"
