@@ -162,6 +162,11 @@ def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
     linear = [test[k] for k in LINEAR if k in test]
     summary = {"best": best, "best_rse": test[best], "recommended": recommended,
                "recommended_over_best": test[recommended] / test[best]}
+    exportable = [k for k in scores if k in EXPORTABLE]
+    if exportable:
+        # what `libs-transfer export` writes by default: the best-validating exportable model
+        exported = min(exportable, key=lambda k: scores[k]["validation_rse"])
+        summary.update(exported=exported, exported_over_best=test[exported] / test[best])
     if "vae_mlp" in test:
         summary["vae_mlp_over_best"] = test["vae_mlp"] / test[best]
         targets = {"recommended_within_10pct": summary["recommended_over_best"] <= 1.10,
@@ -216,7 +221,9 @@ def markdown(report: Mapping) -> str:
             missed = [k for k, ok in s["targets"].items() if not ok]
             lines += ["", f"VAE + MLP / best: {s['vae_mlp_over_best']:.2f}; "
                       f"VAE + MLP / best linear: {s.get('vae_mlp_over_best_linear', float('nan')):.2f}; "
-                      f"recommended / best: {s['recommended_over_best']:.2f}. Targets missed: "
+                      f"recommended / best: {s['recommended_over_best']:.2f}"
+                      + (f"; exported by default: {s['exported']}, / best {s['exported_over_best']:.2f}"
+                         if "exported" in s else "") + ". Targets missed: "
                       + (", ".join(missed) if missed else "none") + "."]
         if "decoder_floor_over_best" in s:
             m = result["models"]["vae_mlp"]

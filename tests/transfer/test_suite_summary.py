@@ -13,6 +13,13 @@ def test_small_map_verdicts_name_the_missed_targets():
     assert s["vae_mlp_over_best_linear"] == 0.126 / 0.073
     assert s["targets"] == {"recommended_within_10pct": True, "no_rse_above_1": True,
                             "vae_mlp_within_10pct_of_best_linear": False}
+    assert (s["exported"], s["exported_over_best"]) == ("ds", 1.0)
+
+
+def test_the_exported_model_is_the_best_validating_exportable_one():
+    s = summarise(scores(vae_mlp=0.2, pls=0.12, ds=0.1, pds=0.09, knn=0.08), 300)
+    assert (s["recommended"], s["exported"]) == ("knn", "ds")       # KNN and PDS are not exportable
+    assert s["exported_over_best"] == 0.1 / 0.08
 
 
 def test_many_pairs_add_the_5_percent_and_k_score_targets():
