@@ -98,17 +98,23 @@ def stored_settings(path: str | Path) -> tuple[AcquisitionSettings, dict]:
     return AcquisitionSettings.from_json(stored["settings_json"]), json.loads(stored["config_json"])
 
 
-def drift_monitor(live: "LiveTransfer | None", subscribers) -> "tuple[LiveDrift | None, list[Subscriber]]":
-    """The run's drift monitor and its other subscribers: with live transfer, the caller's LiveDrift
-    when one is among `subscribers` (one monitor, one SpotErrors per result), else one with the live
-    options' window and threshold; ConfigError for two."""
+def supplied_drift_monitor(subscribers) -> LiveDrift | None:
+    """The caller's LiveDrift among `subscribers`, if any; ConfigError for two (a map has one)."""
     supplied = [s for s in subscribers if isinstance(s, LiveDrift)]
     if len(supplied) > 1:
         raise ConfigError(f"{len(supplied)} LiveDrift subscribers: a map has one drift monitor")
+    return supplied[0] if supplied else None
+
+
+def drift_monitor(live: "LiveTransfer | None", subscribers) -> "tuple[LiveDrift | None, list[Subscriber]]":
+    """The run's drift monitor and its other subscribers: with live transfer, the caller's LiveDrift
+    when one is among `subscribers` (one monitor, one SpotErrors per result), else one with the live
+    options' window and threshold."""
+    supplied = supplied_drift_monitor(subscribers)
     if live is None:
         return None, list(subscribers)      # nothing to measure; a LiveDrift just listens
     others = [s for s in subscribers if not isinstance(s, LiveDrift)]
-    return (supplied[0] if supplied else LiveDrift(live.options.drift_window, live.options.drift_threshold)), others
+    return supplied or LiveDrift(live.options.drift_window, live.options.drift_threshold), others
 
 
 class MapRun:
@@ -412,7 +418,7 @@ def acquire_map(out: str | Path, settings: AcquisitionSettings, config: BenchCon
     settings = validate_settings(settings, config)
     layout, run_up = layout_of(settings), run_up_um(settings, config)
     check_travel(layout, config.stage.travel_um, run_up)
-    drift_monitor(live, subscribers)             # two drift monitors: refused before the rig opens
+    supplied_drift_monitor(subscribers)          # two drift monitors: refused before the rig opens
     if resume:
         with PairedMapReader(out) as reader:
             if reader.end_time is not None:

@@ -10,10 +10,10 @@ records and `export` writes by default).
 
 Three sizes: without a flag, the full-size maps and the default (paper-size)
 networks, hours on two cores; `--quick`, quarter-size maps and smaller
-networks, every scenario distinct at that size, in about 25 minutes on two
+networks, every scenario distinct at that size, in about 15 minutes on two
 cores with one process per core (`--jobs`, default: one per core); `--smoke`,
 two small scenarios with every phase capped at three epochs, a check that
-everything runs (minutes).
+everything runs (about a minute).
 
 For every exportable model (VAE + MLP, DS, PLS) it also measures the trust
 score (transfer/trust.py) on the test map, fitted and calibrated as `train`
@@ -54,8 +54,8 @@ from transfer.selection import EXPORTABLE
 from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
-  python bench/transfer_suite.py --smoke                            # smoke test: every model and figure, minutes
-  nice -n 10 python bench/transfer_suite.py --quick                 # every scenario, quarter-size maps: ~25 min on 2 cores
+  python bench/transfer_suite.py --smoke                            # smoke test: every model and figure, a minute
+  nice -n 10 python bench/transfer_suite.py --quick                 # every scenario, quarter-size maps: ~15 min on 2 cores
   nice -n 10 python bench/transfer_suite.py                         # every scenario at full size, paper-size networks: hours
   python bench/transfer_suite.py --scenario pegmatite-n300 --scenario pegmatite-day2
   python bench/transfer_suite.py --quick --scenario basalt --model vae_mlp --model ds   # two models only
@@ -132,7 +132,7 @@ SCENARIOS: dict[str, Scenario] = {
 #: --quick without --scenario: every scenario whose quick maps differ (the pegmatite's 1 000-, 3 000- and
 #: 10 000-pair training maps are one 25x40 map at that scale)
 QUICK = tuple(name for name in SCENARIOS if name not in ("pegmatite-n1000", "pegmatite-n10000"))
-#: --smoke: two small scenarios, every model and figure, epochs capped (minutes)
+#: --smoke: two small scenarios, every model and figure, epochs capped (about a minute)
 SMOKE = ("pegmatite-n300", "pegmatite-n300-day2")
 SMOKE_MAX_EPOCHS = 3
 LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n3000": 3000,

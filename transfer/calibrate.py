@@ -19,9 +19,8 @@ from pathlib import Path
 from acquisition.shared import cli
 
 from transfer.bundle import TransferBundle, load_bundle, read_json, save_state_tree, write_json, write_manifest
-from transfer.data import check_axis, inspect_map, sample_preprocessed
-from transfer.day_change import day_changed
-from transfer.trust import TrustError, TrustScore, fit_from_maps
+from transfer.data import check_axis, inspect_map
+from transfer.trust import TrustError, TrustScore, calibrate_from_maps, fit_from_maps
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +50,10 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
         trust = fit_from_maps([train], [held_out], system.preprocess, bundle.primary_preprocess,
                               predict, max_spots=max_spots, seed=seed, progress=progress, day_change=day_change)
     else:
-        sample = sample_preprocessed([held_out], {"secondary": system.preprocess, "primary": bundle.primary_preprocess},
-                                     max_spots, seed + 1, 4096, progress)
-        if day_change > 0:
-            sample["secondary"] = day_changed(sample["secondary"], system.preprocess.scaled_zero(), day_change)
-        predicted = bundle.primary_preprocess.inverse_transform(predict(sample["secondary"]))
-        trust = dataclasses.replace(system.trust).calibrate(
-            system.preprocess.inverse_transform(sample["secondary"]), predicted,
-            bundle.primary_preprocess.inverse_transform(sample["primary"]))
+        trust = calibrate_from_maps(dataclasses.replace(system.trust), [held_out], system.preprocess,
+                                    bundle.primary_preprocess, predict, max_spots=max_spots, seed=seed,
+                                    progress=progress, day_change=day_change)
     trust.report_["map"] = str(held_out.resolve())
-    trust.report_["day_change"] = float(day_change)
     _rewrite(bundle, system.name, trust, _manifest_entry)
     log.info("trust of '%s' calibrated on %s: threshold %.3g, held-out median relative error %.3g",
              system.name, held_out, trust.threshold_, trust.report_["median_relative_error"])

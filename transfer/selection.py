@@ -39,10 +39,14 @@ VALIDATION_GRIDS = {"ds": ("alpha", "ridge_alpha_candidates"), "pds": ("alpha", 
                     "pls": ("n_components", "pls_components_candidates")}
 
 
+def _validation_gain(baselines: Mapping) -> float:
+    return float(baselines.get("validation_gain", 0.0) or 0.0)
+
+
 def selection_inputs(baselines: Mapping, val_secondary: np.ndarray, secondary_zero: np.ndarray) -> np.ndarray | None:
     """The validation secondaries the baselines' candidates are scored on: through the fixed day-change
     curves of amplitude `[baselines] validation_gain` (None where it is 0: as measured)."""
-    amplitude = float(baselines.get("validation_gain", 0.0) or 0.0)
+    amplitude = _validation_gain(baselines)
     return day_changed(val_secondary, secondary_zero, amplitude) if amplitude > 0 else None
 
 
@@ -56,7 +60,7 @@ def calibration_day_change(model: str, baselines: Mapping) -> float:
     baseline, whose fit knows that day's response only (calibrated as measured, it expected
     0.6-0.7 x the error it made on another day), 0 for the networks, which train against the
     change (docs/novelty.md, "Calibrated for another day")."""
-    return 0.0 if model in NETWORKS else float(baselines.get("validation_gain", 0.0) or 0.0)
+    return 0.0 if model in NETWORKS else _validation_gain(baselines)
 
 
 def validation_grid(name: str, baselines: Mapping) -> dict[str, list]:

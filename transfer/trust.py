@@ -309,19 +309,32 @@ def fit_from_maps(train_paths, held_out_paths, secondary, primary, transfer, *,
                   n_components: int = DEFAULT_COMPONENTS, max_spots: int = 5000, seed: int = 0,
                   chunk_spots: int = 4096, progress: bool = False, day_change: float = 0.0) -> TrustScore:
     """A trust score fitted on a seeded sample of pairs of `train_paths` and calibrated on one of
-    `held_out_paths` (paired maps the model was not fitted on).
+    `held_out_paths` (`calibrate_from_maps`).
 
     `secondary`, `primary`: the model's SpectrumPreprocessors (training statistics);
-    `transfer`: scaled secondary spectra -> scaled primary spectra (the model being scored);
-    `day_change` > 0: the held-out secondaries are seen through the simulated day change of
-    that amplitude (`transfer.day_change`), for a model that was not trained against it and
-    whose held-out map is of the training day (docs/novelty.md, "Calibrated for another day").
+    `transfer`: scaled secondary spectra -> scaled primary spectra (the model being scored).
     """
     from transfer.data import sample_preprocessed
     train = sample_preprocessed(list(train_paths), {"secondary": secondary, "primary": primary}, max_spots, seed,
                                 chunk_spots, progress)
     score = TrustScore(n_components, seed=seed).fit(secondary.inverse_transform(train["secondary"]),
                                                     primary.inverse_transform(train["primary"]))
+    return calibrate_from_maps(score, held_out_paths, secondary, primary, transfer, max_spots=max_spots, seed=seed,
+                               chunk_spots=chunk_spots, progress=progress, day_change=day_change)
+
+
+def calibrate_from_maps(score: TrustScore, held_out_paths, secondary, primary, transfer, *, max_spots: int = 5000,
+                        seed: int = 0, chunk_spots: int = 4096, progress: bool = False,
+                        day_change: float = 0.0) -> TrustScore:
+    """`score` (fitted) calibrated, in place, on a seeded sample (seed + 1) of `held_out_paths`, paired
+    maps the model was not fitted on; `transfer` as for `fit_from_maps`.
+
+    `day_change` > 0: the held-out secondaries are seen through the simulated day change of
+    that amplitude (`transfer.day_change`), for a model that was not trained against it and
+    whose held-out map is of the training day (docs/novelty.md, "Calibrated for another day").
+    The amplitude is recorded in ``report_["day_change"]``.
+    """
+    from transfer.data import sample_preprocessed
     held = sample_preprocessed(list(held_out_paths), {"secondary": secondary, "primary": primary}, max_spots,
                                seed + 1, chunk_spots, progress)
     if day_change > 0:
