@@ -242,9 +242,15 @@ def novelty_output(g: GraphBuilder, z: str, novelty_axes: np.ndarray, n_secondar
     axes = np.asarray(novelty_axes, np.float32)
     projected = g.op("MatMul", [z, g.const("novelty_axes_t", np.ascontiguousarray(axes.T))])
     residual = g.op("Sub", [z, g.op("MatMul", [projected, g.const("novelty_axes", np.ascontiguousarray(axes))])])
-    q = g.op("ReduceSumSquare", [residual], axes=[1], keepdims=0)
+    q = sum_of_squares(g, residual, "novelty", keepdims=0)
     scale = np.array(1.0 / (n_secondary * reference), np.float32)
     return g.op("Sqrt", [g.op("Mul", [q, g.const("novelty_inverse_reference", scale)])], output="novelty")
+
+
+def sum_of_squares(g: GraphBuilder, x: str, name: str, *, keepdims: int) -> str:
+    """sum(x^2) over axis 1 as Mul then ReduceSum: ONNX Runtime's ReduceSumSquare took three
+    times as long on [64, 4062] here."""
+    return g.op("ReduceSum", [g.op("Mul", [x, x]), g.ints(f"{name}_sum_axis", 1)], keepdims=keepdims)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,24 +318,26 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
     counts [batch, n_primary]; writes the output "expected_rel_error" [batch].
 
     The second model q = (c - m_c) A B + m_p as two thin products, with a column of ones
-    carried through the first so that the second also adds m_p and takes q from p in the same
-    Gemm: t' = [x A + (offset - m_c) A, 1] (x = c - offset), p - q = p - t' [B; m_p]. Then
-    d = min(|p - q| / max(|p|, floor), cap), feature log(d + floor), in float32: the
-    difference is a sizeable fraction of |p| wherever the score matters. No [batch, n_primary]
-    tensor but p - q is written: at large batches those passes, not the products, cost.
+    appended between them so that the second also adds m_p and takes q from p in the same
+    Gemm: t = [x A + (offset - m_c) A, 1] (x = c - offset), p - q = p - t [B; m_p]. The ones
+    are padded on, not made by the first product: ONNX Runtime packs a product's columns in
+    blocks of 16, and a 17th column doubled the first product's time. Then
+    d = min(|p - q| / max(|p|, floor), cap), feature log(d + floor), in float32: the difference
+    is a sizeable fraction of |p| wherever the score matters. No [batch, n_primary] tensor but
+    p - q is written: at large batches those passes, not the products, cost.
     """
     into = np.asarray(parts["into"], np.float64)
     n = into.shape[0]
     offset = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
-    into_ones = np.concatenate([into, np.zeros((n, 1))], axis=1)                          # [n, k + 1]
-    bias = np.concatenate([(offset - np.asarray(parts["secondary_mean"], np.float64)) @ into, [1.0]])
+    bias = (offset - np.asarray(parts["secondary_mean"], np.float64)) @ into
     out_mean = np.concatenate([np.asarray(parts["out"], np.float64),
                                np.asarray(parts["primary_mean"], np.float64)[None, :]])   # [k + 1, n_primary]
-    thin = g.op("Gemm", [corrected, g.const("trust_into", into_ones.astype(np.float32)),
-                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k + 1]
-    apart = g.op("ReduceSumSquare", [g.op("Gemm", [thin, g.const("trust_out", out_mean.astype(np.float32)), primary],
-                                          alpha=-1.0, beta=1.0)], axes=[1], keepdims=1)   # |p - q|^2
-    size = g.op("ReduceSumSquare", [primary], axes=[1], keepdims=1)
+    thin = g.op("Gemm", [corrected, g.const("trust_into", into.astype(np.float32)),
+                         g.const("trust_into_bias", bias.astype(np.float32))])            # [batch, k]
+    thin = g.op("Pad", [thin, g.ints("trust_ones_pads", 0, 0, 0, 1), g.const("trust_one", np.float32(1.0))])
+    apart = sum_of_squares(g, g.op("Gemm", [thin, g.const("trust_out", out_mean.astype(np.float32)), primary],
+                                   alpha=-1.0, beta=1.0), "trust_apart", keepdims=1)    # |p - q|^2
+    size = sum_of_squares(g, primary, "trust_size", keepdims=1)
     # d^2 = |p - q|^2 / max(|p|^2, floor^2): one Sqrt after the division
     ratio = g.op("Sqrt", [g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
                                                                           np.float32(parts["norm_floor"] ** 2))])])])
