@@ -339,6 +339,7 @@ SECONDARY_FIELDS = (
     Field("trust_model", transfer_model_name, required=False),
     Field("recommended", transfer_model_name, required=False),
     Field("validation_rse", validation_scores, required=False),
+    Field("day_change_rse", validation_scores, required=False),
 )
 
 

@@ -64,7 +64,11 @@ def _ranking_summary(bundle, name: str) -> str:
                      key=lambda kv: kv[1])
     if not ranking:
         return ""
+    changed = entry.get("day_change_rse") or {}
     return ("validation RSE: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking)
+            + ("\nunder a simulated day change: " + ", ".join(f"{key} {value:.4f}" for key, value in
+                                                             sorted(changed.items(), key=lambda kv: kv[1]))
+               if changed else "")
             + f"\nrecommended model: {entry['recommended']}")
 
 
@@ -72,7 +76,8 @@ def _bundle_result(bundle, name: str, path) -> dict:
     entry = bundle.manifest["secondaries"].get(name, {})
     return {"bundle": str(path), "model_id": bundle.model_id, "secondary": name,
             "secondary_model_id": bundle.secondary(name).model_id,
-            "validation_rse": entry.get("validation_rse"), "recommended": entry.get("recommended")}
+            "validation_rse": entry.get("validation_rse"), "day_change_rse": entry.get("day_change_rse"),
+            "recommended": entry.get("recommended")}
 
 
 # -- add-secondary --------------------------------------------------------------------

@@ -53,7 +53,7 @@ from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
 from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
                                  PipelineFrame, affine_graph, pipeline_graph)
-from transfer.selection import EXPORTABLE
+from transfer.selection import EXPORTABLE, recommend
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -143,17 +143,20 @@ def trust_for(bundle: TransferBundle, system: SecondaryModel, model: str) -> Tru
 
 
 def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str | None = None) -> str:
-    """`requested`, else the best-validating exportable model of the bundle (VAE + MLP for bundles
-    trained before models were ranked)."""
+    """`requested`, else the bundle's recommended model where it is exportable, else the one
+    `transfer.selection.recommend` picks among the exportable (VAE + MLP for bundles trained
+    before models were ranked)."""
     available = [m for m in EXPORTABLE if m == "vae_mlp" or m in system.baselines]
     if requested is not None:
         if requested not in available:
             raise ExportError(f"--model {requested}: this bundle's secondary '{system.name}' can export "
                               f"{', '.join(available)} (exportable models: {', '.join(EXPORTABLE)})")
         return requested
-    ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
-    ranked = sorted((value, key) for key, value in ranking.items() if key in available and value is not None)
-    return ranked[0][1] if ranked else "vae_mlp"
+    entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
+    if entry.get("recommended") in available:
+        return entry["recommended"]
+    chosen = recommend(entry.get("validation_rse") or {}, entry.get("day_change_rse") or {}, among=available)
+    return chosen or "vae_mlp"
 
 
 # -- identity and metadata --------------------------------------------------------------
@@ -389,7 +392,8 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     primary spectra within INT8_TOLERANCE of the PyTorch ones instead of PARITY_TOLERANCE.
 
     ``model_name`` (one of EXPORTABLE) picks the transfer model; by default the bundle's
-    best-validating exportable one (its recommended model when that is exportable).
+    recommended model when it is exportable, else the exportable one train's rule would
+    recommend (`choose_model`).
     """
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -490,8 +494,9 @@ def add_export(subparsers) -> None:
                         "printed, and with --json is parity.primary_rse_vs_pytorch); latent, label and novelty unchanged "
                         "(default: %(default)s)")
     p.add_argument("--model", default=None, choices=EXPORTABLE, dest="model_name",
-                   help="which transfer model to export (default: the bundle's best-validating exportable "
-                        "one, as ranked by train; VAE + MLP for bundles trained before the ranking)")
+                   help="which transfer model to export (default: the model train recommended if it is "
+                        "exportable, else the exportable one its rule picks; VAE + MLP for bundles trained "
+                        "before the ranking)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sample of recomputed statistics (default: %(default)s)")
     cli.add_json_flag(p, "what was written (model id, sizes, parity, novelty)")

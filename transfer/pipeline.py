@@ -42,8 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import (EXPORTABLE, calibration_day_change, choose_on_validation, selection_inputs,
-                                validation_grid)
+from transfer.selection import (EXPORTABLE, LINEAR, calibration_day_change, choose_on_validation, recommend,
+                                selection_inputs, validation_grid)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -222,9 +222,10 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     sample = sample_preprocessed(train_paths, preprocessors, limit, derived_seed(seed, name, "sample"), chunk, progress)
     val_sample = sample_preprocessed(val_paths, preprocessors, max(limit // 2, 1),
                                      derived_seed(seed, name, "val-sample"), chunk, progress)
-    baselines, validation = {}, {}
+    baselines, validation, day_change_rse = {}, {}, {}
     if config["baselines"]["models"]:
-        baselines, validation = _fit_baselines(sample, val_sample, preprocessors, config, seed, name, progress)
+        baselines, validation, day_change_rse = _fit_baselines(sample, val_sample, preprocessors, config, seed,
+                                                               name, progress)
     networks = {"vae_mlp": ComposedTransfer(mlp, decoder if decoder is not None else vae.decoder)}
     if one_step is not None:
         networks["one_step_mlp"] = one_step
@@ -233,16 +234,18 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     for key, network in networks.items():
         validation[key] = rse(truth, unscale(_predict_network(network, val_sample["secondary"], device)))
     ranking = rank_models(validation)
+    recommended = recommend(ranking, day_change_rse) or next(iter(ranking))    # None: no finite RSE at all
 
     # The statistics the exported live model uses by default (same function, sample and seed),
     # so that `predict` and the live stream give the same novelty.
     novelty = fit_novelty(list(train_paths), preprocessors["secondary"], progress=progress)
     mlp.cpu().eval()
     composed = ComposedTransfer(mlp, (decoder if decoder is not None else copy.deepcopy(vae.decoder)).cpu().eval())
-    # The trust score is calibrated on the errors of the model export writes by default, the
-    # best-validating exportable one, on the validation map: spectra no model was fitted on
-    # (docs/novelty.md). PLS and KNN saw the validation map, but PLS is ranked on a train-only fit.
-    trust_model = next(key for key in ranking if key in EXPORTABLE)
+    # The trust score is calibrated on the errors of the model export writes by default (the
+    # recommended one among the exportable, transfer.selection.recommend) on the validation map:
+    # spectra no model was fitted on (docs/novelty.md). PLS and KNN saw the validation map, but
+    # PLS is ranked on a train-only fit.
+    trust_model = recommend(ranking, day_change_rse, among=EXPORTABLE) or "vae_mlp"
     predict = ((lambda x: _predict_network(composed, x, torch.device("cpu"))) if trust_model == "vae_mlp"
                else baselines[trust_model].predict)
     trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],
@@ -255,15 +258,18 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
                             one_step=one_step.cpu() if one_step is not None else None,
                             baselines=baselines, novelty=novelty, trust=trust)
     entry.update(validation_rse={key: float(value) if np.isfinite(value) else None for key, value in ranking.items()},
-                 recommended=next(iter(ranking)), trust_model=trust_model)
-    warn_if_networks_trail(ranking)
+                 recommended=recommended, trust_model=trust_model)
+    if day_change_rse:
+        entry["day_change_rse"] = {key: float(value) for key, value in day_change_rse.items() if np.isfinite(value)}
+    warn_if_networks_trail(ranking, recommended)
     return entry, history
 
 
 def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarray], preprocessors,
                    config: TransferConfig, seed: int, name: str = "", progress: bool = True
-                   ) -> tuple[dict, dict[str, float]]:
-    """The configured baselines and their validation RSE (in counts).
+                   ) -> tuple[dict, dict[str, float], dict[str, float]]:
+    """The configured baselines, their validation RSE (in counts) and, for the linear ones,
+    their validation RSE under the simulated day change ({} where `validation_gain` is 0).
 
     Every validation RSE comes from a model fitted on the training sample only, so that
     the ranking compares like with like. PLS and KNN are then refitted on training +
@@ -282,36 +288,41 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
     held_out = (val["secondary"], val["primary"])
     truth = unscale(val["primary"])
     changed_val = selection_inputs(cfg, val["secondary"], preprocessors["secondary"].scaled_zero())
-    models, validation = {}, {}
+    models, validation, day_change = {}, {}, {}
     with Progress(len(cfg["models"]), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
         for key in cfg["models"]:
             # one library call each (PLS alone takes seconds): the log says what runs and for how long
             with Step(f"fitting the {key.upper()} baseline on {len(train[0])} spectra"):
-                models[key], validation[key] = _fit_baseline(key, prototypes[key], cfg, train, held_out, unscale,
-                                                             truth, changed_val)
+                models[key], validation[key], changed_rse = _fit_baseline(key, prototypes[key], cfg, train,
+                                                                          held_out, unscale, truth, changed_val)
+            if changed_rse is not None:
+                day_change[key] = changed_rse
             bar.update(1)
-    return models, validation
+    return models, validation, day_change
 
 
 def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth,
                   changed_val=None):
-    """One baseline fitted, and its validation RSE (see _fit_baselines)."""
+    """One baseline fitted, its validation RSE and, for a linear one with `changed_val`, its
+    validation RSE under the simulated day change (else None; see _fit_baselines)."""
     grid = validation_grid(key, cfg)
     if grid:
         choice = choose_on_validation(prototype, grid, train, held_out, unscale=unscale,
                                       selection_inputs=changed_val)
         log.info("%s: %s kept", key.upper(), ", ".join(f"{k} {v:g}" for k, v in choice.params.items()))
-        if key != "pls":
-            return choice.estimator, choice.validation_rse
         model, validation_rse = choice.estimator, choice.validation_rse
+        changed_rse = choice.selection_rse if changed_val is not None else None
         prototype = clone(prototype).set_params(**choice.params)
     else:
         model = clone(prototype).fit(*train)
         validation_rse = rse(truth, unscale(model.predict(held_out[0])))
+        changed_rse = None
+        if changed_val is not None and key in LINEAR:
+            changed_rse = rse(truth, unscale(model.predict(changed_val)))
     if key in ("pls", "knn"):
         model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
                                      np.concatenate([train[1], held_out[1]]))
-    return model, validation_rse
+    return model, validation_rse, changed_rse if key in LINEAR else None
 
 
 def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarray,
@@ -333,8 +344,9 @@ def rank_models(validation: Mapping[str, float]) -> dict[str, float]:
     return dict(sorted(validation.items(), key=lambda kv: (not np.isfinite(kv[1]), kv[1])))
 
 
-def warn_if_networks_trail(ranking: Mapping[str, float]) -> list[str]:
-    """A warning naming the figures for every baseline that validates better than VAE + MLP."""
+def warn_if_networks_trail(ranking: Mapping[str, float], recommended: str | None = None) -> list[str]:
+    """A warning naming the figures for every baseline that validates better than VAE + MLP
+    (`recommended`: the model train recommends; the best-validating one when None)."""
     if "vae_mlp" not in ranking:
         return []
     ours = ranking["vae_mlp"]
@@ -343,8 +355,8 @@ def warn_if_networks_trail(ranking: Mapping[str, float]) -> list[str]:
     for message in messages:
         log.warning("%s", message)
     if messages:
-        log.warning("recommended model: %s (validation RSE %.4f); export writes it by default",
-                    next(iter(ranking)), next(iter(ranking.values())))
+        recommended = recommended or next(iter(ranking))
+        log.warning("recommended model: %s (validation RSE %.4f)", recommended, ranking[recommended])
     return messages
 
 
@@ -499,5 +511,6 @@ def add_secondary(model_dir: str | Path, train_path: str | Path, val_path: str |
 def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
     info = bundle.manifest["secondaries"][name]
     return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines",
-                                       "validation_rse", "recommended", "trust", "trust_model")
+                                       "validation_rse", "day_change_rse", "recommended", "trust",
+                                       "trust_model")
             if key in info}

@@ -224,6 +224,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
              + _training_summary(bundle, system.name))
     entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
     extra = {"recommended": entry.get("recommended"), "validation_rse": entry.get("validation_rse"),
+             "day_change_rse": entry.get("day_change_rse"),
              "model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,
              "test_file": str(test_path), "training": bundle.provenance.get("primary", {}).get("data", {}),
              "compression_ratio": compression_ratio(evaluation.n_spectra, bundle.n_primary,

@@ -24,13 +24,12 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import calibration_day_change, choose_on_validation, selection_inputs, validation_grid
+from transfer.selection import LINEAR, calibration_day_change, choose_on_validation, selection_inputs, validation_grid
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
-LINEAR = ("pls", "ds", "pds")
 
 
 def _cap(*sections) -> int:
@@ -114,7 +113,9 @@ def _subsample(n: int, at_most: int, seed: int) -> np.ndarray:
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
                   clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
                   decoder_floor: bool = False) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map (with
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map (the linear
+    baselines also "day_change_rse": their validation RSE under the simulated day change, where
+    `[baselines] validation_gain` is set; with
     `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
     of the measured primaries, the floor no MLP onto its latent space can pass, on a seeded sample of
     FLOOR_SPECTRA spectra); the models
@@ -132,11 +133,13 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     results = {}
     for name, prototype in models.items():
         started = time.perf_counter()
-        params = {}
+        params, day_change_rse = {}, None
         grid = validation_grid(name, config["baselines"])
         if grid:
             choice = choose_on_validation(prototype, grid, train, val, unscale=unscale, selection_inputs=changed_val)
             model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
+            if changed_val is not None:
+                day_change_rse = choice.selection_rse
         else:
             model = clone(prototype)
             if name == "knn":
@@ -147,10 +150,14 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
             else:
                 model.fit(*train)
             validation_rse = rse(val_truth, unscale(model.predict(val[0])))
+            if changed_val is not None and name in LINEAR:
+                day_change_rse = rse(val_truth, unscale(model.predict(changed_val)))
         predicted = unscale(model.predict(arrays["test"]["secondary"])).astype(np.float64)
         results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
                          "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
+        if day_change_rse is not None:
+            results[name]["day_change_rse"] = float(day_change_rse)
         if decoder_floor and hasattr(model, "best_reconstruction"):
             for key, scaled in (("decoder_floor_rse", arrays["test"]["primary"]),
                                 ("decoder_floor_validation_rse", val[1])):

@@ -137,9 +137,16 @@ def test_interrupted_training_resumes(sim_maps, tmp_path):
 
 def test_train_ranks_every_model_on_validation_and_recommends_the_best(trained_bundle, sim_maps, tmp_path):
     entry = trained_bundle.manifest["secondaries"][trained_bundle.default_secondary]
-    ranking = entry["validation_rse"]
+    ranking, changed = entry["validation_rse"], entry["day_change_rse"]
     assert set(ranking) == {"vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds"}
-    assert entry["recommended"] == min(ranking, key=ranking.get)
+    # the linear baselines are also scored under the simulated day change, and lose accuracy there
+    assert set(changed) == {"ds", "pds", "pls"} and all(changed[k] > ranking[k] for k in changed)
+    leader = min(ranking, key=ranking.get)
+    if leader in changed:     # linear baselines within 15 % of the leader: the one holding best on another day
+        expected = min((k for k in changed if ranking[k] <= 1.15 * ranking[leader]), key=changed.get)
+    else:
+        expected = leader
+    assert entry["recommended"] == expected
     report = evaluate_map(trained_bundle, sim_maps["test"], tmp_path / "report", progress=False)
     assert report["recommended"] == entry["recommended"]
     saved = json.loads((tmp_path / "report/report.json").read_text())

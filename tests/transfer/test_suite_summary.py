@@ -1,4 +1,6 @@
 """The robustness suite's verdicts (bench/transfer_suite.py) from given scores."""
+import pytest
+
 from bench.transfer_suite import SCENARIOS, learning_curve, markdown, summarise
 
 
@@ -84,3 +86,15 @@ def test_jobs_below_one_is_refused(capsys, tmp_path):
     from bench.transfer_suite import main
     assert main(["--quick", "--jobs", "0", "--work", str(tmp_path), "--markdown", str(tmp_path / "s.md")]) == 2
     assert "--jobs 0" in capsys.readouterr().err
+
+
+def test_linear_baselines_that_validate_alike_are_recommended_as_train_does():
+    # pegmatite-day2 of run 8: PDS validates best, DS within 15 % holds better under the day change
+    tied = scores(vae_mlp=0.093, pls=0.137, ds=0.098, pds=0.123)
+    for model, validation in (("vae_mlp", 0.065), ("pls", 0.0437), ("ds", 0.0396), ("pds", 0.0356)):
+        tied[model]["validation_rse"] = validation
+    assert summarise(tied, 2500)["recommended"] == "pds"        # no figures under the day change
+    tied["ds"]["day_change_rse"], tied["pds"]["day_change_rse"], tied["pls"]["day_change_rse"] = 0.0692, 0.0704, 0.0739
+    s = summarise(tied, 2500)
+    assert (s["recommended"], s["exported"]) == ("ds", "ds")
+    assert s["recommended_over_best"] == pytest.approx(0.098 / 0.093)

@@ -11,6 +11,7 @@ from streaming.model import PipelineSession
 from tests.transfer.export.conftest import TINY
 from transfer.config import TransferConfig
 from transfer.export import ExportError, export_model
+from transfer.selection import recommend
 from transfer.predict import Transferer
 
 
@@ -63,7 +64,10 @@ def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, r
 def test_default_export_is_the_recommended_exportable_model(bundle, tmp_path):
     entry = bundle.manifest["secondaries"][bundle.default_secondary]
     ranking = entry["validation_rse"]
-    expected = min((m for m in ("vae_mlp", "ds", "pls") if m in ranking), key=ranking.get)
+    if entry["recommended"] in ("vae_mlp", "ds", "pls"):
+        expected = entry["recommended"]
+    else:                     # the same rule among the exportable models (transfer.selection.recommend)
+        expected = recommend(ranking, entry.get("day_change_rse") or {}, among=("vae_mlp", "ds", "pls"))
     result = export_model(bundle, tmp_path / "default.onnx", progress=False)
     assert result.model == expected
     model = PipelineSession(result.path, threads=1)
