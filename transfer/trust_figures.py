@@ -50,7 +50,8 @@ def score_figures(score, relative, absolute, intensity, *, calibrated: bool = Tr
 
     Keys: rho_relative, rho_absolute, rho_intensity, rho_within_intensity_deciles (list),
     rho_within_deciles_median, top5_over_median (mean relative error of the 5 % highest
-    scores / median relative error), median_relative_error; with `calibrated` (the score is
+    scores / median relative error), top5_possible_over_median (the same for the 5 % highest
+    errors: the most any score can reach on this map), median_relative_error; with `calibrated` (the score is
     an expected relative error) also reliability {"predicted", "observed"} per score decile,
     deciles_within_30_percent, fraction_of_deciles_within_30_percent and
     mean_predicted_over_observed."""
@@ -68,6 +69,8 @@ def score_figures(score, relative, absolute, intensity, *, calibrated: bool = Tr
            "rho_within_deciles_median": float(np.nanmedian(within)) if np.any(np.isfinite(within)) else float("nan"),
            "median_relative_error": median, "top5_mean_relative_error": float(np.mean(relative[top])),
            "top5_over_median": float(np.mean(relative[top]) / median) if median > 0 else float("nan")}
+    worst = relative >= np.quantile(relative, 1 - TOP_FRACTION)
+    out["top5_possible_over_median"] = float(np.mean(relative[worst]) / median) if median > 0 else float("nan")
     if calibrated:
         by_score = _decile_index(score)
         predicted = np.array([np.mean(score[by_score == d]) for d in range(DECILES)])

@@ -47,6 +47,7 @@ def test_markdown_and_learning_curve_come_from_the_results():
 def test_trust_figures_are_tabled_and_their_targets_checked():
     from bench.transfer_suite import trust_lines
     good = {"rho_relative": 0.62, "rho_absolute": -0.3, "rho_within_deciles_median": 0.2, "top5_over_median": 2.4,
+            "top5_possible_over_median": 3.1,
             "median_relative_error": 0.2, "deciles_within_30_percent": 10, "fraction_of_deciles_within_30_percent": 1.0,
             "mean_predicted_over_observed": 1.02, "flagged": 0.031}
     poor = dict(good, rho_relative=0.31, deciles_within_30_percent=6, fraction_of_deciles_within_30_percent=0.6)
@@ -57,7 +58,7 @@ def test_trust_figures_are_tabled_and_their_targets_checked():
                                                       "fraction_of_deciles_within_30_percent >= 1": True}
     assert not s["trust_targets"]["ds"]["validation"]["rho_relative >= 0.5"]
     lines = trust_lines(models)
-    assert "| ds | validation | +0.31 | -0.30 | +0.20 | 2.40 | 0.200 | 6/10 | 1.02 | 3.1 % |" in lines
+    assert "| ds | validation | +0.31 | -0.30 | +0.20 | 2.40 | 3.10 | 0.200 | 6/10 | 1.02 | 3.1 % |" in lines
     assert any(line.startswith("| ds | test half | +0.62") for line in lines)
 
 

@@ -28,6 +28,7 @@ def test_a_perfect_score_has_rho_one_and_every_decile_calibrated():
     assert f["reliability"]["predicted"] == pytest.approx(f["reliability"]["observed"])
     top = np.sort(relative)[-int(0.05 * len(relative)):]
     assert f["top5_over_median"] == pytest.approx(top.mean() / np.median(relative))
+    assert f["top5_possible_over_median"] == pytest.approx(f["top5_over_median"])     # it ranks as well as can be
     assert f["mean_predicted_over_observed"] == pytest.approx(1.0)
 
 
@@ -38,6 +39,9 @@ def test_a_score_that_says_bright_tells_nothing_about_the_relative_error():
     assert abs(f["rho_relative"]) < 0.1 and abs(f["rho_within_deciles_median"]) < 0.2
     assert f["rho_absolute"] > 0.7                     # the absolute error grows with brightness
     assert 0.7 < f["top5_over_median"] < 1.5
+    top = np.sort(relative)[-int(0.05 * len(relative)):]
+    assert f["top5_possible_over_median"] == pytest.approx(top.mean() / np.median(relative))
+    assert f["top5_possible_over_median"] > 1.5 * f["top5_over_median"]      # ranking by brightness gains little
     assert "reliability" not in f
 
 
