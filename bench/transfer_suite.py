@@ -4,11 +4,11 @@ Each scenario writes a paired training map, a validation map and a test map
 (simulated); every transfer model (VAE + MLP, one-step MLP, PLS, KNN, DS, PDS)
 is trained with the configuration (transfer/default_config.toml unless
 --config) and scored on the test map under the causal protocol: RSE in
-baseline-corrected primary counts and k-score. The scenario's `recommended` model is the one `libs-transfer train`
-records (transfer.selection.recommend: the lowest validation RSE, linear
-baselines within 15 % of each other told apart under the simulated day change)
-and `exported` the one `export` writes by default (the same rule among the
-exportable models).
+baseline-corrected primary counts and k-score. The scenario's `recommended`
+model is the one `libs-transfer train` records (transfer.selection.recommend:
+the lowest validation RSE, linear baselines within 15 % of each other told
+apart under the simulated day change) and `exported` the one `export` writes by
+default (the same rule among the exportable models).
 
 Three sizes: without a flag, the full-size maps and the default (paper-size)
 networks, hours on two cores; `--quick`, quarter-size maps and smaller
@@ -52,7 +52,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from transfer.config import TransferConfig, load_config
-from transfer.selection import EXPORTABLE, recommend
+from transfer.selection import EXPORTABLE, TIE_TOLERANCE, recommend
 from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
@@ -163,7 +163,7 @@ def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
     best = min(test, key=test.get)
     validation = {k: v["validation_rse"] for k, v in scores.items()}
     day_change = {k: v["day_change_rse"] for k, v in scores.items() if "day_change_rse" in v}
-    recommended = recommend(validation, day_change)
+    recommended = recommend(validation, day_change) or min(validation, key=validation.get)
     linear = [test[k] for k in LINEAR if k in test]
     summary = {"best": best, "best_rse": test[best], "recommended": recommended,
                "recommended_over_best": test[recommended] / test[best]}
@@ -209,9 +209,9 @@ def markdown(report: Mapping) -> str:
              f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']}).",
              "Causal protocol; RSE in baseline-corrected primary counts (1 = the mean test spectrum); "
              "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
-             "`recommended`: what `train` records (the lowest validation RSE; linear baselines within 15 % of "
-             "each other told apart by their validation RSE under the simulated day change); `export` writes the "
-             "same rule's choice among the exportable models.", ""]
+             "`recommended`: what `train` records (the lowest validation RSE; linear baselines within "
+             f"{100 * TIE_TOLERANCE:g} % of each other told apart by their validation RSE under the simulated day "
+             "change); `export` writes the same rule's choice among the exportable models.", ""]
     for name, result in report["results"].items():
         s = result["summary"]
         lines += [f"## {name}", "",

@@ -30,6 +30,7 @@ from transfer import figures
 from transfer.clustering import SpectralClusters
 from transfer.metrics import TransferMetrics
 from transfer.preprocess import SpectraError, check_spectra
+from transfer.selection import TIE_TOLERANCE
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,8 @@ def _markdown(report: dict) -> str:
         ranking = report.get("validation_rse") or {}
         changed = report.get("day_change_rse") or {}
         lines += ["", f"Recommended model: **{report['recommended']}** (the lowest RSE on the validation map; "
-                  "linear baselines within 15 % of each other told apart by their RSE on it under a simulated "
-                  "day change)"]
+                  f"linear baselines within {100 * TIE_TOLERANCE:g} % of each other told apart by their RSE on it "
+                  "under a simulated day change)"]
         if ranking:
             lines += ["", "| model | validation RSE | under the day change |", "|---|---:|---:|"]
             lines += [f"| {name} | {cell(value, '.4f')} | {cell(changed.get(name), '.4f')} |"
