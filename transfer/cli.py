@@ -34,7 +34,8 @@ def _common_training(parser: argparse.ArgumentParser) -> None:
 # -- train ---------------------------------------------------------------------------
 
 def add_train(subparsers) -> None:
-    p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines",
+    p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines, and "
+                "recommend the one to run live (export's default)",
                 "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 5", _train)
     p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train on")
     p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
