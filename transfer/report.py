@@ -298,7 +298,8 @@ def _markdown(report: dict) -> str:
                   "under a simulated day change)"]
         if ranking:
             lines += ["", "| model | validation RSE | under the day change |", "|---|---:|---:|"]
-            lines += [f"| {name} | {cell(value, '.4f')} | {cell(changed.get(name), '.4f')} |"
+            lines += [f"| {name} | {cell(value, '.4f')} | "
+                      f"{'–' if changed.get(name) is None else format(changed[name], '.4f')} |"
                       for name, value in sorted(ranking.items(), key=lambda kv: kv[1] if kv[1] is not None else 1e300)]
     lines += ["", "Euclid and cosine are averaged over all spectra; cosine is the negative "
               "cosine similarity (-1 best); RSE is relative to the mean spectrum of the "
