@@ -83,16 +83,18 @@ def recommend(validation: Mapping[str, float], day_change: Mapping[str, float], 
     DS led, 0.069 against 0.070. Only the linear baselines break ties so: KNN, an average of
     training spectra, moves less under a gain curve than a ridge (basalt: 0.049 -> 0.093, DS
     0.043 -> 0.110) and still transferred worst there (docs/transfer.md, "Recommended among ties")."""
-    finite = {k: float(v) for k, v in validation.items()
-              if (among is None or k in among) and v is not None and np.isfinite(v)}
-    if not finite:
+    def finite(scores: Mapping[str, float], keep) -> dict[str, float]:
+        return {k: float(v) for k, v in scores.items() if keep(k) and v is not None and np.isfinite(v)}
+
+    validated = finite(validation, lambda k: among is None or k in among)
+    if not validated:
         return None
-    leader = min(finite, key=finite.get)
-    if leader not in LINEAR or leader not in day_change:
+    leader = min(validated, key=validated.get)
+    changed = finite(day_change, lambda k: k in LINEAR and k in validated)
+    if leader not in changed:
         return leader
-    ties = [k for k in finite if k in LINEAR and day_change.get(k) is not None and np.isfinite(day_change[k])
-            and finite[k] <= (1.0 + TIE_TOLERANCE) * finite[leader]]
-    return min(ties, key=lambda k: (day_change[k], finite[k]))
+    ties = [k for k in changed if validated[k] <= (1.0 + TIE_TOLERANCE) * validated[leader]]
+    return min(ties, key=lambda k: (changed[k], validated[k]))
 
 
 def validation_grid(name: str, baselines: Mapping) -> dict[str, list]:

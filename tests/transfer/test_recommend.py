@@ -37,6 +37,9 @@ def test_restricted_to_the_exportable_models_and_missing_scores():
     assert recommend(DAY2, DAY2_CHANGED, among=("vae_mlp", "pls")) == "pls"
     assert recommend({"ds": None, "pls": float("nan")}, {}) is None
     assert recommend({"ds": None, "pls": 0.3}, {"pls": 0.4}) == "pls"
+    # a leader without a finite figure under the change keeps its place
+    assert recommend({"ds": 0.1, "pds": 0.105}, {"ds": float("nan"), "pds": 0.3}) == "ds"
+    assert recommend({"ds": 0.1, "pds": 0.105}, {"ds": None, "pds": 0.3}) == "ds"
 
 
 def _bundle(entry: dict, baselines=("ds", "pls", "pds", "knn")):
