@@ -323,8 +323,9 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
     are padded on, not made by the first product: ONNX Runtime packs a product's columns in
     blocks of 16, and a 17th column doubled the first product's time. Then
     d = min(|p - q| / max(|p|, floor), cap), feature log(d + floor), in float32: the difference
-    is a sizeable fraction of |p| wherever the score matters. No [batch, n_primary] tensor but
-    p - q is written: at large batches those passes, not the products, cost.
+    is a sizeable fraction of |p| wherever the score matters. The [batch, n_primary] tensors
+    written are p - q and the squares of p - q and p: at large batches those passes, not the
+    products, cost.
     """
     into = np.asarray(parts["into"], np.float64)
     n = into.shape[0]

@@ -322,7 +322,7 @@ def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, 
     if key in ("pls", "knn"):
         model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
                                      np.concatenate([train[1], held_out[1]]))
-    return model, validation_rse, changed_rse if key in LINEAR else None
+    return model, validation_rse, changed_rse      # grids exist for linear baselines only
 
 
 def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarray,
