@@ -27,7 +27,8 @@ over the median, and the reliability per score decile (predicted against
 observed mean error, the fraction of deciles within ±30 %).
 
 Prints one JSON object and writes a markdown summary (WORK/transfer_suite.md
-by default; docs/transfer_suite.md collects the measured runs by hand): the table per scenario, the trust figures, where each model wins,
+by default; docs/transfer_suite.md collects the measured runs by hand): the
+table per scenario, the trust figures, where each model wins,
 the targets of docs/transfer.md and docs/novelty.md checked, and RSE against
 the number of paired training spectra (the `pegmatite-n*` scenarios);
 `--reliability-figure PNG` draws the reliability of every scenario. After every
