@@ -5,7 +5,7 @@ measured on the training day. The transfer error of another day is larger and or
 differently (docs/novelty.md), so a paired map of *another day* than training — a short
 map measured for the purpose — calibrates the expected relative error and the "do not
 trust" threshold far better. This command refits the head, the calibration curve and the
-threshold on such a map (the shape statistics of the training spectra stay) and rewrites
+threshold on such a map (the second model fitted on the training pairs stays) and rewrites
 the bundle's trust part; `predict` and `export` use it from then on, and the secondary
 system's model id changes with it.
 """
@@ -20,6 +20,7 @@ from acquisition.shared import cli
 
 from transfer.bundle import TransferBundle, load_bundle, read_json, save_state_tree, write_json, write_manifest
 from transfer.data import check_axis, inspect_map
+from transfer.predict import PredictError, Transferer, trust_model_name
 from transfer.trust import TrustError, TrustScore, calibrate_from_maps, fit_from_maps
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,12 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
 def _calibrated_model(bundle: TransferBundle, system):
     """Scaled secondary -> scaled primary of the model the trust score describes (the bundle's
     `trust_model`, the one `export` writes by default; VAE + MLP for older bundles)."""
-    from transfer.predict import _run
-    name = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("trust_model", "vae_mlp")
-    if name == "vae_mlp":
-        composed = system.composed().cpu()
-        return lambda x: _run(composed, x)
-    if name not in system.baselines:
-        raise TrustError(f"the trust score of '{system.name}' describes {name}, which the bundle does not hold")
-    return system.baselines[name].predict
+    name = trust_model_name(bundle, system)
+    try:
+        return Transferer(bundle, system.name, model=name).predict_scaled
+    except PredictError:
+        raise TrustError(f"the trust score of '{system.name}' describes {name}, which the bundle does not hold") \
+            from None
 
 
 def _rewrite(bundle: TransferBundle, name: str, trust: TrustScore, manifest_entry) -> None:
@@ -111,6 +110,9 @@ def _calibrate(args) -> int:
     doc = {"threshold": trust.threshold_, "held_out": trust.report_,
            "knots": [round(float(v), 4) for v in trust.knots_],
            "expected_rel_error": [round(float(v), 4) for v in trust.values_]}
-    cli.emit(args, f"trust of {args.model} calibrated on {args.map}: 'do not trust' above an expected relative "
-                   f"error of {trust.threshold_:.3g}", doc)
+    bundle = load_bundle(args.model)
+    model = trust_model_name(bundle, bundle.secondary(args.secondary))
+    doc["model"] = model
+    cli.emit(args, f"trust of {model} in {args.model} calibrated on {args.map}: 'do not trust' above an expected "
+                   f"relative error of {trust.threshold_:.3g}", doc)
     return 0

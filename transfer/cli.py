@@ -70,7 +70,20 @@ def _ranking_summary(bundle, name: str) -> str:
             + ("\nunder a simulated day change: " + ", ".join(f"{key} {value:.4f}" for key, value in
                                                              sorted(changed.items(), key=lambda kv: kv[1]))
                if changed else "")
-            + f"\nrecommended model: {entry['recommended']}")
+            + f"\nrecommended model: {entry['recommended']}" + _live_line(entry.get("recommended"),
+                                                                      _live_model(bundle, name)))
+
+
+def _live_model(bundle, name: str) -> str:
+    from transfer.predict import default_model
+    return default_model(bundle, bundle.secondary(name))
+
+
+def _live_line(recommended: str | None, live: str | None) -> str:
+    """A line naming the model export and predict run, where it is not the recommended one."""
+    if not live or live == recommended:
+        return ""
+    return f"\nexport and predict run: {live} (the exportable model the same rule picks)"
 
 
 def _bundle_result(bundle, name: str, path) -> dict:
@@ -78,7 +91,7 @@ def _bundle_result(bundle, name: str, path) -> dict:
     return {"bundle": str(path), "model_id": bundle.model_id, "secondary": name,
             "secondary_model_id": bundle.secondary(name).model_id,
             "validation_rse": entry.get("validation_rse"), "day_change_rse": entry.get("day_change_rse"),
-            "recommended": entry.get("recommended")}
+            "recommended": entry.get("recommended"), "live_model": _live_model(bundle, name)}
 
 
 # -- add-secondary --------------------------------------------------------------------
@@ -150,7 +163,7 @@ def _evaluate(args) -> int:
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
     doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
-           "recommended": report.get("recommended")}
+           "recommended": report.get("recommended"), "live_model": report.get("live_model")}
     if args.learning_curve is not None:
         from transfer.suite import learning_curve_for_bundle
         sizes = args.learning_curve or None          # none given: the defaults that fit the map
@@ -167,7 +180,8 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
                           if isinstance(value, (int, float)) and not isinstance(value, bool))[:110]
         lines.append(f"  {name:12s} {shown}")
     if doc.get("recommended"):
-        lines.append(f"recommended model: {doc['recommended']}")
+        lines.append(f"recommended model: {doc['recommended']}" + _live_line(doc["recommended"],
+                                                                             doc.get("live_model")))
     if doc.get("learning_curve"):
         lines.append(f"learning curve: {out}/learning_curve.png")
     return "\n".join(lines)
@@ -176,6 +190,7 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
 # -- predict -----------------------------------------------------------------------------
 
 def add_predict(subparsers) -> None:
+    from transfer.selection import MODEL_NAMES
     p = _parser(subparsers, "predict",
                 "write transferred spectra, k-means labels, novelty and (with a trust score) expected_rel_error "
                 "and the untrusted flag into /entry/transferred of a map",
@@ -183,16 +198,26 @@ def add_predict(subparsers) -> None:
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("map", type=Path, metavar="MAP.h5", help="map with secondary spectra (raw data is not changed)")
     cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
+    p.add_argument("--model", default=None, choices=MODEL_NAMES, dest="model_name",
+                   help="which transfer model to apply (default: the one export writes, the model train "
+                        "recommended if it is exportable; expected_rel_error only for the model the trust "
+                        "score was calibrated on, that same one)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
     cli.add_json_flag(p, "what was written")
 
 
 def _predict(args) -> int:
+    from dataclasses import asdict
+
     from transfer.predict import predict_map
-    n = predict_map(args.model, args.map, secondary=args.secondary, chunk_spots=args.chunk_spots)
-    cli.emit(args, f"{n} transferred spectra written to {args.map}:/entry/transferred (expected_rel_error and the "
-                   f"untrusted flag too when the model has a trust score)",
-             {"map": str(args.map), "group": "/entry/transferred", "n_transferred": int(n)})
+    done = predict_map(args.model, args.map, secondary=args.secondary, model_name=args.model_name,
+                       chunk_spots=args.chunk_spots)
+    trust = ("no expected_rel_error (the trust score was calibrated on another model)" if done.untrusted is None
+             else f"{done.untrusted} of {done.n_transferred} flagged untrusted "
+                  f"(expected relative error above {done.threshold:.3g})")
+    cli.emit(args, f"{done.n_transferred} spectra transferred with {done.model} written to "
+                   f"{args.map}:/entry/transferred; {trust}",
+             {"map": str(args.map), "group": "/entry/transferred", **asdict(done)})
     return 0
 
 
@@ -246,12 +271,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from transfer.config import ConfigError
     from transfer.data import TransferDataError
     from transfer.novelty import NoveltyError
+    from transfer.predict import PredictError
     from transfer.preprocess import SpectraError, WavelengthMismatchError
     from transfer.suite import LearningCurveError
     from transfer.train import TrainingError
     from transfer.trust import TrustError
     return (PairedMapError, BundleError, ConfigError, TransferDataError, SpectraError, WavelengthMismatchError,
-            TrainingError, NoveltyError, LearningCurveError, TrustError, FileNotFoundError)
+            TrainingError, NoveltyError, LearningCurveError, TrustError, PredictError, FileNotFoundError)
 
 
 SUBCOMMANDS: list[Callable] = [

@@ -53,7 +53,8 @@ from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
 from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
                                  PipelineFrame, affine_graph, pipeline_graph)
-from transfer.selection import EXPORTABLE, recommend
+from transfer.predict import trust_for
+from transfer.selection import EXPORTABLE, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -128,20 +129,6 @@ def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: Novelty
     return pipeline_graph(pipeline_arrays(bundle, system, novelty, trust), precision=precision)
 
 
-def trust_for(bundle: TransferBundle, system: SecondaryModel, model: str) -> TrustScore | None:
-    """The secondary's trust score if it was calibrated on `model`'s errors, else None: a score
-    calibrated on another model's errors would promise the wrong error."""
-    if system.trust is None:
-        return None
-    calibrated_on = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("trust_model", "vae_mlp")
-    if calibrated_on != model:
-        log.warning("the trust score of '%s' was calibrated on %s's errors; the exported %s carries no "
-                    "expected_rel_error (retrain, or export --model %s)", system.name, calibrated_on, model,
-                    calibrated_on)
-        return None
-    return system.trust
-
-
 def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str | None = None) -> str:
     """`requested`, else the bundle's recommended model where it is exportable, else the one
     `transfer.selection.recommend` picks among the exportable (VAE + MLP for bundles trained
@@ -152,11 +139,7 @@ def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str 
             raise ExportError(f"--model {requested}: this bundle's secondary '{system.name}' can export "
                               f"{', '.join(available)} (exportable models: {', '.join(EXPORTABLE)})")
         return requested
-    entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
-    if entry.get("recommended") in available:
-        return entry["recommended"]
-    chosen = recommend(entry.get("validation_rse") or {}, entry.get("day_change_rse") or {}, among=available)
-    return chosen or "vae_mlp"
+    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}), available)
 
 
 # -- identity and metadata --------------------------------------------------------------
@@ -310,14 +293,11 @@ def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: Nov
     """ONNX Runtime against the PyTorch path (a linear baseline: its numpy path) and the numpy
     novelty on raw spectra."""
     from transfer.predict import Transferer
-    transferer = Transferer(bundle, system.name)
+    transferer = Transferer(bundle, system.name, model=model)
     scaled = transferer.scaled_input(raw_secondary)
-    if model == "vae_mlp":
-        expected = transferer.transfer(raw_secondary)
-    else:
-        counts = transferer.predict_all(raw_secondary)[model]
-        expected = {"primary": counts, "latent": ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32),
-                    "label": bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64)}
+    expected = transferer.transfer(raw_secondary)
+    if model != "vae_mlp":      # a linear graph's latent output is the novelty's principal coordinates
+        expected["latent"] = ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32)
     expected_novelty = novelty.score(scaled)
     outputs = list(OUTPUTS) + ([TRUST_OUTPUT] if trust is not None else [])
     primary, latent, label, score, *trust_out = session.run(
@@ -467,7 +447,7 @@ def add_export(subparsers) -> None:
     help_text = "write the live transfer pipeline of a bundle as one ONNX model (for libs-stream serve)"
     p = cli.subcommand(
         subparsers, "export", run=_export, help=help_text,
-        description=f"{help_text}.\nThe graph is checked (onnx.checker, parity with the PyTorch path) before the "
+        description=f"{help_text}.\nThe graph is checked (onnx.checker, parity with the PyTorch or numpy path) before the "
                     "file is written.\nThe novelty statistics are the bundle's unless --reference or the "
                     "--novelty-* options ask for new ones.",
         examples=["libs-transfer export model/ --out model.onnx",
@@ -505,7 +485,7 @@ def add_export(subparsers) -> None:
 def _export_summary(doc: dict) -> str:
     parity = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (doc["parity"] or {}).items())
     return (f"model {doc['model_id']} ({doc['transfer_model']}, {doc['precision']}, secondary {doc['secondary']!r}: {doc['n_secondary']} -> "
-            f"{doc['n_primary']} px) written to {doc['model']}\n  parity with PyTorch: {parity or 'not measured'}")
+            f"{doc['n_primary']} px) written to {doc['model']}\n  parity with the PyTorch/numpy path: {parity or 'not measured'}")
 
 
 def _export(args) -> int:

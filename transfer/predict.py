@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -19,17 +20,18 @@ import numpy as np
 import torch
 
 from acquisition.shared.systems import SYSTEM_NAMES
-from acquisition.store import PairedMapReader, write_transferred, write_transferred_trust
-from transfer.bundle import TransferBundle, load_bundle
+from acquisition.store import PairedMapReader, remove_transferred_trust, write_transferred, write_transferred_trust
+from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.data import check_axis, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
 from transfer.report import Evaluation
+from transfer.selection import EXPORTABLE, MODEL_NAMES, live_model
+from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
 PROTOCOLS = ("causal", "paper")
 
 
@@ -41,10 +43,42 @@ def _run(module: torch.nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarra
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-class Transferer:
-    """Every model of a bundle applied to one secondary system's raw spectra (CPU)."""
+class PredictError(ValueError):
+    """A model cannot be applied as asked; the message says why."""
 
-    def __init__(self, bundle: TransferBundle, secondary: str | None = None, *,
+
+def trust_model_name(bundle: TransferBundle, system: SecondaryModel) -> str:
+    """The model whose errors the secondary's trust score describes (`trust_model` of bundle.json;
+    VAE + MLP for bundles from before models were ranked)."""
+    return bundle.manifest.get("secondaries", {}).get(system.name, {}).get("trust_model", "vae_mlp")
+
+
+def trust_for(bundle: TransferBundle, system: SecondaryModel, model: str, *, quiet: bool = False
+              ) -> TrustScore | None:
+    """The secondary's trust score if it was calibrated on `model`'s errors, else None (with a
+    warning unless `quiet`): a score calibrated on another model's errors would promise the
+    wrong error."""
+    if system.trust is None:
+        return None
+    calibrated_on = trust_model_name(bundle, system)
+    if calibrated_on != model:
+        if quiet:
+            return None
+        log.warning("the trust score of '%s' was calibrated on %s's errors, so %s's results carry no "
+                    "expected_rel_error (retrain, or choose --model %s)", system.name, calibrated_on, model,
+                    calibrated_on)
+        return None
+    return system.trust
+
+
+class Transferer:
+    """The models of a bundle applied to one secondary system's raw spectra (CPU).
+
+    `transfer` runs one of them, `model` (default VAE + MLP), with its label, novelty and, where
+    the trust score was calibrated on that model's errors, its expected relative error;
+    `predict_all` runs every model."""
+
+    def __init__(self, bundle: TransferBundle, secondary: str | None = None, *, model: str = "vae_mlp",
                  primary_preprocess: SpectrumPreprocessor | None = None,
                  secondary_preprocess: SpectrumPreprocessor | None = None):
         self.bundle = bundle
@@ -53,24 +87,52 @@ class Transferer:
         self.primary = primary_preprocess or bundle.primary_preprocess
         self.secondary = secondary_preprocess or self.system.preprocess
         self.composed = self.system.composed().cpu()
+        if model not in self.available_models():
+            raise PredictError(f"model {model!r}: secondary '{self.system.name}' of {bundle.path} has "
+                               f"{', '.join(self.available_models())}")
+        self.model = model
+        self.trust = trust_for(bundle, self.system, model, quiet=True)
+
+    @property
+    def model_id(self) -> str:
+        """The id of what `transfer` computes: the bundle's model id for VAE + MLP with its own
+        trust score, else the id `export` gives the graph of the same model (float32, the
+        bundle's novelty statistics)."""
+        if self.model == "vae_mlp" and self.trust is self.system.trust:
+            return self.system.model_id
+        from transfer.export import exported_model_id
+        return exported_model_id(self.system, self.system.novelty, "float32", self.model, self.trust)
 
     def scaled_input(self, raw_secondary: np.ndarray) -> np.ndarray:
         return np.asarray(self.secondary.transform(raw_secondary), dtype=np.float32)
 
     def transfer(self, raw_secondary: np.ndarray) -> dict[str, np.ndarray]:
-        """{"primary": counts [k, n_primary], "scaled", "latent", "label" int64, "novelty" float32,
-        and "expected_rel_error" float32 when the bundle has a trust score (transfer.trust)}."""
+        """{"primary": counts [k, n_primary], "scaled", "label" int64, "novelty" float32; "latent"
+        for VAE + MLP; "expected_rel_error" float32 where the trust score fits the model}."""
         scaled = self.scaled_input(raw_secondary)
-        latent = _run(self.system.mlp, scaled)
-        predicted = _run(self.system.decoder, latent)
+        out = {}
+        if self.model == "vae_mlp":
+            out["latent"] = _run(self.system.mlp, scaled)
+            predicted = _run(self.system.decoder, out["latent"])
+        else:
+            predicted = self.predict_scaled(scaled)
         counts = np.asarray(self.primary.inverse_transform(predicted), dtype=np.float32)
-        out = {"primary": counts, "scaled": predicted, "latent": latent,
-               "label": self.bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64),
-               "novelty": self.system.novelty.score(scaled)}
-        if self.system.trust is not None:
+        out.update(primary=counts, scaled=predicted,
+                   label=self.bundle.kmeans.predict(counts.astype(np.float64)).astype(np.int64),
+                   novelty=self.system.novelty.score(scaled))
+        if self.trust is not None:
             corrected = self.secondary.inverse_transform(scaled)
-            out["expected_rel_error"] = self.system.trust.expected_relative_error(corrected, counts)
+            out["expected_rel_error"] = self.trust.expected_relative_error(corrected, counts)
         return out
+
+    def predict_scaled(self, scaled: np.ndarray, model: str | None = None) -> np.ndarray:
+        """Scaled secondary -> scaled primary of `model` (default: this transferer's)."""
+        model = model or self.model
+        if model == "vae_mlp":
+            return _run(self.composed, scaled)
+        if model == "one_step_mlp":
+            return _run(self.system.one_step, scaled)
+        return np.asarray(self.system.baselines[model].predict(scaled), dtype=np.float32)
 
     def available_models(self) -> list[str]:
         names = ["vae_mlp"] + (["one_step_mlp"] if self.system.one_step is not None else [])
@@ -79,28 +141,49 @@ class Transferer:
     def predict_all(self, raw_secondary: np.ndarray) -> dict[str, np.ndarray]:
         """Every available model's prediction in baseline-corrected primary counts."""
         scaled = self.scaled_input(raw_secondary)
-        out = {"vae_mlp": _run(self.composed, scaled)}
-        if self.system.one_step is not None:
-            out["one_step_mlp"] = _run(self.system.one_step, scaled)
-        for name in MODEL_NAMES[2:]:
-            if name in self.system.baselines:
-                out[name] = np.asarray(self.system.baselines[name].predict(scaled), dtype=np.float32)
-        return {k: np.asarray(self.primary.inverse_transform(v), dtype=np.float32) for k, v in out.items()}
+        return {name: np.asarray(self.primary.inverse_transform(self.predict_scaled(scaled, name)), dtype=np.float32)
+                for name in self.available_models()}
 
 
 # -- predict ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Prediction:
+    """What `predict_map` wrote: how many spectra, with which model, and the trust flags
+    (`untrusted` None where the model's results carry no trust score)."""
+    n_transferred: int
+    model: str
+    model_id: str
+    untrusted: int | None = None
+    threshold: float | None = None
+
+
+def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
+    """The model `predict` applies unless told otherwise: the one `export` writes by default
+    (transfer.selection.live_model), so that a map transferred afterwards holds what the live
+    stream would have sent."""
+    available = [m for m in EXPORTABLE if m == "vae_mlp" or m in system.baselines]
+    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}), available)
+
+
 def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, secondary: str | None = None,
-                chunk_spots: int = 4096, progress: bool = True) -> int:
+                model_name: str | None = None, chunk_spots: int = 4096, progress: bool = True) -> Prediction:
     """Transfers every acquired secondary spectrum of a map and writes /entry/transferred.
 
-    Results are gathered in a temporary file first, so the map is only opened
-    for writing after it has been read; raw data is never touched. With a trust score in
-    the bundle, /entry/transferred/expected_rel_error and the flag /entry/transferred/untrusted
-    (expected_rel_error above the bundle's threshold) are written too.
+    `model_name` picks the transfer model (any of the bundle's); by default the one `export`
+    writes (`default_model`). Results are gathered in a temporary file first, so the map is only
+    opened for writing after it has been read; raw data is never touched. Where the bundle's trust
+    score was calibrated on that model's errors, /entry/transferred/expected_rel_error and the
+    flag /entry/transferred/untrusted (expected_rel_error above the bundle's threshold) are
+    written too; otherwise a trust written by an earlier run is removed, as it would describe
+    other spectra.
     """
     bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
-    transferer = Transferer(bundle, secondary)
+    system = bundle.secondary(secondary)
+    chosen = model_name or default_model(bundle, system)
+    transferer = Transferer(bundle, secondary, model=chosen)
+    trust_for(bundle, system, chosen)       # says why, where the results carry no trust score
+    log.info("transferring with %s%s", chosen, "" if model_name else " (the model export writes; --model to choose)")
     map_path = Path(map_path)
     info = inspect_map(map_path, ("secondary",))
     check_axis(map_path, "secondary", info.wavelengths["secondary"], transferer.system.wavelengths)
@@ -115,7 +198,7 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         index = np.empty((n, 2), np.int64)
         labels = np.empty(n, np.int64)
         novelty = np.empty(n, np.float32)
-        trust = transferer.system.trust
+        trust = transferer.trust
         expected = np.empty(n, np.float32)
         done = 0
         for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring"):
@@ -131,15 +214,20 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         for start in range(0, done, chunk_spots):
             stop = min(start + chunk_spots, done)
             write_transferred(map_path, index[start:stop, 0], index[start:stop, 1], np.asarray(spectra[start:stop]),
-                              labels[start:stop], novelty[start:stop], model_id=transferer.system.model_id,
-                              wavelengths=axis)
-        if trust is not None:
+                              labels[start:stop], novelty[start:stop], model_id=transferer.model_id,
+                              model=chosen, wavelengths=axis)
+        flagged = None
+        if trust is None:
+            remove_transferred_trust(map_path)
+        else:
             write_transferred_trust(map_path, index[:done, 0], index[:done, 1], expected[:done], trust.threshold_)
-            log.info("%d of %d spots flagged untrusted (expected relative error above %.3g)",
-                     int(np.sum(expected[:done] > np.float32(trust.threshold_))), done, trust.threshold_)
+            flagged = int(np.sum(expected[:done] > np.float32(trust.threshold_)))
+            log.info("%d of %d spots flagged untrusted (expected relative error above %.3g)", flagged, done,
+                     trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
-    return done
+    return Prediction(done, chosen, transferer.model_id, flagged,
+                      None if trust is None else float(trust.threshold_))
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -210,8 +298,11 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     transferer = Transferer(bundle, system.name, primary_preprocess=primary, secondary_preprocess=secondary)
     with PairedMapReader(test_path) as reader:
         truth = reader.sample_truth or {}
+    entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
+    live = default_model(bundle, system) if entry else None
+    # the figures show the model the user would run (VAE + MLP for bundles from before the ranking)
     evaluation = Evaluation(info.shape, bundle.primary_wavelengths, transferer.available_models(),
-                            clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
+                            featured=live, clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
                             phase_map=truth.get("phase_map"), phase_names=truth.get("phase_names"))
     for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating"):
         truth_counts = np.asarray(transferer.primary.correct(raw["primary"]), dtype=np.float32)
@@ -222,8 +313,8 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
                 if protocol == "causal" else
                 "Scaling: the test set's own statistics, as in the paper (not possible live). ")
              + _training_summary(bundle, system.name))
-    entry = bundle.manifest.get("secondaries", {}).get(system.name, {})
-    extra = {"recommended": entry.get("recommended"), "validation_rse": entry.get("validation_rse"),
+    extra = {"recommended": entry.get("recommended"), "live_model": live,
+             "validation_rse": entry.get("validation_rse"),
              "day_change_rse": entry.get("day_change_rse"),
              "model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,
              "test_file": str(test_path), "training": bundle.provenance.get("primary", {}).get("data", {}),

@@ -213,7 +213,7 @@ def write_report(out_dir, *, protocol: str, n_spectra: int, metrics: Mapping[str
     if extra:
         extra = dict(extra)
         # The model the live path should run, and the validation figures it was chosen on.
-        for key in ("recommended", "validation_rse", "day_change_rse"):
+        for key in ("recommended", "live_model", "validation_rse", "day_change_rse"):
             if extra.get(key) is not None:
                 report[key] = _json_clean(extra[key])
             extra.pop(key, None)
@@ -296,6 +296,10 @@ def _markdown(report: dict) -> str:
         lines += ["", f"Recommended model: **{report['recommended']}** (the lowest RSE on the validation map; "
                   f"linear baselines within {100 * TIE_TOLERANCE:g} % of each other told apart by their RSE on it "
                   "under a simulated day change)"]
+        live = report.get("live_model")
+        if live and live != report["recommended"]:
+            lines += ["", f"`export` and `predict` run **{live}**: {report['recommended']} is not exportable, and "
+                      f"{live} is the one the same rule picks among the exportable models."]
         if ranking:
             lines += ["", "| model | validation RSE | under the day change |", "|---|---:|---:|"]
             lines += [f"| {name} | {cell(value, '.4f')} | "
@@ -307,7 +311,9 @@ def _markdown(report: dict) -> str:
     if report["notes"]:
         lines += ["## Notes", "", report["notes"], ""]
     if report["figures"]:
-        lines += ["## Figures", ""]
+        lines += ["## Figures", "", f"Maps and spectra of **{report['featured_model']}**"
+                  + (" (the model export and predict run)." if report.get("live_model") == report["featured_model"]
+                     else "."), ""]
         captions = {"emissivity": "Total emissivity, original vs transferred",
                     "errors": "Euclidean and cosine error maps",
                     "clusters": "k-means labels with misclustered spots",

@@ -26,6 +26,8 @@ from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from transfer.day_change import day_changed
 from transfer.metrics import rse
 
+#: every transfer model a bundle can hold, in the order reports list them
+MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
 #: the transfer models `libs-transfer export` writes as live graphs (the others need torch or a
 #: neighbour search at run time)
 EXPORTABLE = ("vae_mlp", "ds", "pls")
@@ -95,6 +97,17 @@ def recommend(validation: Mapping[str, float], day_change: Mapping[str, float], 
         return leader
     ties = [k for k in changed if validated[k] <= (1.0 + TIE_TOLERANCE) * validated[leader]]
     return min(ties, key=lambda k: (changed[k], validated[k]))
+
+
+def live_model(entry: Mapping, available: Sequence[str]) -> str:
+    """The model a bundle's secondary runs by default, in `export` and in `predict` alike: its
+    recommended model where `available`, else the one `recommend` picks among `available`
+    (`entry`: the secondary's manifest entry, with "recommended", "validation_rse" and
+    "day_change_rse"); VAE + MLP for bundles trained before models were ranked."""
+    if entry.get("recommended") in available:
+        return entry["recommended"]
+    return recommend(entry.get("validation_rse") or {}, entry.get("day_change_rse") or {}, among=available) \
+        or "vae_mlp"
 
 
 def validation_grid(name: str, baselines: Mapping) -> dict[str, list]:

@@ -24,13 +24,11 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import LINEAR, calibration_day_change, choose_on_validation, selection_inputs, validation_grid
+from transfer.selection import (LINEAR, MODEL_NAMES, calibration_day_change, choose_on_validation, selection_inputs,
+                                validation_grid)
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
-
-MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
-
 
 def _cap(*sections) -> int:
     """The tightest epoch cap of these sections (0: none)."""

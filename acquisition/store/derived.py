@@ -16,11 +16,12 @@ from .runs import write_derived_values
 TRANSFERRED = "transferred"
 
 
-def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: str = "",
+def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: str = "", model: str = "",
                       wavelengths=None) -> None:
     """Store transferred primary spectra (float32 [k, n_primary]) and labels for spots (iy, ix).
 
-    Creates /entry/transferred on first use. `wavelengths` is needed only when
+    Creates /entry/transferred on first use; `model_id` and `model` (the transfer model's name,
+    written where given) label the results. `wavelengths` is needed only when
     the map has no primary system whose axis the spectra share. Zero spots (empty
     iy/ix, spectra [0, n_primary]) write nothing but still create the group.
     """
@@ -53,6 +54,23 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
         # An empty write must not relabel results that another model wrote earlier.
         if created or spectra.shape[0]:
             group.attrs["model_id"] = str(model_id)
+            if model:
+                group.attrs["model"] = str(model)
+            elif "model" in group.attrs:
+                del group.attrs["model"]
+
+
+def remove_transferred_trust(path) -> None:
+    """Remove /entry/transferred/expected_rel_error and /entry/transferred/untrusted where present:
+    after results of a model without a trust score they would describe other spectra."""
+    path = Path(path)
+    if writer_active(path):
+        raise PairedMapError(f"{path}: a writer has the map open")
+    with open_for_update(path, rdcc_nbytes=1024 * 1024) as f:
+        group = f["entry"].get(TRANSFERRED)
+        for name in ("expected_rel_error", "untrusted"):
+            if group is not None and name in group:
+                del group[name]
 
 
 def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) -> None:

@@ -12,7 +12,7 @@ from acquisition.store import PairedMapReader
 from tests.transfer.conftest import tiny_config
 from transfer.bundle import load_bundle
 from transfer.pipeline import add_secondary, train_model
-from transfer.predict import Transferer, evaluate_map, predict_map, protocol_preprocessors
+from transfer.predict import PredictError, Transferer, evaluate_map, predict_map, protocol_preprocessors
 from transfer.train import TrainingError
 
 
@@ -63,20 +63,21 @@ def test_predict_writes_transferred_results_readable_by_h5py(trained_bundle, sim
     path = tmp_path / "map.h5"
     shutil.copy(sim_maps["test"], path)
     raw_before = digest(path, "entry/secondary/spectra"), digest(path, "entry/primary/spectra")
-    n = predict_map(trained_bundle, path, chunk_spots=50, progress=False)
-    assert n == 144
+    written = predict_map(trained_bundle, path, chunk_spots=50, progress=False)
+    assert written.n_transferred == 144
     with h5py.File(path, "r") as f:
         spectra = f["entry/transferred/spectra"][()]
         label = f["entry/transferred/label"][()]
         novelty = f["entry/transferred/novelty"][()]
-        assert f["entry/transferred"].attrs["model_id"] == trained_bundle.secondary().model_id
+        assert f["entry/transferred"].attrs["model_id"] == written.model_id
+        assert f["entry/transferred"].attrs["model"] == written.model
     assert spectra.shape == (12, 12, trained_bundle.n_primary) and np.isfinite(spectra).all()
     assert label.dtype == np.int16 and label.min() >= 0 and label.max() < trained_bundle.kmeans.k_
     assert np.isfinite(novelty).all() and novelty.min() >= 0
     assert (digest(path, "entry/secondary/spectra"), digest(path, "entry/primary/spectra")) == raw_before
     with PairedMapReader(path) as reader:
         spot = reader.spot(3, 7)["secondary"]
-    expected = Transferer(trained_bundle).transfer(spot[None, :])
+    expected = Transferer(trained_bundle, model=written.model).transfer(spot[None, :])
     np.testing.assert_allclose(spectra[3, 7], expected["primary"][0], rtol=1e-5, atol=1e-3)
     assert label[3, 7] == expected["label"][0]
 
@@ -152,6 +153,11 @@ def test_train_ranks_every_model_on_validation_and_recommends_the_best(trained_b
     saved = json.loads((tmp_path / "report/report.json").read_text())
     assert saved["recommended"] == entry["recommended"]
     assert entry["recommended"] in (tmp_path / "report/report.md").read_text()
+    # the figures show the model export and predict run: the recommended one where exportable
+    live = entry["recommended"] if entry["recommended"] in ("vae_mlp", "ds", "pls") else entry["trust_model"]
+    assert saved["live_model"] == saved["featured_model"] == live
+    assert f"Maps and spectra of **{live}** (the model export and predict run)" in \
+        (tmp_path / "report/report.md").read_text()
 
 
 def test_warning_names_the_figures_when_a_baseline_validates_better(caplog):
@@ -207,3 +213,28 @@ def test_learning_curve_sizes_below_two_pairs_are_refused_before_evaluating(trai
     assert code == 2
     assert "at least 2 pairs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_predict_writes_trust_only_for_the_model_it_was_calibrated_on(trained_bundle, sim_maps, tmp_path):
+    path = tmp_path / "map.h5"
+    shutil.copy(sim_maps["test"], path)
+    entry = trained_bundle.manifest["secondaries"]["secondary"]
+    first = predict_map(trained_bundle, path, progress=False)
+    # the default is the model the trust score was calibrated on (train's recommendation among the exportable)
+    assert first.model == entry["trust_model"] and first.untrusted is not None
+    other = next(m for m in ("vae_mlp", "ds", "pls", "knn") if m != first.model)
+    second = predict_map(trained_bundle, path, model_name=other, progress=False)
+    assert second.model == other and second.untrusted is None and second.model_id != first.model_id
+    with h5py.File(path, "r") as f:
+        group = f["entry/transferred"]
+        # the first run's trust described other spectra: it is gone, not left beside the new ones
+        assert "expected_rel_error" not in group and "untrusted" not in group
+        assert group.attrs["model"] == other and group.attrs["model_id"] == second.model_id
+        spectra = group["spectra"][()]
+    with PairedMapReader(path) as reader:
+        spot = reader.spot(2, 5)["secondary"]
+    expected = Transferer(trained_bundle, model=other).transfer(spot[None, :])
+    np.testing.assert_allclose(spectra[2, 5], expected["primary"][0], rtol=1e-5, atol=1e-3)
+    with pytest.raises(PredictError, match="'vae_mlp2'.*has vae_mlp, one_step_mlp"):
+        predict_map(trained_bundle, path, model_name="vae_mlp2", progress=False)

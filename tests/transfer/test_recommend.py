@@ -65,3 +65,14 @@ def test_export_writes_the_recommended_model_else_the_rule_among_the_exportable(
     assert choose_model(bundle, system, "ds") == "ds"
     with pytest.raises(Exception, match="can export"):
         choose_model(*_bundle({}, baselines=("pds",)), "ds")
+
+
+def test_predict_applies_the_model_export_writes():
+    from transfer.predict import default_model
+    validation = {"vae_mlp": 0.104, "pls": 0.0421, "ds": 0.0452, "pds": 0.0402, "knn": 0.138}
+    changed = {"ds": 0.07141, "pds": 0.07136, "pls": 0.0741}
+    for entry in ({"validation_rse": DAY2, "day_change_rse": DAY2_CHANGED, "recommended": "ds"},
+                  {"validation_rse": validation, "day_change_rse": changed, "recommended": "pds"},
+                  {"validation_rse": validation, "recommended": "pds"}, {}):
+        bundle, system = _bundle(entry)
+        assert default_model(bundle, system) == choose_model(bundle, system)
