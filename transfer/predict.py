@@ -1,10 +1,13 @@
 """Applying a bundle: transfer of raw secondary spectra, `predict` on a map, `evaluate`.
 
 `Transferer` runs the whole path of one secondary system on raw counts:
-baseline correction -> scaling -> MLP -> latent -> decoder -> inverse scaling,
-plus the k-means label and the novelty score (`transfer.novelty`), what the
-exported live model computes. `predict_map` writes its results into /entry/transferred of
-a map; `evaluate_map` compares every model of the bundle on a test map.
+baseline correction -> scaling -> the transfer model (VAE + MLP: MLP -> latent ->
+decoder; or any other model of the bundle) -> inverse scaling, plus the k-means
+label, the novelty score (`transfer.novelty`) and the trust score where it was
+calibrated on that model: what the exported live model computes. `predict_map`
+writes the results of the model `export` writes by default into
+/entry/transferred of a map; `evaluate_map` compares every model of the bundle on
+a test map.
 k-means labels are computed on baseline-corrected primary counts.
 """
 
