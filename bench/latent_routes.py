@@ -14,7 +14,13 @@ baseline-corrected counts; the test map is of another day):
   (strength 100 of the candidates 1, 10, 100: the best here), through the decoder;
 - ``finetune``: VAE + MLP with 20 epochs of end-to-end fine-tuning (learning rate 1e-4);
 - ``seed_ensemble``: the mean output of VAE + MLP fitted with seeds 0..N-1 (``--seeds``);
-- ``mean_of_vae_mlp_and_ds``: the mean of the two models' outputs.
+- ``mean_of_vae_mlp_and_ds``: the mean of the two models' outputs;
+- ``blend``: w VAE + MLP + (1 - w) DS with w out of 0, 0.25, 0.5, 0.75, 1 chosen by the
+  validation RSE as measured (``blend_weight``; ``blend_validation``: the validation RSE of
+  every w, as measured and under the simulated day change).
+
+``--no-refits`` leaves out the fine-tuned model and the seed ensemble (one VAE + MLP fit per
+scenario: every scenario in minutes).
 
 Prints one JSON object; a few minutes per scenario on two cores with the quick networks.
 """
@@ -54,7 +60,11 @@ def _decode(vae, latent: np.ndarray) -> np.ndarray:
         return vae.decoder(torch.from_numpy(np.ascontiguousarray(latent, np.float32))).numpy()
 
 
-def routes(name: str, work: Path, *, seeds: int, seed: int = 0) -> dict:
+#: the blend weights of VAE + MLP tried on validation
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def routes(name: str, work: Path, *, seeds: int, refits: bool = True, seed: int = 0) -> dict:
     config = suite_config(None, quick=True, max_epochs=None)
     paths = SCENARIOS[name](work, True)
     maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
@@ -73,23 +83,35 @@ def routes(name: str, work: Path, *, seeds: int, seed: int = 0) -> dict:
         return round(rse(truth, unscale(np.asarray(scaled_primary, np.float32)).astype(np.float64)), 4)
 
     fitted = []
-    for s in range(seed, seed + seeds):
+    for s in range(seed, seed + (seeds if refits else 1)):
         model = clone(prototypes["vae_mlp"]).set_params(seed=s)
         fitted.append(model.fit(*train, validation=val, secondary_zero=zero))
     model, vae = fitted[0], fitted[0].vae_
     by_ds = ds.predict(test)
     ridge = Ridge(alpha=100.0).fit(train[0], _latent(vae, train[1]))
-    tuned = clone(prototypes["vae_mlp"]).set_params(seed=seed, finetune_epochs=20, finetune_learning_rate=1e-4)
-    tuned.fit(*train, validation=val, secondary_zero=zero)
     out = {"vae_mlp": score(model.predict(test)), "ds": score(by_ds),
            "encode_ds": score(_decode(vae, _latent(vae, by_ds))),
            "project_ds": score(model.best_reconstruction(by_ds.astype(np.float32))),
            "ridge_latent": score(_decode(vae, ridge.predict(test))),
-           "finetune": score(tuned.predict(test)),
-           "seed_ensemble": score(np.mean([m.predict(test) for m in fitted], axis=0)),
-           "seed_singles": [score(m.predict(test)) for m in fitted],
            "mean_of_vae_mlp_and_ds": score((model.predict(test) + by_ds) / 2)}
-    return {"n_train": int(len(train[0])), "test_rse": out}
+    if refits:
+        tuned = clone(prototypes["vae_mlp"]).set_params(seed=seed, finetune_epochs=20, finetune_learning_rate=1e-4)
+        tuned.fit(*train, validation=val, secondary_zero=zero)
+        out.update(finetune=score(tuned.predict(test)),
+                   seed_ensemble=score(np.mean([m.predict(test) for m in fitted], axis=0)),
+                   seed_singles=[score(m.predict(test)) for m in fitted])
+    val_truth = unscale(val[1]).astype(np.float64)
+    blend_validation = {}
+    for label, inputs in (("as_measured", val[0]), ("day_change", selection_inputs(config["baselines"], val[0], zero))):
+        if inputs is None:
+            continue
+        a, b = model.predict(inputs), ds.predict(inputs)
+        blend_validation[label] = {f"{w:g}": round(rse(val_truth, unscale(w * a + (1 - w) * b).astype(np.float64)), 4)
+                                   for w in BLEND_WEIGHTS}
+    weight = min(BLEND_WEIGHTS, key=lambda w: blend_validation["as_measured"][f"{w:g}"])
+    out["blend"] = score(weight * model.predict(test) + (1 - weight) * by_ds)
+    return {"n_train": int(len(train[0])), "test_rse": out, "blend_weight": weight,
+            "blend_validation": blend_validation}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder of the suite's quick maps")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), required=True)
     parser.add_argument("--seeds", type=int, default=4, help="VAE + MLP fits of the seed ensemble (default: 4)")
+    parser.add_argument("--no-refits", action="store_true",
+                        help="leave out the fine-tuned model and the seed ensemble (one VAE + MLP fit per scenario)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    results = {name: routes(name, args.work, seeds=max(1, args.seeds)) for name in args.scenario}
+    results = {name: routes(name, args.work, seeds=max(1, args.seeds), refits=not args.no_refits)
+               for name in args.scenario}
     json.dump({"bench": "latent_routes", "seconds": round(time.perf_counter() - started, 1), "results": results},
               sys.stdout, indent=2)
     print()

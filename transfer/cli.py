@@ -212,9 +212,13 @@ def _predict(args) -> int:
     from transfer.predict import predict_map
     done = predict_map(args.model, args.map, secondary=args.secondary, model_name=args.model_name,
                        chunk_spots=args.chunk_spots)
-    trust = ("no expected_rel_error (the trust score was calibrated on another model)" if done.untrusted is None
-             else f"{done.untrusted} of {done.n_transferred} flagged untrusted "
-                  f"(expected relative error above {done.threshold:.3g})")
+    if done.untrusted is not None:
+        trust = (f"{done.untrusted} of {done.n_transferred} flagged untrusted "
+                 f"(expected relative error above {done.threshold:.3g})")
+    elif done.trust_model is None:
+        trust = "no expected_rel_error (the bundle has no trust score)"
+    else:
+        trust = f"no expected_rel_error (the trust score describes {done.trust_model}: --model {done.trust_model})"
     cli.emit(args, f"{done.n_transferred} spectra transferred with {done.model} written to "
                    f"{args.map}:/entry/transferred; {trust}",
              {"map": str(args.map), "group": "/entry/transferred", **asdict(done)})

@@ -153,12 +153,14 @@ class Transferer:
 @dataclass(frozen=True)
 class Prediction:
     """What `predict_map` wrote: how many spectra, with which model, and the trust flags
-    (`untrusted` None where the model's results carry no trust score)."""
+    (`untrusted` None where the model's results carry no trust score; `trust_model`: the model
+    the bundle's trust score describes, None where it has none)."""
     n_transferred: int
     model: str
     model_id: str
     untrusted: int | None = None
     threshold: float | None = None
+    trust_model: str | None = None
 
 
 def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
@@ -229,8 +231,8 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
                      trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
-    return Prediction(done, chosen, transferer.model_id, flagged,
-                      None if trust is None else float(trust.threshold_))
+    return Prediction(done, chosen, transferer.model_id, flagged, None if trust is None else float(trust.threshold_),
+                      None if system.trust is None else trust_model_name(bundle, system))
 
 
 # -- evaluate -----------------------------------------------------------------------------

@@ -51,9 +51,17 @@ def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
     target = tmp_path / "map.h5"
     shutil.copy(sim_maps["test"], target)
     assert main(["predict", str(model), str(target)]) == 0
+    entry = json.loads((model / "bundle.json").read_text())["secondaries"]["secondary"]
+    said = capsys.readouterr().out
+    assert f"144 spectra transferred with {entry['trust_model']}" in said and "flagged untrusted" in said
     with h5py.File(target, "r") as f:
         assert f["entry/transferred/spectra"].shape == (12, 12, 4062)
         assert (f["entry/transferred/label"][()] >= 0).all()
+    other = "pls" if entry["trust_model"] != "pls" else "vae_mlp"
+    assert main(["predict", str(model), str(target), "--model", other, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] == other and printed["n_transferred"] == 144 and printed["untrusted"] is None
+    assert printed["trust_model"] == entry["trust_model"]
 
 
 def test_max_epochs_also_caps_the_minimum_steps(sim_maps, tmp_path):

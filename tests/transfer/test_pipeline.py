@@ -226,6 +226,7 @@ def test_predict_writes_trust_only_for_the_model_it_was_calibrated_on(trained_bu
     other = next(m for m in ("vae_mlp", "ds", "pls", "knn") if m != first.model)
     second = predict_map(trained_bundle, path, model_name=other, progress=False)
     assert second.model == other and second.untrusted is None and second.model_id != first.model_id
+    assert second.trust_model == first.model
     with h5py.File(path, "r") as f:
         group = f["entry/transferred"]
         # the first run's trust described other spectra: it is gone, not left beside the new ones
