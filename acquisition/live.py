@@ -396,5 +396,6 @@ class LiveTransfer:
     def summary(self) -> dict:
         o = self.options
         return {"input": o.input, "results_address": o.results, "control": o.control,
-                "model": (self.model_info or {}).get("model"), **self._report, "written": self.written,
+                "model": (self.model_info or {}).get("model"),
+                "trust_threshold": (self.model_info or {}).get("trust_threshold"), **self._report, "written": self.written,
                 "not_recorded": self.not_recorded, "errors": list(self.errors)}

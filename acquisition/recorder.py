@@ -25,7 +25,8 @@ import numpy as np
 
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import ERROR_DATASETS, write_extras
-from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter, write_transferred
+from acquisition.store import (MapLayout, PairedMapError, PairedMapReader, PairedMapWriter, write_transferred,
+                              write_transferred_trust)
 from acquisition.store.derived import TRANSFERRED
 from acquisition.store.h5files import open_for_reading
 
@@ -47,6 +48,7 @@ class MapRecorder:
         self.writer: PairedMapWriter | None = None
         self._shape: tuple[int, int] | None = None
         self._errors: dict[str, np.ndarray] = {}     # per-spot live errors of this run, NaN: none
+        self._trust: np.ndarray | None = None        # per-spot expected_rel_error of this run, NaN: none
         self._model_id = ""
         self._unwritten: list[SpotResults] = []
         self.results_written = 0
@@ -122,6 +124,10 @@ class MapRecorder:
 
     def _results(self, results: SpotResults) -> None:
         self._model_id = results.model_id or self._model_id
+        if results.expected_rel_error is not None and self._shape is not None and results.group == TRANSFERRED:
+            if self._trust is None:
+                self._trust = np.full(self._shape, np.nan, np.float32)
+            self._trust[results.iy, results.ix] = results.expected_rel_error
         if self.writer is None or self.writer.failure is not None:
             self._unwritten.append(results)
             return
@@ -152,6 +158,26 @@ class MapRecorder:
         if live and writer.failure is None:
             write_extras(self.path, model_id=self._model_id or live.get("model"), errors=self._errors,
                          drift=live.get("drift"), report=live)
+            self._write_trust(live.get("trust_threshold"))
+
+    def _write_trust(self, threshold) -> None:
+        """The live expected_rel_error and the untrusted flag (above the model's threshold) of this
+        run's spots, once the writer has closed; nothing without a trust score or a threshold."""
+        if self._trust is None:
+            return
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            threshold = float("nan")
+        if not np.isfinite(threshold):
+            log.warning("%s: the live results carry expected_rel_error but the model names no trust threshold; "
+                        "not recorded (libs-transfer predict writes it afterwards)", self.path)
+            return
+        iy, ix = np.nonzero(np.isfinite(self._trust))
+        try:
+            write_transferred_trust(self.path, iy, ix, self._trust[iy, ix], threshold)
+        except (OSError, PairedMapError) as exc:    # the map itself is closed and safe
+            log.error("%s: the live expected_rel_error was not recorded: %s", self.path, exc)
 
     def _save_unwritten(self) -> None:
         if not self._unwritten:
