@@ -53,7 +53,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from transfer.config import TransferConfig, load_config
-from transfer.selection import EXPORTABLE, TIE_TOLERANCE, recommend
+from transfer.selection import EXPORTABLE, TIE_TOLERANCE, live_model, recommend
 from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
@@ -168,9 +168,11 @@ def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
     linear = [test[k] for k in LINEAR if k in test]
     summary = {"best": best, "best_rse": test[best], "recommended": recommended,
                "recommended_over_best": test[recommended] / test[best]}
-    exported = recommend(validation, day_change, among=EXPORTABLE)
-    if exported is not None:
-        # what `libs-transfer export` writes by default: the recommended one among the exportable
+    available = [k for k in EXPORTABLE if k in test]
+    exported = live_model({"recommended": recommended, "validation_rse": validation, "day_change_rse": day_change},
+                          available) if available else None
+    if exported in test:
+        # what `libs-transfer export` writes by default (transfer.selection.live_model)
         summary.update(exported=exported, exported_over_best=test[exported] / test[best])
     if "vae_mlp" in test:
         summary["vae_mlp_over_best"] = test["vae_mlp"] / test[best]

@@ -42,7 +42,8 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
     info = inspect_map(held_out, ("primary", "secondary"))
     check_axis(held_out, "secondary", info.wavelengths["secondary"], system.wavelengths)
     check_axis(held_out, "primary", info.wavelengths["primary"], bundle.primary_wavelengths)
-    predict = _calibrated_model(bundle, system)
+    described = trust_model_name(bundle, system)
+    predict = _calibrated_model(bundle, system, described)
     if system.trust is None:
         # a bundle from before the trust score: its shape statistics come from the training map
         train, why_not = _training_map(bundle, system)
@@ -54,17 +55,16 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
         trust = calibrate_from_maps(dataclasses.replace(system.trust), [held_out], system.preprocess,
                                     bundle.primary_preprocess, predict, max_spots=max_spots, seed=seed,
                                     progress=progress, day_change=day_change)
-    trust.report_["map"] = str(held_out.resolve())
+    trust.report_.update(map=str(held_out.resolve()), model=described)
     _rewrite(bundle, system.name, trust, _manifest_entry)
     log.info("trust of '%s' calibrated on %s: threshold %.3g, held-out median relative error %.3g",
              system.name, held_out, trust.threshold_, trust.report_["median_relative_error"])
     return trust
 
 
-def _calibrated_model(bundle: TransferBundle, system):
-    """Scaled secondary -> scaled primary of the model the trust score describes (the bundle's
-    `trust_model`, the one `export` writes by default; VAE + MLP for older bundles)."""
-    name = trust_model_name(bundle, system)
+def _calibrated_model(bundle: TransferBundle, system, name: str):
+    """Scaled secondary -> scaled primary of `name`, the model the trust score describes (the
+    bundle's `trust_model`, the one `export` writes by default; VAE + MLP for older bundles)."""
     try:
         return Transferer(bundle, system.name, model=name).predict_scaled
     except PredictError:
@@ -110,9 +110,7 @@ def _calibrate(args) -> int:
     doc = {"threshold": trust.threshold_, "held_out": trust.report_,
            "knots": [round(float(v), 4) for v in trust.knots_],
            "expected_rel_error": [round(float(v), 4) for v in trust.values_]}
-    bundle = load_bundle(args.model)
-    model = trust_model_name(bundle, bundle.secondary(args.secondary))
-    doc["model"] = model
+    model = doc["model"] = trust.report_["model"]
     cli.emit(args, f"trust of {model} in {args.model} calibrated on {args.map}: 'do not trust' above an expected "
                    f"relative error of {trust.threshold_:.3g}", doc)
     return 0

@@ -54,7 +54,7 @@ from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel
 from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
                                  PipelineFrame, affine_graph, pipeline_graph)
 from transfer.predict import trust_for
-from transfer.selection import EXPORTABLE, live_model
+from transfer.selection import EXPORTABLE, exportable, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str 
     """`requested`, else the bundle's recommended model where it is exportable, else the one
     `transfer.selection.recommend` picks among the exportable (VAE + MLP for bundles trained
     before models were ranked)."""
-    available = [m for m in EXPORTABLE if m == "vae_mlp" or m in system.baselines]
+    available = exportable(system.baselines)
     if requested is not None:
         if requested not in available:
             raise ExportError(f"--model {requested}: this bundle's secondary '{system.name}' can export "

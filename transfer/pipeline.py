@@ -42,8 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import (EXPORTABLE, LINEAR, calibration_day_change, choose_on_validation, recommend,
-                                selection_inputs, validation_grid)
+from transfer.selection import (LINEAR, calibration_day_change, choose_on_validation, exportable, live_model,
+                                recommend, selection_inputs, validation_grid)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -241,11 +241,12 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     novelty = fit_novelty(list(train_paths), preprocessors["secondary"], progress=progress)
     mlp.cpu().eval()
     composed = ComposedTransfer(mlp, (decoder if decoder is not None else copy.deepcopy(vae.decoder)).cpu().eval())
-    # The trust score is calibrated on the errors of the model export writes by default (the
-    # recommended one among the exportable, transfer.selection.recommend) on the validation map:
-    # spectra no model was fitted on (docs/novelty.md). PLS and KNN saw the validation map, but
-    # PLS is ranked on a train-only fit.
-    trust_model = recommend(ranking, day_change_rse, among=EXPORTABLE) or "vae_mlp"
+    # The trust score is calibrated on the errors of the model export and predict run by default
+    # (transfer.selection.live_model, the rule they apply to the bundle's entry) on the validation
+    # map: spectra no model was fitted on (docs/novelty.md). PLS and KNN saw the validation map,
+    # but PLS is ranked on a train-only fit.
+    trust_model = live_model({"recommended": recommended, "validation_rse": ranking, "day_change_rse": day_change_rse},
+                             exportable(baselines))
     predict = ((lambda x: _predict_network(composed, x, torch.device("cpu"))) if trust_model == "vae_mlp"
                else baselines[trust_model].predict)
     trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],

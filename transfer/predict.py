@@ -30,7 +30,7 @@ from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
 from transfer.report import Evaluation
-from transfer.selection import EXPORTABLE, MODEL_NAMES, live_model
+from transfer.selection import MODEL_NAMES, exportable, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
     """The model `predict` applies unless told otherwise: the one `export` writes by default
     (transfer.selection.live_model), so that a map transferred afterwards holds what the live
     stream would have sent."""
-    available = [m for m in EXPORTABLE if m == "vae_mlp" or m in system.baselines]
-    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}), available)
+    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}), exportable(system.baselines))
 
 
 def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, secondary: str | None = None,
@@ -216,10 +215,11 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
                 expected[done:done + k] = result["expected_rel_error"]
             done += k
         spectra.flush()
+        model_id = transferer.model_id
         for start in range(0, done, chunk_spots):
             stop = min(start + chunk_spots, done)
             write_transferred(map_path, index[start:stop, 0], index[start:stop, 1], np.asarray(spectra[start:stop]),
-                              labels[start:stop], novelty[start:stop], model_id=transferer.model_id,
+                              labels[start:stop], novelty[start:stop], model_id=model_id,
                               model=chosen, wavelengths=axis)
         flagged = None
         if trust is None:
@@ -231,7 +231,7 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
                      trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
-    return Prediction(done, chosen, transferer.model_id, flagged, None if trust is None else float(trust.threshold_),
+    return Prediction(done, chosen, model_id, flagged, None if trust is None else float(trust.threshold_),
                       None if system.trust is None else trust_model_name(bundle, system))
 
 

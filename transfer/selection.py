@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -97,6 +97,12 @@ def recommend(validation: Mapping[str, float], day_change: Mapping[str, float], 
         return leader
     ties = [k for k in changed if validated[k] <= (1.0 + TIE_TOLERANCE) * validated[leader]]
     return min(ties, key=lambda k: (changed[k], validated[k]))
+
+
+def exportable(baselines: Iterable[str]) -> list[str]:
+    """The models of EXPORTABLE that a secondary with these baselines holds (VAE + MLP always)."""
+    held = set(baselines)
+    return [m for m in EXPORTABLE if m == "vae_mlp" or m in held]
 
 
 def live_model(entry: Mapping, available: Sequence[str]) -> str:
