@@ -421,12 +421,12 @@ def cmd_watch(args) -> int:
     recorder = None
     if args.out:
         from .recorder import RecorderUnavailable, TransferRecorder
-        wavelengths = None
+        model = {}
         if args.control:
             model = control.request(args.control[0], {"cmd": "model"}, keys=keys)
-            wavelengths = model.get("primary_wavelengths")
         try:
-            recorder = TransferRecorder(args.out, wavelengths=wavelengths)
+            recorder = TransferRecorder(args.out, wavelengths=model.get("primary_wavelengths"),
+                                        trust_threshold=model.get("trust_threshold"))
         except (RecorderUnavailable, FileNotFoundError) as exc:
             raise SystemExit(f"libs-stream watch: error: {exc}") from None
     view = LabelMapView(tuple(args.shape) if args.shape else None)
@@ -469,7 +469,9 @@ def cmd_watch(args) -> int:
         except Exception as exc:  # the results are gone with this process: say so loudly
             raise SystemExit(f"libs-stream watch: error: could not write results to {args.out}: {exc}") from None
         outside = f" ({recorder.outside} outside the map not written)" if recorder.outside else ""
-        print(f"wrote {recorder.written} results to {args.out}:/entry/transferred{outside}")
+        flagged = (f"; {recorder.untrusted} flagged untrusted (expected_rel_error above {recorder.trust_threshold:g})"
+                   if recorder.trust_threshold is not None else "")
+        print(f"wrote {recorder.written} results to {args.out}:/entry/transferred{outside}{flagged}")
     return 0
 
 

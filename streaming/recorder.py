@@ -31,9 +31,10 @@ class TransferRecorder:
     ``outside`` and not written, so one stray index cannot make the map refuse the rest.
     """
 
-    def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None):
+    def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None,
+                 trust_threshold: float | None = None):
         try:
-            from acquisition.store import PairedMapError, PairedMapReader, write_transferred
+            from acquisition.store import PairedMapError, PairedMapReader, write_transferred, write_transferred_trust
         except ImportError as exc:
             raise RecorderUnavailable(f"recording needs acquisition.store.write_transferred, which is not "
                                       f"available here: {exc}") from None
@@ -41,6 +42,12 @@ class TransferRecorder:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} does not exist; --out must be an existing paired map")
         self._write = write_transferred
+        self._write_trust = write_transferred_trust
+        # the worker's "do not trust" level (its control socket's model reply): with it, the results'
+        # expected_rel_error is recorded with the untrusted flag; without it, not at all
+        self.trust_threshold = _finite_or_none(trust_threshold)
+        self.untrusted = 0
+        self.trust_not_recorded = 0
         self.shape = _map_shape(PairedMapReader, self.path)
         self._busy_errors = (OSError, PairedMapError)
         self.wavelengths = wavelengths   # only needed when the map has no primary axis of that length
@@ -50,7 +57,7 @@ class TransferRecorder:
         self.skipped = 0
         self.outside = 0
         self.malformed = 0
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._parts: list[tuple[np.ndarray, ...]] = []   # iy, ix, spectra, label, novelty, expected_rel_error
         self._buffered = 0
 
     def add(self, message: StreamMessage) -> None:
@@ -74,8 +81,10 @@ class TransferRecorder:
         self.outside += int(result.k - keep.sum())
         if not keep.any():
             return
+        trust = (result.expected_rel_error[keep] if result.expected_rel_error is not None
+                 else np.full(int(keep.sum()), np.nan, np.float32))
         self._parts.append((result.iy[keep], result.ix[keep], result.spectra[keep].copy(), result.label[keep],
-                            result.novelty[keep]))
+                            result.novelty[keep], np.asarray(trust, np.float32)))
         self.model = result.model or self.model
         self._buffered += int(keep.sum())
         if self._buffered >= self.flush_spectra:
@@ -84,14 +93,21 @@ class TransferRecorder:
     def flush(self, *, quiet: bool = False) -> None:
         if not self._parts:
             return
-        iy, ix, spectra, label, novelty = (np.concatenate(col) for col in zip(*self._parts))
+        iy, ix, spectra, label, novelty, trust = (np.concatenate(col) for col in zip(*self._parts))
+        rated = np.isfinite(trust)
         try:
             self._write(self.path, iy, ix, spectra, label, novelty, model_id=self.model, wavelengths=self.wavelengths)
+            if rated.any() and self.trust_threshold is not None:
+                self._write_trust(self.path, iy[rated], ix[rated], trust[rated], self.trust_threshold)
         except self._busy_errors as exc:
             if not quiet:
                 raise
             log.info("map %s busy (%s); keeping %d results buffered", self.path, exc, self._buffered)
             return
+        if self.trust_threshold is None:
+            self.trust_not_recorded += int(rated.sum())
+        else:
+            self.untrusted += int((trust[rated] > self.trust_threshold).sum())
         self.written += len(iy)
         self._parts.clear()
         self._buffered = 0
@@ -103,13 +119,25 @@ class TransferRecorder:
             self.flush()
         except Exception as exc:
             fallback = self.path.with_name(self.path.name + ".transferred.npz")
-            iy, ix, spectra, label, novelty = (np.concatenate(col) for col in zip(*self._parts))
-            np.savez(fallback, iy=iy, ix=ix, spectra=spectra, label=label, novelty=novelty, model_id=self.model)
+            iy, ix, spectra, label, novelty, trust = (np.concatenate(col) for col in zip(*self._parts))
+            np.savez(fallback, iy=iy, ix=ix, spectra=spectra, label=label, novelty=novelty, expected_rel_error=trust,
+                     model_id=self.model)
             raise RuntimeError(f"{exc}; the {len(iy)} results were saved to {fallback} instead") from exc
+        if self.trust_not_recorded:
+            log.warning("%d results carried expected_rel_error, not recorded: the worker's trust threshold is "
+                        "unknown (give --control; libs-transfer predict writes it afterwards)", self.trust_not_recorded)
         if self.skipped:
             log.warning("%d results had no iy/ix and were not recorded", self.skipped)
         if self.outside:
             log.warning("%d results lay outside the %s map and were not recorded", self.outside, self.shape)
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _map_shape(reader_class, path: Path) -> tuple[int, int] | None:
