@@ -214,7 +214,8 @@ def markdown(report: Mapping) -> str:
              "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
              "`recommended`: what `train` records (the lowest validation RSE; linear baselines within "
              f"{100 * TIE_TOLERANCE:g} % of each other told apart by their validation RSE under the simulated day "
-             "change); `export` writes the same rule's choice among the exportable models.", ""]
+             "change); `export` writes the same rule's choice among the exportable models. `blend`: w VAE + MLP "
+             "+ (1 - w) DS with w chosen on validation, listed where 0 < w < 1 won, as `train` keeps it.", ""]
     for name, result in report["results"].items():
         s = result["summary"]
         lines += [f"## {name}", "",
@@ -361,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"{SMOKE_MAX_EPOCHS} epochs: a check that everything runs, not a measurement")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), metavar="NAME",
                         help=f"run only this scenario (repeatable); known: {', '.join(SCENARIOS)}")
-    parser.add_argument("--model", action="append", choices=MODEL_NAMES, metavar="NAME",
-                        help=f"fit only this model (repeatable; default all: {', '.join(MODEL_NAMES)})")
+    fitted = [m for m in MODEL_NAMES if m != "blend"]
+    parser.add_argument("--model", action="append", choices=fitted, metavar="NAME",
+                        help=f"fit only this model (repeatable; default all: {', '.join(fitted)}; the blend of "
+                             "VAE + MLP and DS is scored where both are fitted)")
     parser.add_argument("--config", type=Path, default=None, help="TOML overriding transfer/default_config.toml")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap every training phase's epochs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/transfer-suite"), help="where the maps are written")

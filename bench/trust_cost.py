@@ -84,6 +84,17 @@ def spectra_per_s(sess, x: np.ndarray, seconds: float) -> tuple[float, float]:
     return done / (time.perf_counter() - start), done / max(time.process_time() - cpu, 1e-9)
 
 
+def best_rounds(sessions: dict, x: np.ndarray, rounds: int, seconds: float) -> tuple[dict, dict]:
+    """Each session's best spectra per second and per CPU second over `rounds` alternating rounds."""
+    best = dict.fromkeys(sessions, 0.0)
+    best_cpu = dict.fromkeys(sessions, 0.0)
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            wall, cpu = spectra_per_s(sess, x, seconds)
+            best[name], best_cpu[name] = max(best[name], wall), max(best_cpu[name], cpu)
+    return best, best_cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter rounds (a smoke test of the benchmark)")
@@ -101,12 +112,7 @@ def main() -> None:
               "spectra_per_s": {}, "spectra_per_cpu_s": {}, "added_time_per_spectrum": {},
               "added_cpu_time_per_spectrum": {}}
     for batch in BATCHES:
-        best = {name: 0.0 for name in sessions}
-        best_cpu = {name: 0.0 for name in sessions}
-        for _ in range(args.rounds):
-            for name, sess in sessions.items():
-                wall, cpu = spectra_per_s(sess, x_all[:batch], seconds)
-                best[name], best_cpu[name] = max(best[name], wall), max(best_cpu[name], cpu)
+        best, best_cpu = best_rounds(sessions, x_all[:batch], args.rounds, seconds)
         result["spectra_per_s"][str(batch)] = {name: round(v, 1) for name, v in best.items()}
         result["spectra_per_cpu_s"][str(batch)] = {name: round(v, 1) for name, v in best_cpu.items()}
         # time per spectrum with / without - 1; CPU time is what load from other programs disturbs least

@@ -301,7 +301,7 @@ model_id = matching(re.compile(r"^[0-9a-f]{8,64}$"), "a hexadecimal model id")
 
 
 #: every model train ranks (transfer.pipeline.rank_models)
-TRANSFER_MODEL_NAMES = ("vae_mlp", "one_step_mlp", *BASELINE_CLASSES)
+TRANSFER_MODEL_NAMES = ("vae_mlp", "one_step_mlp", *BASELINE_CLASSES, "blend")
 
 
 def transfer_model_name(value: Any) -> str | None:
@@ -340,6 +340,9 @@ SECONDARY_FIELDS = (
     Field("recommended", transfer_model_name, required=False),
     Field("validation_rse", validation_scores, required=False),
     Field("day_change_rse", validation_scores, required=False),
+    Field("blend_weight", lambda value: None if isinstance(value, (int, float)) and not isinstance(value, bool)
+          and 0.0 < value < 1.0 else f"expected a weight strictly between 0 and 1, got {_show(value)}",
+          required=False),
 )
 
 
@@ -451,6 +454,7 @@ class SecondaryModel:
     novelty: NoveltyModel            # PCA-residual novelty of scaled secondary spectra
     model_id: str                    # hash of the weights and statistics this system's transfer uses
     trust: TrustScore | None = None  # calibrated expected relative error (None: bundle without one)
+    blend_weight: float | None = None  # w of the blend w * VAE + MLP + (1 - w) * DS (None: no blend)
 
     @property
     def n_pixels(self) -> int:
@@ -676,7 +680,18 @@ def _load_secondary(model_dir: Path, name: str, info: Mapping[str, Any], config:
         preprocess=_restore(base / "preprocess.safetensors", SpectrumPreprocessor.from_state),
         mlp=mlp, decoder=decoder, fine_tuned=bool(info["fine_tuned"]), one_step=one_step,
         baselines=baselines, novelty=novelty, model_id=info["model_id"],
+        blend_weight=_blend_weight(model_dir, name, info, baselines),
     )
+
+
+def _blend_weight(model_dir: Path, name: str, info: Mapping[str, Any], baselines: Mapping[str, Any]) -> float | None:
+    """The blend's weight of VAE + MLP, where the entry has one; a blend needs the DS it blends with."""
+    if "blend_weight" not in info:
+        return None
+    if "ds" not in baselines:
+        raise BundleError(f"{Path(model_dir) / 'bundle.json'}: secondary {name!r} has a blend_weight but no DS "
+                          "baseline to blend with")
+    return float(info["blend_weight"])
 
 
 # -- training checkpoints (same formats: safetensors + JSON, no pickle) --------

@@ -34,8 +34,8 @@ def _common_training(parser: argparse.ArgumentParser) -> None:
 # -- train ---------------------------------------------------------------------------
 
 def add_train(subparsers) -> None:
-    p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines, and "
-                "recommend the one to run live (export's default)",
+    p = _parser(subparsers, "train", "train the VAE + MLP transfer model, the one-step MLP and the baselines (and "
+                "weigh a blend of VAE + MLP and DS), and recommend the one to run live (export's default)",
                 "libs-transfer train train.h5 --val val.h5 --out model/ --max-epochs 5", _train)
     p.add_argument("train", type=Path, metavar="TRAIN.h5", help="paired map to train on")
     p.add_argument("--val", type=Path, required=True, metavar="VAL.h5", help="paired map for validation")
@@ -70,6 +70,8 @@ def _ranking_summary(bundle, name: str) -> str:
             + ("\nunder a simulated day change: " + ", ".join(f"{key} {value:.4f}" for key, value in
                                                              sorted(changed.items(), key=lambda kv: kv[1]))
                if changed else "")
+            + (f"\nblend: {entry['blend_weight']:g} x VAE + MLP + {1 - entry['blend_weight']:g} x DS"
+               if "blend_weight" in entry else "")
             + f"\nrecommended model: {entry['recommended']}" + _live_line(entry.get("recommended"),
                                                                       _live_model(bundle, name)))
 
@@ -91,7 +93,8 @@ def _bundle_result(bundle, name: str, path) -> dict:
     return {"bundle": str(path), "model_id": bundle.model_id, "secondary": name,
             "secondary_model_id": bundle.secondary(name).model_id,
             "validation_rse": entry.get("validation_rse"), "day_change_rse": entry.get("day_change_rse"),
-            "recommended": entry.get("recommended"), "live_model": _live_model(bundle, name)}
+            "recommended": entry.get("recommended"), "live_model": _live_model(bundle, name),
+            "blend_weight": entry.get("blend_weight")}
 
 
 # -- add-secondary --------------------------------------------------------------------

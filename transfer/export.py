@@ -17,6 +17,10 @@ Runtime alone (the live worker has no torch)::
       calibrated trust score (transfer.trust), when the bundle has one
                                 -> expected_rel_error  float32 [batch]
 
+DS and PLS (`--model`) replace the MLP and decoder by one affine map; the blend
+adds DS's affine map to the decoder's output, weighted w and 1 - w (the
+secondary's blend weight), and takes the label from the blended primary.
+
 The graph itself, and the exact rewrites that make it fast, are in
 `transfer.onnx_graph`. The label is the nearest k-means centroid in the space
 the bundle's k-means was fitted in (baseline-corrected primary counts), in
@@ -51,8 +55,8 @@ from torch import nn
 from acquisition.shared import cli
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel, fit_from_maps
-from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, DenseLayer, PipelineArrays,
-                                 PipelineFrame, affine_graph, pipeline_graph)
+from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, BlendParts, DenseLayer,
+                                 PipelineArrays, PipelineFrame, affine_graph, pipeline_graph)
 from transfer.predict import trust_for
 from transfer.selection import EXPORTABLE, exportable, live_model
 from transfer.trust import TrustScore
@@ -93,8 +97,9 @@ def dense_layers(module: nn.Sequential, prefix: str) -> list[DenseLayer]:
 
 
 def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel,
-                    trust: TrustScore | None = None) -> PipelineArrays:
-    """The numbers of one secondary system's pipeline (transfer.onnx_graph builds the graph)."""
+                    trust: TrustScore | None = None, blended: bool = False) -> PipelineArrays:
+    """The numbers of one secondary system's pipeline (transfer.onnx_graph builds the graph);
+    `blended`: VAE + MLP blended with DS (the secondary's blend weight)."""
     secondary, primary = system.preprocess, bundle.primary_preprocess
     if novelty.n_pixels != system.n_pixels:
         raise ExportError(f"novelty statistics are for {novelty.n_pixels}-pixel spectra, the model "
@@ -108,7 +113,16 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
         mlp=dense_layers(system.mlp, "mlp"), decoder=dense_layers(system.decoder, "decoder"),
         primary_mean=primary.scaler.mean_, primary_scale=primary.scaler.scale_, centroids=centroids,
         novelty_mean=novelty.mean, novelty_axes=novelty.components, novelty_reference=novelty.reference,
-        trust=trust.to_onnx_parts() if trust is not None else None)
+        trust=trust.to_onnx_parts() if trust is not None else None,
+        blend=_blend_parts(system) if blended else None)
+
+
+def _blend_parts(system: SecondaryModel) -> BlendParts:
+    if system.blend_weight is None or "ds" not in system.baselines:
+        raise ExportError(f"secondary '{system.name}' has no blend of VAE + MLP and DS")
+    state = system.baselines["ds"].get_state()
+    return BlendParts(weight=float(system.blend_weight), coef=np.asarray(state["coef"], np.float64),
+                      intercept=np.asarray(state["intercept"], np.float64))
 
 
 def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str,
@@ -124,16 +138,17 @@ def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: Novelty
                 precision: str = "float32", model: str = "vae_mlp", trust: TrustScore | None = None
                 ) -> onnx.GraphProto:
     """The pipeline of one secondary system as an ONNX graph (module docstring)."""
-    if model != "vae_mlp":
+    if model not in ("vae_mlp", "blend"):
         return affine_graph(affine_arrays(bundle, system, novelty, model, trust))
-    return pipeline_graph(pipeline_arrays(bundle, system, novelty, trust), precision=precision)
+    return pipeline_graph(pipeline_arrays(bundle, system, novelty, trust, blended=model == "blend"),
+                          precision=precision)
 
 
 def choose_model(bundle: TransferBundle, system: SecondaryModel, requested: str | None = None) -> str:
     """`requested`, else the bundle's recommended model where it is exportable, else the one
     `transfer.selection.recommend` picks among the exportable (VAE + MLP for bundles trained
     before models were ranked)."""
-    available = exportable(system.baselines)
+    available = exportable(system.baselines, system.blend_weight)
     if requested is not None:
         if requested not in available:
             raise ExportError(f"--model {requested}: this bundle's secondary '{system.name}' can export "
@@ -155,6 +170,8 @@ def exported_model_id(system: SecondaryModel, novelty: NoveltyModel, precision: 
         digest.update(b"\0precision=" + precision.encode())
     if model != "vae_mlp":          # ... and so do VAE + MLP ids
         digest.update(b"\0model=" + model.encode())
+    if model == "blend":            # the weight lives in bundle.json, outside the system's id
+        digest.update(f"\0weight={float(system.blend_weight)!r}".encode())
     if trust is None and system.trust is not None:    # the graph has no expected_rel_error output
         digest.update(b"\0trust=none")
     return digest.hexdigest()[:16]
@@ -296,7 +313,7 @@ def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: Nov
     transferer = Transferer(bundle, system.name, model=model)
     scaled = transferer.scaled_input(raw_secondary)
     expected = transferer.transfer(raw_secondary)
-    if model != "vae_mlp":      # a linear graph's latent output is the novelty's principal coordinates
+    if model not in ("vae_mlp", "blend"):   # a linear graph's latent: the novelty's principal coordinates
         expected["latent"] = ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32)
     expected_novelty = novelty.score(scaled)
     outputs = list(OUTPUTS) + ([TRUST_OUTPUT] if trust is not None else [])
@@ -403,8 +420,10 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     provenance = _provenance(bundle, system, novelty, source, precision, trust)
     ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
     provenance["transfer_model"] = {"name": chosen, "validation_rse": ranking.get(chosen),
-                                    "latent": "the VAE's latent space" if chosen == "vae_mlp" else
+                                    "latent": "the VAE's latent space" if chosen in ("vae_mlp", "blend") else
                                     "scores on the novelty's principal axes of the scaled secondary"}
+    if chosen == "blend":
+        provenance["transfer_model"]["blend_weight"] = float(system.blend_weight)
     provenance["parity"] = dict(checked, tolerance=tolerance, spectra_from=spectra_from)
     helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance, trust))
     _write_atomically(out, proto.SerializeToString())

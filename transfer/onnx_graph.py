@@ -11,6 +11,7 @@ writes. The graph computes, for raw secondary counts ``x`` [batch, n_secondary]:
     primary   = h W'^T + b'                          W', b' absorb the inverse primary scaling
                                                      (precision "int8": see int8_dense)
     label     = argmin_j |c_j|^2 - 2 (h W'^T + b') . c_j     in float64, from h
+    (a blend with DS: primary = w (h W'^T + b') + (1 - w) (z C' + b_ds'), label from primary)
     novelty   = sqrt(mean((z - P^T P z)^2) / Q_ref)
     expected_rel_error                               only with trust parts (transfer.trust):
                 = calibration(head(log min(|primary - q| / |primary|, cap)))
@@ -85,6 +86,17 @@ class PipelineArrays(PipelineFrame):
 
     mlp: Sequence[DenseLayer]          # z -> latent
     decoder: Sequence[DenseLayer]      # latent -> scaled primary
+    blend: "BlendParts | None" = None  # the blend with DS (None: VAE + MLP alone)
+
+
+@dataclass(frozen=True)
+class BlendParts:
+    """DS beside VAE + MLP: scaled primary = w * decoder(latent) + (1 - w) * (z_s @ coef + intercept),
+    z_s the scaled secondary (transfer.selection.blend)."""
+
+    weight: float                      # w, of VAE + MLP
+    coef: np.ndarray                   # [n_secondary, n_primary], scaled units
+    intercept: np.ndarray              # [n_primary], scaled units
 
 
 class GraphBuilder:
@@ -214,18 +226,24 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
     weight = (primary_scale[:, None] * np.asarray(last.weight, np.float64)).astype(np.float32)
     bias = (primary_scale * np.asarray(last.bias, np.float64) + np.asarray(a.primary_mean, np.float64)
             ).astype(np.float32)
-    if precision == "int8":
-        int8_dense(g, h, weight, bias, output="primary")
+    if a.blend is not None:
+        if precision != "float32":
+            raise ValueError(f"the blend with DS is built in float32 only, not {precision}")
+        blended_output(g, h, z, a, weight, bias)
+        nearest_centroid(g, a.centroids)
     else:
-        g.op("Gemm", [h, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary", transB=1)
-
-    # |p - c|^2 - |p|^2 = |c|^2 - 2 p.c with p = h W'^T + b', in float64 (counts squared reach 1e10)
-    centroids = np.asarray(a.centroids, np.float64)
-    through = weight.astype(np.float64).T @ centroids.T                       # [hidden, k]
-    constant = np.einsum("ij,ij->i", centroids, centroids) - 2.0 * centroids @ bias.astype(np.float64)
-    products = g.op("MatMul", [g.op("Cast", [h], to=TensorProto.DOUBLE), g.const("kmeans_through", -2.0 * through)])
-    g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", constant)])], output="label", axis=1,
-         keepdims=0)
+        if precision == "int8":
+            int8_dense(g, h, weight, bias, output="primary")
+        else:
+            g.op("Gemm", [h, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary",
+                 transB=1)
+        # |p - c|^2 - |p|^2 = |c|^2 - 2 p.c with p = h W'^T + b', in float64 (counts squared reach 1e10)
+        centroids = np.asarray(a.centroids, np.float64)
+        through = weight.astype(np.float64).T @ centroids.T                       # [hidden, k]
+        constant = np.einsum("ij,ij->i", centroids, centroids) - 2.0 * centroids @ bias.astype(np.float64)
+        products = g.op("MatMul", [g.op("Cast", [h], to=TensorProto.DOUBLE), g.const("kmeans_through", -2.0 * through)])
+        g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", constant)])], output="label", axis=1,
+             keepdims=0)
 
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
     if a.trust is not None:
@@ -233,6 +251,33 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
 
     return _graph(g, name, a.n_secondary, a.n_primary, int(np.asarray(a.mlp[-1].weight).shape[0]),
                   a.trust is not None)
+
+
+def blended_output(g: GraphBuilder, h: str, z: str, a: PipelineArrays, weight: np.ndarray, bias: np.ndarray) -> None:
+    """primary = w (h W'^T + b') + (1 - w) (z C' + b_ds'): W', b' as in pipeline_graph; C', b_ds'
+    absorb m_nov and the inverse primary scaling. Its label comes from the primary counts
+    (nearest_centroid): the decoder's shortcut to the label no longer holds."""
+    w = float(a.blend.weight)
+    novelty_mean = np.asarray(a.novelty_mean, np.float64)
+    coef = np.asarray(a.blend.coef, np.float64)
+    primary_scale = np.asarray(a.primary_scale, np.float64)
+    ds_weight = ((1.0 - w) * coef * primary_scale[None, :]).astype(np.float32)
+    ds_bias = (1.0 - w) * ((np.asarray(a.blend.intercept, np.float64) + novelty_mean @ coef) * primary_scale
+                           + np.asarray(a.primary_mean, np.float64))
+    through = g.op("Gemm", [h, g.const("primary.weight", (w * weight.astype(np.float64)).astype(np.float32)),
+                            g.const("primary.bias", (w * bias.astype(np.float64) + ds_bias).astype(np.float32))],
+                   transB=1)
+    g.op("Add", [through, g.op("MatMul", [z, g.const("blend.ds_weight", ds_weight)])], output="primary")
+
+
+def nearest_centroid(g: GraphBuilder, centroids: np.ndarray) -> str:
+    """label = argmin_j |c_j|^2 - 2 primary . c_j, in float64, from the "primary" output."""
+    centroids = np.asarray(centroids, np.float64)
+    products = g.op("MatMul", [g.op("Cast", ["primary"], to=TensorProto.DOUBLE),
+                               g.const("kmeans_through", np.ascontiguousarray(-2.0 * centroids.T))])
+    return g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant",
+                                                          np.einsum("ij,ij->i", centroids, centroids))])],
+                output="label", axis=1, keepdims=0)
 
 
 def novelty_output(g: GraphBuilder, z: str, novelty_axes: np.ndarray, n_secondary: int, reference: float) -> str:
@@ -287,11 +332,7 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
             + np.asarray(a.primary_mean, np.float64)).astype(np.float32)
     g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]), g.const("primary.bias", bias)],
          output="primary")
-    centroids = np.asarray(a.centroids, np.float64)
-    products = g.op("MatMul", [g.op("Cast", ["primary"], to=TensorProto.DOUBLE),
-                               g.const("kmeans_through", np.ascontiguousarray(-2.0 * centroids.T))])
-    g.op("ArgMin", [g.op("Add", [products, g.const("kmeans_constant", np.einsum("ij,ij->i", centroids, centroids))])],
-         output="label", axis=1, keepdims=0)
+    nearest_centroid(g, a.centroids)
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
     if a.trust is not None:
         trust_outputs(g, centred, "primary", a.trust, offset=offset)

@@ -42,8 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import (LINEAR, calibration_day_change, choose_on_validation, exportable, live_model,
-                                recommend, selection_inputs, validation_grid)
+from transfer.selection import (LINEAR, blend, calibration_day_change, choose_blend_weight, choose_on_validation,
+                                exportable, live_model, recommend, selection_inputs, validation_grid)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -231,8 +231,15 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
         networks["one_step_mlp"] = one_step
     unscale = preprocessors["primary"].inverse_transform
     truth = unscale(val_sample["primary"])
-    for key, network in networks.items():
-        validation[key] = rse(truth, unscale(_predict_network(network, val_sample["secondary"], device)))
+    validated = {key: _predict_network(network, val_sample["secondary"], device) for key, network in networks.items()}
+    for key, predicted in validated.items():
+        validation[key] = rse(truth, unscale(predicted))
+    blend_weight = None
+    if "ds" in baselines:
+        by_ds = baselines["ds"].predict(val_sample["secondary"])
+        blend_weight, blend_rse = _blend_on_validation(validated["vae_mlp"], by_ds, val_sample["primary"], unscale)
+        if blend_weight is not None:
+            validation["blend"] = blend_rse
     ranking = rank_models(validation)
     recommended = recommend(ranking, day_change_rse) or next(iter(ranking))    # None: no finite RSE at all
 
@@ -246,9 +253,15 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     # map: spectra no model was fitted on (docs/novelty.md). PLS and KNN saw the validation map,
     # but PLS is ranked on a train-only fit.
     trust_model = live_model({"recommended": recommended, "validation_rse": ranking, "day_change_rse": day_change_rse},
-                             exportable(baselines))
-    predict = ((lambda x: _predict_network(composed, x, torch.device("cpu"))) if trust_model == "vae_mlp"
-               else baselines[trust_model].predict)
+                             exportable(baselines, blend_weight))
+
+    def predict(x):
+        if trust_model == "blend":
+            return blend(_predict_network(composed, x, torch.device("cpu")), baselines["ds"].predict(x), blend_weight)
+        if trust_model == "vae_mlp":
+            return _predict_network(composed, x, torch.device("cpu"))
+        return baselines[trust_model].predict(x)
+
     trust = fit_trust(list(train_paths), list(val_paths), preprocessors["secondary"], preprocessors["primary"],
                       predict, seed=derived_seed(seed, name, "trust") % (2 ** 31),
                       chunk_spots=chunk, progress=progress,
@@ -260,6 +273,8 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
                             baselines=baselines, novelty=novelty, trust=trust)
     entry.update(validation_rse={key: float(value) if np.isfinite(value) else None for key, value in ranking.items()},
                  recommended=recommended, trust_model=trust_model)
+    if blend_weight is not None:
+        entry["blend_weight"] = float(blend_weight)
     if day_change_rse:
         entry["day_change_rse"] = {key: float(value) for key, value in day_change_rse.items() if np.isfinite(value)}
     warn_if_networks_trail(ranking, recommended)
@@ -340,6 +355,16 @@ def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarra
     }
 
 
+def _blend_on_validation(vae_mlp: np.ndarray, ds: np.ndarray, truth: np.ndarray, unscale
+                         ) -> tuple[float | None, float]:
+    """The blend's weight of VAE + MLP chosen on the validation spectra (scaled predictions and
+    truth) and its validation RSE; None where VAE + MLP or DS alone validates best (no blend)."""
+    weight, scores = choose_blend_weight(vae_mlp, ds, truth, unscale)
+    log.info("blend of VAE + MLP and DS, validation RSE by weight of VAE + MLP: %s",
+             ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
+    return (weight, scores[weight]) if 0.0 < weight < 1.0 else (None, float("nan"))
+
+
 def rank_models(validation: Mapping[str, float]) -> dict[str, float]:
     """{model: validation RSE}, best first (models without a finite RSE last)."""
     return dict(sorted(validation.items(), key=lambda kv: (not np.isfinite(kv[1]), kv[1])))
@@ -352,7 +377,7 @@ def warn_if_networks_trail(ranking: Mapping[str, float], recommended: str | None
         return []
     ours = ranking["vae_mlp"]
     messages = [f"VAE + MLP validates worse than {key.upper()}: validation RSE {ours:.4f} against {value:.4f}"
-                for key, value in ranking.items() if key not in ("vae_mlp", "one_step_mlp") and value < ours]
+                for key, value in ranking.items() if key not in ("vae_mlp", "one_step_mlp", "blend") and value < ours]
     for message in messages:
         log.warning("%s", message)
     if messages:
@@ -513,5 +538,5 @@ def _manifest_entry(bundle: TransferBundle, name: str) -> dict:
     info = bundle.manifest["secondaries"][name]
     return {key: info[key] for key in ("n_pixels", "mlp_hidden", "fine_tuned", "one_step", "baselines",
                                        "validation_rse", "day_change_rse", "recommended", "trust",
-                                       "trust_model")
+                                       "trust_model", "blend_weight")
             if key in info}

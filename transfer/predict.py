@@ -30,7 +30,7 @@ from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
 from transfer.report import Evaluation
-from transfer.selection import MODEL_NAMES, exportable, live_model
+from transfer.selection import MODEL_NAMES, blend, exportable, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,11 @@ class Transferer:
         for VAE + MLP; "expected_rel_error" float32 where the trust score fits the model}."""
         scaled = self.scaled_input(raw_secondary)
         out = {}
-        if self.model == "vae_mlp":
+        if self.model in ("vae_mlp", "blend"):      # the live graph's latent is the VAE's for both
             out["latent"] = _run(self.system.mlp, scaled)
             predicted = _run(self.system.decoder, out["latent"])
+            if self.model == "blend":
+                predicted = blend(predicted, self.predict_scaled(scaled, "ds"), self.system.blend_weight)
         else:
             predicted = self.predict_scaled(scaled)
         counts = np.asarray(self.primary.inverse_transform(predicted), dtype=np.float32)
@@ -135,11 +137,17 @@ class Transferer:
             return _run(self.composed, scaled)
         if model == "one_step_mlp":
             return _run(self.system.one_step, scaled)
+        if model == "blend":
+            return blend(_run(self.composed, scaled), self.predict_scaled(scaled, "ds"), self.system.blend_weight)
         return np.asarray(self.system.baselines[model].predict(scaled), dtype=np.float32)
 
     def available_models(self) -> list[str]:
-        names = ["vae_mlp"] + (["one_step_mlp"] if self.system.one_step is not None else [])
-        return names + [m for m in MODEL_NAMES[2:] if m in self.system.baselines]
+        held = {"vae_mlp", *self.system.baselines}
+        if self.system.one_step is not None:
+            held.add("one_step_mlp")
+        if self.system.blend_weight is not None:
+            held.add("blend")
+        return [m for m in MODEL_NAMES if m in held]
 
     def predict_all(self, raw_secondary: np.ndarray) -> dict[str, np.ndarray]:
         """Every available model's prediction in baseline-corrected primary counts."""
@@ -167,7 +175,8 @@ def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
     """The model `predict` applies unless told otherwise: the one `export` writes by default
     (transfer.selection.live_model), so that a map transferred afterwards holds what the live
     stream would have sent."""
-    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}), exportable(system.baselines))
+    return live_model(bundle.manifest.get("secondaries", {}).get(system.name, {}),
+                      exportable(system.baselines, system.blend_weight))
 
 
 def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, secondary: str | None = None,

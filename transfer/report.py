@@ -29,12 +29,13 @@ import numpy as np
 from transfer import figures
 from transfer.clustering import SpectralClusters
 from transfer.metrics import TransferMetrics
+from transfer.selection import MODEL_NAMES
 from transfer.preprocess import SpectraError, check_spectra
 from transfer.selection import TIE_TOLERANCE
 
 log = logging.getLogger(__name__)
 
-MODEL_ORDER = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds")
+MODEL_ORDER = MODEL_NAMES      # the order reports list models in
 METRIC_KEYS = ("euclid", "cosine", "rse", "k_score")
 
 
@@ -187,7 +188,7 @@ def write_report(out_dir, *, protocol: str, n_spectra: int, metrics: Mapping[str
     where a spot was not evaluated. ``examples``: [{"group", "iy", "ix", "true": [n],
     "predicted": {model: [n]}}]. ``loss_history``: {stage: {curve: [per epoch]}}.
     ``featured`` is the model whose maps and spectra are drawn (default: the first of
-    vae_mlp, one_step_mlp, pls, knn, ds, pds present).
+    vae_mlp, one_step_mlp, pls, knn, ds, pds, blend present).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

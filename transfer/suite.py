@@ -24,7 +24,8 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import (LINEAR, MODEL_NAMES, calibration_day_change, choose_on_validation, selection_inputs,
+from transfer.selection import (LINEAR, MODEL_NAMES, blend, calibration_day_change, choose_blend_weight,
+                                choose_on_validation, selection_inputs,
                                 validation_grid)
 from transfer.trust_figures import trust_on_maps
 
@@ -108,6 +109,16 @@ def _subsample(n: int, at_most: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, at_most, replace=False))
 
 
+class FittedBlend:
+    """w * VAE + MLP + (1 - w) * DS of two fitted models, as a bundle's blend transfers."""
+
+    def __init__(self, vae_mlp, ds, weight: float):
+        self.vae_mlp, self.ds, self.weight = vae_mlp, ds, float(weight)
+
+    def predict(self, X_secondary: np.ndarray) -> np.ndarray:
+        return blend(self.vae_mlp.predict(X_secondary), self.ds.predict(X_secondary), self.weight)
+
+
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
                   clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
                   decoder_floor: bool = False) -> dict[str, dict]:
@@ -116,7 +127,9 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     `[baselines] validation_gain` is set; with
     `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
     of the measured primaries, the floor no MLP onto its latent space can pass, on a seeded sample of
-    FLOOR_SPECTRA spectra); the models
+    FLOOR_SPECTRA spectra); "blend" where VAE + MLP and DS are both fitted and a weight strictly
+    between 0 and 1 validates best, as `train` decides it (transfer.selection.choose_blend_weight;
+    its "params": {"weight": w}); the models
     named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
     does, measured on the test map (`transfer.trust_figures.trust_on_maps`)."""
     arrays = maps["arrays"]
@@ -128,28 +141,10 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     changed_val = selection_inputs(config["baselines"], val[0], maps["preprocessors"]["secondary"].scaled_zero())
     clusters = clusters or _clusters(maps, config, seed)
     labels_true = clusters.predict(truth)
-    results = {}
-    for name, prototype in models.items():
-        started = time.perf_counter()
-        params, day_change_rse = {}, None
-        grid = validation_grid(name, config["baselines"])
-        if grid:
-            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale, selection_inputs=changed_val)
-            model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
-            if changed_val is not None:
-                day_change_rse = choice.selection_rse
-        else:
-            model = clone(prototype)
-            if name == "knn":
-                model.set_params(n_neighbors=max(1, min(model.n_neighbors, len(train[0]))))
-            if name in ("vae_mlp", "one_step_mlp"):
-                model.fit(*train, validation=val, secondary_zero=maps["preprocessors"]["secondary"].scaled_zero())
-                params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
-            else:
-                model.fit(*train)
-            validation_rse = rse(val_truth, unscale(model.predict(val[0])))
-            if changed_val is not None and name in LINEAR:
-                day_change_rse = rse(val_truth, unscale(model.predict(changed_val)))
+    results, fitted = {}, {}
+
+    def score(name: str, model, validation_rse: float, params: Mapping, day_change_rse: float | None,
+              started: float) -> None:
         predicted = unscale(model.predict(arrays["test"]["secondary"])).astype(np.float64)
         results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
                          "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
@@ -173,6 +168,39 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
             log.info("%s trust: rho rel %.2f, rho abs %.2f, top5/median %.2f, deciles within 30 %% %d/10", name,
                      figures["rho_relative"], figures["rho_absolute"], figures["top5_over_median"],
                      figures["deciles_within_30_percent"])
+
+    for name, prototype in models.items():
+        started = time.perf_counter()
+        params, day_change_rse = {}, None
+        grid = validation_grid(name, config["baselines"])
+        if grid:
+            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale, selection_inputs=changed_val)
+            model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
+            if changed_val is not None:
+                day_change_rse = choice.selection_rse
+        else:
+            model = clone(prototype)
+            if name == "knn":
+                model.set_params(n_neighbors=max(1, min(model.n_neighbors, len(train[0]))))
+            if name in ("vae_mlp", "one_step_mlp"):
+                model.fit(*train, validation=val, secondary_zero=maps["preprocessors"]["secondary"].scaled_zero())
+                params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
+            else:
+                model.fit(*train)
+            validation_rse = rse(val_truth, unscale(model.predict(val[0])))
+            if changed_val is not None and name in LINEAR:
+                day_change_rse = rse(val_truth, unscale(model.predict(changed_val)))
+        fitted[name] = model
+        score(name, model, validation_rse, params, day_change_rse, started)
+    if {"vae_mlp", "ds"} <= fitted.keys():
+        started = time.perf_counter()
+        weight, by_weight = choose_blend_weight(fitted["vae_mlp"].predict(val[0]), fitted["ds"].predict(val[0]),
+                                                val[1], unscale)
+        if 0.0 < weight < 1.0:      # as train: a bundle holds the blend only then
+            score("blend", FittedBlend(fitted["vae_mlp"], fitted["ds"], weight), by_weight[weight], {"weight": weight},
+                  None, started)
+        else:
+            log.info("blend: weight %g of VAE + MLP validates best, so no blend (as train)", weight)
     return results
 
 
@@ -188,7 +216,7 @@ def learning_curve(train: Path, val: Path, test: Path, config: TransferConfig, s
             continue
         maps = load_maps(train, val, test, config, max_train=n, seed=seed)
         prototypes = models_from_config(config, maps["wavelengths"], seed=seed)
-        curve[n] = fit_and_score({k: prototypes[k] for k in models}, maps, config, seed=seed)
+        curve[n] = fit_and_score({k: prototypes[k] for k in models if k in prototypes}, maps, config, seed=seed)
     return curve
 
 

@@ -178,6 +178,10 @@ BROKEN_MANIFESTS = [
     ("a part without hash", lambda m: m["sha256"].pop("secondary/spec-b/mlp.safetensors"),
      "field sha256: no hash for secondary/spec-b/mlp.safetensors"),
     ("model id not hex", lambda m: m.update(model_id={"a": 1}), "field model_id: expected a hexadecimal"),
+    ("blend weight 1", lambda m: m["secondaries"]["spec-b"].update(blend_weight=1.0),
+     "'spec-b'.blend_weight: expected a weight strictly between 0 and 1"),
+    ("blend weight a string", lambda m: m["secondaries"]["spec-b"].update(blend_weight="0.5"),
+     "'spec-b'.blend_weight: expected a weight"),
     ("format version", lambda m: m.update(format_version=2), "format version 2 is not supported"),
     ("not a bundle", lambda m: m.update(format="zip"), "not a transfer bundle"),
 ]
