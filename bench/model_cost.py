@@ -29,7 +29,8 @@ from bench.trust_cost import (BATCHES, N_PRIMARY, N_SECONDARY, best_rounds, rand
 MODELS = ("vae_mlp", "ds", "blend")
 
 
-def build(model: str) -> bytes:
+def build(model: str, trust: bool = True):
+    """The paper-size live graph of `model` with random weights, as an onnx.ModelProto (no metadata)."""
     from onnx import helper
 
     from streaming.testing import random_dense_layers
@@ -42,7 +43,7 @@ def build(model: str) -> bytes:
         primary_mean=rng.uniform(0, 100, N_PRIMARY), primary_scale=np.full(N_PRIMARY, 40.0),
         centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
         novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0,
-        trust=random_trust_parts(np.random.default_rng(2)))
+        trust=random_trust_parts(np.random.default_rng(2)) if trust else None)
     coef = rng.standard_normal((N_SECONDARY, N_PRIMARY)) / np.sqrt(N_SECONDARY)
     intercept = rng.standard_normal(N_PRIMARY)
     if model == "ds":
@@ -54,7 +55,7 @@ def build(model: str) -> bytes:
             blend=BlendParts(0.25, coef, intercept) if model == "blend" else None, **frame), "bench_model_cost")
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
     proto.ir_version = min(proto.ir_version, 9)
-    return proto.SerializeToString()
+    return proto
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
                         help="ONNX Runtime threads (default: every core)")
     args = parser.parse_args()
     seconds = 0.3 if args.quick else 1.5
-    sessions = {name: session(build(name), args.threads) for name in MODELS}
+    sessions = {name: session(build(name).SerializeToString(), args.threads) for name in MODELS}
     x_all = np.random.default_rng(0).uniform(0, 1000, (max(BATCHES), N_SECONDARY)).astype(np.float32)
     result = {"bench": "model_cost", "reference": "vae_mlp", "threads": args.threads, "cpu_count": os.cpu_count(),
               "loadavg_1min_before": round(os.getloadavg()[0], 2), "spectra_per_s": {}, "spectra_per_cpu_s": {},

@@ -4,8 +4,9 @@ All in one run on the graph `libs-transfer export` writes (transfer.onnx_graph),
 weights of the paper's sizes: 3872 -> 4062 pixels, the paper's baseline correction (windows
 100 and 50), MLP 3872-128-512-64, decoder 64-512-1024-4062, 8 k-means centroids, 16 novelty
 axes; once in float32 and once with the decoder's last layer in int8 (`libs-transfer export
---precision int8`), each model measured against itself. `--model MODEL.onnx` measures an
-exported model instead.
+--precision int8`), each model measured against itself. `--graph ds` or `--graph blend` measures
+the graph of DS or of the blend of VAE + MLP and DS instead (float32); `--model MODEL.onnx` an
+exported model.
 
 - bare ONNX Runtime throughput in this process at each batch size;
 - sustained end-to-end throughput through real sockets, producer process -> worker process
@@ -35,17 +36,37 @@ N_SECONDARY, N_PRIMARY = 3872, 4062
 N_DISTINCT = 256        # distinct random spectra cycled by the producer
 
 
-def build_model(path: Path, precision: str = "float32") -> None:
-    """The exported graph with random weights of the paper's sizes, and the contracted metadata."""
+def build_model(path: Path, precision: str = "float32", graph: str = "vae_mlp") -> None:
+    """The exported graph of `graph` (vae_mlp, ds or blend; bench/model_cost.py builds the other
+    two) with random weights of the paper's sizes, and the contracted metadata."""
     from onnx import helper
 
     from transfer.export import OPSET
+    from transfer.onnx_graph import pipeline_graph
+
+    if graph != "vae_mlp":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from bench.model_cost import build
+        model = build(graph, trust=False)
+    else:
+        model = helper.make_model(pipeline_graph(_vae_mlp_arrays(np.random.default_rng(1)), "bench_random_weights",
+                                                 precision=precision),
+                                  opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
+        model.ir_version = min(model.ir_version, 9)
+    helper.set_model_props(model, {
+        "twinplume.model_id": f"bench-random-weights-{graph}", "twinplume.n_primary": str(N_PRIMARY),
+        "twinplume.n_secondary": str(N_SECONDARY),
+        "twinplume.primary_wavelengths": json.dumps(np.linspace(245, 407, N_PRIMARY).round(4).tolist()),
+        "twinplume.secondary_wavelengths": json.dumps(np.linspace(260, 370, N_SECONDARY).round(4).tolist()),
+        "twinplume.provenance": json.dumps({"kind": "benchmark model", "random_weights": True, "graph": graph,
+                                            "precision": {"name": precision}})})
+    path.write_bytes(model.SerializeToString())
+
+
+def _vae_mlp_arrays(rng):
     from streaming.testing import random_dense_layers
-    from transfer.onnx_graph import PipelineArrays, pipeline_graph
-
-    rng = np.random.default_rng(1)
-
-    arrays = PipelineArrays(
+    from transfer.onnx_graph import PipelineArrays
+    return PipelineArrays(
         min_window=100, smooth_window=50,
         secondary_mean=rng.uniform(0, 100, N_SECONDARY), secondary_scale=rng.uniform(20, 60, N_SECONDARY),
         mlp=random_dense_layers(rng, [N_SECONDARY, 128, 512, 64]),
@@ -53,17 +74,6 @@ def build_model(path: Path, precision: str = "float32") -> None:
         primary_mean=rng.uniform(0, 100, N_PRIMARY), primary_scale=rng.uniform(20, 60, N_PRIMARY),
         centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
         novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0)
-    model = helper.make_model(pipeline_graph(arrays, "bench_random_weights", precision=precision),
-                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
-    model.ir_version = min(model.ir_version, 9)
-    helper.set_model_props(model, {
-        "twinplume.model_id": "bench-random-weights", "twinplume.n_primary": str(N_PRIMARY),
-        "twinplume.n_secondary": str(N_SECONDARY),
-        "twinplume.primary_wavelengths": json.dumps(np.linspace(245, 407, N_PRIMARY).round(4).tolist()),
-        "twinplume.secondary_wavelengths": json.dumps(np.linspace(260, 370, N_SECONDARY).round(4).tolist()),
-        "twinplume.provenance": json.dumps({"kind": "benchmark model", "random_weights": True,
-                                            "precision": {"name": precision}})})
-    path.write_bytes(model.SerializeToString())
 
 
 def inputs() -> np.ndarray:
@@ -289,6 +299,9 @@ def main() -> None:
     parser.add_argument("--spin", action="store_true", help="ONNX Runtime spinning threads, both sides")
     parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
                         help="loopback TCP (the default addresses) or unix-domain sockets (default: %(default)s)")
+    parser.add_argument("--graph", choices=("vae_mlp", "ds", "blend"), default="vae_mlp",
+                        help="which paper-size graph with random weights (default: %(default)s; ds and blend in "
+                             "float32 only; ignored with --model)")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL.onnx",
                         help="an exported model to measure (default: the exported graph with random paper-size "
                              "weights)")
@@ -308,10 +321,12 @@ def main() -> None:
             result["measured"] = measure(model, workdir / "measured", args, scale)
         else:
             result["model"] = {"n_secondary": N_SECONDARY, "n_primary": N_PRIMARY, "mlp": [3872, 128, 512, 64],
-                               "decoder": [64, 512, 1024, 4062], "graph": "transfer.onnx_graph, random weights"}
-            for precision in ("float32", "int8") if args.precision == "both" else (args.precision,):
+                               "decoder": [64, 512, 1024, 4062], "graph": "transfer.onnx_graph, random weights",
+                               "transfer_model": args.graph}
+            precisions = ("float32", "int8") if args.precision == "both" else (args.precision,)
+            for precision in precisions if args.graph == "vae_mlp" else ("float32",):
                 model = workdir / f"bench_model_{precision}.onnx"
-                build_model(model, precision)
+                build_model(model, precision, args.graph)
                 result[precision] = measure(model, workdir / precision, args, scale)
     result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
