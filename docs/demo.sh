@@ -20,7 +20,7 @@ libs-sim generate --shape 80x80 --step-um 40 --day 0 --seed 1 --origin-um 0,0 --
 libs-sim generate --shape 40x80 --step-um 40 --day 0 --seed 1 --origin-um 0,4000 --out "$OUT/val.h5" --overwrite
 libs-sim generate --shape 60x60 --step-um 20 --day 1 --seed 1 --origin-um 6000,6000 --out "$OUT/test.h5" --overwrite
 
-step "2/6 train the VAE + MLP, the one-step MLP and the baselines (config: $CONFIG)"
+step "2/6 train the VAE + MLP, the one-step MLP and the baselines, and weigh their blend (config: $CONFIG)"
 libs-transfer train "$OUT/train.h5" --val "$OUT/val.h5" --out "$OUT/model" --config "$CONFIG"
 
 step "3/6 evaluate every model on the test map (causal protocol)"
