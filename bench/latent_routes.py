@@ -40,10 +40,10 @@ from sklearn.linear_model import Ridge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.transfer_suite import SCENARIOS, suite_config  # noqa: E402
+from bench.ds_rank import quick_scenario  # noqa: E402
+from bench.transfer_suite import SCENARIOS  # noqa: E402
 from transfer.metrics import rse  # noqa: E402
-from transfer.selection import choose_on_validation, selection_inputs, validation_grid  # noqa: E402
-from transfer.suite import load_maps, models_from_config  # noqa: E402
+from transfer.selection import BLEND_WEIGHTS, selection_inputs  # noqa: E402
 
 EPILOG = """example (the suite's quick maps, written there first if missing):
   nice python bench/latent_routes.py --work /tmp/suite-maps --scenario basalt --scenario pegmatite-n300
@@ -60,24 +60,12 @@ def _decode(vae, latent: np.ndarray) -> np.ndarray:
         return vae.decoder(torch.from_numpy(np.ascontiguousarray(latent, np.float32))).numpy()
 
 
-#: the blend weights of VAE + MLP tried on validation
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
 def routes(name: str, work: Path, *, seeds: int, refits: bool = True, seed: int = 0) -> dict:
-    config = suite_config(None, quick=True, max_epochs=None)
-    paths = SCENARIOS[name](work, True)
-    maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
-    arrays, prep = maps["arrays"], maps["preprocessors"]
-    unscale, zero = prep["primary"].inverse_transform, prep["secondary"].scaled_zero()
-    train = (arrays["train"]["secondary"], arrays["train"]["primary"])
-    val = (arrays["val"]["secondary"], arrays["val"]["primary"])
+    q = quick_scenario(name, work, seed)
+    config, arrays, unscale, zero = q.config, q.maps["arrays"], q.unscale, q.zero
+    train, val, prototypes, ds = q.train, q.val, q.prototypes, q.ds
     test = arrays["test"]["secondary"]
     truth = unscale(arrays["test"]["primary"]).astype(np.float64)
-    prototypes = models_from_config(config, maps["wavelengths"], seed=seed)
-    ds = choose_on_validation(prototypes["ds"], validation_grid("ds", config["baselines"]), train, val,
-                              unscale=unscale,
-                              selection_inputs=selection_inputs(config["baselines"], val[0], zero)).estimator
 
     def score(scaled_primary: np.ndarray) -> float:
         return round(rse(truth, unscale(np.asarray(scaled_primary, np.float32)).astype(np.float64)), 4)
