@@ -42,8 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import (LINEAR, blend, calibration_day_change, choose_blend_weight, choose_on_validation,
-                                exportable, live_model, recommend, selection_inputs, validation_grid)
+from transfer.selection import (LINEAR, blend, calibration_day_change, choose_on_validation, exportable, kept_blend,
+                                live_model, recommend, selection_inputs, validation_grid)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -237,7 +237,7 @@ def _train_secondary(model_dir: Path, name: str, train_paths: Sequence[Path], va
     blend_weight = None
     if "ds" in baselines:
         by_ds = baselines["ds"].predict(val_sample["secondary"])
-        blend_weight, blend_rse = _blend_on_validation(validated["vae_mlp"], by_ds, val_sample["primary"], unscale)
+        blend_weight, blend_rse = kept_blend(validated["vae_mlp"], by_ds, val_sample["primary"], unscale)
         if blend_weight is not None:
             validation["blend"] = blend_rse
     ranking = rank_models(validation)
@@ -353,16 +353,6 @@ def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarra
         "pds": PDSTransfer(wavelengths_secondary, wavelengths_primary, half_window=half_window,
                            window_pixels=cfg["pds_window_pixels"], alpha=cfg["ridge_alpha"]),
     }
-
-
-def _blend_on_validation(vae_mlp: np.ndarray, ds: np.ndarray, truth: np.ndarray, unscale
-                         ) -> tuple[float | None, float]:
-    """The blend's weight of VAE + MLP chosen on the validation spectra (scaled predictions and
-    truth) and its validation RSE; None where VAE + MLP or DS alone validates best (no blend)."""
-    weight, scores = choose_blend_weight(vae_mlp, ds, truth, unscale)
-    log.info("blend of VAE + MLP and DS, validation RSE by weight of VAE + MLP: %s",
-             ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
-    return (weight, scores[weight]) if 0.0 < weight < 1.0 else (None, float("nan"))
 
 
 def rank_models(validation: Mapping[str, float]) -> dict[str, float]:

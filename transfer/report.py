@@ -29,9 +29,8 @@ import numpy as np
 from transfer import figures
 from transfer.clustering import SpectralClusters
 from transfer.metrics import TransferMetrics
-from transfer.selection import MODEL_NAMES
 from transfer.preprocess import SpectraError, check_spectra
-from transfer.selection import TIE_TOLERANCE
+from transfer.selection import MODEL_NAMES, TIE_TOLERANCE
 
 log = logging.getLogger(__name__)
 

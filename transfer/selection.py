@@ -88,7 +88,8 @@ def recommend(validation: Mapping[str, float], day_change: Mapping[str, float], 
     """The model to run: the lowest validation RSE, except where a linear baseline leads and
     others validate within TIE_TOLERANCE of it; then the one of those with the lowest RSE under
     the simulated day change (`day_change`: {linear baseline: RSE}), the one that holds best on
-    another day, preferring an exportable one among those within DAY_CHANGE_TIE of that lowest. `among` restricts the choice (e.g. to EXPORTABLE); None where nothing is left.
+    another day, preferring an exportable one among those within DAY_CHANGE_TIE of that lowest.
+    `among` restricts the choice (e.g. to EXPORTABLE); None where nothing is left.
 
     Why: on the training day's validation map the linear baselines differ by less than a day
     changes them. On the robustness suite's pegmatite-day2 PDS validated 0.036 against DS's
@@ -134,6 +135,16 @@ def choose_blend_weight(vae_mlp: np.ndarray, ds: np.ndarray, truth: np.ndarray, 
     counts = np.asarray(unscale(truth), np.float64)
     scores = {w: rse(counts, np.asarray(unscale(blend(vae_mlp, ds, w)), np.float64)) for w in BLEND_WEIGHTS}
     return min(scores, key=scores.get), scores
+
+
+def kept_blend(vae_mlp: np.ndarray, ds: np.ndarray, truth: np.ndarray, unscale: Unscale | None = None
+               ) -> tuple[float | None, float]:
+    """The blend `train` keeps (and the suite scores): the weight `choose_blend_weight` picks and
+    its validation RSE, or (None, nan) where VAE + MLP or DS alone validates best."""
+    weight, scores = choose_blend_weight(vae_mlp, ds, truth, unscale)
+    log.info("blend of VAE + MLP and DS, validation RSE by weight of VAE + MLP: %s",
+             ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
+    return (weight, scores[weight]) if 0.0 < weight < 1.0 else (None, float("nan"))
 
 
 def live_model(entry: Mapping, available: Sequence[str]) -> str:

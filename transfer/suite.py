@@ -24,9 +24,8 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import (LINEAR, MODEL_NAMES, blend, calibration_day_change, choose_blend_weight,
-                                choose_on_validation, selection_inputs,
-                                validation_grid)
+from transfer.selection import (LINEAR, MODEL_NAMES, blend, calibration_day_change, choose_on_validation,
+                                kept_blend, selection_inputs, validation_grid)
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
     of the measured primaries, the floor no MLP onto its latent space can pass, on a seeded sample of
     FLOOR_SPECTRA spectra); "blend" where VAE + MLP and DS are both fitted and a weight strictly
-    between 0 and 1 validates best, as `train` decides it (transfer.selection.choose_blend_weight;
+    between 0 and 1 validates best, as `train` decides it (transfer.selection.kept_blend;
     its "params": {"weight": w}); the models
     named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
     does, measured on the test map (`transfer.trust_figures.trust_on_maps`)."""
@@ -194,13 +193,11 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
         score(name, model, validation_rse, params, day_change_rse, started)
     if {"vae_mlp", "ds"} <= fitted.keys():
         started = time.perf_counter()
-        weight, by_weight = choose_blend_weight(fitted["vae_mlp"].predict(val[0]), fitted["ds"].predict(val[0]),
-                                                val[1], unscale)
-        if 0.0 < weight < 1.0:      # as train: a bundle holds the blend only then
-            score("blend", FittedBlend(fitted["vae_mlp"], fitted["ds"], weight), by_weight[weight], {"weight": weight},
+        weight, blend_rse = kept_blend(fitted["vae_mlp"].predict(val[0]), fitted["ds"].predict(val[0]), val[1],
+                                       unscale)
+        if weight is not None:      # as train: a bundle holds the blend only then
+            score("blend", FittedBlend(fitted["vae_mlp"], fitted["ds"], weight), blend_rse, {"weight": weight},
                   None, started)
-        else:
-            log.info("blend: weight %g of VAE + MLP validates best, so no blend (as train)", weight)
     return results
 
 

@@ -107,7 +107,7 @@ def test_the_blend_is_ranked_like_a_network():
 
 def test_the_blend_weight_is_the_one_that_validates_best():
     import numpy as np
-    from transfer.selection import BLEND_WEIGHTS, blend, choose_blend_weight
+    from transfer.selection import BLEND_WEIGHTS, blend, choose_blend_weight, kept_blend
     rng = np.random.default_rng(0)
     truth = rng.normal(size=(400, 30))
     # two models erring independently, the second twice as much: the best blend leans on the first
@@ -118,6 +118,10 @@ def test_the_blend_weight_is_the_one_that_validates_best():
     # a model whose errors the other one only adds to: no blend (weight 0, the second alone)
     weight, _ = choose_blend_weight(truth + 0.3 * rng.normal(size=truth.shape), truth, truth)
     assert weight == 0.0
+    # what train keeps: the blend and its RSE, or nothing where one model alone validates best
+    assert kept_blend(first, second, truth) == (0.75, scores[0.75])
+    kept, missing = kept_blend(truth + 0.3 * rng.normal(size=truth.shape), truth, truth)
+    assert kept is None and np.isnan(missing)
     # in counts as in scaled units: the scaling is affine
     unscale = lambda x: 3.0 * x + 7.0    # noqa: E731
     assert choose_blend_weight(first, second, truth, unscale)[0] == 0.75
