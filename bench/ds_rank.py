@@ -1,13 +1,15 @@
-"""How far DS's matrix can be reduced in rank before it transfers worse: prints ONE JSON object.
+"""How far DS's map can be reduced in rank before it transfers worse: prints ONE JSON object.
 
 DS maps a scaled secondary spectrum to a scaled primary one through one 3872 x 4062 matrix
-C (at the paper's sizes), and the live graph reads all of it for every batch: single
-spectra cost 4-9 ms through DS's graph (docs/streaming.md, "DS and the blend live").
-A rank-k C = (U_k S_k) V_k^T would cost k (n_secondary + n_primary) multiply-adds instead
-of n_secondary n_primary. This fits DS as `train` and the suite do (its ridge chosen on
-the validation map under the simulated day change), truncates its matrix by SVD and scores
-every rank on the suite scenario's other-day test map, against the full DS of the same run.
-The reduced DS is measured here, not built.
+C (at the paper's sizes); read whole for every batch, it made single spectra cost 4-9 ms
+through DS's live graph. `train` therefore fits DS of rank 64 by default (baselines.ds_rank;
+transfer.baselines.DSTransfer: C V V^T, V the leading principal axes of the training fit,
+kept as two factors), which costs k (n_secondary + n_primary) multiply-adds instead of
+n_secondary n_primary. This fits DS as `train` and the suite do (its ridge chosen on the
+validation map under the simulated day change, at the configured rank), then refits it with
+that ridge at every rank below and whole, and scores each on the suite scenario's other-day
+test map against the whole DS of the same run. `--truncate` also scores the plain truncated
+SVD of the whole matrix at each rank (what was measured before the reduced rank was built).
 
 Run: nice python bench/ds_rank.py --work /tmp/suite-maps --scenario basalt [--scenario ...]
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,7 +35,7 @@ from transfer.metrics import rse  # noqa: E402
 from transfer.selection import choose_on_validation, selection_inputs, validation_grid  # noqa: E402
 from transfer.suite import load_maps, models_from_config  # noqa: E402
 
-RANKS = (16, 32, 64, 128, 256, 512)
+RANKS = (16, 32, 64, 128)
 
 
 @dataclass
@@ -63,26 +66,29 @@ def quick_scenario(name: str, work: Path, seed: int = 0) -> QuickScenario:
     return QuickScenario(config, maps, unscale, zero, train, val, prototypes, ds)
 
 
-def ranks(name: str, work: Path, seed: int = 0) -> dict:
+def ranks(name: str, work: Path, seed: int = 0, truncate: bool = False) -> dict:
     q = quick_scenario(name, work, seed)
-    unscale, train, ds = q.unscale, q.train, q.ds
+    unscale, train = q.unscale, q.train
     test = q.maps["arrays"]["test"]["secondary"].astype(np.float64)
     truth = unscale(q.maps["arrays"]["test"]["primary"]).astype(np.float64)
-    state = ds.get_state()
-    coef, intercept = np.asarray(state["coef"], np.float64), np.asarray(state["intercept"], np.float64)
-    u, s, vt = np.linalg.svd(coef, full_matrices=False)
 
-    def score(matrix: np.ndarray) -> float:
-        return round(rse(truth, unscale((test @ matrix + intercept).astype(np.float32)).astype(np.float64)), 5)
+    def score(predicted: np.ndarray) -> float:
+        return round(rse(truth, unscale(predicted.astype(np.float32)).astype(np.float64)), 5)
 
-    full = score(coef)
-    by_rank = {k: score((u[:, :k] * s[:k]) @ vt[:k]) for k in RANKS if k < len(s)}
-    n_secondary, n_primary = coef.shape
-    return {"n_train": int(len(train[0])), "alpha": float(ds.alpha), "full_rse": full,
-            "rank_rse": by_rank, "rank_over_full": {k: round(v / full, 4) for k, v in by_rank.items()},
-            "multiply_adds_over_full": {k: round(k * (n_secondary + n_primary) / (n_secondary * n_primary), 4)
-                                        for k in by_rank},
-            "singular_value_energy": {k: round(float((s[:k] ** 2).sum() / (s ** 2).sum()), 6) for k in by_rank}}
+    whole = clone(q.ds).set_params(rank=None).fit(*train)
+    full = score(whole.predict(test))
+    by_rank = {k: score(clone(q.ds).set_params(rank=k).fit(*train).predict(test)) for k in RANKS}
+    n_secondary, n_primary = whole.n_secondary_, whole.n_primary_
+    result = {"n_train": int(len(train[0])), "alpha": float(q.ds.alpha), "configured_rank": q.ds.rank,
+              "full_rse": full, "rank_rse": by_rank, "rank_over_full": {k: round(v / full, 4) for k, v in by_rank.items()},
+              "multiply_adds_over_full": {k: round(k * (n_secondary + n_primary) / (n_secondary * n_primary), 4)
+                                          for k in by_rank}}
+    if truncate:
+        coef, intercept = whole.coef_, whole.intercept_
+        u, s, vt = np.linalg.svd(coef, full_matrices=False)
+        result["truncated_svd_over_full"] = {
+            k: round(score(test @ ((u[:, :k] * s[:k]) @ vt[:k]) + intercept) / full, 4) for k in RANKS}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="the suite's map directory (maps written if missing)")
     parser.add_argument("--scenario", action="append", required=True, choices=sorted(SCENARIOS), metavar="NAME")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--truncate", action="store_true",
+                        help="also score the truncated SVD of the whole matrix at each rank (slow: a full SVD)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    results = {name: ranks(name, args.work, args.seed) for name in args.scenario}
+    results = {name: ranks(name, args.work, args.seed, args.truncate) for name in args.scenario}
     print(json.dumps({"bench": "ds_rank", "seconds": round(time.perf_counter() - started, 1), "results": results}))
     return 0
 

@@ -3,10 +3,12 @@
 The graphs `libs-transfer export` writes (transfer.onnx_graph) with random weights of the
 paper's sizes (as bench/trust_cost.py: 3872 -> 4062 pixels, MLP 3872-128-512-64, decoder
 64-512-1024-4062, 16 novelty axes, the trust output), for each exportable model: VAE + MLP
-(the reference), DS (one 3872 x 4062 affine map) and the blend of the two (VAE + MLP and
-DS's map side by side). All run in ONNX Runtime in this process, all outputs requested,
-at several batch sizes, in alternating rounds, each keeping its best round, so load from
-other programs on a shared machine hits them alike. PLS exports the same graph as DS.
+(the reference), DS (a 3872 -> 4062 affine map, of rank 64 as `train` fits it by default:
+two thin products) and the blend of the two (VAE + MLP and DS's map side by side), and DS
+and the blend with DS's whole 3872 x 4062 matrix (`ds_rank = 0`, and bundles written before
+the reduced rank). All run in ONNX Runtime in this process, all outputs requested, at
+several batch sizes, in alternating rounds, each keeping its best round, so load from other
+programs on a shared machine hits them alike. PLS exports the same graph as a full DS.
 
 Run: .venv/bin/python bench/model_cost.py [--quick] [--threads 1]
 """
@@ -26,11 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.trust_cost import (BATCHES, N_PRIMARY, N_SECONDARY, best_rounds, random_trust_parts,  # noqa: E402
                               session)
 
-MODELS = ("vae_mlp", "ds", "blend")
+MODELS = ("vae_mlp", "ds", "blend", "ds_full_rank", "blend_full_rank")
+#: DS's rank in the graphs (transfer/default_config.toml, baselines.ds_rank)
+DS_RANK = 64
 
 
-def build(model: str, trust: bool = True):
-    """The paper-size live graph of `model` with random weights, as an onnx.ModelProto (no metadata)."""
+def build(model: str, trust: bool = True, ds_rank: int = DS_RANK):
+    """The paper-size live graph of `model` with random weights, as an onnx.ModelProto (no metadata):
+    vae_mlp, ds or blend with DS of rank `ds_rank` (0: its whole matrix), or ds_full_rank or
+    blend_full_rank (ds_rank 0)."""
+    if model.endswith("_full_rank"):
+        model, ds_rank = model.removesuffix("_full_rank"), 0
     from onnx import helper
 
     from streaming.testing import random_dense_layers
@@ -44,15 +52,20 @@ def build(model: str, trust: bool = True):
         centroids=rng.uniform(0, 1000, (8, N_PRIMARY)), novelty_mean=np.zeros(N_SECONDARY),
         novelty_axes=np.linalg.qr(rng.standard_normal((N_SECONDARY, 16)))[0].T, novelty_reference=1.0,
         trust=random_trust_parts(np.random.default_rng(2)) if trust else None)
-    coef = rng.standard_normal((N_SECONDARY, N_PRIMARY)) / np.sqrt(N_SECONDARY)
+    if ds_rank:     # L [n_secondary, k] and orthonormal rows R [k, n_primary], as baselines.DSTransfer keeps
+        coef = {"coef": rng.standard_normal((N_SECONDARY, ds_rank)) / np.sqrt(N_SECONDARY),
+                "coef_right": np.linalg.qr(rng.standard_normal((N_PRIMARY, ds_rank)))[0].T}
+    else:
+        coef = {"coef": rng.standard_normal((N_SECONDARY, N_PRIMARY)) / np.sqrt(N_SECONDARY)}
     intercept = rng.standard_normal(N_PRIMARY)
     if model == "ds":
-        graph = affine_graph(AffineArrays(coef=coef, intercept=intercept, **frame), "bench_model_cost")
+        graph = affine_graph(AffineArrays(intercept=intercept, **coef, **frame), "bench_model_cost")
     else:
         graph = pipeline_graph(PipelineArrays(
             mlp=random_dense_layers(rng, [N_SECONDARY, 128, 512, 64]),
             decoder=random_dense_layers(rng, [64, 512, 1024, N_PRIMARY]),
-            blend=BlendParts(0.25, coef, intercept) if model == "blend" else None, **frame), "bench_model_cost")
+            blend=BlendParts(0.25, intercept=intercept, **coef) if model == "blend" else None, **frame),
+            "bench_model_cost")
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinplume-bench")
     proto.ir_version = min(proto.ir_version, 9)
     return proto

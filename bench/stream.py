@@ -5,8 +5,9 @@ weights of the paper's sizes: 3872 -> 4062 pixels, the paper's baseline correcti
 100 and 50), MLP 3872-128-512-64, decoder 64-512-1024-4062, 8 k-means centroids, 16 novelty
 axes; once in float32 and once with the decoder's last layer in int8 (`libs-transfer export
 --precision int8`), each model measured against itself. `--graph ds` or `--graph blend` measures
-the graph of DS or of the blend of VAE + MLP and DS instead (float32); `--model MODEL.onnx` an
-exported model.
+the graph of DS (of rank 64, as `train` fits it) or of the blend of VAE + MLP and DS instead
+(float32); `--graph ds_full_rank`/`blend_full_rank` with DS's whole matrix; `--model MODEL.onnx`
+an exported model.
 
 - bare ONNX Runtime throughput in this process at each batch size;
 - sustained end-to-end throughput through real sockets, producer process -> worker process
@@ -37,8 +38,8 @@ N_DISTINCT = 256        # distinct random spectra cycled by the producer
 
 
 def build_model(path: Path, precision: str = "float32", graph: str = "vae_mlp") -> None:
-    """The exported graph of `graph` (vae_mlp, ds or blend; bench/model_cost.py builds the other
-    two) with random weights of the paper's sizes, and the contracted metadata."""
+    """The exported graph of `graph` (vae_mlp here; bench/model_cost.py builds the others) with
+    random weights of the paper's sizes, and the contracted metadata."""
     from onnx import helper
 
     from transfer.export import OPSET
@@ -47,7 +48,7 @@ def build_model(path: Path, precision: str = "float32", graph: str = "vae_mlp") 
     if graph != "vae_mlp":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from bench.model_cost import build
-        model = build(graph, trust=False)
+        model = build(graph, trust=False)      # DS of rank 64, as `train` fits it; ds_full_rank: whole
     else:
         model = helper.make_model(pipeline_graph(_vae_mlp_arrays(np.random.default_rng(1)), "bench_random_weights",
                                                  precision=precision),
@@ -299,9 +300,11 @@ def main() -> None:
     parser.add_argument("--spin", action="store_true", help="ONNX Runtime spinning threads, both sides")
     parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
                         help="loopback TCP (the default addresses) or unix-domain sockets (default: %(default)s)")
-    parser.add_argument("--graph", choices=("vae_mlp", "ds", "blend"), default="vae_mlp",
-                        help="which paper-size graph with random weights (default: %(default)s; ds and blend in "
-                             "float32 only; ignored with --model)")
+    parser.add_argument("--graph", choices=("vae_mlp", "ds", "blend", "ds_full_rank", "blend_full_rank"),
+                        default="vae_mlp",
+                        help="which paper-size graph with random weights (default: %(default)s; ds and blend with "
+                             "DS of rank 64 as `train` fits it, *_full_rank with DS's whole matrix; all but vae_mlp "
+                             "in float32 only; ignored with --model)")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL.onnx",
                         help="an exported model to measure (default: the exported graph with random paper-size "
                              "weights)")

@@ -102,30 +102,53 @@ class _StreamingFit(_TransferBaseline):
 
 
 class _AffineTransfer(_TransferBaseline):
-    """Prediction X @ coef_ + intercept_ (coef_ [n_secondary, n_primary])."""
+    """Prediction X @ coef_ + intercept_ (coef_ [n_secondary, n_primary]), or, for a map of
+    reduced rank k, (X @ L) @ R + intercept_ with coef = L R (L [n_secondary, k], R [k, n_primary]):
+    ``affine_factors()`` gives either form, and the export builds its graph from it."""
 
     def _ensure_solved(self):
         pass
 
+    def affine_factors(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(L, R) of a reduced-rank map, (coef, None) of a full one; float64."""
+        self._ensure_solved()
+        factors = getattr(self, "coef_factors_", None)
+        return factors if factors is not None else (self.coef_, None)
+
     def predict(self, X_secondary) -> np.ndarray:
         X = self._check_input(X_secondary)
-        self._ensure_solved()
-        return X @ self.coef_.astype(X.dtype) + self.intercept_.astype(X.dtype)
+        left, right = self.affine_factors()
+        out = X @ left.astype(X.dtype)
+        if right is not None:
+            out = out @ right.astype(X.dtype)
+        return out + self.intercept_.astype(X.dtype)
 
     _state_params: tuple[str, ...] = ()
 
     def get_state(self) -> dict:
-        """{"coef": [n_secondary, n_primary], "intercept": [n_primary], constructor params}."""
-        self._ensure_solved()
-        return {"coef": self.coef_.copy(), "intercept": self.intercept_.copy(),
+        """{"coef": [n_secondary, n_primary]} or, reduced, {"coef_left": L, "coef_right": R};
+        with "intercept": [n_primary] and the constructor params."""
+        left, right = self.affine_factors()
+        matrices = {"coef": left.copy()} if right is None else {"coef_left": left.copy(), "coef_right": right.copy()}
+        return {**matrices, "intercept": self.intercept_.copy(),
                 **{name: getattr(self, name) for name in self._state_params}}
 
     @classmethod
     def from_state(cls, state: dict):
         model = cls(**{name: _plain(state[name]) for name in cls._state_params
                        if state.get(name) is not None})
-        model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
+        if "coef_left" in state:
+            left = np.asarray(state["coef_left"], dtype=np.float64)
+            right = np.asarray(state["coef_right"], dtype=np.float64)
+            if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0] \
+                    or model.intercept_.shape != right.shape[1:]:
+                raise ValueError(f"{cls.__name__} state: coef_left {left.shape}, coef_right {right.shape} and "
+                                 f"intercept {model.intercept_.shape} do not fit together")
+            model.coef_factors_ = (left, right)
+            model.n_secondary_, model.n_primary_ = left.shape[0], right.shape[1]
+            return model
+        model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         if model.coef_.ndim != 2 or model.intercept_.shape != model.coef_.shape[1:]:
             raise ValueError(f"{cls.__name__} state: coef {model.coef_.shape} and intercept "
                              f"{model.intercept_.shape} do not fit together")
@@ -189,17 +212,29 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
     Chunked fitting (``partial_fit``) starts dual and folds the kept spectra into the
     primal sums as soon as n reaches n_secondary. ``solver="primal"``/``"dual"`` forces
     one form (``"dual"`` keeps every spectrum, however many).
+
+    ``rank`` k reduces F to F V V^T, V the k leading principal axes of the training
+    spectra's fitted primaries Xc F (reduced-rank regression): the map that keeps the most
+    of the fit among those of rank k. It is kept as two factors, so prediction, and the
+    live graph, cost k (n_secondary + n_primary) multiply-adds per spectrum instead of
+    n_secondary n_primary. docs/streaming.md, "DS and the blend live", measures it.
     """
 
-    _state_params = ("alpha", "n_components")
+    _state_params = ("alpha", "n_components", "rank")
     SOLVERS = ("auto", "primal", "dual")
+    #: subspace iterations and extra columns of the randomized eigensolver behind ``rank``
+    _RANK_ITERATIONS, _RANK_OVERSAMPLING = 6, 16
 
-    def __init__(self, alpha: float = 1e-3, n_components: int | None = None, *, solver: str = "auto"):
+    def __init__(self, alpha: float = 1e-3, n_components: int | None = None, *, solver: str = "auto",
+                 rank: int | None = None):
         if solver not in self.SOLVERS:
             raise ValueError(f"DS: solver must be one of {self.SOLVERS}, got {solver!r}")
+        if rank is not None and int(rank) < 1:
+            raise ValueError(f"DS: rank must be a positive integer or None, got {rank!r}")
         self.alpha = alpha
         self.n_components = n_components
         self.solver = solver
+        self.rank = rank
 
     def _start(self, X, Y):
         # Sums about a fixed shift (the first chunk's mean) avoid cancellation.
@@ -239,11 +274,33 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
 
     def _solve(self):
         mx, my = self._sx / self._n, self._sy / self._n
-        if self._sxx is None:
-            self.coef_ = self._dual_coef(mx, my)
+        coef = self._dual_coef(mx, my) if self._sxx is None else self._primal_coef(mx, my)
+        self.__dict__.pop("coef_", None)
+        self.__dict__.pop("coef_factors_", None)
+        if self.rank is not None and int(self.rank) < min(coef.shape):
+            axes = self._fitted_axes(coef, mx, int(self.rank))
+            self.coef_factors_ = (coef @ axes, np.ascontiguousarray(axes.T))
+            through = (mx + self._shift_x) @ self.coef_factors_[0] @ self.coef_factors_[1]
         else:
-            self.coef_ = self._primal_coef(mx, my)
-        self.intercept_ = (my + self._shift_y) - (mx + self._shift_x) @ self.coef_
+            self.coef_ = coef
+            through = (mx + self._shift_x) @ coef
+        self.intercept_ = (my + self._shift_y) - through
+
+    def _fitted_axes(self, coef, mx, rank: int) -> np.ndarray:
+        """[n_primary, rank] orthonormal: the leading eigenvectors of F^T Cxx F, the fitted
+        primaries' covariance, by seeded randomized subspace iteration (never forming it)."""
+        if self._sxx is not None:
+            cxx = self._sxx - self._n * np.outer(mx, mx)
+            covariance_times = lambda v: cxx @ v                         # noqa: E731
+        else:
+            Xc = np.concatenate(self._kept_x).astype(np.float64) - mx
+            covariance_times = lambda v: Xc.T @ (Xc @ v)                  # noqa: E731
+        fitted_times = lambda q: coef.T @ covariance_times(coef @ q)    # noqa: E731
+        basis = np.random.default_rng(0).standard_normal((coef.shape[1], rank + self._RANK_OVERSAMPLING))
+        for _ in range(self._RANK_ITERATIONS):
+            basis = np.linalg.qr(fitted_times(basis))[0]
+        eigval, eigvec = np.linalg.eigh(basis.T @ fitted_times(basis))
+        return basis @ eigvec[:, ::-1][:, :rank]
 
     def _singular(self):
         return ValueError(f"DS: the secondary covariance plus ridge alpha={self.alpha} is "

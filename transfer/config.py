@@ -95,7 +95,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "data.in_memory_max_mb": (0, 10_000_000),
     "baselines.max_spots": (1, 100_000_000), "baselines.knn_max_spots": (1, 100_000_000),
     "baselines.pls_components": (1, 10_000), "baselines.pls_components_candidates": (1, 10_000),
-    "baselines.knn_neighbors": (1, 10_000),
+    "baselines.knn_neighbors": (1, 10_000), "baselines.ds_rank": (0, 100_000),
     "baselines.pds_half_window": (0, 10_000), "baselines.ridge_alpha": (1e-12, 1e12),
     "baselines.ridge_alpha_candidates": (1e-12, 1e12), "baselines.validation_gain": (0.0, 1.0),
     "kmeans.k_candidates": (2, 10_000), "kmeans.silhouette_spots": (1, 100_000_000),

@@ -120,17 +120,17 @@ def pipeline_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: Nov
 def _blend_parts(system: SecondaryModel) -> BlendParts:
     if system.blend_weight is None or "ds" not in system.baselines:
         raise ExportError(f"secondary '{system.name}' has no blend of VAE + MLP and DS")
-    state = system.baselines["ds"].get_state()
-    return BlendParts(weight=float(system.blend_weight), coef=np.asarray(state["coef"], np.float64),
-                      intercept=np.asarray(state["intercept"], np.float64))
+    left, right = system.baselines["ds"].affine_factors()
+    return BlendParts(weight=float(system.blend_weight), coef=left, coef_right=right,
+                      intercept=np.asarray(system.baselines["ds"].intercept_, np.float64))
 
 
 def affine_arrays(bundle: TransferBundle, system: SecondaryModel, novelty: NoveltyModel, name: str,
                   trust: TrustScore | None = None) -> AffineArrays:
     """The numbers of a linear baseline's pipeline (DS or PLS: an affine map in scaled units)."""
     frame = pipeline_arrays(bundle, system, novelty, trust)
-    state = system.baselines[name].get_state()
-    return AffineArrays(coef=np.asarray(state["coef"], np.float64), intercept=np.asarray(state["intercept"], np.float64),
+    left, right = system.baselines[name].affine_factors()
+    return AffineArrays(coef=left, coef_right=right, intercept=np.asarray(system.baselines[name].intercept_, np.float64),
                         **{f.name: getattr(frame, f.name) for f in fields(PipelineFrame)})
 
 

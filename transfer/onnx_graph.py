@@ -95,8 +95,9 @@ class BlendParts:
     z_s the scaled secondary (transfer.selection.blend)."""
 
     weight: float                      # w, of VAE + MLP
-    coef: np.ndarray                   # [n_secondary, n_primary], scaled units
+    coef: np.ndarray                   # [n_secondary, n_primary], scaled units; L of coef = L R if coef_right
     intercept: np.ndarray              # [n_primary], scaled units
+    coef_right: np.ndarray | None = None   # R [k, n_primary] of a reduced-rank DS (baselines.DSTransfer rank)
 
 
 class GraphBuilder:
@@ -255,18 +256,26 @@ def pipeline_graph(a: PipelineArrays, name: str = "twinplume_transfer", *, preci
 
 def blended_output(g: GraphBuilder, h: str, z: str, a: PipelineArrays, weight: np.ndarray, bias: np.ndarray) -> None:
     """primary = w (h W'^T + b') + (1 - w) (z C' + b_ds'): W', b' as in pipeline_graph; C', b_ds'
-    absorb m_nov and the inverse primary scaling. Its label comes from the primary counts
-    (nearest_centroid): the decoder's shortcut to the label no longer holds."""
+    absorb m_nov and the inverse primary scaling. A reduced-rank DS (C = L R) shares the
+    decoder's last product: [h, z L] times [w W'^T; (1 - w) R'] in one Gemm. Its label comes
+    from the primary counts (nearest_centroid): the decoder's shortcut to the label no longer holds."""
     w = float(a.blend.weight)
     novelty_mean = np.asarray(a.novelty_mean, np.float64)
-    coef = np.asarray(a.blend.coef, np.float64)
     primary_scale = np.asarray(a.primary_scale, np.float64)
-    ds_weight = ((1.0 - w) * coef * primary_scale[None, :]).astype(np.float32)
-    ds_bias = (1.0 - w) * ((np.asarray(a.blend.intercept, np.float64) + novelty_mean @ coef) * primary_scale
+    left, right = np.asarray(a.blend.coef, np.float64), a.blend.coef_right
+    through_mean = novelty_mean @ left if right is None else novelty_mean @ left @ np.asarray(right, np.float64)
+    ds_bias = (1.0 - w) * ((np.asarray(a.blend.intercept, np.float64) + through_mean) * primary_scale
                            + np.asarray(a.primary_mean, np.float64))
-    through = g.op("Gemm", [h, g.const("primary.weight", (w * weight.astype(np.float64)).astype(np.float32)),
-                            g.const("primary.bias", (w * bias.astype(np.float64) + ds_bias).astype(np.float32))],
-                   transB=1)
+    decoder_weight = w * weight.astype(np.float64).T                            # [hidden, n_primary]
+    total_bias = g.const("primary.bias", (w * bias.astype(np.float64) + ds_bias).astype(np.float32))
+    if right is not None:
+        thin = g.op("MatMul", [z, g.const("blend.ds_left", left.astype(np.float32))])            # [batch, k]
+        stacked = np.concatenate([decoder_weight, (1.0 - w) * np.asarray(right, np.float64) * primary_scale])
+        g.op("Gemm", [g.op("Concat", [h, thin], axis=1), g.const("primary.weight", stacked.astype(np.float32)),
+                      total_bias], output="primary")
+        return
+    ds_weight = ((1.0 - w) * left * primary_scale[None, :]).astype(np.float32)
+    through = g.op("Gemm", [h, g.const("primary.weight", decoder_weight.astype(np.float32)), total_bias])
     g.op("Add", [through, g.op("MatMul", [z, g.const("blend.ds_weight", ds_weight)])], output="primary")
 
 
@@ -303,15 +312,17 @@ class AffineArrays(PipelineFrame):
     """A linear transfer model (DS, PLS: scaled primary = scaled secondary @ coef + intercept)
     in the same frame as PipelineArrays."""
 
-    coef: np.ndarray                   # [n_secondary, n_primary], scaled units
+    coef: np.ndarray                   # [n_secondary, n_primary], scaled units; L of coef = L R if coef_right
     intercept: np.ndarray              # [n_primary], scaled units
+    coef_right: np.ndarray | None = None   # R [k, n_primary] of a reduced-rank map (baselines._AffineTransfer)
 
 
 def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProto:
     """The live pipeline around a linear model, with the contracted inputs and outputs::
 
         z       = (x - baseline(x) - m_s) / s_s - m_nov
-        primary = z C' + b'          C', b' absorb m_nov and the inverse primary scaling
+        primary = z C' + b'          C', b' absorb m_nov and the inverse primary scaling;
+                                     a reduced-rank C = L R as (z L) R'
         latent  = P z                the scores on the novelty's principal axes (a linear model
                                      has no bottleneck; these are the secondary's own coordinates)
         label   = argmin_j |c_j|^2 - 2 primary . c_j     in float64
@@ -325,13 +336,19 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
     z = g.op("Mul", [centred, g.const("secondary_inverse_scale", (1.0 / secondary_scale).astype(np.float32))])
     axes = np.asarray(a.novelty_axes, np.float64)
     g.op("MatMul", [z, g.const("latent_axes_t", np.ascontiguousarray(axes.T, dtype=np.float32))], output="latent")
-    coef = np.asarray(a.coef, np.float64)
+    left, right = np.asarray(a.coef, np.float64), a.coef_right
     primary_scale = np.asarray(a.primary_scale, np.float64)
-    weight = (coef * primary_scale[None, :]).astype(np.float32)
-    bias = ((np.asarray(a.intercept, np.float64) + novelty_mean @ coef) * primary_scale
+    through_mean = novelty_mean @ left if right is None else novelty_mean @ left @ np.asarray(right, np.float64)
+    bias = ((np.asarray(a.intercept, np.float64) + through_mean) * primary_scale
             + np.asarray(a.primary_mean, np.float64)).astype(np.float32)
-    g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]), g.const("primary.bias", bias)],
-         output="primary")
+    if right is None:
+        weight = (left * primary_scale[None, :]).astype(np.float32)
+        g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]), g.const("primary.bias", bias)],
+             output="primary")
+    else:   # z L R' + b': two thin products, k (n_secondary + n_primary) multiply-adds
+        thin = g.op("MatMul", [z, g.const("primary.left", left.astype(np.float32))])
+        weight = (np.asarray(right, np.float64) * primary_scale[None, :]).astype(np.float32)
+        g.op("Gemm", [thin, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary")
     nearest_centroid(g, a.centroids)
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
     if a.trust is not None:

@@ -349,7 +349,7 @@ def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarra
         "pls": PLSTransfer(cfg["pls_components"], seed=seed),
         "knn": KNNTransfer(max(1, min(cfg["knn_neighbors"], n_fit, cfg["knn_max_spots"])),
                            max_fit_spectra=cfg["knn_max_spots"], seed=seed),
-        "ds": DSTransfer(alpha=cfg["ridge_alpha"]),
+        "ds": DSTransfer(alpha=cfg["ridge_alpha"], rank=cfg["ds_rank"] or None),
         "pds": PDSTransfer(wavelengths_secondary, wavelengths_primary, half_window=half_window,
                            window_pixels=cfg["pds_window_pixels"], alpha=cfg["ridge_alpha"]),
     }

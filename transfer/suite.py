@@ -61,7 +61,7 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
         "pls": PLSTransfer(base["pls_components"], seed=seed),
         "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
-        "ds": DSTransfer(alpha=base["ridge_alpha"]),
+        "ds": DSTransfer(alpha=base["ridge_alpha"], rank=base["ds_rank"] or None),
         "pds": PDSTransfer(wavelengths["secondary"], wavelengths["primary"], half_window=half_window,
                            window_pixels=base["pds_window_pixels"], alpha=base["ridge_alpha"]),
     }

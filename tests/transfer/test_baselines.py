@@ -25,6 +25,7 @@ MODELS = {
     "knn_pca": lambda: KNNTransfer(n_neighbors=10, n_components=8),
     "ds": lambda: DSTransfer(),
     "ds_pcr": lambda: DSTransfer(n_components=6),
+    "ds_rank": lambda: DSTransfer(rank=8),
     "pds": lambda: PDSTransfer(WL_SECONDARY, WL_PRIMARY, half_window=5),
 }
 
@@ -209,3 +210,50 @@ def test_ds_without_ridge_on_too_few_spectra_says_so(data):
     train_s, train_p, _, _, _ = data
     with pytest.raises(ValueError, match="singular"):
         DSTransfer(alpha=0.0).fit(train_s[:50], train_p[:50]).predict(train_s[:2])
+
+
+@pytest.mark.parametrize("n", [120, 400])        # the dual solve (n < 330 pixels) and the covariance sums
+def test_reduced_rank_ds_is_the_full_fit_on_its_leading_axes(n, data):
+    """DS of rank k predicts my + (F(x) - my) V V^T: the full DS's prediction F(x) projected on
+    the k leading principal axes V of its own training fit, here by a direct SVD."""
+    train_s, train_p, test_s, _, _ = data
+    full = DSTransfer(alpha=1e-2).fit(train_s[:n], train_p[:n])
+    mean = train_p[:n].mean(axis=0)
+    fitted = full.predict(train_s[:n]) - mean
+    _, singular, axes = np.linalg.svd(fitted, full_matrices=False)
+    # three phases: three axes stand out, and there V is defined
+    assert singular[3] < 0.05 * singular[2]
+    reduced = DSTransfer(alpha=1e-2, rank=3).fit(train_s[:n], train_p[:n])
+    expected = mean + (full.predict(test_s) - mean) @ axes[:3].T @ axes[:3]
+    np.testing.assert_allclose(reduced.predict(test_s), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    left, right = reduced.affine_factors()
+    assert left.shape == (train_s.shape[1], 3) and right.shape == (3, train_p.shape[1])
+    assert full.affine_factors()[1] is None
+    # inside the noise (axes 4 on, alike): as much of the fit as the exact axes keep, to 0.1 %
+    kept = DSTransfer(alpha=1e-2, rank=8).fit(train_s[:n], train_p[:n]).predict(train_s[:n]) - mean
+    assert np.sum(kept ** 2) >= 0.999 * np.sum(singular[:8] ** 2)
+    # a rank at least the map's own is the full DS
+    assert DSTransfer(alpha=1e-2, rank=10_000).fit(train_s[:n], train_p[:n]).affine_factors()[1] is None
+
+
+def test_reduced_rank_ds_recovers_a_low_rank_truth():
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 30))          # a rank-3 map
+    X, X_new = rng.normal(size=(500, 40)), rng.normal(size=(200, 40))
+    Y = X @ truth + 2.0 + 0.05 * rng.normal(size=(500, 30))
+    expected = X_new @ truth + 2.0
+    errors = {k: rse(expected, DSTransfer(alpha=1e-6, rank=k).fit(X, Y).predict(X_new)) for k in (2, 3)}
+    full = rse(expected, DSTransfer(alpha=1e-6).fit(X, Y).predict(X_new))
+    assert errors[3] <= full * 1.01 and errors[3] < 0.01
+    assert errors[2] > 10 * errors[3]
+
+
+def test_ds_rank_and_its_state_are_checked(data):
+    train_s, train_p, _, _, _ = data
+    with pytest.raises(ValueError, match="rank"):
+        DSTransfer(rank=0)
+    state = DSTransfer(rank=4).fit(train_s[:100], train_p[:100]).get_state()
+    assert set(state) >= {"coef_left", "coef_right", "intercept"} and "coef" not in state
+    state["coef_right"] = state["coef_right"][:3]
+    with pytest.raises(ValueError, match="coef_left .* coef_right .* do not fit together"):
+        DSTransfer.from_state(state)

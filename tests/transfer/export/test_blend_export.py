@@ -5,6 +5,7 @@ The tiny bundle's VAE + MLP validates far behind DS, so its training keeps no bl
 given to a copy of it by its bundle.json entry, as `train` writes it where a blend validates best."""
 import json
 import shutil
+from pathlib import Path
 
 import h5py
 
@@ -115,3 +116,31 @@ def test_a_blend_is_float32_and_needs_its_ds(blended, trained, tmp_path):
     (orphan / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no DS baseline to blend with"):
         load_bundle(orphan)
+
+
+def test_a_ds_kept_as_its_full_matrix_exports_the_same_transfer(blended, raw, tmp_path):
+    """Bundles written before DS's reduced rank (or with `ds_rank = 0`) hold DS's whole matrix:
+    the same map, given whole, exports the same DS and the same blend as its two factors."""
+    from transfer.bundle import save_state_tree, sha256_file
+    left, right = blended.secondary().baselines["ds"].affine_factors()
+    assert right is not None                     # the default: rank 64
+    whole = blended.path.parent / "whole-ds"
+    shutil.copytree(blended.path, whole)
+    state = blended.secondary().baselines["ds"].get_state()
+    state = {"coef": left @ right, **{k: v for k, v in state.items() if not k.startswith("coef_")}, "rank": None}
+    part = Path("secondary") / "secondary" / "baselines" / "ds.safetensors"
+    save_state_tree(whole / part, state)
+    manifest = json.loads((whole / "bundle.json").read_text())
+    manifest["sha256"][part.as_posix()] = sha256_file(whole / part)
+    (whole / "bundle.json").write_text(json.dumps(manifest))
+    restored = load_bundle(whole)
+    assert restored.secondary().baselines["ds"].affine_factors()[1] is None
+    for model in ("ds", "blend"):
+        runs = [ort.InferenceSession(str(export_model(b, tmp_path / f"{model}-{i}.onnx", model_name=model,
+                                                      progress=False).path),
+                                     providers=["CPUExecutionProvider"]).run(["primary", "label"], {"secondary": raw})
+                for i, b in enumerate((blended, restored))]
+        (factored, factored_label), (full, full_label) = runs
+        scale = np.abs(full).max(axis=1, keepdims=True)
+        assert np.max(np.abs(factored - full) / scale) < 1e-4, model
+        np.testing.assert_array_equal(factored_label, full_label)

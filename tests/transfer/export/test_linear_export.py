@@ -3,6 +3,7 @@ run through the real ONNX Runtime and the live worker's model loader."""
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -54,6 +55,12 @@ def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, r
     system = bundle.secondary()
     scores = (transferer.scaled_input(raw) - system.novelty.mean) @ system.novelty.components.T
     np.testing.assert_allclose(latent, scores, rtol=1e-3, atol=1e-3 * np.abs(scores).max())
+    if name == "ds":    # DS at the default rank: two thin products in the graph
+        left, right = bundle.secondary().baselines["ds"].affine_factors()
+        assert right is not None and left.shape[1] == right.shape[0] == 64
+        graph = onnx.load(str(result.path)).graph
+        shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+        assert shapes["primary.left"] == (raw.shape[1], 64) and shapes["primary.weight"][0] == 64
     # The live worker loads it like any export.
     live = PipelineSession(result.path, threads=1)
     out = live.run(raw[:4])
