@@ -75,25 +75,20 @@ def remove_transferred_trust(path) -> None:
 
 def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) -> None:
     """The trust of transferred spots (iy, ix): /entry/transferred/expected_rel_error float32
-    [ny, nx] (NaN: not transferred) and /entry/transferred/untrusted int8 [ny, nx]
-    (1: expected_rel_error above `threshold`, 0: not above, -1: not transferred), with the
-    threshold as its attribute. Call after write_transferred for the same spots."""
+    [ny, nx] (NaN: not transferred, or by a model without a trust score) and
+    /entry/transferred/untrusted int8 [ny, nx] (1: expected_rel_error above `threshold`,
+    0: not above, -1: no expected_rel_error), with the threshold as its attribute. Call after
+    write_transferred for the same spots; a NaN value clears a spot's trust."""
     path = Path(path)
     if writer_active(path):
         raise PairedMapError(f"{path}: a writer has the map open")
     values = np.atleast_1d(np.asarray(expected_rel_error, dtype=np.float32))
-    iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
-    ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
-    if not (iy.shape == ix.shape == values.shape):
-        raise ValueError(f"iy, ix and expected_rel_error must have one length, got {iy.shape}, {ix.shape}, "
-                         f"{values.shape}")
+    iy, ix = _spot_indices(iy, ix, values.shape)
     with open_for_update(path, rdcc_nbytes=4 * 1024 * 1024) as f:
         group = f["entry"].get(TRANSFERRED)
         if group is None:
             raise PairedMapError(f"{path}: no /entry/{TRANSFERRED} to add the trust of transferred spots to")
         shape = group["label"].shape
-        if iy.size and (iy.min() < 0 or ix.min() < 0 or iy.max() >= shape[0] or ix.max() >= shape[1]):
-            raise IndexError(f"trust of spots outside the {shape[0]}x{shape[1]} map")
         if "expected_rel_error" not in group:
             error = group.create_dataset("expected_rel_error", shape=shape, dtype=np.float32, chunks=(1, shape[1]),
                                          fillvalue=np.float32(np.nan))
@@ -101,13 +96,44 @@ def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) 
             flag = group.create_dataset("untrusted", shape=shape, dtype=np.int8, chunks=(1, shape[1]),
                                         fillvalue=np.int8(-1))
             flag.attrs["units"] = "1"
-        error, flag = group["expected_rel_error"], group["untrusted"]
-        flag.attrs["threshold"] = np.float32(threshold)
-        if not iy.size:
+        group["untrusted"].attrs["threshold"] = np.float32(threshold)
+        flags = np.where(np.isnan(values), -1, values > np.float32(threshold)).astype(np.int8)
+        _set_trust(group, iy, ix, values, flags)
+
+
+def clear_transferred_trust(path, iy, ix) -> None:
+    """Spots (iy, ix) transferred anew by a model whose trust is not recorded: their
+    expected_rel_error becomes NaN and their untrusted flag -1, so that an earlier model's
+    trust does not describe the new spectra. Nothing to do where the map holds no trust."""
+    path = Path(path)
+    if writer_active(path):
+        raise PairedMapError(f"{path}: a writer has the map open")
+    iy, ix = _spot_indices(iy, ix, np.shape(np.atleast_1d(iy)))
+    with open_for_update(path, rdcc_nbytes=4 * 1024 * 1024) as f:
+        group = f["entry"].get(TRANSFERRED)
+        if group is None or "expected_rel_error" not in group:
             return
-        full_error = error[...]
-        full_flag = flag[...]
-        full_error[iy, ix] = values
-        full_flag[iy, ix] = (values > np.float32(threshold)).astype(np.int8)
-        error[...] = full_error
-        flag[...] = full_flag
+        _set_trust(group, iy, ix, np.full(iy.shape, np.nan, np.float32), np.full(iy.shape, -1, np.int8))
+
+
+def _spot_indices(iy, ix, shape) -> tuple[np.ndarray, np.ndarray]:
+    iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+    ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+    if not (iy.shape == ix.shape == tuple(shape)):
+        raise ValueError(f"iy, ix and expected_rel_error must have one length, got {iy.shape}, {ix.shape}, "
+                         f"{tuple(shape)}")
+    return iy, ix
+
+
+def _set_trust(group, iy, ix, values, flags) -> None:
+    if not iy.size:
+        return
+    shape = group["label"].shape
+    if iy.min() < 0 or ix.min() < 0 or iy.max() >= shape[0] or ix.max() >= shape[1]:
+        raise IndexError(f"trust of spots outside the {shape[0]}x{shape[1]} map")
+    error, flag = group["expected_rel_error"], group["untrusted"]
+    full_error, full_flag = error[...], flag[...]
+    full_error[iy, ix] = values
+    full_flag[iy, ix] = flags
+    error[...] = full_error
+    flag[...] = full_flag
