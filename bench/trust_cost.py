@@ -6,9 +6,11 @@ paper's sizes (as bench/stream.py: 3872 -> 4062 pixels, MLP 3872-128-512-64, dec
 and with it (a rank-16 second model, the head and a 10-knot calibration curve, transfer.trust).
 Both run in ONNX Runtime in this process, all outputs requested, at several batch sizes;
 the two are measured in alternating rounds and each keeps its best round, so load from
-other programs on a shared machine hits both alike.
+other programs on a shared machine hits both alike. `--graph ds` or `--graph blend` measures
+the graph of DS (of rank 64, as `train` fits it) or of the blend instead (bench/model_cost.py
+builds them; float32).
 
-Run: .venv/bin/python bench/trust_cost.py [--quick] [--precision int8]
+Run: .venv/bin/python bench/trust_cost.py [--quick] [--precision int8] [--graph ds]
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ def random_trust_parts(rng) -> dict:
             "last_knot": float(knots[-1]), "first_value": 0.05}
 
 
-def build(trust: bool, precision: str) -> bytes:
+def build(trust: bool, precision: str, graph: str = "vae_mlp") -> bytes:
     from onnx import helper
+
+    if graph != "vae_mlp":
+        from bench.model_cost import build as build_model
+        return build_model(graph, trust=trust).SerializeToString()
 
     from transfer.export import OPSET
     from streaming.testing import random_dense_layers
@@ -99,15 +105,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter rounds (a smoke test of the benchmark)")
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32")
+    parser.add_argument("--graph", choices=("vae_mlp", "ds", "blend"), default="vae_mlp",
+                        help="which exported model's graph (default: %(default)s; ds and blend in float32 only)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per batch size (default: 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="ONNX Runtime threads (default: every core)")
     args = parser.parse_args()
     seconds = 0.3 if args.quick else 1.5
-    sessions = {"without_trust": session(build(False, args.precision), args.threads),
-                "with_trust": session(build(True, args.precision), args.threads)}
+    if args.graph != "vae_mlp" and args.precision != "float32":
+        parser.error(f"--graph {args.graph} is built in float32 only")
+    sessions = {"without_trust": session(build(False, args.precision, args.graph), args.threads),
+                "with_trust": session(build(True, args.precision, args.graph), args.threads)}
     x_all = np.random.default_rng(0).uniform(0, 1000, (max(BATCHES), N_SECONDARY)).astype(np.float32)
-    result = {"bench": "trust_cost", "precision": args.precision, "threads": args.threads,
+    result = {"bench": "trust_cost", "graph": args.graph, "precision": args.precision, "threads": args.threads,
               "cpu_count": os.cpu_count(), "loadavg_1min_before": round(os.getloadavg()[0], 2),
               "spectra_per_s": {}, "spectra_per_cpu_s": {}, "added_time_per_spectrum": {},
               "added_cpu_time_per_spectrum": {}}
