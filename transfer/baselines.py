@@ -157,7 +157,9 @@ class _AffineTransfer(_TransferBaseline):
 
 
 class PLSTransfer(_AffineTransfer):
-    """PLS regression (scikit-learn PLSRegression), kept as its affine map.
+    """PLS regression (scikit-learn PLSRegression), kept as its affine map, of rank
+    n_components: the factors L = x_rotations_, R = y_loadings_^T, so that prediction and
+    the live graph cost k (n_secondary + n_primary) multiply-adds, not n_secondary n_primary.
 
     It regresses the spectra as given (``scale=False``): they arrive scaled by the
     SpectralScaler, and PLS's own per-pixel standardisation would give every noise-only
@@ -179,13 +181,13 @@ class PLSTransfer(_AffineTransfer):
         X, Y = self._subsample(*self._check_pair(X_secondary, X_primary, first=True))
         n_components = min(int(self.n_components), X.shape[0] - 1, X.shape[1])
         pls = PLSRegression(n_components=n_components, scale=False).fit(X, Y)
-        self.coef_ = np.asarray(pls.coef_, dtype=np.float64).T
+        self.__dict__.pop("coef_", None)
+        self.coef_factors_ = (np.asarray(pls.x_rotations_, np.float64), np.asarray(pls.y_loadings_, np.float64).T)
         self.intercept_ = pls.predict(np.zeros((1, X.shape[1])))[0].astype(np.float64)
         probe = X[: min(8, X.shape[0])]
         expected = pls.predict(probe)
-        if not np.allclose(probe @ self.coef_ + self.intercept_, expected,
-                           rtol=1e-4, atol=1e-6 * (np.abs(expected).max() + 1)):
-            raise RuntimeError("PLSRegression is not affine in coef_ in this scikit-learn version")
+        if not np.allclose(self.predict(probe), expected, rtol=1e-4, atol=1e-6 * (np.abs(expected).max() + 1)):
+            raise RuntimeError("PLSRegression is not x_rotations_ @ y_loadings_.T in this scikit-learn version")
         return self
 
 
