@@ -8,7 +8,8 @@ two thin products) and the blend of the two (VAE + MLP and DS's map side by side
 and the blend with DS's whole 3872 x 4062 matrix (`ds_rank = 0`, and bundles written before
 the reduced rank). All run in ONNX Runtime in this process, all outputs requested, at
 several batch sizes, in alternating rounds, each keeping its best round, so load from other
-programs on a shared machine hits them alike. PLS exports the same graph as a full DS.
+programs on a shared machine hits them alike. PLS exports DS's graph at its own rank
+(its component count, 4-32).
 
 Run: .venv/bin/python bench/model_cost.py [--quick] [--threads 1]
 """

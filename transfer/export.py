@@ -424,6 +424,10 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
                                     "scores on the novelty's principal axes of the scaled secondary"}
     if chosen == "blend":
         provenance["transfer_model"]["blend_weight"] = float(system.blend_weight)
+    linear = {"ds": "ds", "pls": "pls", "blend": "ds"}.get(chosen)
+    if linear is not None:      # the rank of the affine map (DS's ds_rank, PLS's components); null: whole
+        right = system.baselines[linear].affine_factors()[1]
+        provenance["transfer_model"]["linear_map_rank"] = None if right is None else int(right.shape[0])
     provenance["parity"] = dict(checked, tolerance=tolerance, spectra_from=spectra_from)
     helper.set_model_props(proto, model_metadata(bundle, system, novelty, model_id, provenance, trust))
     _write_atomically(out, proto.SerializeToString())

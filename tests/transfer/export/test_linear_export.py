@@ -61,6 +61,9 @@ def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, r
         graph = onnx.load(str(result.path)).graph
         shapes = {i.name: tuple(i.dims) for i in graph.initializer}
         assert shapes["primary.left"] == (raw.shape[1], 64) and shapes["primary.weight"][0] == 64
+    rank = bundle.secondary().baselines[name].affine_factors()[0].shape[1]      # PLS: its component count
+    provenance = json.loads(session.get_modelmeta().custom_metadata_map["twinplume.provenance"])
+    assert provenance["transfer_model"]["linear_map_rank"] == rank
     # The live worker loads it like any export.
     live = PipelineSession(result.path, threads=1)
     out = live.run(raw[:4])
