@@ -25,8 +25,8 @@ import numpy as np
 
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import ERROR_DATASETS, write_extras
-from acquisition.store import (MapLayout, PairedMapError, PairedMapReader, PairedMapWriter, write_transferred,
-                              write_transferred_trust)
+from acquisition.store import (MapLayout, PairedMapError, PairedMapReader, PairedMapWriter, finite_threshold,
+                               write_transferred, write_transferred_trust)
 from acquisition.store.derived import TRANSFERRED
 from acquisition.store.h5files import open_for_reading
 
@@ -165,11 +165,8 @@ class MapRecorder:
         run's spots, once the writer has closed; nothing without a trust score or a threshold."""
         if self._trust is None:
             return
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            threshold = float("nan")
-        if not np.isfinite(threshold):
+        threshold = finite_threshold(threshold)
+        if threshold is None:
             log.warning("%s: the live results carry expected_rel_error but the model names no trust threshold; "
                         "not recorded (libs-transfer predict writes it afterwards)", self.path)
             return

@@ -34,7 +34,7 @@ class TransferRecorder:
     def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None,
                  trust_threshold: float | None = None):
         try:
-            from acquisition.store import (PairedMapError, PairedMapReader, clear_transferred_trust,
+            from acquisition.store import (PairedMapError, PairedMapReader, clear_transferred_trust, finite_threshold,
                                            write_transferred, write_transferred_trust)
         except ImportError as exc:
             raise RecorderUnavailable(f"recording needs acquisition.store.write_transferred, which is not "
@@ -47,7 +47,7 @@ class TransferRecorder:
         self._clear_trust = clear_transferred_trust
         # the worker's "do not trust" level (its control socket's model reply): with it, the results'
         # expected_rel_error is recorded with the untrusted flag; without it, not at all
-        self.trust_threshold = _finite_or_none(trust_threshold)
+        self.trust_threshold = finite_threshold(trust_threshold)
         self.untrusted = 0
         self.trust_not_recorded = 0
         self.shape = _map_shape(PairedMapReader, self.path)
@@ -135,14 +135,6 @@ class TransferRecorder:
             log.warning("%d results had no iy/ix and were not recorded", self.skipped)
         if self.outside:
             log.warning("%d results lay outside the %s map and were not recorded", self.outside, self.shape)
-
-
-def _finite_or_none(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
 
 
 def _map_shape(reader_class, path: Path) -> tuple[int, int] | None:

@@ -612,3 +612,18 @@ class KNNTransfer(_TransferBaseline):
         model.n_secondary_, model.n_primary_ = int(state["n_secondary"]), targets.shape[1]
         model._build(np.asarray(state["fit_features"]), targets)
         return model
+
+
+def baselines_from_config(cfg, wavelengths_secondary: np.ndarray, wavelengths_primary: np.ndarray, *,
+                          seed: int = 0, n_fit: int | None = None) -> dict:
+    """Unfitted baselines with the `[baselines]` settings `cfg` (what `train` and the suite fit);
+    `n_fit`, the training spectra KNN will see, caps its neighbour count."""
+    neighbours = min(cfg["knn_neighbors"], cfg["knn_max_spots"], n_fit or cfg["knn_neighbors"])
+    return {
+        "pls": PLSTransfer(cfg["pls_components"], seed=seed),
+        "knn": KNNTransfer(max(1, neighbours), max_fit_spectra=cfg["knn_max_spots"], seed=seed),
+        "ds": DSTransfer(alpha=cfg["ridge_alpha"], rank=cfg["ds_rank"] or None),
+        "pds": PDSTransfer(wavelengths_secondary, wavelengths_primary,
+                           half_window=cfg["pds_half_window"] or None,      # 0: width from the two pixel grids
+                           window_pixels=cfg["pds_window_pixels"], alpha=cfg["ridge_alpha"]),
+    }

@@ -29,7 +29,7 @@ from sklearn.base import clone
 
 from acquisition.shared.progress import Progress, Step
 from acquisition.shared.systems import SYSTEM_NAMES
-from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.baselines import baselines_from_config
 from transfer.bundle import (TransferBundle, check_name, load_bundle, load_state_tree,
                              read_json, save_state_tree, sha256_file, write_json, write_manifest,
                              write_primary, write_secondary)
@@ -295,8 +295,8 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
     """
     cfg = config["baselines"]
     unscale = preprocessors["primary"].inverse_transform
-    prototypes = baseline_prototypes(cfg, preprocessors["secondary"].wavelengths,
-                                     preprocessors["primary"].wavelengths, seed, n_fit=len(sample["secondary"]))
+    prototypes = baselines_from_config(cfg, preprocessors["secondary"].wavelengths,
+                                       preprocessors["primary"].wavelengths, seed=seed, n_fit=len(sample["secondary"]))
     unknown = sorted(set(cfg["models"]) - set(prototypes))
     if unknown:
         raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(prototypes)})")
@@ -339,20 +339,6 @@ def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, 
         model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
                                      np.concatenate([train[1], held_out[1]]))
     return model, validation_rse, changed_rse      # grids exist for linear baselines only
-
-
-def baseline_prototypes(cfg: Mapping[str, Any], wavelengths_secondary: np.ndarray,
-                        wavelengths_primary: np.ndarray, seed: int, n_fit: int) -> dict:
-    """Unfitted baselines with the `[baselines]` settings (the suite builds them the same way)."""
-    half_window = cfg["pds_half_window"] or None            # 0: width from the two pixel grids
-    return {
-        "pls": PLSTransfer(cfg["pls_components"], seed=seed),
-        "knn": KNNTransfer(max(1, min(cfg["knn_neighbors"], n_fit, cfg["knn_max_spots"])),
-                           max_fit_spectra=cfg["knn_max_spots"], seed=seed),
-        "ds": DSTransfer(alpha=cfg["ridge_alpha"], rank=cfg["ds_rank"] or None),
-        "pds": PDSTransfer(wavelengths_secondary, wavelengths_primary, half_window=half_window,
-                           window_pixels=cfg["pds_window_pixels"], alpha=cfg["ridge_alpha"]),
-    }
 
 
 def rank_models(validation: Mapping[str, float]) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.base import clone
 
-from transfer.baselines import DSTransfer, KNNTransfer, PDSTransfer, PLSTransfer
+from transfer.baselines import baselines_from_config
 from transfer.clustering import SpectralClusters
 from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
@@ -40,7 +40,6 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
                        device: str = "cpu") -> dict:
     """Unfitted estimators with the configuration's settings (what `train` fits)."""
     vae, mlp, finetune, one_step, base = (config[k] for k in ("vae", "mlp", "finetune", "one_step", "baselines"))
-    half_window = base["pds_half_window"] or None
     models = {
         "vae_mlp": VAEMLPTransfer(
             vae_hidden=tuple(vae["hidden"]), latent=vae["latent"], mlp_hidden=tuple(mlp["hidden"]),
@@ -59,11 +58,7 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], gain_augment=mlp["gain_augment"],
             size=vae["size"],
             min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
-        "pls": PLSTransfer(base["pls_components"], seed=seed),
-        "knn": KNNTransfer(base["knn_neighbors"], max_fit_spectra=base["knn_max_spots"], seed=seed),
-        "ds": DSTransfer(alpha=base["ridge_alpha"], rank=base["ds_rank"] or None),
-        "pds": PDSTransfer(wavelengths["secondary"], wavelengths["primary"], half_window=half_window,
-                           window_pixels=base["pds_window_pixels"], alpha=base["ridge_alpha"]),
+        **baselines_from_config(base, wavelengths["secondary"], wavelengths["primary"], seed=seed),
     }
     return models
 

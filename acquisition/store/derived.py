@@ -73,6 +73,16 @@ def remove_transferred_trust(path) -> None:
                 del group[name]
 
 
+def finite_threshold(value) -> float | None:
+    """A "do not trust" threshold as given by a model or a worker's reply (any type): the float,
+    or None where there is none (missing, not a number, not finite)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) -> None:
     """The trust of transferred spots (iy, ix): /entry/transferred/expected_rel_error float32
     [ny, nx] (NaN: not transferred, or by a model without a trust score) and
