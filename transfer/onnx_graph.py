@@ -340,18 +340,21 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
     primary_scale = np.asarray(a.primary_scale, np.float64)
     through_mean = novelty_mean @ left if right is None else novelty_mean @ left @ np.asarray(right, np.float64)
     bias = ((np.asarray(a.intercept, np.float64) + through_mean) * primary_scale
-            + np.asarray(a.primary_mean, np.float64)).astype(np.float32)
+            + np.asarray(a.primary_mean, np.float64))
     if right is None:
         weight = (left * primary_scale[None, :]).astype(np.float32)
-        g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]), g.const("primary.bias", bias)],
-             output="primary")
-    else:   # z L R' + b': two thin products, k (n_secondary + n_primary) multiply-adds
+        g.op("Add", [g.op("MatMul", [z, g.const("primary.weight", weight)]),
+                     g.const("primary.bias", bias.astype(np.float32))], output="primary")
+    elif a.trust is None:   # z L R' + b': two thin products, k (n_secondary + n_primary) multiply-adds
         thin = g.op("MatMul", [z, g.const("primary.left", left.astype(np.float32))])
         weight = (np.asarray(right, np.float64) * primary_scale[None, :]).astype(np.float32)
-        g.op("Gemm", [thin, g.const("primary.weight", weight), g.const("primary.bias", bias)], output="primary")
+        g.op("Gemm", [thin, g.const("primary.weight", weight), g.const("primary.bias", bias.astype(np.float32))],
+             output="primary")
+    else:
+        low_rank_with_trust(g, z, left, np.asarray(right, np.float64) * primary_scale[None, :], bias, a, offset)
     nearest_centroid(g, a.centroids)
     novelty_output(g, z, a.novelty_axes, a.n_secondary, a.novelty_reference)
-    if a.trust is not None:
+    if a.trust is not None and right is None:
         trust_outputs(g, centred, "primary", a.trust, offset=offset)
     return _graph(g, name, a.n_secondary, a.n_primary, int(axes.shape[0]), a.trust is not None)
 
@@ -398,8 +401,55 @@ def trust_outputs(g: GraphBuilder, corrected: str, primary: str, parts: dict,
                                    alpha=-1.0, beta=1.0), "trust_apart", keepdims=1)    # |p - q|^2
     size = sum_of_squares(g, primary, "trust_size", keepdims=1)
     # d^2 = |p - q|^2 / max(|p|^2, floor^2): one Sqrt after the division
-    ratio = g.op("Sqrt", [g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
-                                                                          np.float32(parts["norm_floor"] ** 2))])])])
+    ratio_squared = g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
+                                                                    np.float32(parts["norm_floor"] ** 2))])])
+    return trust_head(g, ratio_squared, parts)
+
+
+def low_rank_with_trust(g: GraphBuilder, z: str, left: np.ndarray, right: np.ndarray, bias: np.ndarray,
+                        a: "AffineArrays", offset: np.ndarray) -> str:
+    """A reduced-rank linear model p = (z L) R + b (R, b in primary counts) with the trust
+    score of transfer.trust, without a pass over [batch, n_primary] beyond p itself.
+
+    The second model's thin product t = c A + (offset - m_c) A (c = z s_s) shares p's first
+    product: X = z [L | s_s A] + [0 | (offset - m_c) A]. Then p - q = [X, 1] M_a and
+    p = [X, 1] M_p with M_a = [R; -B; b - m_p] and M_p = [R; 0; b], so |p - q|^2 and |p|^2
+    are quadratic forms of the k + k_t + 1 thin coordinates with the Gram matrices M M^T,
+    in float64: the difference is a small fraction of |p| wherever the score matters.
+    """
+    parts = a.trust
+    into = np.asarray(parts["into"], np.float64)
+    out = np.asarray(parts["out"], np.float64)
+    secondary_scale = np.asarray(a.secondary_scale, np.float64)
+    k, k_trust = left.shape[1], into.shape[1]
+    thin_bias = np.concatenate([np.zeros(k), (offset - np.asarray(parts["secondary_mean"], np.float64)) @ into])
+    thin = g.op("Gemm", [z, g.const("primary.left", np.concatenate([left, secondary_scale[:, None] * into], axis=1)
+                                   .astype(np.float32)),
+                         g.const("trust_into_bias", thin_bias.astype(np.float32))])      # [batch, k + k_t]
+    unused = np.zeros((k_trust, right.shape[1]))
+    g.op("Gemm", [thin, g.const("primary.weight", np.concatenate([right, unused]).astype(np.float32)),
+                  g.const("primary.bias", bias.astype(np.float32))], output="primary")
+    thin_one = g.op("Cast", [g.op("Pad", [thin, g.ints("trust_ones_pads", 0, 0, 0, 1),
+                                          g.const("trust_one", np.float32(1.0))])], to=TensorProto.DOUBLE)
+    apart_rows = np.concatenate([right, -out, (bias - np.asarray(parts["primary_mean"], np.float64))[None, :]])
+    size_rows = np.concatenate([right, unused, bias[None, :]])
+    apart = quadratic_form(g, thin_one, apart_rows @ apart_rows.T, "trust_apart")              # |p - q|^2
+    size = quadratic_form(g, thin_one, size_rows @ size_rows.T, "trust_size")                 # |p|^2
+    ratio_squared = g.op("Div", [apart, g.op("Max", [size, g.const("trust_norm_floor",
+                                                                    np.float64(parts["norm_floor"] ** 2))])])
+    return trust_head(g, g.op("Cast", [ratio_squared], to=TensorProto.FLOAT), parts)
+
+
+def quadratic_form(g: GraphBuilder, x: str, gram: np.ndarray, name: str) -> str:
+    """x G x^T per row, [batch, 1]."""
+    product = g.op("MatMul", [x, g.const(f"{name}_gram", np.ascontiguousarray(gram))])
+    return g.op("ReduceSum", [g.op("Mul", [product, x]), g.ints(f"{name}_sum_axis", 1)], keepdims=1)
+
+
+def trust_head(g: GraphBuilder, ratio_squared: str, parts: dict) -> str:
+    """From d^2 [batch, 1] (float32) to the output "expected_rel_error" [batch]: the head
+    and the calibration curve of transfer.trust."""
+    ratio = g.op("Sqrt", [ratio_squared])
     capped = g.op("Min", [ratio, g.const("trust_cap", np.float32(parts["disagreement_cap"]))])
     features = g.op("Log", [g.op("Add", [capped, g.const("trust_feature_floor", np.float32(parts["norm_floor"]))])])
     score = g.op("MatMul", [features, g.const("trust_weights", np.asarray(parts["weights"], np.float32)[:, None])])

@@ -55,12 +55,17 @@ def test_linear_baseline_graph_matches_the_numpy_model(name, bundle, exported, r
     system = bundle.secondary()
     scores = (transferer.scaled_input(raw) - system.novelty.mean) @ system.novelty.components.T
     np.testing.assert_allclose(latent, scores, rtol=1e-3, atol=1e-3 * np.abs(scores).max())
-    if name == "ds":    # DS at the default rank: two thin products in the graph
+    if name == "ds":    # DS at the default rank: two thin products, the trust's 16 columns beside DS's 64
         left, right = bundle.secondary().baselines["ds"].affine_factors()
         assert right is not None and left.shape[1] == right.shape[0] == 64
         graph = onnx.load(str(result.path)).graph
+        with_trust = "expected_rel_error" in [o.name for o in graph.output]
+        assert with_trust      # the tiny bundle recommends DS, so its trust score is calibrated on DS
+        width = 64 + (bundle.secondary().trust.into_.shape[1] if with_trust else 0)
         shapes = {i.name: tuple(i.dims) for i in graph.initializer}
-        assert shapes["primary.left"] == (raw.shape[1], 64) and shapes["primary.weight"][0] == 64
+        assert shapes["primary.left"] == (raw.shape[1], width) and shapes["primary.weight"][0] == width
+        # the trust score's norms are quadratic forms of the thin coordinates: only the label reads primary
+        assert [n.op_type for n in graph.node if "primary" in n.input] == ["Cast"]
     rank = bundle.secondary().baselines[name].affine_factors()[0].shape[1]      # PLS: its component count
     provenance = json.loads(session.get_modelmeta().custom_metadata_map["twinplume.provenance"])
     assert provenance["transfer_model"]["linear_map_rank"] == rank
