@@ -34,8 +34,8 @@ class TransferRecorder:
     def __init__(self, path: str | Path, *, flush_spectra: int = 8192, wavelengths=None,
                  trust_threshold: float | None = None):
         try:
-            from acquisition.store import (PairedMapError, PairedMapReader, clear_transferred_trust, finite_threshold,
-                                           write_transferred, write_transferred_trust)
+            from acquisition.store import (PairedMapError, PairedMapReader, finite_threshold, write_transferred,
+                                           write_transferred_trust)
         except ImportError as exc:
             raise RecorderUnavailable(f"recording needs acquisition.store.write_transferred, which is not "
                                       f"available here: {exc}") from None
@@ -44,7 +44,6 @@ class TransferRecorder:
             raise FileNotFoundError(f"{self.path} does not exist; --out must be an existing paired map")
         self._write = write_transferred
         self._write_trust = write_transferred_trust
-        self._clear_trust = clear_transferred_trust
         # the worker's "do not trust" level (its control socket's model reply): with it, the results'
         # expected_rel_error is recorded with the untrusted flag; without it, not at all
         self.trust_threshold = finite_threshold(trust_threshold)
@@ -99,11 +98,9 @@ class TransferRecorder:
         rated = np.isfinite(trust)
         try:
             self._write(self.path, iy, ix, spectra, label, novelty, model_id=self.model, wavelengths=self.wavelengths)
-            # every written spot's trust is this result's (NaN: none), never an earlier run's
+            # the store clears the written spots' earlier trust; this writes the results' own
             if rated.any() and self.trust_threshold is not None:
-                self._write_trust(self.path, iy, ix, trust, self.trust_threshold)
-            else:
-                self._clear_trust(self.path, iy, ix)
+                self._write_trust(self.path, iy[rated], ix[rated], trust[rated], self.trust_threshold)
         except self._busy_errors as exc:
             if not quiet:
                 raise

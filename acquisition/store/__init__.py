@@ -3,8 +3,7 @@
 Importable without drivers or simulation. Design and guarantees: docs/store.md.
 """
 
-from .derived import (clear_transferred_trust, remove_transferred_trust, finite_threshold, write_transferred,
-                      write_transferred_trust)
+from .derived import finite_threshold, remove_transferred_trust, write_transferred, write_transferred_trust
 from .layout import (FORMAT, FORMAT_VERSION, MapLayout, MapWriteError, PairedMapError, PairedMapFormatError,
                      PairedMapMismatchError)
 from .reader import Chunk, PairedMapReader, validate
@@ -13,5 +12,5 @@ from .writer import PairedMapWriter
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MapLayout", "MapWriteError", "PairedMapError", "PairedMapFormatError",
     "PairedMapMismatchError", "Chunk", "PairedMapReader", "PairedMapWriter", "validate", "write_transferred",
-    "write_transferred_trust", "remove_transferred_trust", "clear_transferred_trust", "finite_threshold",
+    "write_transferred_trust", "remove_transferred_trust", "finite_threshold",
 ]

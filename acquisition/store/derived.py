@@ -21,7 +21,8 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
     """Store transferred primary spectra (float32 [k, n_primary]) and labels for spots (iy, ix).
 
     Creates /entry/transferred on first use; `model_id` and `model` (the transfer model's name,
-    written where given) label the results. `wavelengths` is needed only when
+    written where given) label the results. The spots' expected_rel_error and untrusted flag, where
+    the map holds them, are cleared (NaN, -1) until write_transferred_trust writes the new ones. `wavelengths` is needed only when
     the map has no primary system whose axis the spectra share. Zero spots (empty
     iy/ix, spectra [0, n_primary]) write nothing but still create the group.
     """
@@ -51,6 +52,12 @@ def write_transferred(path, iy, ix, spectra, label, novelty=None, *, model_id: s
             raise PairedMapError(f"{path}: /entry/{TRANSFERRED} holds {group['spectra'].shape[2]}-pixel "
                                  f"spectra, got {spectra.shape[1]}")
         write_derived_values(group, iy, ix, info.shape, spectra=spectra, label=label, novelty=novelty)
+        if "expected_rel_error" in group and spectra.shape[0]:
+            # an earlier result's trust does not describe the spectra written now:
+            # write_transferred_trust gives them theirs, if they have one
+            spots_y, spots_x = np.atleast_1d(iy), np.atleast_1d(ix)
+            _set_trust(group, spots_y, spots_x, np.full(spots_y.shape, np.nan, np.float32),
+                       np.full(spots_y.shape, -1, np.int8))
         # An empty write must not relabel results that another model wrote earlier.
         if created or spectra.shape[0]:
             group.attrs["model_id"] = str(model_id)
@@ -93,7 +100,11 @@ def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) 
     if writer_active(path):
         raise PairedMapError(f"{path}: a writer has the map open")
     values = np.atleast_1d(np.asarray(expected_rel_error, dtype=np.float32))
-    iy, ix = _spot_indices(iy, ix, values.shape)
+    iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
+    ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
+    if not (iy.shape == ix.shape == values.shape):
+        raise ValueError(f"iy, ix and expected_rel_error must have one length, got {iy.shape}, {ix.shape}, "
+                         f"{values.shape}")
     with open_for_update(path, rdcc_nbytes=4 * 1024 * 1024) as f:
         group = f["entry"].get(TRANSFERRED)
         if group is None:
@@ -109,30 +120,6 @@ def write_transferred_trust(path, iy, ix, expected_rel_error, threshold: float) 
         group["untrusted"].attrs["threshold"] = np.float32(threshold)
         flags = np.where(np.isnan(values), -1, values > np.float32(threshold)).astype(np.int8)
         _set_trust(group, iy, ix, values, flags)
-
-
-def clear_transferred_trust(path, iy, ix) -> None:
-    """Spots (iy, ix) transferred anew by a model whose trust is not recorded: their
-    expected_rel_error becomes NaN and their untrusted flag -1, so that an earlier model's
-    trust does not describe the new spectra. Nothing to do where the map holds no trust."""
-    path = Path(path)
-    if writer_active(path):
-        raise PairedMapError(f"{path}: a writer has the map open")
-    iy, ix = _spot_indices(iy, ix, np.shape(np.atleast_1d(iy)))
-    with open_for_update(path, rdcc_nbytes=4 * 1024 * 1024) as f:
-        group = f["entry"].get(TRANSFERRED)
-        if group is None or "expected_rel_error" not in group:
-            return
-        _set_trust(group, iy, ix, np.full(iy.shape, np.nan, np.float32), np.full(iy.shape, -1, np.int8))
-
-
-def _spot_indices(iy, ix, shape) -> tuple[np.ndarray, np.ndarray]:
-    iy = np.atleast_1d(np.asarray(iy, dtype=np.int64))
-    ix = np.atleast_1d(np.asarray(ix, dtype=np.int64))
-    if not (iy.shape == ix.shape == tuple(shape)):
-        raise ValueError(f"iy, ix and expected_rel_error must have one length, got {iy.shape}, {ix.shape}, "
-                         f"{tuple(shape)}")
-    return iy, ix
 
 
 def _set_trust(group, iy, ix, values, flags) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquisition.store import (MapLayout, PairedMapError, PairedMapReader, PairedMapWriter, clear_transferred_trust,
-                               validate, write_transferred, write_transferred_trust)
+from acquisition.store import (MapLayout, PairedMapError, PairedMapReader, PairedMapWriter, validate,
+                               write_transferred, write_transferred_trust)
 
 from .mapdata import N_PRIMARY, WAVELENGTHS, layout, shot_of, spot_spectra, write_spot
 
@@ -207,14 +207,13 @@ def test_trust_of_transferred_spots_is_written_and_cleared_spot_by_spot(tmp_path
             for ix in range(3):
                 write_spot(writer, iy, ix)
     write_transferred(path, [0, 0, 1], [0, 1, 2], np.zeros((3, N_PRIMARY)), [1, 1, 1], model_id="m1")
-    clear_transferred_trust(path, [0], [0])             # no trust in the map yet: nothing to clear
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r") as f:                     # no trust in the map yet: none made up
         assert "expected_rel_error" not in f["entry/transferred"]
     write_transferred_trust(path, [0, 0, 1], [0, 1, 2], [0.05, 0.3, np.nan], threshold=0.2)
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["entry/transferred/untrusted"][()], [[0, 1, -1], [-1, -1, -1]])
-    # spot (0, 1) transferred anew by a model whose trust is not recorded
-    clear_transferred_trust(path, [0], [1])
+    # spot (0, 1) transferred anew, by a model whose trust is not recorded
+    write_transferred(path, [0], [1], np.ones((1, N_PRIMARY)), [2], model_id="m2")
     validate(path)
     with h5py.File(path, "r") as f:
         group = f["entry/transferred"]
@@ -223,7 +222,7 @@ def test_trust_of_transferred_spots_is_written_and_cleared_spot_by_spot(tmp_path
         assert np.isnan(group["expected_rel_error"][()].reshape(-1)[1:]).all()
         assert group["untrusted"].attrs["threshold"] == np.float32(0.2)
     with pytest.raises(IndexError, match="outside"):
-        clear_transferred_trust(path, [2], [0])
+        write_transferred_trust(path, [2], [0], [0.1], threshold=0.2)
 
 
 def test_write_spots_in_blocks_with_a_repeated_spot(tmp_path):
