@@ -292,10 +292,10 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
         """[n_primary, rank] orthonormal: the leading eigenvectors of F^T Cxx F, the fitted
         primaries' covariance, by seeded randomized subspace iteration (never forming it)."""
         if self._sxx is not None:
-            cxx = self._sxx - self._n * np.outer(mx, mx)
+            cxx = self._centred_covariance(mx)
             covariance_times = lambda v: cxx @ v                         # noqa: E731
         else:
-            Xc = np.concatenate(self._kept_x).astype(np.float64) - mx
+            Xc = self._centred_kept(mx)
             covariance_times = lambda v: Xc.T @ (Xc @ v)                  # noqa: E731
         fitted_times = lambda q: coef.T @ covariance_times(coef @ q)    # noqa: E731
         basis = np.random.default_rng(0).standard_normal((coef.shape[1], rank + self._RANK_OVERSAMPLING))
@@ -308,8 +308,18 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
         return ValueError(f"DS: the secondary covariance plus ridge alpha={self.alpha} is "
                           "singular; use a larger alpha")
 
+    def _centred_covariance(self, mx) -> np.ndarray:
+        """Xc^T Xc from the primal sums (a fresh array)."""
+        return self._sxx - self._n * np.outer(mx, mx)
+
+    def _centred_kept(self, mx) -> np.ndarray:
+        """The kept spectra about their mean, float64 (a fresh array)."""
+        Xc = np.concatenate(self._kept_x).astype(np.float64)
+        Xc -= mx
+        return Xc
+
     def _primal_coef(self, mx, my):
-        cxx = self._sxx - self._n * np.outer(mx, mx)
+        cxx = self._centred_covariance(mx)
         cxy = self._sxy - self._n * np.outer(mx, my)
         ridge = float(self.alpha) * max(np.trace(cxx), 1e-300) / cxx.shape[0]
         if self.n_components is None:
@@ -324,8 +334,7 @@ class DSTransfer(_StreamingFit, _AffineTransfer):
         return eigvec @ (_shrinkage(eigval, ridge)[:, None] * (eigvec.T @ cxy))
 
     def _dual_coef(self, mx, my):
-        Xc = np.concatenate(self._kept_x).astype(np.float64)
-        Xc -= mx
+        Xc = self._centred_kept(mx)
         Yc = np.concatenate(self._kept_y).astype(np.float64)
         Yc -= my
         gram = Xc @ Xc.T

@@ -263,8 +263,8 @@ def blended_output(g: GraphBuilder, h: str, z: str, a: PipelineArrays, weight: n
     novelty_mean = np.asarray(a.novelty_mean, np.float64)
     primary_scale = np.asarray(a.primary_scale, np.float64)
     left, right = np.asarray(a.blend.coef, np.float64), a.blend.coef_right
-    through_mean = novelty_mean @ left if right is None else novelty_mean @ left @ np.asarray(right, np.float64)
-    ds_bias = (1.0 - w) * ((np.asarray(a.blend.intercept, np.float64) + through_mean) * primary_scale
+    ds_bias = (1.0 - w) * ((np.asarray(a.blend.intercept, np.float64) + through_map(novelty_mean, left, right))
+                           * primary_scale
                            + np.asarray(a.primary_mean, np.float64))
     decoder_weight = w * weight.astype(np.float64).T                            # [hidden, n_primary]
     total_bias = g.const("primary.bias", (w * bias.astype(np.float64) + ds_bias).astype(np.float32))
@@ -277,6 +277,12 @@ def blended_output(g: GraphBuilder, h: str, z: str, a: PipelineArrays, weight: n
     ds_weight = ((1.0 - w) * left * primary_scale[None, :]).astype(np.float32)
     through = g.op("Gemm", [h, g.const("primary.weight", decoder_weight.astype(np.float32)), total_bias])
     g.op("Add", [through, g.op("MatMul", [z, g.const("blend.ds_weight", ds_weight)])], output="primary")
+
+
+def through_map(vector: np.ndarray, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    """vector C of an affine map's matrix C = L R (or C = L where R is None), in float64."""
+    through = vector @ left
+    return through if right is None else through @ np.asarray(right, np.float64)
 
 
 def nearest_centroid(g: GraphBuilder, centroids: np.ndarray) -> str:
@@ -338,8 +344,7 @@ def affine_graph(a: AffineArrays, name: str = "twinplume_transfer") -> GraphProt
     g.op("MatMul", [z, g.const("latent_axes_t", np.ascontiguousarray(axes.T, dtype=np.float32))], output="latent")
     left, right = np.asarray(a.coef, np.float64), a.coef_right
     primary_scale = np.asarray(a.primary_scale, np.float64)
-    through_mean = novelty_mean @ left if right is None else novelty_mean @ left @ np.asarray(right, np.float64)
-    bias = ((np.asarray(a.intercept, np.float64) + through_mean) * primary_scale
+    bias = ((np.asarray(a.intercept, np.float64) + through_map(novelty_mean, left, right)) * primary_scale
             + np.asarray(a.primary_mean, np.float64))
     if right is None:
         weight = (left * primary_scale[None, :]).astype(np.float32)
