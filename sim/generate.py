@@ -70,6 +70,21 @@ def instrument_settings(scene: PairedScene, gates: dict[str, tuple[float, float]
     return settings
 
 
+def simulate_rows(scene: PairedScene, layout: MapLayout, row0: int, rows: int, *, seed: int, day: int):
+    """(iy, ix, {system: counts [k, n]}) of the map rows row0 .. row0 + rows - 1, as
+    :func:`generate_map` simulates the chunk that starts at ``row0``.
+
+    The chunk's random draws depend on (seed, day, origin, row0) only, so the same chunk
+    simulated through another scene of that day (:meth:`PairedScene.with_drift`) sees the
+    same plasmas with the same noise."""
+    ny, nx = layout.shape
+    chunk_rows = np.arange(row0, min(ny, row0 + rows))
+    iy, ix = (a.ravel() for a in np.meshgrid(chunk_rows, np.arange(nx), indexing="ij"))
+    origin_key = [int(round(v * 1000)) & 0xFFFFFFFF for v in layout.origin_um]
+    rng = np.random.default_rng([int(seed), int(day), *origin_key, int(row0)])
+    return iy, ix, scene.shots(layout.x_um[ix], layout.y_um[iy], rng=rng)
+
+
 def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk_spots) -> dict:
     conditions = scene.conditions
     attrs = {"simulator": "twinplume.sim", "seed": int(seed), "day": int(day),
@@ -112,7 +127,6 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     visit_rank = np.empty((ny, nx), dtype=np.int64)
     order = layout.visit_order()
     visit_rank[order[:, 0], order[:, 1]] = np.arange(ny * nx)
-    origin_key = [int(round(v * 1000)) & 0xFFFFFFFF for v in layout.origin_um]
 
     wavelengths = {s: scene.wavelengths(s) for s in SYSTEM_NAMES}
     truth_attrs = truth_attributes(scene, seed=seed, day=day, origin_um=layout.origin_um,
@@ -138,10 +152,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     log.info("generating %dx%d map (%d spots) at origin (x, y) %s um, step (x, y) %s um, day %d, seed %d -> %s",
              ny, nx, ny * nx, tuple(layout.origin_um), (dx, dy), day, seed, out)
     def simulate(row0: int):
-        rows = np.arange(row0, min(ny, row0 + rows_per_chunk))
-        iy, ix = (a.ravel() for a in np.meshgrid(rows, np.arange(nx), indexing="ij"))
-        rng = np.random.default_rng([int(seed), int(day), *origin_key, int(row0)])
-        return iy, ix, scene.shots(xs[ix], ys[iy], rng=rng)
+        return simulate_rows(scene, layout, row0, rows_per_chunk, seed=seed, day=day)
 
     # The next chunk is simulated (numpy, GIL released) while this one is written:
     # at most two chunks are held at a time.
@@ -169,15 +180,20 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     return out
 
 
+def simulation_attributes(sample_truth: dict | None) -> dict:
+    """The simulation settings under a map's /entry/sample (``PairedMapReader.sample_truth``),
+    with the defaults of files written before samples, variants and severities existed."""
+    return {"sample": "pegmatite", "secondary_variant": "standard", "day_change": "mild",
+            **(sample_truth or {}).get("attrs", {})}
+
+
 def _check_same_simulation(out: Path, attrs: dict) -> None:
     """Refuse to resume a map that was simulated with other settings."""
     if not out.exists():
         raise FileNotFoundError(f"{out}: no map to resume")
     with PairedMapReader(out) as reader:
         truth = reader.sample_truth
-    # files written before samples, variants and severities existed were the defaults
-    found = {"sample": "pegmatite", "secondary_variant": "standard", "day_change": "mild",
-             **(truth or {}).get("attrs", {})}
+    found = simulation_attributes(truth)
     for key in ("simulator", "seed", "day", "chunk_spots", "sample", "secondary_variant", "day_change"):
         if key not in found or np.any(np.asarray(found[key]) != np.asarray(attrs[key])):
             raise ValueError(f"{out}: cannot resume: the file was simulated with {key}="

@@ -9,7 +9,8 @@ detector noise is independent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -134,6 +135,17 @@ class PairedScene:
             return self._spectrographs[system]
         except KeyError:
             raise ValueError(f"unknown system {system!r}; expected one of {SYSTEM_NAMES}") from None
+
+    def with_drift(self, system: str, drift: InstrumentDrift) -> "PairedScene":
+        """This day's scene with ``system`` drifted as ``drift`` (e.g. as it was on another
+        day). Sample, plasma, laser and the other spectrometer stay, and so do the random
+        draws of a shot: with the same generator both scenes see the same plasmas with the
+        same noise, which separates what one spectrometer's drift alone does to a map."""
+        changed = copy.copy(self)
+        old = self.spectrograph(system)
+        changed._spectrographs = {**self._spectrographs, system: Spectrograph(old.design, drift, old.lines)}
+        changed.conditions = replace(self.conditions, drift={**self.conditions.drift, system: drift})
+        return changed
 
     def wavelengths(self, system: str) -> np.ndarray:
         return self.spectrograph(system).wavelengths.copy()

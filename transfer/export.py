@@ -58,7 +58,7 @@ from transfer.novelty import DEFAULT_COMPONENTS, DEFAULT_MAX_SPOTS, NoveltyModel
 from transfer.onnx_graph import (INPUT, PRECISIONS, TRUST_OUTPUT, AffineArrays, BlendParts, DenseLayer,
                                  PipelineArrays, PipelineFrame, affine_graph, pipeline_graph)
 from transfer.predict import trust_for
-from transfer.selection import EXPORTABLE, exportable, live_model
+from transfer.selection import AFFINE_PART, EXPORTABLE, VAE_LATENT, exportable, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def build_graph(bundle: TransferBundle, system: SecondaryModel, novelty: Novelty
                 precision: str = "float32", model: str = "vae_mlp", trust: TrustScore | None = None
                 ) -> onnx.GraphProto:
     """The pipeline of one secondary system as an ONNX graph (module docstring)."""
-    if model not in ("vae_mlp", "blend"):
+    if model not in VAE_LATENT:
         return affine_graph(affine_arrays(bundle, system, novelty, model, trust))
     return pipeline_graph(pipeline_arrays(bundle, system, novelty, trust, blended=model == "blend"),
                           precision=precision)
@@ -313,7 +313,7 @@ def parity(session, bundle: TransferBundle, system: SecondaryModel, novelty: Nov
     transferer = Transferer(bundle, system.name, model=model)
     scaled = transferer.scaled_input(raw_secondary)
     expected = transferer.transfer(raw_secondary)
-    if model not in ("vae_mlp", "blend"):   # a linear graph's latent: the novelty's principal coordinates
+    if model not in VAE_LATENT:     # a linear graph's latent: the novelty's principal coordinates
         expected["latent"] = ((scaled - novelty.mean) @ novelty.components.T).astype(np.float32)
     expected_novelty = novelty.score(scaled)
     outputs = list(OUTPUTS) + ([TRUST_OUTPUT] if trust is not None else [])
@@ -420,11 +420,11 @@ def export_model(model: str | Path | TransferBundle, out: str | Path, *, seconda
     provenance = _provenance(bundle, system, novelty, source, precision, trust)
     ranking = bundle.manifest.get("secondaries", {}).get(system.name, {}).get("validation_rse") or {}
     provenance["transfer_model"] = {"name": chosen, "validation_rse": ranking.get(chosen),
-                                    "latent": "the VAE's latent space" if chosen in ("vae_mlp", "blend") else
+                                    "latent": "the VAE's latent space" if chosen in VAE_LATENT else
                                     "scores on the novelty's principal axes of the scaled secondary"}
     if chosen == "blend":
         provenance["transfer_model"]["blend_weight"] = float(system.blend_weight)
-    linear = {"ds": "ds", "pls": "pls", "blend": "ds"}.get(chosen)
+    linear = AFFINE_PART.get(chosen)
     if linear is not None:      # the rank of the affine map (DS's ds_rank, PLS's components); null: whole
         right = system.baselines[linear].affine_factors()[1]
         provenance["transfer_model"]["linear_map_rank"] = None if right is None else int(right.shape[0])

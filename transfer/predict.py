@@ -30,7 +30,7 @@ from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
 from transfer.report import Evaluation
-from transfer.selection import MODEL_NAMES, blend, exportable, live_model
+from transfer.selection import MODEL_NAMES, VAE_LATENT, blend, exportable, live_model
 from transfer.trust import TrustScore
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Transferer:
         for VAE + MLP; "expected_rel_error" float32 where the trust score fits the model}."""
         scaled = self.scaled_input(raw_secondary)
         out = {}
-        if self.model in ("vae_mlp", "blend"):      # the live graph's latent is the VAE's for both
+        if self.model in VAE_LATENT:
             out["latent"] = _run(self.system.mlp, scaled)
             predicted = _run(self.system.decoder, out["latent"])
             if self.model == "blend":

@@ -31,6 +31,10 @@ MODEL_NAMES = ("vae_mlp", "one_step_mlp", "pls", "knn", "ds", "pds", "blend")
 #: the transfer models `libs-transfer export` writes as live graphs (the others need torch or a
 #: neighbour search at run time)
 EXPORTABLE = ("vae_mlp", "ds", "pls", "blend")
+#: the models that run VAE + MLP's networks: their live graph's latent is the VAE's
+VAE_LATENT = ("vae_mlp", "blend")
+#: exportable model -> the affine baseline its graph holds (the blend's DS part)
+AFFINE_PART = {"ds": "ds", "pls": "pls", "blend": "ds"}
 #: the weights w of VAE + MLP tried for the blend w * VAE + MLP + (1 - w) * DS, on the validation
 #: map as measured; a bundle holds the blend only where a weight strictly between 0 and 1 wins.
 #: Why: DS's error lies along the decoder's manifold and VAE + MLP's does not, so the two err
