@@ -83,10 +83,18 @@ QUICK_OVERRIDES = {
 
 
 def _sim_map(path: Path, *, shape, step_um, day, origin_um, seed=0) -> Path:
+    """The pegmatite map at ``path``, simulated unless the file is that map as this simulator writes it."""
     from sim.generate import generate_map
+    from sim.scenarios import same_complete_map
+    settings = {"shape": shape, "step_um": step_um, "day": day, "origin_um": origin_um, "seed": seed,
+                "sample": "pegmatite", "secondary": "standard", "day_change": "mild"}
     if not path.exists():
         generate_map(path, shape=shape, step_um=(step_um, step_um), day=day, seed=seed, origin_um=origin_um,
                      progress=False)
+    elif not same_complete_map(path, settings):
+        raise FileExistsError(f"{path} exists and is not this scenario's complete map as this simulator "
+                              f"writes it (an earlier version's, or other settings): remove it or use "
+                              f"another --work")
     return path
 
 
@@ -401,15 +409,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transfer_suite: --jobs {args.jobs}: at least 1", file=sys.stderr)
         return 2
     results = {}
-    for index, name, result in _run_all(names, args, config):
-        results[name] = result
-        best = result["summary"]
-        print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
-              f"{best['recommended']} ({result['seconds']:.0f} s)", file=sys.stderr, flush=True)
-        # what is measured so far survives a stopped run: the summary and the JSON next to it
-        report = _report(args, argv, config, results, started)
-        args.markdown.write_text(markdown(report))
-        partial.write_text(json.dumps(report, default=_json))
+    try:
+        for index, name, result in _run_all(names, args, config):
+            results[name] = result
+            best = result["summary"]
+            print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
+                  f"{best['recommended']} ({result['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            # what is measured so far survives a stopped run: the summary and the JSON next to it
+            report = _report(args, argv, config, results, started)
+            args.markdown.write_text(markdown(report))
+            partial.write_text(json.dumps(report, default=_json))
+    except FileExistsError as exc:      # a map in --work that this simulator would not write
+        print(f"transfer_suite: {exc}", file=sys.stderr)
+        return 2
     results = {name: results[name] for name in names}
     report = _report(args, argv, config, results, started)
     print(json.dumps(report, default=_json))

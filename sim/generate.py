@@ -187,6 +187,27 @@ def simulation_attributes(sample_truth: dict | None) -> dict:
             **(sample_truth or {}).get("attrs", {})}
 
 
+def simulated_again(path) -> bool:
+    """Whether this simulator, given the settings stored in the map at ``path``, gives its
+    first chunk bit for bit. False for a map an earlier version of the simulator wrote (or
+    not a simulated, complete first chunk): its figures would not be today's."""
+    with PairedMapReader(path) as reader:
+        attrs = simulation_attributes(reader.sample_truth)
+        layout = reader.layout
+        if attrs.get("simulator") != "twinplume.sim" or "chunk_spots" not in attrs:
+            return False
+        rows = max(1, int(attrs["chunk_spots"]) // layout.shape[1])
+        spots = min(rows, layout.shape[0]) * layout.shape[1]
+        if not reader.acquired.reshape(-1)[:spots].all():
+            return False
+        stored = reader.read_all(max_spots=spots)
+    seed, day = int(attrs["seed"]), int(attrs["day"])
+    scene = PairedScene(seed=seed, day=day, sample=make_sample(str(attrs["sample"]), seed),
+                        secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]))
+    _, _, again = simulate_rows(scene, layout, 0, rows, seed=seed, day=day)
+    return all(np.array_equal(np.asarray(stored.spectra[system]), again[system]) for system in again)
+
+
 def _check_same_simulation(out: Path, attrs: dict) -> None:
     """Refuse to resume a map that was simulated with other settings."""
     if not out.exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from acquisition.store import PairedMapError, PairedMapReader
-from sim.generate import generate_map
+from sim.generate import generate_map, simulated_again
 from sim.samples import SAMPLE_NAMES
 from sim.scene import DAY_CHANGES
 from sim.spectrograph import SECONDARY_VARIANTS
@@ -96,8 +96,9 @@ class Scenario:
                    progress: bool = False, overwrite: bool = False) -> dict[str, Path]:
         """Simulate the train, val and test maps into ``out_dir``/<name>-<role>.h5.
 
-        A complete file simulated with the same settings is kept (the maps are
-        deterministic); another file at that path is refused unless ``overwrite``.
+        A complete file simulated with the same settings by this simulator is kept (the maps
+        are deterministic: :func:`same_complete_map`); another file at that path is refused
+        unless ``overwrite``.
         Returns {"train": path, "val": path, "test": path}.
         """
         out_dir = Path(out_dir)
@@ -107,9 +108,9 @@ class Scenario:
             path = out_dir / f"{self.name}-{role}.h5"
             settings = self.settings(role, scale, train_scale)
             if path.exists() and not overwrite:
-                if not _same_complete_map(path, settings):
-                    raise FileExistsError(f"{path} exists and is not this scenario's complete {role} map; "
-                                          f"remove it or pass overwrite=True")
+                if not same_complete_map(path, settings):
+                    raise FileExistsError(f"{path} exists and is not this scenario's complete {role} map "
+                                          f"as this simulator writes it; remove it or pass overwrite=True")
                 log.info("%s: kept (same settings, complete)", path)
             else:
                 log.info("scenario %s: simulating %s map %s", self.name, role, settings["shape"])
@@ -118,7 +119,10 @@ class Scenario:
         return paths
 
 
-def _same_complete_map(path: Path, settings: dict) -> bool:
+def same_complete_map(path: Path, settings: dict) -> bool:
+    """Whether ``path`` holds the complete map :func:`sim.generate.generate_map` writes with
+    ``settings`` (its keyword arguments) today: the settings stored in the file, and its first
+    chunk simulated again bit for bit (a map of an earlier simulator version is not kept)."""
     try:
         with PairedMapReader(path) as reader:
             truth = reader.sample_truth or {}
@@ -133,7 +137,8 @@ def _same_complete_map(path: Path, settings: dict) -> bool:
                for key, value in expected.items())
     return (complete and same and tuple(layout.shape) == tuple(settings["shape"])
             and np.allclose(layout.step_um, settings["step_um"])
-            and np.allclose(layout.origin_um, settings["origin_um"]))
+            and np.allclose(layout.origin_um, settings["origin_um"])
+            and simulated_again(path))
 
 
 def _standard(name, description, step_um=40.0, **kwargs) -> Scenario:

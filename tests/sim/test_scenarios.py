@@ -9,7 +9,7 @@ import pytest
 from acquisition.store import PairedMapReader
 from sim.cli import main
 from sim.samples import SAMPLE_NAMES
-from sim.scenarios import ROLES, SCENARIOS, MapSpec, Scenario, scenario
+from sim.scenarios import ROLES, SCENARIOS, MapSpec, Scenario, same_complete_map, scenario
 from sim.scene import DAY_CHANGES
 from sim.spectrograph import SECONDARY_VARIANTS
 
@@ -148,3 +148,19 @@ def test_help_shows_samples_variants_severities_and_scenario_examples(capsys):
     text = capsys.readouterr().out
     for word in ("--scenario basalt", "--sample basalt", "--day-change severe", "broad-lowres", "slag"):
         assert word in text
+
+
+def test_a_kept_map_must_be_what_this_simulator_writes(basalt_maps, tmp_path):
+    """A map of an earlier simulator version (here: one spectrum of its first chunk changed) is
+    refused, not silently measured on."""
+    import shutil
+    _, paths = basalt_maps
+    for path in paths.values():
+        shutil.copy(path, tmp_path / path.name)
+    assert same_complete_map(tmp_path / paths["test"].name, SCENARIOS["basalt-few-severe"].settings("test", SMALL))
+    with h5py.File(tmp_path / paths["test"].name, "r+") as f:
+        f["entry/primary/spectra"][0, 0, 100] += 1.0
+    assert not same_complete_map(tmp_path / paths["test"].name,
+                                 SCENARIOS["basalt-few-severe"].settings("test", SMALL))
+    with pytest.raises(FileExistsError, match="basalt-few-severe-test.h5 exists.*as this simulator writes it"):
+        SCENARIOS["basalt-few-severe"].write_maps(tmp_path, scale=SMALL)
