@@ -53,8 +53,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from transfer.config import TransferConfig, load_config
-from transfer.selection import EXPORTABLE, TIE_TOLERANCE, live_model, recommend
-from transfer.suite import LINEAR, MODEL_NAMES, fit_and_score, load_maps, models_from_config
+from transfer.selection import EXPORTABLE, LINEAR, MODEL_NAMES, TIE_TOLERANCE, live_model, recommend
+from transfer.suite import fit_and_score, load_maps, models_from_config
 
 EPILOG = """examples:
   python bench/transfer_suite.py --smoke                            # smoke test: every model and figure, a minute

@@ -42,8 +42,8 @@ from transfer.metrics import rse
 from transfer.models import ComposedTransfer, build_mlp, build_one_step, build_vae
 from transfer.novelty import fit_from_maps as fit_novelty
 from transfer.preprocess import SpectrumPreprocessor
-from transfer.selection import (LINEAR, blend, calibration_day_change, choose_on_validation, exportable, kept_blend,
-                                live_model, recommend, selection_inputs, validation_grid)
+from transfer.selection import (blend, calibration_day_change, exportable, fit_on_validation, kept_blend, live_model,
+                                recommend, selection_inputs)
 from transfer.trust import fit_from_maps as fit_trust
 from transfer.train import (PhaseSettings, TrainingError, derived_seed, fit_network, latent_phase_losses,
                             make_deterministic, resolve_device, transfer_phase_losses, vae_phase_losses)
@@ -302,7 +302,6 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
         raise TrainingError(f"baselines.models: unknown baseline(s) {unknown} (known: {sorted(prototypes)})")
     train = (sample["secondary"], sample["primary"])
     held_out = (val["secondary"], val["primary"])
-    truth = unscale(val["primary"])
     changed_val = selection_inputs(cfg, val["secondary"], preprocessors["secondary"].scaled_zero())
     models, validation, day_change = {}, {}, {}
     with Progress(len(cfg["models"]), desc=f"{name}: baselines", unit="model", enabled=progress) as bar:
@@ -310,35 +309,24 @@ def _fit_baselines(sample: Mapping[str, np.ndarray], val: Mapping[str, np.ndarra
             # one library call each (PLS alone takes seconds): the log says what runs and for how long
             with Step(f"fitting the {key.upper()} baseline on {len(train[0])} spectra"):
                 models[key], validation[key], changed_rse = _fit_baseline(key, prototypes[key], cfg, train,
-                                                                          held_out, unscale, truth, changed_val)
+                                                                          held_out, unscale, changed_val)
             if changed_rse is not None:
                 day_change[key] = changed_rse
             bar.update(1)
     return models, validation, day_change
 
 
-def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, truth,
-                  changed_val=None):
+def _fit_baseline(key: str, prototype, cfg: Mapping[str, Any], train, held_out, unscale, changed_val=None):
     """One baseline fitted, its validation RSE and, for a linear one with `changed_val`, its
     validation RSE under the simulated day change (else None; see _fit_baselines)."""
-    grid = validation_grid(key, cfg)
-    if grid:
-        choice = choose_on_validation(prototype, grid, train, held_out, unscale=unscale,
-                                      selection_inputs=changed_val)
-        log.info("%s: %s kept", key.upper(), ", ".join(f"{k} {v:g}" for k, v in choice.params.items()))
-        model, validation_rse = choice.estimator, choice.validation_rse
-        changed_rse = choice.selection_rse if changed_val is not None else None
-        prototype = clone(prototype).set_params(**choice.params)
-    else:
-        model = clone(prototype).fit(*train)
-        validation_rse = rse(truth, unscale(model.predict(held_out[0])))
-        changed_rse = None
-        if changed_val is not None and key in LINEAR:
-            changed_rse = rse(truth, unscale(model.predict(changed_val)))
+    fitted = fit_on_validation(key, prototype, cfg, train, held_out, unscale=unscale, selection_inputs=changed_val)
+    if fitted.params:
+        log.info("%s: %s kept", key.upper(), ", ".join(f"{k} {v:g}" for k, v in fitted.params.items()))
+    model = fitted.estimator
     if key in ("pls", "knn"):
-        model = clone(prototype).fit(np.concatenate([train[0], held_out[0]]),
-                                     np.concatenate([train[1], held_out[1]]))
-    return model, validation_rse, changed_rse      # grids exist for linear baselines only
+        model = clone(prototype).set_params(**fitted.params).fit(np.concatenate([train[0], held_out[0]]),
+                                                                 np.concatenate([train[1], held_out[1]]))
+    return model, fitted.validation_rse, fitted.day_change_rse
 
 
 def rank_models(validation: Mapping[str, float]) -> dict[str, float]:

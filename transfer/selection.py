@@ -225,3 +225,33 @@ def choose_on_validation(estimator, grid: Mapping[str, Sequence], train: tuple[n
         truth = vp if unscale is None else unscale(vp)
         validation_rse = rse(truth, predicted if unscale is None else unscale(predicted))
     return Choice(fitted, best, float(validation_rse), selection_rse, table)
+
+
+@dataclass(frozen=True)
+class FittedBaseline:
+    estimator: object             # fitted on the training spectra
+    params: dict                  # what validation chose out of its grid ({}: its own setting)
+    validation_rse: float         # on the validation spectra as measured
+    day_change_rse: float | None  # a linear baseline's validation RSE under the simulated day change
+
+
+def fit_on_validation(name: str, estimator, baselines: Mapping, train: tuple[np.ndarray, np.ndarray],
+                      val: tuple[np.ndarray, np.ndarray], *, unscale: Unscale | None = None,
+                      selection_inputs: np.ndarray | None = None) -> FittedBaseline:
+    """Baseline `name` fitted on `train` as `libs-transfer train` and the robustness suite fit
+    it: its parameter chosen on validation where `[baselines]` gives it a grid
+    (:func:`choose_on_validation`, scored on `selection_inputs` where given), else its own
+    setting; `day_change_rse` where `selection_inputs` are given and `name` is linear."""
+    grid = validation_grid(name, baselines)
+    if grid:
+        choice = choose_on_validation(estimator, grid, train, val, unscale=unscale, selection_inputs=selection_inputs)
+        return FittedBaseline(choice.estimator, choice.params, choice.validation_rse,
+                              choice.selection_rse if selection_inputs is not None else None)
+    fitted = clone(estimator).fit(*train)
+
+    def rse_on(secondary: np.ndarray) -> float:
+        predicted, truth = fitted.predict(secondary), val[1]
+        return rse(truth, predicted) if unscale is None else rse(unscale(truth), unscale(predicted))
+
+    changed = rse_on(selection_inputs) if selection_inputs is not None and name in LINEAR else None
+    return FittedBaseline(fitted, {}, rse_on(val[0]), changed)

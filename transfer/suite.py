@@ -24,8 +24,8 @@ from transfer.config import TransferConfig
 from transfer.data import check_axis, fit_preprocessors, inspect_map, sample_preprocessed
 from transfer.estimators import OneStepMLPTransfer, VAEMLPTransfer
 from transfer.metrics import k_score, rse
-from transfer.selection import (LINEAR, MODEL_NAMES, blend, calibration_day_change, choose_on_validation,
-                                kept_blend, selection_inputs, validation_grid)
+from transfer.selection import (MODEL_NAMES, NETWORKS, blend, calibration_day_change, fit_on_validation, kept_blend,
+                                selection_inputs)
 from transfer.trust_figures import trust_on_maps
 
 log = logging.getLogger(__name__)
@@ -165,25 +165,18 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
 
     for name, prototype in models.items():
         started = time.perf_counter()
-        params, day_change_rse = {}, None
-        grid = validation_grid(name, config["baselines"])
-        if grid:
-            choice = choose_on_validation(prototype, grid, train, val, unscale=unscale, selection_inputs=changed_val)
-            model, validation_rse, params = choice.estimator, choice.validation_rse, choice.params
-            if changed_val is not None:
-                day_change_rse = choice.selection_rse
+        if name in NETWORKS:
+            model = clone(prototype).fit(*train, validation=val,
+                                         secondary_zero=maps["preprocessors"]["secondary"].scaled_zero())
+            params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
+            validation_rse, day_change_rse = rse(val_truth, unscale(model.predict(val[0]))), None
         else:
-            model = clone(prototype)
             if name == "knn":
-                model.set_params(n_neighbors=max(1, min(model.n_neighbors, len(train[0]))))
-            if name in ("vae_mlp", "one_step_mlp"):
-                model.fit(*train, validation=val, secondary_zero=maps["preprocessors"]["secondary"].scaled_zero())
-                params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
-            else:
-                model.fit(*train)
-            validation_rse = rse(val_truth, unscale(model.predict(val[0])))
-            if changed_val is not None and name in LINEAR:
-                day_change_rse = rse(val_truth, unscale(model.predict(changed_val)))
+                prototype = clone(prototype).set_params(n_neighbors=max(1, min(prototype.n_neighbors, len(train[0]))))
+            baseline = fit_on_validation(name, prototype, config["baselines"], train, val, unscale=unscale,
+                                         selection_inputs=changed_val)
+            model, params = baseline.estimator, baseline.params
+            validation_rse, day_change_rse = baseline.validation_rse, baseline.day_change_rse
         fitted[name] = model
         score(name, model, validation_rse, params, day_change_rse, started)
     if {"vae_mlp", "ds"} <= fitted.keys():
