@@ -116,7 +116,8 @@ class FittedBlend:
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
                   clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
                   decoder_floor: bool = False) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map (the linear
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map, every model
+    fitted on the training map alone (`train` refits PLS and KNN on training + validation) (the linear
     baselines also "day_change_rse": their validation RSE under the simulated day change, where
     `[baselines] validation_gain` is set; with
     `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
