@@ -182,6 +182,13 @@ def summarise(scores: Mapping[str, Mapping], n_train: int) -> dict:
     if exported in test:
         # what `libs-transfer export` writes by default (transfer.selection.live_model)
         summary.update(exported=exported, exported_over_best=test[exported] / test[best])
+    halves = {k: v["rse_test_halves"] for k, v in scores.items() if "rse_test_halves" in v}
+    if halves:
+        # ranked on a short paired map of the test day (`train --val` with such a map): the first
+        # half of the test map, scored on the second
+        first, second = ({k: h[i] for k, h in halves.items()} for i in (0, 1))
+        ranked = min(first, key=first.get)
+        summary.update(ranked_on_test_half=ranked, ranked_on_test_half_over_best=second[ranked] / min(second.values()))
     if "vae_mlp" in test:
         summary["vae_mlp_over_best"] = test["vae_mlp"] / test[best]
         targets = {"recommended_within_10pct": summary["recommended_over_best"] <= 1.10,
@@ -245,6 +252,10 @@ def markdown(report: Mapping) -> str:
                       + (f"; exported by default: {s['exported']}, / best {s['exported_over_best']:.2f}"
                          if "exported" in s else "") + ". Targets missed: "
                       + (", ".join(missed) if missed else "none") + "."]
+        if "ranked_on_test_half" in s:
+            lines += ["", f"Ranked on the test map's first half instead (a short paired map of the test day as "
+                      f"`--val`): {s['ranked_on_test_half']}, / best on the second half "
+                      f"{s['ranked_on_test_half_over_best']:.2f}."]
         if "decoder_floor_over_best" in s:
             m = result["models"]["vae_mlp"]
             lines += ["", f"Decoder floor (the VAE's decoder at the best latent point for each measured primary): "

@@ -116,7 +116,8 @@ class FittedBlend:
 def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, seed: int = 0,
                   clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
                   decoder_floor: bool = False) -> dict[str, dict]:
-    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params"}} on the test map, every model
+    """{model: {"rse", "k_score", "validation_rse", "fit_s", "params", "rse_test_halves"}} on the test map
+    ("rse_test_halves": on its first and second half in file order), every model
     fitted on the training map alone (`train` refits PLS and KNN on training + validation) (the linear
     baselines also "day_change_rse": their validation RSE under the simulated day change, where
     `[baselines] validation_gain` is set; with
@@ -141,7 +142,10 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     def score(name: str, model, validation_rse: float, params: Mapping, day_change_rse: float | None,
               started: float) -> None:
         predicted = unscale(model.predict(arrays["test"]["secondary"])).astype(np.float64)
+        half = len(truth) // 2
         results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
+                         # the test map's first and second halves (file order: two regions of the map)
+                         "rse_test_halves": [rse(truth[:half], predicted[:half]), rse(truth[half:], predicted[half:])],
                          "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
         if day_change_rse is not None:

@@ -99,3 +99,20 @@ def test_linear_baselines_that_validate_alike_are_recommended_as_train_does():
     s = summarise(tied, 2500)
     assert (s["recommended"], s["exported"]) == ("ds", "ds")
     assert s["recommended_over_best"] == pytest.approx(0.098 / 0.093)
+
+
+def test_ranking_on_half_the_test_day_is_scored_on_the_other_half():
+    models = scores(vae_mlp=0.086, ds=0.10, pds=0.14)
+    models["vae_mlp"]["rse_test_halves"] = [0.09, 0.08]
+    models["ds"]["rse_test_halves"] = [0.11, 0.07]        # leads on the second half only
+    models["pds"]["rse_test_halves"] = [0.15, 0.13]
+    for name, validation_rse in (("vae_mlp", 0.064), ("ds", 0.038), ("pds", 0.033)):   # as pegmatite-day2
+        models[name]["validation_rse"] = validation_rse
+    s = summarise(models, 1000)
+    assert s["recommended"] == "pds"                        # validation: the training day
+    assert s["ranked_on_test_half"] == "vae_mlp"
+    assert s["ranked_on_test_half_over_best"] == pytest.approx(0.08 / 0.07)
+    text = markdown({"command": "x", "quick": True, "seconds": 60, "cpus": 2, "seed": 0, "learning_curve": {},
+                     "results": {"pegmatite-day2": {"n_train": 1000, "n_val": 10, "n_test": 10, "seconds": 1.0,
+                                                    "maps": {"train": "t.h5"}, "models": models, "summary": s}}})
+    assert "Ranked on the test map's first half instead" in text and "vae_mlp, / best on the second half 1.14" in text
