@@ -69,8 +69,7 @@ from sklearn.base import clone
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acquisition.store import PairedMapReader  # noqa: E402
-from sim.generate import simulate_rows, simulation_attributes  # noqa: E402
-from sim.samples import make_sample  # noqa: E402
+from sim.generate import scene_of, simulate_again, simulation_attributes  # noqa: E402
 from sim.scene import DayConditions, PairedScene  # noqa: E402
 from sim.spectrograph import InstrumentDrift  # noqa: E402
 from bench.ds_rank import quick_scenario  # noqa: E402
@@ -98,17 +97,10 @@ def _simulation(path: Path) -> dict:
     return {"attrs": attrs, "layout": layout}
 
 
-def _resimulated(path: Path, scene: PairedScene, simulation: dict, order: tuple) -> dict[str, np.ndarray]:
-    """{system: raw counts [n, pixels]} of the map's spots in ``order`` (iy, ix), simulated through ``scene``."""
-    attrs, layout = simulation["attrs"], simulation["layout"]
-    ny, nx = layout.shape
-    rows = max(1, int(attrs["chunk_spots"]) // nx)
-    spectra = {}
-    for row0 in range(0, ny, rows):
-        iy, ix, shots = simulate_rows(scene, layout, row0, rows, seed=int(attrs["seed"]), day=int(attrs["day"]))
-        for system, counts in shots.items():
-            spectra.setdefault(system, np.empty((ny, nx, counts.shape[1]), np.float32))[iy, ix] = counts
-    return {system: grid[order] for system, grid in spectra.items()}
+def _resimulated(simulation: dict, scene: PairedScene, order: tuple) -> dict[str, np.ndarray]:
+    """{system: raw counts [n, pixels]} of the test map's spots in ``order`` (iy, ix), simulated through ``scene``."""
+    again = simulate_again(simulation["layout"], simulation["attrs"], scene)
+    return {system: grid[order] for system, grid in again.items()}
 
 
 def _measured_test_map(path: Path) -> tuple[tuple, dict[str, np.ndarray]]:
@@ -145,10 +137,8 @@ def figures(work: Path, name: str, drift_draws: int) -> dict:
     simulation = _simulation(paths["test"])
     attrs = simulation["attrs"]
     order, measured = _measured_test_map(paths["test"])
-    scene = PairedScene(seed=int(attrs["seed"]), day=int(attrs["day"]),
-                        sample=make_sample(str(attrs["sample"]), int(attrs["seed"])),
-                        secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]))
-    again = _resimulated(paths["test"], scene, simulation, order)
+    scene = scene_of(attrs)
+    again = _resimulated(simulation, scene, order)
     differ = [system for system in measured if not np.array_equal(again[system], measured[system])]
     if differ:
         return {**result, "truth_unavailable": f"{paths['test'].name}: simulating it again does not give its "
@@ -162,7 +152,7 @@ def figures(work: Path, name: str, drift_draws: int) -> dict:
         return prep["primary"].inverse_transform(prep["primary"].transform(raw)).astype(np.float64)
 
     def primary_through(drift: InstrumentDrift) -> np.ndarray:
-        return corrected(_resimulated(paths["test"], scene.with_drift("primary", drift), simulation, order)["primary"])
+        return corrected(_resimulated(simulation, scene.with_drift("primary", drift), order)["primary"])
 
     nominal = primary_through(training_drift["primary"])
     alone = {}
@@ -174,8 +164,8 @@ def figures(work: Path, name: str, drift_draws: int) -> dict:
     # each day against the mean of the others; (K - 1) / K removes what the mean of K - 1
     # draws adds by not being the mean of all possible days
     per_day = np.array([rse(day, (total - day) / (drift_draws - 1)) for day in days]) * (drift_draws - 1) / drift_draws
-    steady_secondary = _resimulated(paths["test"], scene.with_drift("secondary", training_drift["secondary"]),
-                                    simulation, order)["secondary"]
+    steady_secondary = _resimulated(simulation, scene.with_drift("secondary", training_drift["secondary"]),
+                                    order)["secondary"]
     from_steady = ds_from(q.ds, prep["secondary"].transform(steady_secondary))
     return {**result,
             "rse_perfect_transfer": round(rse(truth, nominal), 4),

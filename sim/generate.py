@@ -187,6 +187,31 @@ def simulation_attributes(sample_truth: dict | None) -> dict:
             **(sample_truth or {}).get("attrs", {})}
 
 
+def scene_of(attrs: dict) -> PairedScene:
+    """The scene a simulated map was written with, from its :func:`simulation_attributes`."""
+    seed = int(attrs["seed"])
+    return PairedScene(seed=seed, day=int(attrs["day"]), sample=make_sample(str(attrs["sample"]), seed),
+                       secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]))
+
+
+def simulate_again(layout: MapLayout, attrs: dict, scene: PairedScene | None = None, *,
+                   first_chunk: bool = False) -> dict[str, np.ndarray]:
+    """{system: counts [rows, nx, n]} of a simulated map (its layout and
+    :func:`simulation_attributes`) simulated again chunk by chunk as :func:`generate_map` wrote
+    it: every row, or the first chunk's. ``scene``: another scene of that day (e.g.
+    ``scene_of(attrs).with_drift(...)``) to see the same shots through."""
+    scene = scene if scene is not None else scene_of(attrs)
+    ny, nx = layout.shape
+    rows = max(1, int(attrs["chunk_spots"]) // nx)
+    ny = min(rows, ny) if first_chunk else ny
+    spectra: dict[str, np.ndarray] = {}
+    for row0 in range(0, ny, rows):
+        iy, ix, shots = simulate_rows(scene, layout, row0, rows, seed=int(attrs["seed"]), day=int(attrs["day"]))
+        for system, counts in shots.items():
+            spectra.setdefault(system, np.empty((ny, nx, counts.shape[1]), np.float32))[iy, ix] = counts
+    return spectra
+
+
 def simulated_again(path) -> bool:
     """Whether this simulator, given the settings stored in the map at ``path``, gives its
     first chunk bit for bit. False for a map an earlier version of the simulator wrote (or
@@ -201,11 +226,9 @@ def simulated_again(path) -> bool:
         if not reader.acquired.reshape(-1)[:spots].all():
             return False
         stored = reader.read_all(max_spots=spots)
-    seed, day = int(attrs["seed"]), int(attrs["day"])
-    scene = PairedScene(seed=seed, day=day, sample=make_sample(str(attrs["sample"]), seed),
-                        secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]))
-    _, _, again = simulate_rows(scene, layout, 0, rows, seed=seed, day=day)
-    return all(np.array_equal(np.asarray(stored.spectra[system]), again[system]) for system in again)
+    again = simulate_again(layout, attrs, first_chunk=True)
+    return all(np.array_equal(np.asarray(stored.spectra[system]), counts.reshape(spots, -1))
+               for system, counts in again.items())
 
 
 def _check_same_simulation(out: Path, attrs: dict) -> None:

@@ -8,15 +8,14 @@ drift replaced sees the same plasmas with the same noise through the other one.
 import numpy as np
 
 from acquisition.store import PairedMapReader
-from sim.generate import generate_map, simulate_rows
-from sim.samples import make_sample
+from sim.generate import generate_map, scene_of, simulate_again, simulated_again, simulation_attributes
 from sim.scene import DayConditions, PairedScene
 from tests.sim.conftest import measure_line
 
 
 def _stored(path):
     with PairedMapReader(path) as reader:
-        layout, attrs = reader.layout, reader.sample_truth["attrs"]
+        layout, attrs = reader.layout, simulation_attributes(reader.sample_truth)
         spectra = {s: np.zeros((*layout.shape, n), np.float32) for s, n in (("primary", 4062), ("secondary", 3872))}
         for chunk in reader.iter_chunks(systems=list(spectra), chunk_spots=1000):
             for system, grid in spectra.items():
@@ -24,23 +23,13 @@ def _stored(path):
     return layout, attrs, spectra
 
 
-def _again(scene, layout, attrs):
-    ny, nx = layout.shape
-    rows = max(1, int(attrs["chunk_spots"]) // nx)
-    spectra = {}
-    for row0 in range(0, ny, rows):
-        iy, ix, shots = simulate_rows(scene, layout, row0, rows, seed=int(attrs["seed"]), day=int(attrs["day"]))
-        for system, counts in shots.items():
-            spectra.setdefault(system, np.zeros((ny, nx, counts.shape[1]), np.float32))[iy, ix] = counts
-    return spectra
-
-
 def test_a_map_simulated_again_is_the_stored_map_and_one_drift_moves_one_spectrometer(tmp_path):
     path = generate_map(tmp_path / "severe.h5", shape=(5, 6), step_um=40.0, day=1, seed=4, origin_um=(300.0, 80.0),
                         chunk_spots=12, progress=False, sample="basalt", day_change="severe")
     layout, attrs, stored = _stored(path)
-    scene = PairedScene(seed=4, day=1, sample=make_sample("basalt", 4), day_change="severe")
-    again = _again(scene, layout, attrs)
+    scene = scene_of(attrs)
+    assert (scene.sample.name, scene.day, scene.day_change) == ("basalt", 1, "severe")
+    again = simulate_again(layout, attrs)
     for system in stored:
         np.testing.assert_array_equal(again[system], stored[system])
 
@@ -48,9 +37,13 @@ def test_a_map_simulated_again_is_the_stored_map_and_one_drift_moves_one_spectro
     steady = scene.with_drift("primary", day0_primary)
     assert steady.conditions.drift["primary"] == day0_primary
     assert scene.conditions.drift["primary"] != day0_primary            # the original is untouched
-    moved = _again(steady, layout, attrs)
+    moved = simulate_again(layout, attrs, steady)
     np.testing.assert_array_equal(moved["secondary"], stored["secondary"])
     assert not np.allclose(moved["primary"], stored["primary"])
+    assert simulated_again(path)
+    first_chunk = simulate_again(layout, attrs, first_chunk=True)
+    assert first_chunk["primary"].shape == (2, 6, 4062)            # chunk_spots 12: two rows of six
+    np.testing.assert_array_equal(first_chunk["primary"], stored["primary"][:2])
 
 
 def test_the_primary_of_another_day_puts_a_line_back_where_that_day_saw_it(pure_spots):
