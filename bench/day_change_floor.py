@@ -73,7 +73,7 @@ from sim.generate import scene_of, simulate_again, simulation_attributes  # noqa
 from sim.scene import DayConditions, PairedScene  # noqa: E402
 from sim.spectrograph import InstrumentDrift  # noqa: E402
 from bench.ds_rank import quick_scenario  # noqa: E402
-from bench.transfer_suite import SCENARIOS  # noqa: E402
+from bench.transfer_suite import SCENARIOS, prepare_maps  # noqa: E402
 from transfer.data import iter_raw_chunks  # noqa: E402
 from transfer.metrics import rse  # noqa: E402
 
@@ -189,6 +189,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.drift_draws < 2:
         parser.error("--drift-draws must be at least 2")
+    stale = prepare_maps(args.scenario, args.work, quick=True)
+    if stale:
+        print(f"day_change_floor: {stale}", file=sys.stderr)
+        return 2
     print(json.dumps({"bench": "day_change_floor", "drift_draws": args.drift_draws,
                       "scenarios": {n: figures(args.work, n, args.drift_draws) for n in args.scenario}}))
     return 0

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.transfer_suite import QUICK_OVERRIDES, SCENARIOS  # noqa: E402
+from bench.transfer_suite import QUICK_OVERRIDES, SCENARIOS, prepare_maps  # noqa: E402
 from transfer.config import load_config  # noqa: E402
 from transfer.day_change import day_changed  # noqa: E402
 from transfer.metrics import rse  # noqa: E402
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the suite's full-size maps and the default networks (default: its quick mode's)")
     args = parser.parse_args(argv)
     config = load_config(None) if args.full else load_config(None).with_overrides(QUICK_OVERRIDES)
+    stale = prepare_maps(args.scenario, args.work, quick=not args.full)
+    if stale:
+        print(f"day_change_selection: {stale}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     measured = {name: measure(name, args.work, config, network=not args.no_network, quick=not args.full)
                 for name in args.scenario}

@@ -29,7 +29,7 @@ from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.transfer_suite import SCENARIOS, suite_config  # noqa: E402
+from bench.transfer_suite import SCENARIOS, prepare_maps, suite_config  # noqa: E402
 from transfer.config import TransferConfig  # noqa: E402
 from transfer.metrics import rse  # noqa: E402
 from transfer.selection import choose_on_validation, selection_inputs, validation_grid  # noqa: E402
@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truncate", action="store_true",
                         help="also score the truncated SVD of the whole matrix at each rank (slow: a full SVD)")
     args = parser.parse_args(argv)
+    stale = prepare_maps(args.scenario, args.work, quick=True)
+    if stale:
+        print(f"ds_rank: {stale}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     results = {name: ranks(name, args.work, args.seed, args.truncate) for name in args.scenario}
     print(json.dumps({"bench": "ds_rank", "seconds": round(time.perf_counter() - started, 1), "results": results}))

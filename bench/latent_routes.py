@@ -41,7 +41,7 @@ from sklearn.linear_model import Ridge
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ds_rank import quick_scenario  # noqa: E402
-from bench.transfer_suite import SCENARIOS  # noqa: E402
+from bench.transfer_suite import SCENARIOS, prepare_maps  # noqa: E402
 from transfer.metrics import rse  # noqa: E402
 from transfer.selection import BLEND_WEIGHTS, selection_inputs  # noqa: E402
 
@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the fine-tuned model and the seed ensemble (one VAE + MLP fit per scenario)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     args = parser.parse_args(argv)
+    stale = prepare_maps(args.scenario, args.work, quick=True)
+    if stale:
+        print(f"latent_routes: {stale}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = {name: routes(name, args.work, seeds=max(1, args.seeds), refits=not args.no_refits)

@@ -150,6 +150,17 @@ LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n30
                   "pegmatite-n10000": 10000}
 
 
+def prepare_maps(names: Sequence[str], work: Path, quick: bool) -> str | None:
+    """Simulates the scenarios' missing maps into `work` (a complete map of this simulator is
+    kept); the error line where a file there is not the map this simulator writes, else None."""
+    try:
+        for name in names:
+            SCENARIOS[name](work, quick)
+    except FileExistsError as exc:
+        return str(exc)
+    return None
+
+
 def run_scenario(name: str, work: Path, config: TransferConfig, *, quick: bool, seed: int,
                  only: Sequence[str] = ()) -> dict:
     started = time.perf_counter()
@@ -419,20 +430,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print(f"transfer_suite: --jobs {args.jobs}: at least 1", file=sys.stderr)
         return 2
-    results = {}
-    try:
-        for index, name, result in _run_all(names, args, config):
-            results[name] = result
-            best = result["summary"]
-            print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
-                  f"{best['recommended']} ({result['seconds']:.0f} s)", file=sys.stderr, flush=True)
-            # what is measured so far survives a stopped run: the summary and the JSON next to it
-            report = _report(args, argv, config, results, started)
-            args.markdown.write_text(markdown(report))
-            partial.write_text(json.dumps(report, default=_json))
-    except FileExistsError as exc:      # a map in --work that this simulator would not write
-        print(f"transfer_suite: {exc}", file=sys.stderr)
+    stale = prepare_maps(names, args.work, args.quick)
+    if stale:
+        print(f"transfer_suite: {stale}", file=sys.stderr)
         return 2
+    results = {}
+    for index, name, result in _run_all(names, args, config):
+        results[name] = result
+        best = result["summary"]
+        print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
+              f"{best['recommended']} ({result['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        # what is measured so far survives a stopped run: the summary and the JSON next to it
+        report = _report(args, argv, config, results, started)
+        args.markdown.write_text(markdown(report))
+        partial.write_text(json.dumps(report, default=_json))
     results = {name: results[name] for name in names}
     report = _report(args, argv, config, results, started)
     print(json.dumps(report, default=_json))
@@ -446,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_all(names: Sequence[str], args, config: TransferConfig):
     """(index, name, result) of every scenario as it finishes: in this process, or in `args.jobs`
-    processes. The maps are written here first, one after another: scenarios share map files."""
+    processes (`prepare_maps` has written the maps first, one after another: scenarios share map files)."""
     if args.jobs == 1:
         for index, name in enumerate(names, 1):
             print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
@@ -455,8 +466,6 @@ def _run_all(names: Sequence[str], args, config: TransferConfig):
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    for name in names:
-        SCENARIOS[name](args.work, args.quick)
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads, args.verbose)) as pool:

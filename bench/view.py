@@ -214,7 +214,7 @@ def main() -> int:
                     f"{FILL_BATCH} spectra"}
     with tempfile.TemporaryDirectory() as tmp:
         view = ViewProcess(Path(tmp), "--results", address, "--shape", args.shape)
-        browser = start_browser(*found)
+        browser = start_browser(*found, temp_dir=Path(tmp))
         try:
             wait_for(lambda: view.stats()["contact"], 30, "the view's subscription")
             browser.get(view.url)

@@ -77,7 +77,7 @@ def test_page_shows_the_live_map_the_spectra_and_the_worker_going_away(map_model
     worker = WorkerProcess(map_model, tmp_path)
     view = ViewProcess(tmp_path, "--results", worker.output, "--control", worker.control, "--map", str(small_map))
     view.wait_subscribed()
-    browser = start_browser(*BROWSER)
+    browser = start_browser(*BROWSER, temp_dir=tmp_path)
     try:
         browser.get(view.url)
         wait_for(lambda: browser.execute_script("return window.viewStats.snapshots") >= 1, 30, "the first snapshot")

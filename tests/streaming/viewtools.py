@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,9 @@ def find_browser() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def start_browser(browser: str, driver: str, width: int = 1500, height: int = 1150):
+def start_browser(browser: str, driver: str, width: int = 1500, height: int = 1150, *, temp_dir: Path | None = None):
+    """A headless Chromium under Selenium. ``temp_dir``: where its profile and temporary files
+    go (the caller's temporary folder), so that nothing of it is left in /tmp."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -31,8 +34,12 @@ def start_browser(browser: str, driver: str, width: int = 1500, height: int = 11
                 f"--window-size={width},{height}", "--disable-background-timer-throttling",
                 "--disable-renderer-backgrounding"):
         options.add_argument(arg)
+    env = None
+    if temp_dir is not None:
+        options.add_argument(f"--user-data-dir={temp_dir / 'chromium-profile'}")
+        env = {**os.environ, "TMPDIR": str(temp_dir)}
     options.binary_location = browser
-    return webdriver.Chrome(options=options, service=Service(driver))
+    return webdriver.Chrome(options=options, service=Service(driver, env=env))
 
 
 class ViewProcess:

@@ -116,3 +116,11 @@ def test_ranking_on_half_the_test_day_is_scored_on_the_other_half():
                      "results": {"pegmatite-day2": {"n_train": 1000, "n_val": 10, "n_test": 10, "seconds": 1.0,
                                                     "maps": {"train": "t.h5"}, "models": models, "summary": s}}})
     assert "Ranked on the test map's first half instead" in text and "vae_mlp, / best on the second half 1.14" in text
+
+
+def test_a_map_this_simulator_would_not_write_stops_the_suite_with_one_line(capsys, tmp_path):
+    from bench.transfer_suite import main
+    (tmp_path / "pegmatite-train-15x20.h5").write_bytes(b"an earlier simulator's map")
+    assert main(["--smoke", "--work", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("transfer_suite: ") and "pegmatite-train-15x20.h5 exists" in err and "\n" not in err
