@@ -490,6 +490,23 @@ class TransferBundle:
                               f"(known: {', '.join(sorted(self.secondaries))})")
         return self.secondaries[name]
 
+    def data_map(self, secondary: str, role: str) -> tuple[Path | None, str]:
+        """(path, "") of the `role` map ("train" or "val") the provenance names for `secondary`,
+        where it is still there and of the size recorded; else (None, why not)."""
+        data = self.provenance.get("secondaries", {}).get(secondary, {}).get("data") or \
+            self.provenance.get("primary", {}).get("data", {})
+        record = data.get(role) or {}
+        what = {"train": "training", "val": "validation"}.get(role, role)
+        if "path" not in record:
+            return None, f"{self.path}/provenance.json names no {what} map for secondary '{secondary}'"
+        path = Path(record["path"])
+        if not path.is_file():
+            return None, f"the {what} map {path} named in {self.path}/provenance.json is not there"
+        if "bytes" in record and path.stat().st_size != int(record["bytes"]):
+            return None, (f"the {what} map {path} changed since the model was trained "
+                          f"({path.stat().st_size} bytes, provenance says {record['bytes']})")
+        return path, ""
+
 
 # -- writing ---------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
     as `train` calibrates a linear baseline on its training-day validation map)."""
     if not 0.0 <= day_change <= 1.0:
         raise TrustError(f"--day-change {day_change}: an amplitude between 0 and 1 (0.1 as train uses)")
-    from transfer.export import _training_map
     from transfer.pipeline import _manifest_entry
     bundle = load_bundle(model)
     system = bundle.secondary(secondary)
@@ -46,7 +45,7 @@ def calibrate_bundle(model: str | Path, held_out: str | Path, *, secondary: str 
     predict = _calibrated_model(bundle, system, described)
     if system.trust is None:
         # a bundle from before the trust score: its shape statistics come from the training map
-        train, why_not = _training_map(bundle, system)
+        train, why_not = bundle.data_map(system.name, "train")
         if train is None:
             raise TrustError(f"the bundle has no trust score yet and {why_not}")
         trust = fit_from_maps([train], [held_out], system.preprocess, bundle.primary_preprocess,

@@ -151,7 +151,8 @@ def add_evaluate(subparsers) -> None:
     p.add_argument("--learning-curve", type=int, nargs="*", default=None, metavar="N",
                    help="also retrain every model on N random pairs of the bundle's training map (default "
                         "those of 300 1000 3000 10000 that fit the map, else a quarter, a half and all of it) and draw test RSE against N "
-                        "into learning_curve.png/.json: how many paired spectra the maps need")
+                        "into learning_curve.png/.json: how many paired spectra the maps need (the training and "
+                        "validation maps the bundle names must be where they were, unchanged)")
 
 
 def _evaluate(args) -> int:

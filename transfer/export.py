@@ -242,20 +242,6 @@ def _file_record(path: Path) -> dict:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size}
 
 
-def _training_map(bundle: TransferBundle, system: SecondaryModel) -> tuple[Path | None, str]:
-    """The training map named in the bundle's provenance, if it is still there (else why not)."""
-    record = bundle.provenance.get("secondaries", {}).get(system.name, {}).get("data", {}).get("train")
-    if not record or "path" not in record:
-        return None, f"{bundle.path}/provenance.json names no training map for secondary '{system.name}'"
-    path = Path(record["path"])
-    if not path.is_file():
-        return None, f"the training map {path} named in {bundle.path}/provenance.json is not there"
-    if "bytes" in record and path.stat().st_size != int(record["bytes"]):
-        return None, (f"the training map {path} changed since the model was trained "
-                      f"({path.stat().st_size} bytes, provenance says {record['bytes']})")
-    return path, ""
-
-
 def _reference_path(bundle: TransferBundle, system: SecondaryModel, reference: str | Path | None) -> Path:
     """The map to recompute the novelty statistics from: `reference`, else the training map."""
     if reference is not None:
@@ -263,7 +249,7 @@ def _reference_path(bundle: TransferBundle, system: SecondaryModel, reference: s
         if not path.is_file():
             raise ExportError(f"reference map {path} does not exist")
         return path
-    path, why_not = _training_map(bundle, system)
+    path, why_not = bundle.data_map(system.name, "train")
     if path is None:
         raise ExportError(f"{why_not}; give the training data with --reference TRAIN.h5")
     return path
@@ -348,7 +334,7 @@ def _check_spectra(bundle: TransferBundle, system: SecondaryModel, reference: st
     """Raw spectra for the parity check: the first of the reference or training map, or
     (neither at hand) synthetic spectra drawn from the training statistics."""
     from transfer.data import iter_raw_chunks
-    path = Path(reference) if reference is not None else _training_map(bundle, system)[0]
+    path = Path(reference) if reference is not None else bundle.data_map(system.name, "train")[0]
     if path is not None:
         for _, _, _, spectra in iter_raw_chunks([path], ["secondary"], max_spots):
             return spectra["secondary"][:max_spots], str(path.resolve())

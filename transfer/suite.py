@@ -244,17 +244,11 @@ def learning_curve_for_bundle(model_dir: str | Path, test: str | Path, out_dir: 
 def learning_curve_maps(bundle, secondary: str) -> dict[str, Path]:
     """The training and validation maps `bundle` (a loaded Bundle) names for `secondary`, which the
     learning curve retrains on; LearningCurveError naming the one that is not there."""
-    data = bundle.provenance.get("secondaries", {}).get(secondary, {}).get("data") or \
-        bundle.provenance.get("primary", {}).get("data", {})
     paths = {}
-    for key in ("train", "val"):
-        record = data.get(key) or {}
-        path = Path(record.get("path", ""))
-        if not record.get("path") or not path.is_file():
-            raise LearningCurveError(f"the {key} map named in {bundle.path}/provenance.json "
-                                     f"({record.get('path', 'none')}) is not there: the learning curve "
-                                     "retrains on it")
-        paths[key] = path
+    for role in ("train", "val"):
+        paths[role], why_not = bundle.data_map(secondary, role)
+        if paths[role] is None:
+            raise LearningCurveError(f"{why_not}: the learning curve retrains on it")
     return paths
 
 

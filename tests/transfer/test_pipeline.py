@@ -191,13 +191,18 @@ def test_evaluate_learning_curve_retrains_on_subsets_of_the_training_map(trained
     assert (out / "learning_curve.png").stat().st_size > 1000
 
 
-def test_learning_curve_without_the_training_map_says_so(trained_bundle, sim_maps, tmp_path, capsys):
+@pytest.mark.parametrize("what, expected", [("path", "gone.h5"), ("bytes", "changed since the model was trained")])
+def test_learning_curve_without_the_training_map_says_so(trained_bundle, sim_maps, tmp_path, capsys, what, expected):
     from transfer.cli import main
     copy = tmp_path / "model"
     shutil.copytree(trained_bundle.path, copy)
     provenance = json.loads((copy / "provenance.json").read_text())
     for section in (provenance["primary"], *provenance["secondaries"].values()):
-        section["data"]["train"]["path"] = str(tmp_path / "gone.h5")
+        record = section["data"]["train"]
+        if what == "path":
+            record["path"] = str(tmp_path / "gone.h5")
+        else:           # the map at that path is not the one the model was trained on
+            record["bytes"] = int(record["bytes"]) + 1
     (copy / "provenance.json").write_text(json.dumps(provenance))
     bundle = json.loads((copy / "bundle.json").read_text())
     import hashlib as _h
@@ -205,7 +210,7 @@ def test_learning_curve_without_the_training_map_says_so(trained_bundle, sim_map
     (copy / "bundle.json").write_text(json.dumps(bundle))
     code = main(["evaluate", str(copy), str(sim_maps["test"]), "--out", str(tmp_path / "r"), "--learning-curve"])
     assert code == 2
-    assert "gone.h5" in capsys.readouterr().err
+    assert expected in capsys.readouterr().err
     assert not (tmp_path / "r").exists()          # said before the evaluation, not after it
 
 
