@@ -115,7 +115,7 @@ def _measured_test_map(path: Path) -> tuple[tuple, dict[str, np.ndarray]]:
 
 def figures(work: Path, name: str, drift_draws: int) -> dict:
     q = quick_scenario(name, work)
-    paths = SCENARIOS[name](work, True)
+    paths = q.paths
     arrays, prep, unscale = q.maps["arrays"], q.maps["preprocessors"], q.unscale
     truth = unscale(arrays["test"]["primary"]).astype(np.float64)
     training_mean = unscale(arrays["train"]["primary"]).astype(np.float64).mean(axis=0)
@@ -189,7 +189,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.drift_draws < 2:
         parser.error("--drift-draws must be at least 2")
-    stale = prepare_maps(args.scenario, args.work, quick=True)
+    _, stale = prepare_maps(args.scenario, args.work, quick=True)
     if stale:
         print(f"day_change_floor: {stale}", file=sys.stderr)
         return 2

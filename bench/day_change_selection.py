@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the suite's full-size maps and the default networks (default: its quick mode's)")
     args = parser.parse_args(argv)
     config = load_config(None) if args.full else load_config(None).with_overrides(QUICK_OVERRIDES)
-    stale = prepare_maps(args.scenario, args.work, quick=not args.full)
+    _, stale = prepare_maps(args.scenario, args.work, quick=not args.full)
     if stale:
         print(f"day_change_selection: {stale}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ class QuickScenario:
     val: tuple
     prototypes: dict
     ds: object
+    paths: dict
 
 
 def quick_scenario(name: str, work: Path, seed: int = 0) -> QuickScenario:
@@ -63,7 +64,7 @@ def quick_scenario(name: str, work: Path, seed: int = 0) -> QuickScenario:
     ds = choose_on_validation(prototypes["ds"], validation_grid("ds", config["baselines"]), train, val,
                               unscale=unscale,
                               selection_inputs=selection_inputs(config["baselines"], val[0], zero)).estimator
-    return QuickScenario(config, maps, unscale, zero, train, val, prototypes, ds)
+    return QuickScenario(config, maps, unscale, zero, train, val, prototypes, ds, paths)
 
 
 def ranks(name: str, work: Path, seed: int = 0, truncate: bool = False) -> dict:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truncate", action="store_true",
                         help="also score the truncated SVD of the whole matrix at each rank (slow: a full SVD)")
     args = parser.parse_args(argv)
-    stale = prepare_maps(args.scenario, args.work, quick=True)
+    _, stale = prepare_maps(args.scenario, args.work, quick=True)
     if stale:
         print(f"ds_rank: {stale}", file=sys.stderr)
         return 2

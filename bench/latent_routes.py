@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the fine-tuned model and the seed ensemble (one VAE + MLP fit per scenario)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     args = parser.parse_args(argv)
-    stale = prepare_maps(args.scenario, args.work, quick=True)
+    _, stale = prepare_maps(args.scenario, args.work, quick=True)
     if stale:
         print(f"latent_routes: {stale}", file=sys.stderr)
         return 2

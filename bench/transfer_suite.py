@@ -150,23 +150,24 @@ LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n30
                   "pegmatite-n10000": 10000}
 
 
-def prepare_maps(names: Sequence[str], work: Path, quick: bool) -> str | None:
+def prepare_maps(names: Sequence[str], work: Path, quick: bool) -> tuple[dict[str, Maps], str | None]:
     """Simulates the scenarios' missing maps into `work` (a complete map of this simulator is
-    kept); the error line where a file there is not the map this simulator writes, else None."""
+    kept): ({name: its maps}, None), or the error line where a file there is not the map this
+    simulator writes."""
+    paths = {}
     try:
         for name in names:
-            SCENARIOS[name](work, quick)
+            paths[name] = SCENARIOS[name](work, quick)
     except FileExistsError as exc:
-        return str(exc)
-    return None
+        return paths, str(exc)
+    return paths, None
 
 
-def run_scenario(name: str, work: Path, config: TransferConfig, *, quick: bool, seed: int,
-                 only: Sequence[str] = ()) -> dict:
+def run_scenario(name: str, paths: Maps, config: TransferConfig, *, seed: int, only: Sequence[str] = ()) -> dict:
+    """Every model of `config` fitted and scored on one scenario's maps (`prepare_maps`)."""
     started = time.perf_counter()
-    paths = SCENARIOS[name](work, quick)
     maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
-    models = models_from_config(config, maps["wavelengths"], seed=seed)
+    models = models_from_config(config, maps["wavelengths"], seed=seed, n_fit=len(maps["arrays"]["train"]["primary"]))
     models = {k: v for k, v in models.items() if not only or k in only}
     scores = fit_and_score(models, maps, config, seed=seed, trust_models=EXPORTABLE, decoder_floor=True)
     n_train = len(maps["arrays"]["train"]["primary"])
@@ -430,12 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print(f"transfer_suite: --jobs {args.jobs}: at least 1", file=sys.stderr)
         return 2
-    stale = prepare_maps(names, args.work, args.quick)
+    paths, stale = prepare_maps(names, args.work, args.quick)
     if stale:
         print(f"transfer_suite: {stale}", file=sys.stderr)
         return 2
     results = {}
-    for index, name, result in _run_all(names, args, config):
+    for index, name, result in _run_all(names, paths, args, config):
         results[name] = result
         best = result["summary"]
         print(f"[{index}/{len(names)}] {name}: best {best['best']} {best['best_rse']:.4f}, recommended "
@@ -455,21 +456,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_all(names: Sequence[str], args, config: TransferConfig):
+def _run_all(names: Sequence[str], paths: Mapping[str, Maps], args, config: TransferConfig):
     """(index, name, result) of every scenario as it finishes: in this process, or in `args.jobs`
     processes (`prepare_maps` has written the maps first, one after another: scenarios share map files)."""
     if args.jobs == 1:
         for index, name in enumerate(names, 1):
             print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
-            yield index, name, run_scenario(name, args.work, config, quick=args.quick, seed=args.seed,
-                                            only=args.model or ())
+            yield index, name, run_scenario(name, paths[name], config, seed=args.seed, only=args.model or ())
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads, args.verbose)) as pool:
-        futures = {pool.submit(run_scenario, name, args.work, config, quick=args.quick, seed=args.seed,
+        futures = {pool.submit(run_scenario, name, paths[name], config, seed=args.seed,
                                only=args.model or ()): name for name in names}
         print(f"{len(names)} scenarios in {args.jobs} processes of {threads} thread(s)", file=sys.stderr, flush=True)
         for index, future in enumerate(as_completed(futures), 1):

@@ -37,8 +37,9 @@ def _cap(*sections) -> int:
 
 
 def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndarray], *, seed: int = 0,
-                       device: str = "cpu") -> dict:
-    """Unfitted estimators with the configuration's settings (what `train` fits)."""
+                       device: str = "cpu", n_fit: int | None = None) -> dict:
+    """Unfitted estimators with the configuration's settings (what `train` fits); `n_fit`, the
+    training spectra they will see, caps KNN's neighbour count as in `train`."""
     vae, mlp, finetune, one_step, base = (config[k] for k in ("vae", "mlp", "finetune", "one_step", "baselines"))
     models = {
         "vae_mlp": VAEMLPTransfer(
@@ -58,7 +59,7 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
             clip_grad_norm=one_step["clip_grad_norm"], noise=mlp["noise"], gain_augment=mlp["gain_augment"],
             size=vae["size"],
             min_steps=mlp["min_steps"], max_epochs=_cap(one_step), seed=seed, device=device),
-        **baselines_from_config(base, wavelengths["secondary"], wavelengths["primary"], seed=seed),
+        **baselines_from_config(base, wavelengths["secondary"], wavelengths["primary"], seed=seed, n_fit=n_fit),
     }
     return models
 
@@ -117,13 +118,13 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
                   clusters: SpectralClusters | None = None, trust_models: Sequence[str] = (),
                   decoder_floor: bool = False) -> dict[str, dict]:
     """{model: {"rse", "k_score", "validation_rse", "fit_s", "params", "rse_test_halves"}} on the test map
-    ("rse_test_halves": on its first and second half in file order), every model
-    fitted on the training map alone (`train` refits PLS and KNN on training + validation) (the linear
-    baselines also "day_change_rse": their validation RSE under the simulated day change, where
+    ("rse_test_halves": on its first and second half in file order). Every model is fitted on the
+    training map alone; `train` refits PLS and KNN on training + validation. The linear
+    baselines also have "day_change_rse": their validation RSE under the simulated day change, where
     `[baselines] validation_gain` is set; with
     `decoder_floor`, VAE + MLP also "decoder_floor_rse" and "decoder_floor_validation_rse": the RSE of its decoder's best reconstruction
     of the measured primaries, the floor no MLP onto its latent space can pass, on a seeded sample of
-    FLOOR_SPECTRA spectra); "blend" where VAE + MLP and DS are both fitted and a weight strictly
+    FLOOR_SPECTRA spectra; "blend" where VAE + MLP and DS are both fitted and a weight strictly
     between 0 and 1 validates best, as `train` decides it (transfer.selection.kept_blend;
     its "params": {"weight": w}); the models
     named in `trust_models` also get "trust": their trust score, fitted and calibrated as `train`
@@ -133,6 +134,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     train = (arrays["train"]["secondary"], arrays["train"]["primary"])
     val = (arrays["val"]["secondary"], arrays["val"]["primary"])
     truth = unscale(arrays["test"]["primary"]).astype(np.float64)
+    half = len(truth) // 2          # the test map's two halves in file order: two regions of the map
     val_truth = unscale(val[1])
     changed_val = selection_inputs(config["baselines"], val[0], maps["preprocessors"]["secondary"].scaled_zero())
     clusters = clusters or _clusters(maps, config, seed)
@@ -142,9 +144,7 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
     def score(name: str, model, validation_rse: float, params: Mapping, day_change_rse: float | None,
               started: float) -> None:
         predicted = unscale(model.predict(arrays["test"]["secondary"])).astype(np.float64)
-        half = len(truth) // 2
         results[name] = {"rse": rse(truth, predicted), "k_score": k_score(labels_true, clusters.predict(predicted)),
-                         # the test map's first and second halves (file order: two regions of the map)
                          "rse_test_halves": [rse(truth[:half], predicted[:half]), rse(truth[half:], predicted[half:])],
                          "validation_rse": float(validation_rse), "fit_s": round(time.perf_counter() - started, 1),
                          "params": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}}
@@ -176,8 +176,6 @@ def fit_and_score(models: Mapping, maps: Mapping, config: TransferConfig, *, see
             params = {k: getattr(model, k) for k in ("latent_", "vae_hidden_", "mlp_hidden_") if hasattr(model, k)}
             validation_rse, day_change_rse = rse(val_truth, unscale(model.predict(val[0]))), None
         else:
-            if name == "knn":
-                prototype = clone(prototype).set_params(n_neighbors=max(1, min(prototype.n_neighbors, len(train[0]))))
             baseline = fit_on_validation(name, prototype, config["baselines"], train, val, unscale=unscale,
                                          selection_inputs=changed_val)
             model, params = baseline.estimator, baseline.params
@@ -205,7 +203,8 @@ def learning_curve(train: Path, val: Path, test: Path, config: TransferConfig, s
             log.warning("learning curve: %d pairs asked, the training map has %d; skipped", n, n_train)
             continue
         maps = load_maps(train, val, test, config, max_train=n, seed=seed)
-        prototypes = models_from_config(config, maps["wavelengths"], seed=seed)
+        prototypes = models_from_config(config, maps["wavelengths"], seed=seed,
+                                        n_fit=len(maps["arrays"]["train"]["primary"]))
         curve[n] = fit_and_score({k: prototypes[k] for k in models if k in prototypes}, maps, config, seed=seed)
     return curve
 
