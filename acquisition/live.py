@@ -39,6 +39,7 @@ from tqdm import tqdm
 from acquisition.config import ConfigError
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import GROUP, describe_runs, gap_report, read_earlier_run
+from acquisition.shared.spectral import AxisResampler, WavelengthMismatchError, recalibrated_axis
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -131,6 +132,7 @@ class LiveTransfer:
         self._seq_spot = array("q")                 # input seq -> flat spot index (8 bytes a spot)
         self._group_pixels: int | None = None
         self._model_axis: np.ndarray | None = None
+        self._resample_secondary: AxisResampler | None = None
         self._bar = None
         self._last_emit = 0.0
         self._last_log = time.monotonic()
@@ -181,15 +183,21 @@ class LiveTransfer:
                         "live result is reported", self.options.control, exc)
             return None
 
-    @staticmethod
-    def _check_secondary_axis(info: dict, axis: np.ndarray) -> None:
+    def _check_secondary_axis(self, info: dict, axis: np.ndarray) -> None:
+        """The spectrometer recalibrated since the model was trained (its axis a few pixels from
+        the model's): its spectra are resampled onto the model's axis before they are streamed."""
         model_axis = info.get("secondary_wavelengths")
+        self._resample_secondary = None
         if model_axis is None or len(model_axis) != axis.size:
             return
-        worst = float(np.max(np.abs(np.asarray(model_axis) - axis)))
-        if worst > 0.1 * float(np.min(np.diff(axis))):
-            log.warning("live transfer: the model was trained on a secondary axis up to %.3g nm away from this "
-                        "spectrometer's; its results will be off", worst)
+        try:
+            if recalibrated_axis(axis, np.asarray(model_axis, np.float64), name="secondary wavelengths"):
+                self._resample_secondary = AxisResampler(axis, model_axis)
+                log.info("live transfer: the secondary's axis was calibrated away from the model's; its spectra "
+                         "are resampled onto the model's axis")
+        except WavelengthMismatchError as exc:
+            log.warning("live transfer: the model was trained on another secondary axis; its results will be off "
+                        "(%s)", exc)
 
     def _transferred_spec(self, wavelengths) -> int | np.ndarray | None:
         """What /entry/transferred is created with: the primary's pixel count when the model's output
@@ -255,6 +263,8 @@ class LiveTransfer:
         secondary = batch.spectra["secondary"]
         nx = self._submitted.shape[1]
         try:
+            if self._resample_secondary is not None:
+                secondary = self._resample_secondary(secondary)
             for k in range(len(batch)):
                 iy, ix, shot = int(batch.iy[k]), int(batch.ix[k]), int(batch.shot_id[k])
                 self._acquired[iy, ix] = True

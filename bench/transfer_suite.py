@@ -139,6 +139,8 @@ SCENARIOS: dict[str, Scenario] = {
     "pegmatite-broad-lowres": simulated("pegmatite-broad-lowres"),
     "pegmatite-severe": simulated("pegmatite-severe"),          # a severe day-to-day change
     "basalt-few-severe": simulated("basalt-few-severe"),        # 500 pairs and a severe change
+    "pegmatite-severe-calibrated": simulated("pegmatite-severe-calibrated"),    # both, in a lab that
+    "basalt-few-severe-calibrated": simulated("basalt-few-severe-calibrated"),  # calibrates its axes daily
 }
 #: --quick without --scenario: every scenario whose quick maps differ (the pegmatite's 1 000-, 3 000- and
 #: 10 000-pair training maps are one 25x40 map at that scale)

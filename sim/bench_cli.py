@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from acquisition.shared import cli
 from sim.bench import BenchFaults, BenchFaultsError, SimulatedBench
+from sim.scene import CALIBRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sample and fault seed (default 0)")
     parser.add_argument("--day", type=int, default=0, help="measurement day: drifts of plasma and "
                         "spectrographs (default 0)")
+    parser.add_argument("--calibration", choices=CALIBRATIONS, default="nominal",
+                        help="wavelength axes the spectrometers report: nominal (the factory axis every "
+                             "day, default) or daily (as recalibrated on --day)")
     parser.add_argument("--realtime", action="store_true",
                         help="run on the wall clock (default: virtual, as fast as possible)")
     parser.add_argument("--faults", default="", metavar="SPEC",
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with SimulatedBench(seed=args.seed, day=args.day, realtime=args.realtime, faults=faults) as bench:
+        with SimulatedBench(seed=args.seed, day=args.day, realtime=args.realtime, faults=faults,
+                            calibration=args.calibration) as bench:
             for name, resource in bench.resources.items():
                 print(f"{name:16s}{resource}")
             print(f"{'spectrometers':16s}{bench.spectrometer_resource}")

@@ -24,7 +24,7 @@ from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import MapLayout, PairedMapError, PairedMapReader, PairedMapWriter
 from sim.plasma import GATE_NODES
 from sim.samples import SAMPLE_NAMES, make_sample
-from sim.scene import DAY_CHANGES, DEFAULT_GATES, PairedScene
+from sim.scene import CALIBRATIONS, DAY_CHANGES, DEFAULT_GATES, PairedScene
 from sim.spectrograph import SECONDARY_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk
              "origin_um": list(origin_um), "step_um": list(step_um), "chunk_spots": int(chunk_spots),
              "crater_radius_um": scene.sample.crater_radius_um, "gate_nodes": GATE_NODES,
              "day_intensity": conditions.intensity, "sample": scene.sample.name,
-             "secondary_variant": scene.secondary_variant, "day_change": scene.day_change}
+             "secondary_variant": scene.secondary_variant, "day_change": scene.day_change,
+             "calibration": scene.calibration}
     attrs.update({f"plasma_{k}": v for k, v in asdict(conditions.plasma).items()})
     for system, drift in conditions.drift.items():
         attrs.update({f"{system}_{k}": v for k, v in asdict(drift).items()})
@@ -101,7 +102,7 @@ def truth_attributes(scene: PairedScene, *, seed, day, origin_um, step_um, chunk
 def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=(0.0, 0.0),
                  progress: bool = True, chunk_spots: int = DEFAULT_CHUNK_SPOTS,
                  overwrite: bool = False, resume: bool = False, sample: str = "pegmatite",
-                 secondary: str = "standard", day_change: str = "mild") -> Path:
+                 secondary: str = "standard", day_change: str = "mild", calibration: str = "nominal") -> Path:
     """Simulate a paired raster map and write it to ``out``; returns the path.
 
     The map is a deterministic function of (seed, day, shape, step, origin,
@@ -111,7 +112,8 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     result equals an uninterrupted run. ``sample`` names a sample of
     :data:`sim.samples.SAMPLE_NAMES`, ``secondary`` a secondary spectrometer of
     :data:`sim.spectrograph.SECONDARY_VARIANTS`, ``day_change`` a severity of
-    :data:`sim.scene.DAY_CHANGES`.
+    :data:`sim.scene.DAY_CHANGES`, ``calibration`` how the stored wavelength axes are
+    calibrated (:data:`sim.scene.CALIBRATIONS`).
     """
     out = Path(out)
     if int(chunk_spots) < 1:
@@ -119,7 +121,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
     dx, dy = _pair(step_um, "step_um")
     layout = MapLayout(tuple(shape), (dx, dy), "snake", _pair(origin_um, "origin_um"))
     scene = PairedScene(seed=seed, day=day, sample=make_sample(sample, seed), secondary=secondary,
-                        day_change=day_change)
+                        day_change=day_change, calibration=calibration)
     ny, nx = layout.shape
     xs, ys = layout.x_um, layout.y_um
     phase_map = scene.sample.phase_at(*np.meshgrid(xs, ys))
@@ -183,7 +185,7 @@ def generate_map(out, *, shape, step_um, day: int = 0, seed: int = 0, origin_um=
 def simulation_attributes(sample_truth: dict | None) -> dict:
     """The simulation settings under a map's /entry/sample (``PairedMapReader.sample_truth``),
     with the defaults of files written before samples, variants and severities existed."""
-    return {"sample": "pegmatite", "secondary_variant": "standard", "day_change": "mild",
+    return {"sample": "pegmatite", "secondary_variant": "standard", "day_change": "mild", "calibration": "nominal",
             **(sample_truth or {}).get("attrs", {})}
 
 
@@ -191,7 +193,8 @@ def scene_of(attrs: dict) -> PairedScene:
     """The scene a simulated map was written with, from its :func:`simulation_attributes`."""
     seed = int(attrs["seed"])
     return PairedScene(seed=seed, day=int(attrs["day"]), sample=make_sample(str(attrs["sample"]), seed),
-                       secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]))
+                       secondary=str(attrs["secondary_variant"]), day_change=str(attrs["day_change"]),
+                       calibration=str(attrs["calibration"]))
 
 
 def simulate_again(layout: MapLayout, attrs: dict, scene: PairedScene | None = None, *,
@@ -238,7 +241,8 @@ def _check_same_simulation(out: Path, attrs: dict) -> None:
     with PairedMapReader(out) as reader:
         truth = reader.sample_truth
     found = simulation_attributes(truth)
-    for key in ("simulator", "seed", "day", "chunk_spots", "sample", "secondary_variant", "day_change"):
+    for key in ("simulator", "seed", "day", "chunk_spots", "sample", "secondary_variant", "day_change",
+                "calibration"):
         if key not in found or np.any(np.asarray(found[key]) != np.asarray(attrs[key])):
             raise ValueError(f"{out}: cannot resume: the file was simulated with {key}="
                              f"{found.get(key)!r}, this run has {key}={attrs[key]!r}")
@@ -258,6 +262,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                   "libs-sim generate --preset paper-train --seed 1 --out train.h5 --resume   # after an interruption",
                   "libs-sim generate --sample basalt --shape 60x60 --step-um 20 --day 1 --day-change severe --out b.h5",
                   "libs-sim generate --sample granite --secondary broad-lowres --shape 50x50 --step-um 60 --out g.h5",
+                  "libs-sim generate --shape 60x60 --step-um 40 --day 1 --day-change severe --calibration daily --out d.h5",
                   "libs-sim generate --scenario basalt --out maps/            # maps/basalt-{train,val,test}.h5",
                   "libs-sim generate --scenario pegmatite-few --scale 0.25 --out maps/"],
         notes="samples: " + ", ".join(SAMPLE_NAMES) + "; secondary variants: " + ", ".join(SECONDARY_VARIANTS)
@@ -282,6 +287,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="secondary spectrometer (default standard: the paper's 260-370 nm)")
     parser.add_argument("--day-change", choices=sorted(DAY_CHANGES),
                         help="how much a day other than 0 differs (default mild)")
+    parser.add_argument("--calibration", choices=CALIBRATIONS,
+                        help="wavelength axes stored: nominal (the factory axis every day, default) or daily "
+                             "(the axis the day's wavelength calibration gives)")
     parser.add_argument("--scenario", help="write a named transfer scenario's train/val/test maps into the "
                                            "directory --out (see sim/scenarios.py; e.g. basalt, pegmatite-few)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -319,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         path = generate_map(args.out, seed=args.seed, progress=not args.no_progress, chunk_spots=args.chunk_spots,
                             overwrite=args.overwrite, resume=args.resume, sample=args.sample or "pegmatite",
                             secondary=args.secondary or "standard", day_change=args.day_change or "mild",
-                            **settings)
+                            calibration=args.calibration or "nominal", **settings)
     except PairedMapError as exc:
         raise cli.UsageError(str(exc)) from exc
     ny, nx = settings["shape"]
@@ -342,7 +350,7 @@ def _run_scenario(args: argparse.Namespace) -> int:
     given = [flag for flag, value in (("--preset", args.preset), ("--shape", args.shape), ("--step-um", args.step_um),
                                       ("--day", args.day), ("--origin-um", args.origin_um), ("--resume", args.resume),
                                       ("--sample", args.sample), ("--secondary", args.secondary),
-                                      ("--day-change", args.day_change))
+                                      ("--day-change", args.day_change), ("--calibration", args.calibration))
              if value not in (None, False)]
     if given:
         print(f"libs-sim generate: --scenario sets the maps itself; drop {', '.join(given)}", file=sys.stderr)

@@ -22,7 +22,7 @@ import numpy as np
 from acquisition.store import PairedMapError, PairedMapReader
 from sim.generate import generate_map, simulated_again
 from sim.samples import SAMPLE_NAMES
-from sim.scene import DAY_CHANGES
+from sim.scene import CALIBRATIONS, DAY_CHANGES
 from sim.spectrograph import SECONDARY_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Scenario:
     sample: str = "pegmatite"            # sim.samples.SAMPLE_NAMES
     secondary: str = "standard"          # sim.spectrograph.SECONDARY_VARIANTS
     day_change: str = "mild"             # sim.scene.DAY_CHANGES (how the test day differs)
+    calibration: str = "nominal"         # sim.scene.CALIBRATIONS (stored wavelength axes)
     train: MapSpec = MapSpec((100, 100), 40.0, 0, (0.0, 0.0))
     val: MapSpec = MapSpec((40, 60), 40.0, 0, (0.0, 24000.0))
     test: MapSpec = MapSpec((70, 70), 40.0, 1, (24000.0, 4000.0))
@@ -69,7 +70,8 @@ class Scenario:
     def __post_init__(self):
         for value, known, what in ((self.sample, SAMPLE_NAMES, "sample"),
                                    (self.secondary, tuple(SECONDARY_VARIANTS), "secondary variant"),
-                                   (self.day_change, tuple(DAY_CHANGES), "day change")):
+                                   (self.day_change, tuple(DAY_CHANGES), "day change"),
+                                   (self.calibration, CALIBRATIONS, "calibration")):
             if value not in known:
                 raise ValueError(f"scenario {self.name!r}: unknown {what} {value!r}; known: {', '.join(known)}")
 
@@ -90,7 +92,7 @@ class Scenario:
         spec = self.maps(scale, train_scale)[role]
         return {"shape": spec.shape, "step_um": spec.step_um, "day": spec.day, "origin_um": spec.origin_um,
                 "seed": self.seed, "sample": self.sample, "secondary": self.secondary,
-                "day_change": self.day_change}
+                "day_change": self.day_change, "calibration": self.calibration}
 
     def write_maps(self, out_dir, scale: float = 1.0, *, train_scale: float | None = None,
                    progress: bool = False, overwrite: bool = False) -> dict[str, Path]:
@@ -133,6 +135,9 @@ def same_complete_map(path: Path, settings: dict) -> bool:
         return False
     expected = {"seed": settings["seed"], "day": settings["day"], "sample": settings["sample"],
                 "secondary_variant": settings["secondary"], "day_change": settings["day_change"]}
+    # files from before calibrations existed stored the factory axis
+    attrs = {"calibration": "nominal", **attrs}
+    expected["calibration"] = settings.get("calibration", "nominal")
     same = all(key in attrs and np.all(np.asarray(attrs[key]) == np.asarray(value))
                for key, value in expected.items())
     return (complete and same and tuple(layout.shape) == tuple(settings["shape"])
@@ -169,6 +174,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _standard("pegmatite-few", "pegmatite with 500 paired training spectra (20x25)", train=FEW_TRAIN),
     _standard("basalt-few-severe", "basalt, 500 paired training spectra, severe day change", step_um=20.0,
               sample="basalt", day_change="severe", train=replace(FEW_TRAIN, step_um=20.0)),
+    # the two severe scenarios again, in a lab that calibrates both spectrometers' wavelength axes each day
+    _standard("pegmatite-severe-calibrated", "pegmatite-severe, both wavelength axes calibrated on the test day",
+              day_change="severe", calibration="daily"),
+    _standard("basalt-few-severe-calibrated", "basalt-few-severe, both wavelength axes calibrated on the test day",
+              step_um=20.0, sample="basalt", day_change="severe", calibration="daily",
+              train=replace(FEW_TRAIN, step_um=20.0)),
 )}
 
 

@@ -105,14 +105,23 @@ class DayConditions:
         return cls(day=int(day), intensity=away_from_one(*change.intensity), plasma=plasma, drift=drift)
 
 
+#: How the stored wavelength axes are calibrated: "nominal" keeps the factory axis every day
+#: (a lab that never recalibrates: the light drifts under a fixed axis); "daily" stores the
+#: axis a wavelength calibration on the day gives (e.g. a Hg-Ar lamp before the map).
+CALIBRATIONS = ("nominal", "daily")
+
+
 class PairedScene:
     """Simulated paired acquisition on one day over one sample."""
 
     def __init__(self, *, seed: int = 0, day: int = 0, sample: PegmatiteSample | None = None,
-                 secondary: str = "standard", day_change: str = "mild"):
+                 secondary: str = "standard", day_change: str = "mild", calibration: str = "nominal"):
         """``sample``: any sample object (default: the pegmatite of this seed); ``secondary``:
         a name in :data:`sim.spectrograph.SECONDARY_VARIANTS`; ``day_change``: a severity
-        in :data:`DAY_CHANGES`."""
+        in :data:`DAY_CHANGES`; ``calibration``: one of :data:`CALIBRATIONS`."""
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {calibration!r}; known: {', '.join(CALIBRATIONS)}")
+        self.calibration = calibration
         self.seed = int(seed)
         self.day = int(day)
         self.sample = sample if sample is not None else PegmatiteSample(self.seed)
@@ -148,7 +157,10 @@ class PairedScene:
         return changed
 
     def wavelengths(self, system: str) -> np.ndarray:
-        return self.spectrograph(system).wavelengths.copy()
+        """The axis stored with this day's spectra (see :data:`CALIBRATIONS`)."""
+        spectrograph = self.spectrograph(system)
+        axis = spectrograph.calibrated_wavelengths if self.calibration == "daily" else spectrograph.wavelengths
+        return axis.copy()
 
     def _gates(self, gates) -> dict[str, tuple[float, float]]:
         merged = dict(DEFAULT_GATES)

@@ -194,9 +194,11 @@ class Spectrograph:
         self.grating = CzernyTurner(design)
         n = design.pixels
         self.pixel = np.arange(n, dtype=np.float64)
-        #: the stored calibration; the day's drift moves the light, not this axis
+        #: the factory calibration; the day's drift moves the light, not this axis
         self.wavelengths = self.grating.wavelength(self.pixel)
-        self._true_wavelengths = self.grating.wavelength(self._drifted(self.pixel))
+        #: what each pixel sees today: the axis a perfect wavelength calibration of the day gives
+        self.calibrated_wavelengths = self.grating.wavelength(self._drifted(self.pixel))
+        self._true_wavelengths = self.calibrated_wavelengths
         fixed = np.random.default_rng(zlib.crc32(design.serial.encode()))
         self.prnu = (1.0 + design.prnu * fixed.standard_normal(n)).astype(np.float32)
         self.dark_level = (design.dark_offset_counts + drift.dark_shift_counts

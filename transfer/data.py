@@ -13,6 +13,7 @@ so a resumed training sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ import numpy as np
 
 from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
+from acquisition.shared.spectral import AxisResampler, recalibrated_axis
 from acquisition.store import PairedMapReader
-from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError, check_wavelengths
+from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +65,45 @@ def inspect_map(path: str | Path, systems: Sequence[str] = SYSTEM_NAMES) -> MapI
 
 
 def check_axis(path: Path | str, system: str, found: np.ndarray, expected: np.ndarray,
-               what: str = "the model") -> None:
-    """The wavelength axis of `system` in a map must be the one `what` was trained on.
+               what: str = "the model") -> bool:
+    """The wavelength axis of `system` in a map must be the one `what` was trained on, or the
+    same detector recalibrated on another day; returns True for the latter.
 
     Same pixel count, and wavelengths within a tenth of a pixel (the rule of
-    `transfer.preprocess.check_wavelengths`).
+    `transfer.preprocess.check_wavelengths`), or within
+    `acquisition.shared.spectral.MAX_RECALIBRATION_PX` pixels everywhere: the readers
+    (:func:`iter_raw_chunks` with ``axes``) then resample that map's spectra onto `expected`.
     """
     if found.shape != expected.shape:
         raise TransferDataError(
             f"{path}: {system} spectra have {found.shape[0]} pixels, {what} expects {expected.shape[0]}")
     try:
-        check_wavelengths(expected, found, name=f"{system} wavelengths")
+        return recalibrated_axis(found, expected, name=f"{system} wavelengths")
     except WavelengthMismatchError as exc:
         raise TransferDataError(f"{path}: {system} wavelength axis does not match {what}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(found: bytes, expected: bytes) -> AxisResampler:
+    # building one takes about a second for 4000 px; a map is read several times over
+    return AxisResampler(np.frombuffer(found), np.frombuffer(expected))
+
+
+def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Mapping[str, np.ndarray]
+                    ) -> dict[str, AxisResampler]:
+    """{system: resampler} for the systems whose axis in the map at `path` (`found`) is a
+    recalibration of the one in `axes`; a system whose axis is the same needs none. Raises
+    :class:`TransferDataError` for an axis that is neither."""
+    resamplers = {}
+    for system, expected in axes.items():
+        here = np.asarray(found[system], np.float64)
+        expected = np.asarray(expected, np.float64)
+        if check_axis(path, system, here, expected):
+            shift = np.abs(np.interp(here, expected, np.arange(expected.size)) - np.arange(expected.size)).max()
+            log.info("%s: the %s axis was calibrated %.2f px away from the model's; its spectra are resampled "
+                     "onto the model's axis", Path(path).name, system, shift)
+            resamplers[system] = _resampler(here.tobytes(), expected.tobytes())
+    return resamplers
 
 
 def check_finite(path: Path | str, system: str, spectra: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> None:
@@ -103,7 +131,7 @@ def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.
     per_system = {s: scaling if isinstance(scaling, str) else scaling[s] for s in wavelengths}
     fitted = {s: new_preprocessor(wl, s, per_system[s]) for s, wl in wavelengths.items()}
     for _, _, _, spectra in iter_raw_chunks(paths, list(wavelengths), chunk_spots, progress,
-                                            desc="fitting scalers"):
+                                            desc="fitting scalers", axes=wavelengths):
         for system, preprocessor in fitted.items():
             preprocessor.partial_fit(spectra[system])
     return fitted
@@ -112,17 +140,25 @@ def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.
 # -- reading -----------------------------------------------------------------
 
 def iter_raw_chunks(paths: Sequence[Path | str], systems: Sequence[str], chunk_spots: int,
-                    progress: bool = False, desc: str = "reading"
+                    progress: bool = False, desc: str = "reading", *,
+                    axes: Mapping[str, np.ndarray] | None = None
                     ) -> Iterator[tuple[Path, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-    """(path, iy, ix, {system: raw float32 [k, n]}) for every chunk of every map, checked finite."""
+    """(path, iy, ix, {system: raw float32 [k, n]}) for every chunk of every map, checked finite.
+
+    ``axes`` ({system: nm}, e.g. the model's): a map whose axis of that system is a
+    recalibration of it (:func:`check_axis`) has its spectra resampled onto it."""
     for path in map(Path, paths):
         with PairedMapReader(path) as reader:
+            wanted = {s: a for s, a in (axes or {}).items() if s in systems}
+            resamplers = axis_resamplers(path, {s: reader.wavelengths(s) for s in wanted}, wanted)
             bar = Progress(int(reader.n_acquired), desc=f"{desc} {path.name}", unit="spot", enabled=progress)
             for chunk in reader.iter_chunks(systems=list(systems), chunk_spots=chunk_spots):
                 spectra = {s: np.asarray(chunk.spectra[s], dtype=np.float32) for s in systems}
                 iy, ix = np.asarray(chunk.iy), np.asarray(chunk.ix)
                 for system in systems:
                     check_finite(path, system, spectra[system], iy, ix)
+                for system, resample in resamplers.items():
+                    spectra[system] = resample(spectra[system])
                 bar.update(len(iy))
                 yield path, iy, ix, spectra
             bar.close()
@@ -131,7 +167,8 @@ def iter_raw_chunks(paths: Sequence[Path | str], systems: Sequence[str], chunk_s
 def iter_preprocessed_chunks(paths: Sequence[Path | str], preprocessors: Mapping[str, SpectrumPreprocessor],
                              chunk_spots: int, progress: bool = False, desc: str = "reading"
                              ) -> Iterator[tuple[Path, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-    for path, iy, ix, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, desc):
+    axes = {s: p.wavelengths for s, p in preprocessors.items()}
+    for path, iy, ix, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, desc, axes=axes):
         yield path, iy, ix, {s: p.transform(spectra[s]) for s, p in preprocessors.items()}
 
 
@@ -145,7 +182,9 @@ def sample_preprocessed(paths: Sequence[Path | str], preprocessors: Mapping[str,
     chosen = np.sort(rng.choice(total, size=min(max_spots, total), replace=False))
     parts: dict[str, list[np.ndarray]] = {s: [] for s in preprocessors}
     offset = 0
-    for _, iy, _, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, "sampling"):
+    axes = {s: p.wavelengths for s, p in preprocessors.items()}
+    for _, iy, _, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, "sampling",
+                                             axes=axes):
         lo, hi = np.searchsorted(chosen, [offset, offset + len(iy)])
         if hi > lo:
             local = chosen[lo:hi] - offset

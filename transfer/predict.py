@@ -214,7 +214,8 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         trust = transferer.trust
         expected = np.empty(n, np.float32)
         done = 0
-        for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring"):
+        for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring",
+                                              axes={"secondary": transferer.system.wavelengths}):
             result = transferer.transfer(raw["secondary"])
             k = len(iy)
             spectra[done:done + k] = result["primary"]
@@ -290,8 +291,11 @@ def protocol_preprocessors(protocol: str, primary: SpectrumPreprocessor, seconda
     if protocol == "causal":
         return primary, secondary
 
+    axes = {"primary": primary.wavelengths, "secondary": secondary.wavelengths}
+
     def raw(system: str):
-        for *_, spectra in iter_raw_chunks([test_path], [system], chunk_spots, progress, f"fitting {system} scaler"):
+        for *_, spectra in iter_raw_chunks([test_path], [system], chunk_spots, progress, f"fitting {system} scaler",
+                                           axes=axes):
             yield spectra[system]
     return primary.refitted(raw("primary")), secondary.refitted(raw("secondary"))
 
@@ -318,7 +322,8 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     evaluation = Evaluation(info.shape, bundle.primary_wavelengths, transferer.available_models(),
                             featured=live, clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
                             phase_map=truth.get("phase_map"), phase_names=truth.get("phase_names"))
-    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating"):
+    axes = {"primary": bundle.primary_wavelengths, "secondary": system.wavelengths}
+    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating", axes=axes):
         truth_counts = np.asarray(transferer.primary.correct(raw["primary"]), dtype=np.float32)
         evaluation.update(iy, ix, truth_counts, transferer.predict_all(raw["secondary"]))
     decoder_parameters = count_parameters(system.decoder)

@@ -80,7 +80,7 @@ class SimulatedBench:
 
     def __init__(self, *, seed: int = 0, day: int = 0, realtime: bool = False,
                  faults: BenchFaults | str = BenchFaults(), wiring: BenchWiring = BenchWiring(),
-                 scene=None) -> None:
+                 scene=None, calibration: str = "nominal") -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"SimulatedBench seed must be an integer >= 0, got {seed!r}")
         if isinstance(day, bool) or not isinstance(day, int) or day < 0:
@@ -89,6 +89,7 @@ class SimulatedBench:
         self.faults = BenchFaults.from_string(faults) if isinstance(faults, str) else faults
         self.wiring = wiring
         self._scene = scene
+        self.calibration = calibration       # sim.scene.CALIBRATIONS: the axes the spectrometers report
         self._servers: dict[str, object] = {}
         self._spectrometer_server: SpectrometerServer | None = None
         self._spectrometers: dict[str, SimulatedSpectrometer] = {}
@@ -102,7 +103,7 @@ class SimulatedBench:
             raise RuntimeError("the simulated bench is already started")
         if self._scene is None:
             from sim.scene import PairedScene
-            self._scene = PairedScene(seed=self.seed, day=self.day)
+            self._scene = PairedScene(seed=self.seed, day=self.day, calibration=self.calibration)
         self.clock = RealTimeClock() if self.realtime else VirtualClock()
         self.delay_generator_emulator = DG645Emulator(clock=self.clock)
         self.laser_emulator = BigSkyEmulator(clock=self.clock)

@@ -22,6 +22,7 @@ import zmq
 from acquisition.config import ConfigError
 from acquisition.documents import SpotBatch
 from acquisition.shared.drift import DriftMonitor
+from acquisition.shared.spectral import AxisResampler
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_record import spot_runs
 from acquisition.mapping import acquire_map
@@ -425,6 +426,31 @@ def test_secondary_only_map_gets_results_on_the_models_own_axis(tmp_path, make_b
     np.testing.assert_allclose(data["wavelength"], axis)
     assert_results_are_the_models(out, bench_model, data["label"] >= 0)
     assert (data["label"] >= 0).all()
+
+
+def test_a_secondary_calibrated_on_the_day_is_resampled_onto_the_models_axis(tmp_path, make_bench, worker,
+                                                                            bench_model, caplog):
+    """The spectrometer's axis moved a pixel since the model was trained (a severe day, recalibrated):
+    the worker gets the spectra on the model's axis; the map keeps them as measured."""
+    scene = PairedScene(seed=9, day=1, day_change="severe", calibration="daily")
+    bench = make_bench(seed=9, scene=scene)
+    out = tmp_path / "recalibrated.h5"
+    with caplog.at_level(logging.INFO, logger="acquisition.live"):
+        summary = acquire_map(out, small_map(shape=(5, 6)), bench_config(bench), bench=bench, show_progress=False,
+                              live=live_for(worker))
+    assert summary.live["results"] == 30
+    assert "resampled onto the model's axis" in caplog.text
+    with open_map(out) as f:
+        measured_axis = f["entry/secondary/wavelength"][()]
+    model_axis = PairedScene().wavelengths("secondary")
+    np.testing.assert_array_equal(measured_axis, scene.wavelengths("secondary"))     # stored as measured
+    assert np.abs(measured_axis - model_axis).max() > 0.5 * np.diff(model_axis).min()
+    data = stored(out)
+    secondary = data["secondary"].reshape(30, -1)
+    reference = onnx_reference(bench_model, AxisResampler(measured_axis, model_axis)(secondary))
+    np.testing.assert_allclose(data["spectra"].reshape(30, -1), reference["primary"], rtol=1e-5, atol=1e-3)
+    not_resampled = onnx_reference(bench_model, secondary)["primary"]
+    assert not np.allclose(data["spectra"].reshape(30, -1), not_resampled, rtol=1e-5, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- drift monitor

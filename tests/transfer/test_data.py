@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from acquisition.store import MapLayout, PairedMapWriter
+from acquisition.shared.spectral import baseline_correct
+from acquisition.store import MapLayout, PairedMapReader, PairedMapWriter
 from tests.transfer.conftest import tiny_config
 from transfer.data import (PairedBatches, TransferDataError, check_axis, fit_preprocessors, inspect_map,
                            sample_preprocessed)
@@ -114,3 +115,52 @@ def test_map_missing_a_system_is_named(scene_spectra, tmp_path):
                              {"primary": shots["primary"]})
     with pytest.raises(TransferDataError, match="has no 'secondary' system"):
         inspect_map(only_primary)
+
+
+# ------------------------------------------------------------------ a spectrometer recalibrated on the test day
+
+def test_a_test_map_calibrated_on_its_day_is_resampled_onto_the_model_axes(trained_bundle, tmp_path):
+    from dataclasses import replace
+
+    from sim.generate import generate_map, scene_of, simulate_again, simulation_attributes
+    from transfer.data import iter_raw_chunks
+    from transfer.predict import evaluate_map, predict_map
+
+    settings = dict(shape=(6, 6), step_um=(150.0, 150.0), day=1, origin_um=(2500.0, 2500.0), progress=False,
+                    day_change="severe")
+    calibrated = generate_map(tmp_path / "calibrated.h5", calibration="daily", **settings)
+    factory = generate_map(tmp_path / "factory.h5", **settings)      # the same light, the factory axes
+    axes = {"primary": trained_bundle.primary_wavelengths,
+            "secondary": trained_bundle.secondary().wavelengths}
+    info = inspect_map(calibrated)
+    assert check_axis(calibrated, "secondary", info.wavelengths["secondary"], axes["secondary"]) is True
+
+    # what the reader hands the model is the shots as the model's day saw their wavelengths
+    with PairedMapReader(calibrated) as reader:
+        layout, attrs = reader.layout, simulation_attributes(reader.sample_truth)
+    scene = scene_of(attrs)
+    for system in axes:
+        scene = scene.with_drift(system, replace(scene.conditions.drift[system], shift_px=0.0, stretch_px=0.0))
+    truth = simulate_again(layout, attrs, scene)
+    read = {s: np.zeros_like(v) for s, v in truth.items()}
+    as_stored = {s: np.zeros_like(v) for s, v in truth.items()}
+    for _, iy, ix, spectra in iter_raw_chunks([calibrated], list(axes), 64, axes=axes):
+        for s in axes:
+            read[s][iy, ix] = spectra[s]
+    for _, iy, ix, spectra in iter_raw_chunks([calibrated], list(axes), 64):
+        for s in axes:
+            as_stored[s][iy, ix] = spectra[s]
+    for s in axes:
+        def error(counts):
+            return np.linalg.norm(baseline_correct(counts.reshape(36, -1)) - baseline_correct(truth[s].reshape(36, -1)))
+        assert error(read[s]) < 0.3 * error(as_stored[s]), s
+
+    # evaluate and predict take it; DS transfers the calibrated map better than the same light on factory axes
+    reports = {name: evaluate_map(trained_bundle, path, tmp_path / name, progress=False)
+               for name, path in (("calibrated", calibrated), ("factory", factory))}
+    rse = {name: report["models"]["ds"]["rse"] for name, report in reports.items()}
+    assert rse["calibrated"] < 0.8 * rse["factory"], rse
+    predict_map(trained_bundle, calibrated, progress=False)
+    with h5py.File(calibrated, "r") as f:
+        np.testing.assert_array_equal(f["entry/transferred/wavelength"][()], axes["primary"])
+        assert f["entry/transferred/spectra"].shape == (6, 6, axes["primary"].size)
