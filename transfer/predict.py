@@ -24,6 +24,7 @@ import torch
 
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader, remove_transferred_trust, write_transferred, write_transferred_trust
+from transfer.alignment import ShiftCheck, shift_message
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.data import check_axis, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
@@ -169,6 +170,8 @@ class Prediction:
     untrusted: int | None = None
     threshold: float | None = None
     trust_model: str | None = None
+    #: how far the secondary's lines sit from the model's (transfer.alignment), pixels
+    secondary_shift_px: float | None = None
 
 
 def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
@@ -213,9 +216,12 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         novelty = np.empty(n, np.float32)
         trust = transferer.trust
         expected = np.empty(n, np.float32)
+        lines = ShiftCheck(system.preprocess.scaler.mean_)
         done = 0
         for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring",
                                               axes={"secondary": transferer.system.wavelengths}):
+            if lines.wants_more:
+                lines.add(transferer.secondary.correct(raw["secondary"]))
             result = transferer.transfer(raw["secondary"])
             k = len(iy)
             spectra[done:done + k] = result["primary"]
@@ -241,8 +247,13 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
                      trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
+    shift = lines.shift_px()
+    message = shift_message(map_path.name, "secondary", shift)
+    if message:
+        log.warning(message)
     return Prediction(done, chosen, model_id, flagged, None if trust is None else float(trust.threshold_),
-                      None if system.trust is None else trust_model_name(bundle, system))
+                      None if system.trust is None else trust_model_name(bundle, system),
+                      None if not np.isfinite(shift) else round(shift, 3))
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -323,16 +334,26 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
                             featured=live, clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
                             phase_map=truth.get("phase_map"), phase_names=truth.get("phase_names"))
     axes = {"primary": bundle.primary_wavelengths, "secondary": system.wavelengths}
+    lines = {"primary": ShiftCheck(bundle.primary_preprocess.scaler.mean_),
+             "secondary": ShiftCheck(system.preprocess.scaler.mean_)}
     for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating", axes=axes):
         truth_counts = np.asarray(transferer.primary.correct(raw["primary"]), dtype=np.float32)
         evaluation.update(iy, ix, truth_counts, transferer.predict_all(raw["secondary"]))
+        if lines["secondary"].wants_more:
+            lines["primary"].add(truth_counts)
+            lines["secondary"].add(transferer.secondary.correct(raw["secondary"]))
+    shifts = {name: round(check.shift_px(), 3) for name, check in lines.items()}
+    warnings = [m for m in (shift_message(test_path.name, name, shift) for name, shift in shifts.items()) if m]
+    for message in warnings:
+        log.warning(message)
     decoder_parameters = count_parameters(system.decoder)
     notes = (f"Model {system.model_id} (secondary system '{system.name}') evaluated on {test_path.name}. "
              + ("Scaling: training statistics only (causal, what a live system can do). "
                 if protocol == "causal" else
                 "Scaling: the test set's own statistics, as in the paper (not possible live). ")
-             + _training_summary(bundle, system.name))
-    extra = {"recommended": entry.get("recommended"), "live_model": live,
+             + _training_summary(bundle, system.name)
+             + "".join(f" Warning: {m}." for m in warnings))
+    extra = {"apparent_shift_px": shifts, "recommended": entry.get("recommended"), "live_model": live,
              "validation_rse": entry.get("validation_rse"),
              "day_change_rse": entry.get("day_change_rse"),
              "model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,

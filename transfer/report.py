@@ -213,7 +213,7 @@ def write_report(out_dir, *, protocol: str, n_spectra: int, metrics: Mapping[str
     if extra:
         extra = dict(extra)
         # The model the live path should run, and the validation figures it was chosen on.
-        for key in ("recommended", "live_model", "validation_rse", "day_change_rse"):
+        for key in ("recommended", "live_model", "validation_rse", "day_change_rse", "apparent_shift_px"):
             if extra.get(key) is not None:
                 report[key] = _json_clean(extra[key])
             extra.pop(key, None)
@@ -305,6 +305,11 @@ def _markdown(report: dict) -> str:
             lines += [f"| {name} | {cell(value, '.4f')} | "
                       f"{'–' if changed.get(name) is None else format(changed[name], '.4f')} |"
                       for name, value in sorted(ranking.items(), key=lambda kv: kv[1] if kv[1] is not None else 1e300)]
+    shifts = report.get("apparent_shift_px") or {}
+    if shifts:
+        lines += ["", "Lines against where the model saw them (pixels, + towards the red; from 0.25 px on, "
+                  "the spectrometer's wavelength axis wants calibrating on the day): "
+                  + ", ".join(f"{system} {cell(shift, '+.2f')}" for system, shift in shifts.items())]
     lines += ["", "Euclid and cosine are averaged over all spectra; cosine is the negative "
               "cosine similarity (-1 best); RSE is relative to the mean spectrum of the "
               "evaluated set (1 = naive baseline).", ""]

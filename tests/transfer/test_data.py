@@ -160,7 +160,18 @@ def test_a_test_map_calibrated_on_its_day_is_resampled_onto_the_model_axes(train
                for name, path in (("calibrated", calibrated), ("factory", factory))}
     rse = {name: report["models"]["ds"]["rse"] for name, report in reports.items()}
     assert rse["calibrated"] < 0.8 * rse["factory"], rse
-    predict_map(trained_bundle, calibrated, progress=False)
+    # the report says where the lines sit against the model's: on the factory axes where the day's
+    # drift put them (a shift of +d px moves a line d px to the blue), on the calibrated ones back home
+    for system in axes:
+        drift_px = scene_of(attrs).conditions.drift[system].shift_px
+        assert abs(drift_px) > 0.5
+        assert reports["factory"]["apparent_shift_px"][system] == pytest.approx(-drift_px, abs=0.15), system
+        assert abs(reports["calibrated"]["apparent_shift_px"][system]) < 0.1, system
+    assert "was not recalibrated" in reports["factory"]["notes"]
+    assert "was not recalibrated" not in reports["calibrated"]["notes"]
+    assert abs(predict_map(trained_bundle, factory, progress=False).secondary_shift_px) > 0.5
+    done = predict_map(trained_bundle, calibrated, progress=False)
+    assert abs(done.secondary_shift_px) < 0.1
     with h5py.File(calibrated, "r") as f:
         np.testing.assert_array_equal(f["entry/transferred/wavelength"][()], axes["primary"])
         assert f["entry/transferred/spectra"].shape == (6, 6, axes["primary"].size)
