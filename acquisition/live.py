@@ -39,7 +39,9 @@ from tqdm import tqdm
 from acquisition.config import ConfigError
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import GROUP, describe_runs, gap_report, read_earlier_run
-from acquisition.shared.spectral import AxisResampler, WavelengthMismatchError, recalibrated_axis
+from acquisition.shared.alignment import ShiftCheck, shift_message
+from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, AxisResampler, WavelengthMismatchError,
+                                         baseline_correct, recalibrated_axis)
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 WORKER_PUBLIC_KEY = "worker.key"
 CLIENT_SECRET_KEY = "acquisition.key_secret"
 WRITE_INTERVAL_S = 0.25
+#: the secondary's lines are held against the model's over the first spots of a map (at most this
+#: many; at least the second number, else no figure)
+SHIFT_CHECK_SPOTS = 256
+SHIFT_CHECK_MIN_SPOTS = 16
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class LiveTransfer:
         self._group_pixels: int | None = None
         self._model_axis: np.ndarray | None = None
         self._resample_secondary: AxisResampler | None = None
+        self._lines: ShiftCheck | None = None          # where the secondary's lines sit against the model's
+        self._shift_px: float | None = None
+        self._line_windows = DEFAULT_BASELINE_WINDOWS
         self._bar = None
         self._last_emit = 0.0
         self._last_log = time.monotonic()
@@ -165,6 +174,9 @@ class LiveTransfer:
                 raise ConfigError(f"the worker's model {info.get('model')} takes {info['n_secondary']}-pixel "
                                   f"secondary spectra, but the secondary spectrometer has {n_secondary} pixels")
             self._check_secondary_axis(info, wavelengths["secondary"])
+            self._lines = self._shift_check(info)
+            self._line_windows = tuple(int(w) for w in info.get("secondary_baseline_windows")
+                                       or DEFAULT_BASELINE_WINDOWS)
             if "primary_wavelengths" in info:
                 self._model_axis = np.asarray(info["primary_wavelengths"], np.float64)
         spec = self._transferred_spec(wavelengths)
@@ -198,6 +210,36 @@ class LiveTransfer:
         except WavelengthMismatchError as exc:
             log.warning("live transfer: the model was trained on another secondary axis; its results will be off "
                         "(%s)", exc)
+
+    @staticmethod
+    def _shift_check(info: dict) -> ShiftCheck | None:
+        """Against the model's training mean, where it has one (spec/stream-protocol.md)."""
+        mean = info.get("secondary_mean_spectrum")
+        if not isinstance(mean, list) or len(mean) != int(info["n_secondary"]):
+            return None
+        try:
+            return ShiftCheck(np.asarray(mean, np.float64), max_spots=SHIFT_CHECK_SPOTS)
+        except (TypeError, ValueError):
+            log.warning("live transfer: the model's secondary_mean_spectrum is not a list of numbers; "
+                        "no check of the secondary's wavelength drift")
+            return None
+
+    def _check_lines(self, secondary: np.ndarray, *, final: bool = False) -> None:
+        """The first spots' secondary against the model's training mean: warn once when the
+        spectrometer drifted since training under an axis that does not show it."""
+        check = self._lines
+        if check is None:
+            return
+        if len(secondary) and check.wants_more:
+            check.add(baseline_correct(np.asarray(secondary, np.float32), *self._line_windows))
+        if check.wants_more and not (final and check.n >= SHIFT_CHECK_MIN_SPOTS):
+            return
+        shift = check.shift_px()
+        self._lines = None                  # measured once
+        self._shift_px = round(shift, 3) if np.isfinite(shift) else None
+        message = shift_message("live transfer", "secondary", shift)
+        if message:
+            log.warning(message)
 
     def _transferred_spec(self, wavelengths) -> int | np.ndarray | None:
         """What /entry/transferred is created with: the primary's pixel count when the model's output
@@ -276,6 +318,11 @@ class LiveTransfer:
         except Exception as exc:  # nothing on the live path may stop the map
             self._error(f"streaming spots: {exc}")
             log.exception("live transfer: streaming spots failed")
+        try:
+            self._check_lines(secondary)
+        except Exception:  # a check, not the stream: it stops, the spots went out
+            self._lines = None
+            log.exception("live transfer: measuring where the secondary's lines sit failed")
 
     def _take(self, message: StreamMessage) -> None:
         """The producer's watching thread: one result of ours, queued."""
@@ -362,6 +409,10 @@ class LiveTransfer:
             # closing joins the watching thread: every result it saw is queued by now
             delivery = self._producer.close(timeout_s=0.2)
             self._emit_results(force=True)
+            try:
+                self._check_lines(np.empty((0, 0), np.float32), final=True)
+            except Exception:
+                log.exception("live transfer: measuring where the secondary's lines sit failed")
             self._report = gap_report(self._acquired, self._received, self._submitted, self._seq_spot, delivery)
             if self._group_pixels is not None:
                 has_result = self._had_result | self._received
@@ -407,5 +458,6 @@ class LiveTransfer:
         o = self.options
         return {"input": o.input, "results_address": o.results, "control": o.control,
                 "model": (self.model_info or {}).get("model"),
-                "trust_threshold": (self.model_info or {}).get("trust_threshold"), **self._report, "written": self.written,
+                "trust_threshold": (self.model_info or {}).get("trust_threshold"), **self._report,
+                "secondary_shift_px": self._shift_px, "written": self.written,
                 "not_recorded": self.not_recorded, "errors": list(self.errors)}

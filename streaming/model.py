@@ -119,7 +119,7 @@ class PipelineSession:
                 "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in self.session.get_inputs()],
                 "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in self.session.get_outputs()]}
         for key in ("primary_wavelengths", "secondary_wavelengths", "primary_baseline_windows",
-                    "secondary_baseline_windows", "provenance", "trust_threshold"):
+                    "secondary_baseline_windows", "secondary_mean_spectrum", "provenance", "trust_threshold"):
             if key in self.metadata:
                 try:
                     info[key] = json.loads(self.metadata[key])

@@ -96,7 +96,7 @@ def test_every_stream_error_code_is_in_the_spec_and_no_other():
 
 @pytest.mark.parametrize("key", ["model_id", "n_primary", "n_secondary", "primary_wavelengths",
                                  "secondary_wavelengths", "primary_baseline_windows",
-                                 "secondary_baseline_windows", "provenance", "trust_threshold", "trust_output",
+                                 "secondary_baseline_windows", "secondary_mean_spectrum", "provenance", "trust_threshold", "trust_output",
                                  "trust_calibration"])
 def test_the_model_file_keys_are_in_the_spec(key):
     assert f"| twinplume.{key} |" in STREAM_SPEC

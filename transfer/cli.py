@@ -167,7 +167,8 @@ def _evaluate(args) -> int:
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
                           chunk_spots=args.chunk_spots)
     doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
-           "recommended": report.get("recommended"), "live_model": report.get("live_model")}
+           "recommended": report.get("recommended"), "live_model": report.get("live_model"),
+           "apparent_shift_px": report.get("apparent_shift_px")}
     if args.learning_curve is not None:
         from transfer.suite import learning_curve_for_bundle
         sizes = args.learning_curve or None          # none given: the defaults that fit the map
@@ -186,6 +187,10 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
     if doc.get("recommended"):
         lines.append(f"recommended model: {doc['recommended']}" + _live_line(doc["recommended"],
                                                                              doc.get("live_model")))
+    shifts = doc.get("apparent_shift_px") or {}
+    if shifts:
+        lines.append("lines against the model's: " + ", ".join(
+            f"{system} {'n/a' if shift is None else format(shift, '+.2f')} px" for system, shift in shifts.items()))
     if doc.get("learning_curve"):
         lines.append(f"learning curve: {out}/learning_curve.png")
     return "\n".join(lines)

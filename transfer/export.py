@@ -199,6 +199,8 @@ def model_metadata(bundle: TransferBundle, system: SecondaryModel, novelty: Nove
         f"{META}secondary_wavelengths": json.dumps([float(v) for v in system.wavelengths]),
         f"{META}primary_baseline_windows": json.dumps(_windows(bundle.primary_preprocess)),
         f"{META}secondary_baseline_windows": json.dumps(_windows(system.preprocess)),
+        # where the training day's lines sit: a live client measures its spectrometer's drift against it
+        f"{META}secondary_mean_spectrum": json.dumps([float(f"{v:.5g}") for v in system.preprocess.scaler.mean_]),
         f"{META}provenance": json.dumps(provenance, sort_keys=True, default=str),
     }
 

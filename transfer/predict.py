@@ -24,7 +24,7 @@ import torch
 
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader, remove_transferred_trust, write_transferred, write_transferred_trust
-from transfer.alignment import ShiftCheck, shift_message
+from acquisition.shared.alignment import ShiftCheck, shift_message
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
 from transfer.data import check_axis, inspect_map, iter_raw_chunks
 from transfer.metrics import compression_ratio
@@ -170,7 +170,7 @@ class Prediction:
     untrusted: int | None = None
     threshold: float | None = None
     trust_model: str | None = None
-    #: how far the secondary's lines sit from the model's (transfer.alignment), pixels
+    #: how far the secondary's lines sit from the model's (acquisition.shared.alignment), pixels
     secondary_shift_px: float | None = None
 
 

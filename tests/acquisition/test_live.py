@@ -56,8 +56,12 @@ def bench_model(tmp_path_factory):
     for prop in model.metadata_props:
         if prop.key in axes:
             prop.value = json.dumps(axes[prop.key].tolist())
-    # the baseline windows of each system (the test graph corrects the secondary with 5, 5)
-    windows = {"twinplume.primary_baseline_windows": PRIMARY_WINDOWS, "twinplume.secondary_baseline_windows": [5, 5]}
+    # the baseline windows of each system (the test graph corrects the secondary with 5, 5), and where
+    # the training day's secondary lines sit (as export writes it: the mean corrected training spectrum)
+    x = np.linspace(1000.0, 3000.0, 200)
+    training = scene.shots(x, x[::-1], rng=np.random.default_rng(0))["secondary"]
+    windows = {"twinplume.primary_baseline_windows": PRIMARY_WINDOWS, "twinplume.secondary_baseline_windows": [5, 5],
+               "twinplume.secondary_mean_spectrum": baseline_correct(training, 5, 5).mean(axis=0).tolist()}
     for key, value in windows.items():
         prop = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
         prop.key, prop.value = key, json.dumps(value)
@@ -440,6 +444,9 @@ def test_a_secondary_calibrated_on_the_day_is_resampled_onto_the_models_axis(tmp
                               live=live_for(worker))
     assert summary.live["results"] == 30
     assert "resampled onto the model's axis" in caplog.text
+    # resampled, the lines sit where the model saw them
+    assert abs(summary.live["secondary_shift_px"]) < 0.1
+    assert "was not recalibrated" not in caplog.text
     with open_map(out) as f:
         measured_axis = f["entry/secondary/wavelength"][()]
     model_axis = PairedScene().wavelengths("secondary")
@@ -451,6 +458,19 @@ def test_a_secondary_calibrated_on_the_day_is_resampled_onto_the_models_axis(tmp
     np.testing.assert_allclose(data["spectra"].reshape(30, -1), reference["primary"], rtol=1e-5, atol=1e-3)
     not_resampled = onnx_reference(bench_model, secondary)["primary"]
     assert not np.allclose(data["spectra"].reshape(30, -1), not_resampled, rtol=1e-5, atol=1e-3)
+
+
+def test_a_drifted_secondary_on_its_factory_axis_is_named_during_the_map(tmp_path, make_bench, worker, caplog):
+    scene = PairedScene(seed=9, day=1, day_change="severe")          # no calibration: the light moved
+    bench = make_bench(seed=9, scene=scene)
+    with caplog.at_level(logging.INFO, logger="acquisition.live"):
+        summary = acquire_map(tmp_path / "drifted.h5", small_map(shape=(5, 6)), bench_config(bench), bench=bench,
+                              show_progress=False, live=live_for(worker))
+    drift_px = scene.conditions.drift["secondary"].shift_px       # +d moves the lines d px to the blue
+    assert abs(drift_px) > 0.5
+    assert summary.live["secondary_shift_px"] == pytest.approx(-drift_px, abs=0.15)
+    assert "the secondary lines sit" in caplog.text and "was not recalibrated" in caplog.text
+    assert summary.live["results"] == 30                          # a check: the map and the stream go on
 
 
 # ----------------------------------------------------------------------------- drift monitor

@@ -18,7 +18,7 @@ from transfer.predict import Transferer
 METADATA_KEYS = {"twinplume.model_id", "twinplume.n_primary", "twinplume.n_secondary",
                  "twinplume.primary_wavelengths", "twinplume.secondary_wavelengths",
                  "twinplume.primary_baseline_windows", "twinplume.secondary_baseline_windows",
-                 "twinplume.provenance",
+                 "twinplume.secondary_mean_spectrum", "twinplume.provenance",
                  # the bundle has a trust score (transfer.trust), so the graph publishes it
                  "twinplume.trust_threshold", "twinplume.trust_output", "twinplume.trust_calibration"}
 

@@ -6,11 +6,13 @@ fraction of a pixel to a few pixels away under the same stored axis; every model
 worse, and on the primary no model can know the drift at all (docs/transfer.md, "A spectrometer
 recalibrated since training"). :func:`apparent_shift_px` measures that offset from the mean
 baseline-corrected spectra alone (cross-correlation, refined to a fraction of a pixel), so
-`evaluate` and `predict` can say when a map needs its wavelength axis calibrated.
+`libs-transfer evaluate` and `predict` and the live client of `libs-acquire map --live` can say
+when a spectrometer needs its wavelength axis calibrated.
 
 Sign: positive when the map's lines sit at higher pixel numbers (towards the red) than the
 model's. A map whose axis was recalibrated is resampled onto the model's axis first
-(transfer.data), and its lines then sit where the model saw them.
+(transfer.data, acquisition.live), and its lines then sit where the model saw them.
+Numpy and scipy only: the live path imports it.
 """
 
 from __future__ import annotations

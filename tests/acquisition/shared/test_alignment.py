@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transfer.alignment import SHIFT_WARNING_PX, ShiftCheck, apparent_shift_px, shift_message
+from acquisition.shared.alignment import SHIFT_WARNING_PX, ShiftCheck, apparent_shift_px, shift_message
 
 
 def lines_at(centres, heights, width_px, n=800, shift_px=0.0, pattern=None):
