@@ -64,10 +64,13 @@ EPILOG = """examples:
   python bench/transfer_suite.py --quick --scenario basalt --model vae_mlp --model ds   # two models only
   nice -n 10 python bench/transfer_suite.py --quick --jobs 2 --scenario basalt --scenario slag   # one process per core
   python bench/transfer_suite.py --config my.toml --markdown /tmp/suite.md --work /tmp/suite-maps
+  nice -n 10 python bench/transfer_suite.py --quick --calibrated   # a lab that calibrates its axes each day
 """
 
 Maps = dict[str, Path]
-Scenario = Callable[[Path, bool], Maps]
+#: (work, quick, calibrated=False) -> the scenario's maps; calibrated: both spectrometers' axes
+#: calibrated on each map's day (sim.scene.CALIBRATIONS "daily")
+Scenario = Callable[..., Maps]
 
 # Map sizes of the pegmatite scenarios: (ny, nx) of the training map for n paired spectra.
 TRAIN_SHAPES = {300: (15, 20), 1000: (25, 40), 3000: (50, 60), 10000: (100, 100)}
@@ -82,15 +85,16 @@ QUICK_OVERRIDES = {
 }
 
 
-def _sim_map(path: Path, *, shape, step_um, day, origin_um, seed=0) -> Path:
+def _sim_map(path: Path, *, shape, step_um, day, origin_um, seed=0, calibrated=False) -> Path:
     """The pegmatite map at ``path``, simulated unless the file is that map as this simulator writes it."""
     from sim.generate import generate_map
     from sim.scenarios import same_complete_map
+    calibration = "daily" if calibrated else "nominal"
     settings = {"shape": shape, "step_um": step_um, "day": day, "origin_um": origin_um, "seed": seed,
-                "sample": "pegmatite", "secondary": "standard", "day_change": "mild"}
+                "sample": "pegmatite", "secondary": "standard", "day_change": "mild", "calibration": calibration}
     if not path.exists():
         generate_map(path, shape=shape, step_um=(step_um, step_um), day=day, seed=seed, origin_um=origin_um,
-                     progress=False)
+                     progress=False, calibration=calibration)
     elif not same_complete_map(path, settings):
         raise FileExistsError(f"{path} exists and is not this scenario's complete map as this simulator "
                               f"writes it (an earlier version's, or other settings): remove it or use "
@@ -101,16 +105,18 @@ def _sim_map(path: Path, *, shape, step_um, day, origin_um, seed=0) -> Path:
 def pegmatite(n_train: int, test_day: int = 1) -> Scenario:
     """Today's simulated pegmatite: training and validation on day 0 (two regions), the test
     map on `test_day` in a third region (the maps of docs/transfer.md)."""
-    def write(work: Path, quick: bool) -> Maps:
+    def write(work: Path, quick: bool, calibrated: bool = False) -> Maps:
         shape = (QUICK_SHAPES if quick else TRAIN_SHAPES)[n_train]
         val_shape, test_shape = ((16, 24), (20, 20)) if quick else ((24, 48), (40, 40))
+        tail = "-calibrated.h5" if calibrated else ".h5"
         return {
-            "train": _sim_map(work / f"pegmatite-train-{shape[0]}x{shape[1]}.h5", shape=shape, step_um=280.0,
-                              day=0, origin_um=(0.0, 0.0)),
-            "val": _sim_map(work / f"pegmatite-val-{val_shape[0]}x{val_shape[1]}.h5", shape=val_shape,
-                            step_um=450.0, day=0, origin_um=(0.0, 24000.0)),
-            "test": _sim_map(work / f"pegmatite-test-day{test_day}-{test_shape[0]}x{test_shape[1]}.h5",
-                             shape=test_shape, step_um=300.0, day=test_day, origin_um=(24000.0, 4000.0)),
+            "train": _sim_map(work / f"pegmatite-train-{shape[0]}x{shape[1]}{tail}", shape=shape, step_um=280.0,
+                              day=0, origin_um=(0.0, 0.0), calibrated=calibrated),
+            "val": _sim_map(work / f"pegmatite-val-{val_shape[0]}x{val_shape[1]}{tail}", shape=val_shape,
+                            step_um=450.0, day=0, origin_um=(0.0, 24000.0), calibrated=calibrated),
+            "test": _sim_map(work / f"pegmatite-test-day{test_day}-{test_shape[0]}x{test_shape[1]}{tail}",
+                             shape=test_shape, step_um=300.0, day=test_day, origin_um=(24000.0, 4000.0),
+                             calibrated=calibrated),
         }
     return write
 
@@ -118,9 +124,14 @@ def pegmatite(n_train: int, test_day: int = 1) -> Scenario:
 def simulated(name: str) -> Scenario:
     """A scenario of sim.scenarios (another sample, spectrometer pair or day change; its own
     train 100x100 / val 40x60 / test 70x70 maps, a quarter of the spots with --quick)."""
-    def write(work: Path, quick: bool) -> Maps:
+    def write(work: Path, quick: bool, calibrated: bool = False) -> Maps:
+        from dataclasses import replace
+
         from sim.scenarios import SCENARIOS as SIMULATED
-        return SIMULATED[name].write_maps(work, scale=0.25 if quick else 1.0, progress=False)
+        scenario = SIMULATED[name]
+        if calibrated and scenario.calibration != "daily":
+            scenario = replace(scenario, name=f"{name}-calibrated", calibration="daily")
+        return scenario.write_maps(work, scale=0.25 if quick else 1.0, progress=False)
     return write
 
 
@@ -152,14 +163,15 @@ LEARNING_CURVE = {"pegmatite-n300": 300, "pegmatite-n1000": 1000, "pegmatite-n30
                   "pegmatite-n10000": 10000}
 
 
-def prepare_maps(names: Sequence[str], work: Path, quick: bool) -> tuple[dict[str, Maps], str | None]:
+def prepare_maps(names: Sequence[str], work: Path, quick: bool, calibrated: bool = False
+                 ) -> tuple[dict[str, Maps], str | None]:
     """Simulates the scenarios' missing maps into `work` (a complete map of this simulator is
     kept): ({name: its maps}, None), or the error line where a file there is not the map this
     simulator writes."""
     paths = {}
     try:
         for name in names:
-            paths[name] = SCENARIOS[name](work, quick)
+            paths[name] = SCENARIOS[name](work, quick, calibrated)
     except FileExistsError as exc:
         return paths, str(exc)
     return paths, None
@@ -238,7 +250,8 @@ def learning_curve(results: Mapping[str, Mapping]) -> dict[str, dict[int, float]
 def markdown(report: Mapping) -> str:
     lines = ["# Transfer robustness suite", "",
              f"`{report['command']}` ({'smoke' if report.get('smoke') else 'quick' if report['quick'] else 'full'} run, "
-             f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']}).",
+             f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']})"
+             + ("; every map's wavelength axes calibrated on its day." if report.get("calibrated") else "."),
              "Causal protocol; RSE in baseline-corrected primary counts (1 = the mean test spectrum); "
              "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
              "`recommended`: what `train` records (the lowest validation RSE; linear baselines within "
@@ -406,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown summary to write (default: WORK/transfer_suite.md)")
     parser.add_argument("--reliability-figure", type=Path, default=None, metavar="PNG",
                         help="also draw the trust score's reliability per scenario into this PNG")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="every map's wavelength axes calibrated on its day (a lab that calibrates "
+                             "daily; its maps are resampled onto the model's axes): the scenarios' maps "
+                             "with -calibrated in their names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="scenarios run in N processes at once, each with its share of the cores "
@@ -433,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print(f"transfer_suite: --jobs {args.jobs}: at least 1", file=sys.stderr)
         return 2
-    paths, stale = prepare_maps(names, args.work, args.quick)
+    paths, stale = prepare_maps(names, args.work, args.quick, args.calibrated)
     if stale:
         print(f"transfer_suite: {stale}", file=sys.stderr)
         return 2
@@ -488,7 +505,7 @@ def _worker_init(threads: int, verbose: bool) -> None:
 
 
 def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:
-    return {"bench": "transfer_suite", "quick": args.quick, "smoke": args.smoke, "seed": args.seed,
+    return {"bench": "transfer_suite", "quick": args.quick, "calibrated": args.calibrated, "smoke": args.smoke, "seed": args.seed,
             "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
             "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}
