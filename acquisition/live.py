@@ -40,6 +40,7 @@ from acquisition.config import ConfigError
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import GROUP, describe_runs, gap_report, read_earlier_run
 from acquisition.shared.alignment import ShiftCheck, shift_message
+from acquisition.shared.drift import baseline_windows
 from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, AxisResampler, WavelengthMismatchError,
                                          baseline_correct, recalibrated_axis)
 from acquisition.store import MapLayout
@@ -175,8 +176,7 @@ class LiveTransfer:
                                   f"secondary spectra, but the secondary spectrometer has {n_secondary} pixels")
             self._check_secondary_axis(info, wavelengths["secondary"])
             self._lines = self._shift_check(info)
-            self._line_windows = tuple(int(w) for w in info.get("secondary_baseline_windows")
-                                       or DEFAULT_BASELINE_WINDOWS)
+            self._line_windows = baseline_windows(info, "secondary")
             if "primary_wavelengths" in info:
                 self._model_axis = np.asarray(info["primary_wavelengths"], np.float64)
         spec = self._transferred_spec(wavelengths)
@@ -203,11 +203,12 @@ class LiveTransfer:
         if model_axis is None or len(model_axis) != axis.size:
             return
         try:
-            if recalibrated_axis(axis, np.asarray(model_axis, np.float64), name="secondary wavelengths"):
+            model_axis = np.asarray(model_axis, np.float64)
+            if recalibrated_axis(axis, model_axis, name="secondary wavelengths"):
                 self._resample_secondary = AxisResampler(axis, model_axis)
                 log.info("live transfer: the secondary's axis was calibrated away from the model's; its spectra "
                          "are resampled onto the model's axis")
-        except WavelengthMismatchError as exc:
+        except (WavelengthMismatchError, TypeError, ValueError) as exc:
             log.warning("live transfer: the model was trained on another secondary axis; its results will be off "
                         "(%s)", exc)
 

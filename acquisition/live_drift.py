@@ -47,7 +47,7 @@ import numpy as np
 
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import ERROR_DATASETS, GROUP, read_earlier_run
-from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
+from acquisition.shared.drift import DriftMonitor, baseline_windows
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class LiveDrift:
         model = (start.models or {}).get(self.group)
         model_axis = None if not model or "primary_wavelengths" not in model else \
             np.asarray(model["primary_wavelengths"], np.float64)
-        self.monitor = DriftMonitor(self.window, self.threshold, baseline=primary_baseline_windows(model),
+        self.monitor = DriftMonitor(self.window, self.threshold, baseline=baseline_windows(model),
                                     measured_axis=np.asarray(measured_axis, np.float64), model_axis=model_axis)
         if self._earlier is not None:     # the reference stays the map's first spots across runs
             self.monitor.add(*self._earlier)

@@ -18,21 +18,21 @@ from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, WavelengthMis
 log = logging.getLogger(__name__)
 
 
-def primary_baseline_windows(model_info: dict | None) -> tuple[int, int]:
-    """The primary system's baseline windows, as the model's output was corrected: the model's
-    `twinplume.primary_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
+def baseline_windows(model_info: dict | None, system: str = "primary") -> tuple[int, int]:
+    """One system's baseline windows as the model applies them: the model's
+    `twinplume.<system>_baseline_windows` (spec/stream-protocol.md, "The model file"), else the
     paper's. ``model_info`` is the worker's control ``model`` reply (None: no worker yet)."""
-    windows = (model_info or {}).get("primary_baseline_windows")
+    windows = (model_info or {}).get(f"{system}_baseline_windows")
     if windows is None:
         if model_info is not None:
-            log.info("the model names no primary baseline windows; the measured primary is corrected "
-                     "with the paper's %s", DEFAULT_BASELINE_WINDOWS)
+            log.info("the model names no %s baseline windows; the measured %s is corrected "
+                     "with the paper's %s", system, system, DEFAULT_BASELINE_WINDOWS)
         return DEFAULT_BASELINE_WINDOWS
     if not (isinstance(windows, list) and len(windows) == 2
             and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)):
-        log.warning("the model's twinplume.primary_baseline_windows is %r, not two positive integers "
-                    "[min_window, smooth_window]; the measured primary is corrected with the paper's %s",
-                    windows, DEFAULT_BASELINE_WINDOWS)
+        log.warning("the model's twinplume.%s_baseline_windows is %r, not two positive integers "
+                    "[min_window, smooth_window]; the measured %s is corrected with the paper's %s",
+                    system, windows, system, DEFAULT_BASELINE_WINDOWS)
         return DEFAULT_BASELINE_WINDOWS
     return (windows[0], windows[1])
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from acquisition.shared.drift import DriftMonitor, primary_baseline_windows
+from acquisition.shared.drift import DriftMonitor, baseline_windows
 from acquisition.shared.spectral import baseline_correct
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class MeasuredMap:
         return baseline_correct(raw, *self._baseline_windows())
 
     def _baseline_windows(self) -> tuple[int, int]:
-        return primary_baseline_windows(self.model_info)
+        return baseline_windows(self.model_info)
 
     def _monitor_for(self, n_transferred: int):
         axis = (self.model_info or {}).get("primary_wavelengths")

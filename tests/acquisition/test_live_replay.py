@@ -12,7 +12,7 @@ import pytest
 from acquisition.documents import DocumentRouter, RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live import LiveOptions, LiveTransfer
 from acquisition.live_drift import LiveDrift
-from acquisition.shared.drift import primary_baseline_windows
+from acquisition.shared.drift import baseline_windows
 from acquisition.shared.spectral import baseline_correct
 from acquisition.store import MapLayout
 from tests.streaming.conftest import WorkerProcess, make_test_model
@@ -100,7 +100,7 @@ def test_replayed_documents_get_the_models_result_for_every_spot_before_the_run_
     relative = np.full(SHAPE, np.nan)
     for doc in errors:
         relative[doc.iy, doc.ix] = doc.relative_error
-    truth = baseline_correct(measured_primary[rows], *primary_baseline_windows(live.model_info)).astype(np.float64)
+    truth = baseline_correct(measured_primary[rows], *baseline_windows(live.model_info)).astype(np.float64)
     expected = np.full(SHAPE, np.nan)
     expected[iy, ix] = np.linalg.norm(primary - truth, axis=1) / np.linalg.norm(truth, axis=1)
     np.testing.assert_allclose(relative, expected, rtol=1e-4)
