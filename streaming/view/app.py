@@ -199,7 +199,9 @@ class LiveView:
         health.update(shown=self.state.shown, outside=self.outside, clients=len(self.clients))
         if self.measured:
             health["measured"] = {"problem": self.measured.problem, "errors": self.measured.computed, "given_up": self.measured.given_up,
-                                  "dropped": self.measured.dropped, "map": self.measured.path}
+                                  "dropped": self.measured.dropped, "map": self.measured.path,
+                                  "secondary_shift_px": self.measured.secondary_shift_px,
+                                  "secondary_shift_note": self.measured.secondary_shift_note()}
         info = self.feed.model_info
         return {"health": health, "limits": self.limits,
                 "thresholds": {"novelty": novelty_threshold(info), "trust": trust_threshold(info)}}
@@ -374,7 +376,8 @@ def build_app(view: LiveView) -> Starlette:
     async def stats(request):
         return JSONResponse({**view.stats, "clients": len(view.clients), "shown": view.state.shown,
                              "spectra": view.feed.counts["spectra"], "lost": view.feed.missing,
-                             "contact": view.feed.first_contact is not None})
+                             "contact": view.feed.first_contact is not None,
+                             "secondary_shift_px": view.measured.secondary_shift_px if view.measured else None})
 
     async def websocket(ws):
         await view.serve_page(ws)

@@ -4,6 +4,9 @@ Spots whose result has arrived wait here (at most ``MAX_WAITING``, the oldest dr
 counted) until the writer has committed their measured primary spectrum; then their
 relative error ||transferred - measured|| / ||measured|| is computed as the acquisition's
 drift monitor computes it (the measured primary baseline-corrected as the model's output is).
+Where the model carries its training mean secondary spectrum, the first ``LINE_CHECK_SPOTS``
+measured secondary spectra also tell where the spectrometer's lines sit against the model's
+(``secondary_shift_px``; acquisition.shared.alignment), as the acquisition's live client does.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from acquisition.shared.alignment import ShiftCheck, shift_message
 from acquisition.shared.drift import DriftMonitor, baseline_windows
-from acquisition.shared.spectral import baseline_correct
+from acquisition.shared.spectral import (AxisResampler, WavelengthMismatchError, baseline_correct,
+                                         recalibrated_axis)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,9 @@ MAX_WAITING = 20_000
 # a result whose measured spot does not appear in the file within this long is given up
 GIVE_UP_S = 30.0
 REFRESH_S = 0.2
+#: measured secondary spectra held against the model's training mean (a figure from the 16th on)
+LINE_CHECK_SPOTS = 256
+LINE_CHECK_MIN_SPOTS = 16
 
 
 class MeasuredMap:
@@ -46,6 +54,11 @@ class MeasuredMap:
         self.dropped = 0
         self.given_up = 0
         self.computed = 0
+        #: where the measured secondary's lines sit against the model's, pixels (+: to the red)
+        self.secondary_shift_px: float | None = None
+        self._lines: ShiftCheck | None = None
+        self._lines_seen: np.ndarray | None = None
+        self._lines_done = False
         self._lock = threading.Lock()
         self._file_lock = threading.Lock()
         self._stop = threading.Event()
@@ -159,6 +172,60 @@ class MeasuredMap:
                 self._compute_ready()
             except Exception as exc:  # a file the writer broke must not stop the view
                 log.warning("cannot read %s: %s", self.path, exc)
+            try:
+                self._check_lines()
+            except Exception as exc:  # a check: it stops, the view goes on
+                self._lines_done = True
+                log.warning("cannot tell where the secondary's lines sit in %s: %s", self.path, exc)
+
+    def secondary_shift_note(self) -> str | None:
+        """The warning when the secondary's lines sit a quarter pixel or more from the model's."""
+        shift = self.secondary_shift_px
+        return None if shift is None else shift_message(os.path.basename(self.path), "secondary", shift)
+
+    def _line_check(self):
+        """(check, resampler or None) against the model's training mean, once the model is known."""
+        info = self.model_info or {}
+        mean, axis = info.get("secondary_mean_spectrum"), info.get("secondary_wavelengths")
+        if not (isinstance(mean, list) and isinstance(axis, list) and len(mean) == len(axis)):
+            return None
+        measured_axis = self.reader.wavelengths(self.secondary)
+        if measured_axis.size != len(axis):
+            self._lines_done = True
+            return None
+        try:
+            model_axis = np.asarray(axis, np.float64)
+            resample = AxisResampler(measured_axis, model_axis) if recalibrated_axis(measured_axis, model_axis) else None
+        except WavelengthMismatchError:
+            self._lines_done = True
+            return None
+        return ShiftCheck(np.asarray(mean, np.float64), max_spots=LINE_CHECK_SPOTS), resample
+
+    def _check_lines(self) -> None:
+        if self._lines_done or self.secondary is None or self.model_info is None:
+            return
+        with self._file_lock:
+            if self.reader is None:
+                return
+            if self._lines is None:
+                self._lines = self._line_check()
+                if self._lines is None:
+                    return
+                self._lines_seen = np.zeros(self.shape, bool)
+            check, resample = self._lines
+            self.reader.refresh()
+            new = np.argwhere(self.reader.acquired & ~self._lines_seen)[: check.max_spots - check.n]
+            if not len(new):
+                return
+            raw = np.stack([np.asarray(self.reader.spot(iy, ix)[self.secondary], np.float32) for iy, ix in new])
+        self._lines_seen[new[:, 0], new[:, 1]] = True
+        if resample is not None:
+            raw = resample(raw)
+        check.add(baseline_correct(raw, *baseline_windows(self.model_info, "secondary")))
+        if check.n >= LINE_CHECK_MIN_SPOTS:
+            shift = check.shift_px()
+            self.secondary_shift_px = round(shift, 3) if np.isfinite(shift) else None
+        self._lines_done = not check.wants_more
 
     def _compute_ready(self) -> None:
         with self._file_lock:

@@ -341,3 +341,34 @@ def test_transfer_messages_the_view_cannot_place_are_counted_and_the_view_keeps_
     finally:
         view.stop()
         ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("calibration", ["nominal", "daily"])
+def test_the_view_tells_where_the_measured_secondarys_lines_sit_against_the_models(tmp_path, calibration):
+    """A severe day on the factory axes: the lines sit where the drift put them; calibrated on the day
+    (and resampled onto the model's axis) they sit where the model saw them."""
+    from acquisition.shared.spectral import baseline_correct
+    from sim.generate import generate_map
+    from sim.scene import PairedScene
+    from streaming.view.measured import MeasuredMap
+
+    path = generate_map(tmp_path / "day1.h5", shape=(5, 6), step_um=(150.0, 150.0), day=1, seed=2,
+                        day_change="severe", calibration=calibration, progress=False)
+    training_day = PairedScene(seed=2)
+    x = np.linspace(500.0, 2500.0, 100)
+    training = training_day.shots(x, x[::-1], rng=np.random.default_rng(0))["secondary"]
+    model_info = {"secondary_wavelengths": training_day.wavelengths("secondary").tolist(),
+                  "secondary_mean_spectrum": baseline_correct(training).mean(axis=0).tolist()}
+    measured = MeasuredMap(path, model_info)
+    measured.start()
+    try:
+        shift, = wait_for(lambda: None if measured.secondary_shift_px is None else [measured.secondary_shift_px], 30,
+                          "where the secondary's lines sit")
+    finally:
+        measured.stop()
+    drift_px = PairedScene(seed=2, day=1, day_change="severe").conditions.drift["secondary"].shift_px
+    if calibration == "nominal":
+        assert shift == pytest.approx(-drift_px, abs=0.15) and abs(drift_px) > 0.5
+        assert "was not recalibrated" in measured.secondary_shift_note()
+    else:
+        assert abs(shift) < 0.1 and measured.secondary_shift_note() is None

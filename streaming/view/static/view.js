@@ -222,6 +222,11 @@ function showHealth(header) {
   ];
   if (h.measured) rows.push(["measured map", h.measured.problem ? `not readable yet: ${h.measured.problem}` :
     `${h.measured.map}: ${h.measured.errors} errors computed, ${h.measured.given_up} spots never appeared in it`]);
+  if (h.measured && h.measured.secondary_shift_px !== null && h.measured.secondary_shift_px !== undefined) {
+    const shift = h.measured.secondary_shift_px;
+    rows.push(["secondary lines against the model's", `${shift >= 0 ? "+" : ""}${shift.toFixed(2)} px` +
+      (h.measured.secondary_shift_note ? " — " + h.measured.secondary_shift_note : "")]);
+  }
   rows.push(["pages watching", `${h.clients}`]);
   document.querySelector("#health-table tbody").innerHTML = rows.map(([a, b]) => `<tr><td>${a}</td><td>${escapeHtml(b)}</td></tr>`).join("");
 }
