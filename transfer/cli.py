@@ -228,8 +228,10 @@ def _predict(args) -> int:
         trust = "no expected_rel_error (the bundle has no trust score)"
     else:
         trust = f"no expected_rel_error (the trust score describes {done.trust_model}: --model {done.trust_model})"
+    lines = ("" if done.secondary_shift_px is None else
+             f"; the secondary's lines sit {done.secondary_shift_px:+.2f} px from the model's")
     cli.emit(args, f"{done.n_transferred} spectra transferred with {done.model} written to "
-                   f"{args.map}:/entry/transferred; {trust}",
+                   f"{args.map}:/entry/transferred; {trust}{lines}",
              {"map": str(args.map), "group": "/entry/transferred", **asdict(done)})
     return 0
 

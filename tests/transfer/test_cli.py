@@ -54,6 +54,7 @@ def test_train_evaluate_predict(sim_maps, tmp_path, capsys):
     entry = json.loads((model / "bundle.json").read_text())["secondaries"]["secondary"]
     said = capsys.readouterr().out
     assert f"144 spectra transferred with {entry['trust_model']}" in said and "flagged untrusted" in said
+    assert "the secondary's lines sit" in said and "px from the model's" in said
     with h5py.File(target, "r") as f:
         assert f["entry/transferred/spectra"].shape == (12, 12, 4062)
         assert (f["entry/transferred/label"][()] >= 0).all()

@@ -122,3 +122,36 @@ def test_command_serves_writes_a_config_and_stops_cleanly_on_sigterm(tmp_path):
 def test_bad_bench_arguments_are_named(kwargs, complaint):
     with pytest.raises(ValueError, match=complaint):
         SimulatedBench(**kwargs)
+
+
+def test_a_bench_calibrated_on_its_day_reports_that_axis_through_the_spectrometer_driver(tmp_path):
+    from drivers.sim_spectrometer import BenchSpectrometer
+    from sim.scene import PairedScene
+
+    config_path = tmp_path / "bench.toml"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sim.bench_cli", "--seed", "1", "--day", "1", "--calibration", "daily",
+         "--write-config", str(config_path)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("serving"):
+                break
+        config = parse_config(tomllib.loads(config_path.read_text()))
+        reported = {}
+        for system in ("primary", "secondary"):
+            spectrometer = BenchSpectrometer(system, config.system(system).resource)
+            try:
+                reported[system] = spectrometer.wavelengths()
+            finally:
+                spectrometer.close()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    for system, axis in reported.items():
+        calibrated = PairedScene(seed=1, day=1, calibration="daily").wavelengths(system)
+        factory = PairedScene(seed=1, day=1).wavelengths(system)
+        np.testing.assert_array_equal(axis, calibrated)
+        assert not np.allclose(axis, factory, rtol=0, atol=1e-6), system    # the day's drift moved it
