@@ -39,10 +39,10 @@ from tqdm import tqdm
 from acquisition.config import ConfigError
 from acquisition.documents import RunStart, RunStop, SpotBatch, SpotErrors, SpotResults
 from acquisition.live_record import GROUP, describe_runs, gap_report, read_earlier_run
-from acquisition.shared.alignment import ShiftCheck, shift_message
+from acquisition.shared.alignment import ShiftCheck, model_shift_check, shift_message
 from acquisition.shared.drift import baseline_windows
 from acquisition.shared.spectral import (DEFAULT_BASELINE_WINDOWS, AxisResampler, WavelengthMismatchError,
-                                         baseline_correct, recalibrated_axis)
+                                         baseline_correct, recalibration_resampler)
 from acquisition.store import MapLayout
 from streaming import control
 from streaming.producer import LiveProducer
@@ -175,7 +175,7 @@ class LiveTransfer:
                 raise ConfigError(f"the worker's model {info.get('model')} takes {info['n_secondary']}-pixel "
                                   f"secondary spectra, but the secondary spectrometer has {n_secondary} pixels")
             self._check_secondary_axis(info, wavelengths["secondary"])
-            self._lines = self._shift_check(info)
+            self._lines = model_shift_check(info, SHIFT_CHECK_SPOTS)
             self._line_windows = baseline_windows(info, "secondary")
             if "primary_wavelengths" in info:
                 self._model_axis = np.asarray(info["primary_wavelengths"], np.float64)
@@ -203,37 +203,24 @@ class LiveTransfer:
         if model_axis is None or len(model_axis) != axis.size:
             return
         try:
-            model_axis = np.asarray(model_axis, np.float64)
-            if recalibrated_axis(axis, model_axis, name="secondary wavelengths"):
-                self._resample_secondary = AxisResampler(axis, model_axis)
+            self._resample_secondary = recalibration_resampler(axis, np.asarray(model_axis, np.float64),
+                                                               name="secondary wavelengths")
+            if self._resample_secondary is not None:
                 log.info("live transfer: the secondary's axis was calibrated away from the model's; its spectra "
                          "are resampled onto the model's axis")
         except (WavelengthMismatchError, TypeError, ValueError) as exc:
             log.warning("live transfer: the model was trained on another secondary axis; its results will be off "
                         "(%s)", exc)
 
-    @staticmethod
-    def _shift_check(info: dict) -> ShiftCheck | None:
-        """Against the model's training mean, where it has one (spec/stream-protocol.md)."""
-        mean = info.get("secondary_mean_spectrum")
-        if not isinstance(mean, list) or len(mean) != int(info["n_secondary"]):
-            return None
-        try:
-            return ShiftCheck(np.asarray(mean, np.float64), max_spots=SHIFT_CHECK_SPOTS)
-        except (TypeError, ValueError):
-            log.warning("live transfer: the model's secondary_mean_spectrum is not a list of numbers; "
-                        "no check of the secondary's wavelength drift")
-            return None
-
-    def _check_lines(self, secondary: np.ndarray, *, final: bool = False) -> None:
-        """The first spots' secondary against the model's training mean: warn once when the
-        spectrometer drifted since training under an axis that does not show it."""
+    def _check_lines(self, secondary: np.ndarray | None) -> None:
+        """The first spots' secondary against the model's training mean (None: the map ended):
+        warn once when the spectrometer drifted since training under an axis that does not show it."""
         check = self._lines
         if check is None:
             return
-        if len(secondary) and check.wants_more:
+        if secondary is not None and len(secondary) and check.wants_more:
             check.add(baseline_correct(np.asarray(secondary, np.float32), *self._line_windows))
-        if check.wants_more and not (final and check.n >= SHIFT_CHECK_MIN_SPOTS):
+        if check.wants_more and not (secondary is None and check.n >= SHIFT_CHECK_MIN_SPOTS):
             return
         shift = check.shift_px()
         self._lines = None                  # measured once
@@ -411,7 +398,7 @@ class LiveTransfer:
             delivery = self._producer.close(timeout_s=0.2)
             self._emit_results(force=True)
             try:
-                self._check_lines(np.empty((0, 0), np.float32), final=True)
+                self._check_lines(None)
             except Exception:
                 log.exception("live transfer: measuring where the secondary's lines sit failed")
             self._report = gap_report(self._acquired, self._received, self._submitted, self._seq_spot, delivery)

@@ -23,7 +23,7 @@ import numpy as np
 
 from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
-from acquisition.shared.spectral import AxisResampler, recalibrated_axis
+from acquisition.shared.spectral import AxisResampler, axis_offset_px, recalibrated_axis
 from acquisition.store import PairedMapReader
 from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError
 
@@ -99,7 +99,7 @@ def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Map
         here = np.asarray(found[system], np.float64)
         expected = np.asarray(expected, np.float64)
         if check_axis(path, system, here, expected):
-            shift = np.abs(np.interp(here, expected, np.arange(expected.size)) - np.arange(expected.size)).max()
+            shift = axis_offset_px(here, expected).max()
             log.info("%s: the %s axis was calibrated %.2f px away from the model's; its spectra are resampled "
                      "onto the model's axis", Path(path).name, system, shift)
             resamplers[system] = _resampler(here.tobytes(), expected.tobytes())

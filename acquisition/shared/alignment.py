@@ -17,9 +17,13 @@ Numpy and scipy only: the live path imports it.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from acquisition.shared.spectral import MAX_RECALIBRATION_PX
+
+log = logging.getLogger(__name__)
 
 #: Lines this far (pixels) from the model's are reported: a quarter of a pixel already costs a
 #: line-rich spectrum a good part of its transfer error (docs/transfer.md).
@@ -99,3 +103,25 @@ class ShiftCheck:
 
     def shift_px(self) -> float:
         return apparent_shift_px(self.reference, self._sum / self.n) if self.n else float("nan")
+
+
+def model_shift_check(model_info: dict | None, max_spots: int) -> ShiftCheck | None:
+    """A :class:`ShiftCheck` against the model's training mean secondary spectrum
+    (`twinplume.secondary_mean_spectrum` in the worker's control ``model`` reply,
+    spec/stream-protocol.md), or None where the model has none (a warning where it is not
+    ``n_secondary`` finite numbers)."""
+    info = model_info or {}
+    mean = info.get("secondary_mean_spectrum")
+    if mean is None:
+        return None
+    pixels = info.get("n_secondary", len(info.get("secondary_wavelengths") or ()))
+    try:
+        reference = np.asarray(mean, np.float64)
+        usable = reference.shape == (int(pixels),) and bool(np.isfinite(reference).all())
+    except (TypeError, ValueError):
+        usable = False
+    if not usable:
+        log.warning("the model's secondary_mean_spectrum is not %s finite numbers; no check of where the "
+                    "secondary's lines sit", pixels)
+        return None
+    return ShiftCheck(reference, max_spots=max_spots)

@@ -10,7 +10,8 @@ resampling and the paper's baseline correction (numpy and scipy only).
   onto another (slightly drifted) axis by linear interpolation.
 - ``AxisResampler(wl_from, wl_to)``: spectra of a recalibrated spectrometer onto the axis a
   model was trained on, by cubic-spline interpolation (a sparse operator built once);
-  ``recalibrated_axis(found, expected, ...)`` says whether an axis needs it, or can take it.
+  ``recalibrated_axis(found, expected, ...)`` says whether an axis needs it, or can take it;
+  ``recalibration_resampler`` gives the one an axis needs (or None); ``axis_offset_px`` how far.
 - ``baseline_correct(X, min_window=100, smooth_window=50)`` and
   ``estimate_baseline(...)``: the paper's baseline correction, vectorised.
   ``gaussian_window`` and ``gaussian_kernel`` give its exact smoothing weights, from
@@ -159,6 +160,19 @@ MAX_RECALIBRATION_PX = 5.0
 _SPLINE_WEIGHT_FLOOR = 1e-6
 
 
+def axis_offset_px(found, expected) -> np.ndarray:
+    """|pixels| between where each wavelength of ``found`` lies on ``expected`` and its own pixel."""
+    expected = np.asarray(expected, np.float64)
+    return np.abs(np.interp(np.asarray(found, np.float64), expected, np.arange(expected.size))
+                  - np.arange(expected.size))
+
+
+def recalibration_resampler(found, expected, *, name: str = "wavelengths") -> "AxisResampler | None":
+    """The resampler from a recalibrated axis ``found`` onto ``expected``, None where it is the
+    same axis; raises :class:`WavelengthMismatchError` as :func:`recalibrated_axis` does."""
+    return AxisResampler(found, expected) if recalibrated_axis(found, expected, name=name) else None
+
+
 def recalibrated_axis(found, expected, *, name: str = "wavelengths",
                       max_shift_px: float = MAX_RECALIBRATION_PX) -> bool:
     """False when ``found`` is ``expected`` (the rule of :func:`check_wavelengths`), True when
@@ -173,7 +187,7 @@ def recalibrated_axis(found, expected, *, name: str = "wavelengths",
         if found.shape != expected.shape:
             raise
     found = check_wavelength_axis(found, name=name)
-    shift_px = np.abs(np.interp(found, expected, np.arange(expected.size)) - np.arange(expected.size))
+    shift_px = axis_offset_px(found, expected)
     worst = int(np.argmax(shift_px))
     if not shift_px[worst] <= max_shift_px:
         raise WavelengthMismatchError(

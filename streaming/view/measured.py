@@ -19,10 +19,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from acquisition.shared.alignment import ShiftCheck, shift_message
+from acquisition.shared.alignment import ShiftCheck, model_shift_check, shift_message
 from acquisition.shared.drift import DriftMonitor, baseline_windows
-from acquisition.shared.spectral import (AxisResampler, WavelengthMismatchError, baseline_correct,
-                                         recalibrated_axis)
+from acquisition.shared.spectral import WavelengthMismatchError, baseline_correct, recalibration_resampler
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class MeasuredMap:
         self.computed = 0
         #: where the measured secondary's lines sit against the model's, pixels (+: to the red)
         self.secondary_shift_px: float | None = None
-        self._lines: ShiftCheck | None = None
+        self._lines: tuple[ShiftCheck, object] | None = None     # (check, resampler or None)
         self._lines_seen: np.ndarray | None = None
         self._lines_done = False
         self._lock = threading.Lock()
@@ -185,21 +184,18 @@ class MeasuredMap:
 
     def _line_check(self):
         """(check, resampler or None) against the model's training mean, once the model is known."""
-        info = self.model_info or {}
-        mean, axis = info.get("secondary_mean_spectrum"), info.get("secondary_wavelengths")
-        if not (isinstance(mean, list) and isinstance(axis, list) and len(mean) == len(axis)):
+        check = model_shift_check(self.model_info, LINE_CHECK_SPOTS)
+        axis = (self.model_info or {}).get("secondary_wavelengths")
+        if check is None or not isinstance(axis, list):
             return None
         measured_axis = self.reader.wavelengths(self.secondary)
-        if measured_axis.size != len(axis):
-            self._lines_done = True
-            return None
         try:
-            model_axis = np.asarray(axis, np.float64)
-            resample = AxisResampler(measured_axis, model_axis) if recalibrated_axis(measured_axis, model_axis) else None
+            if measured_axis.size != len(axis):
+                raise WavelengthMismatchError(f"{measured_axis.size} pixels, the model's {len(axis)}")
+            return check, recalibration_resampler(measured_axis, np.asarray(axis, np.float64))
         except WavelengthMismatchError:
             self._lines_done = True
             return None
-        return ShiftCheck(np.asarray(mean, np.float64), max_spots=LINE_CHECK_SPOTS), resample
 
     def _check_lines(self) -> None:
         if self._lines_done or self.secondary is None or self.model_info is None:
