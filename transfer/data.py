@@ -85,7 +85,7 @@ def check_axis(path: Path | str, system: str, found: np.ndarray, expected: np.nd
 
 @functools.lru_cache(maxsize=8)
 def _resampler(found: bytes, expected: bytes) -> AxisResampler:
-    # building one takes about a second for 4000 px; a map is read several times over
+    # building one solves a spline per source pixel; a map is read several times over
     return AxisResampler(np.frombuffer(found), np.frombuffer(expected))
 
 
