@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from array import array
 from collections import deque
@@ -142,6 +143,10 @@ class LiveTransfer:
         self._resample_secondary: AxisResampler | None = None
         self._lines: ShiftCheck | None = None          # where the secondary's lines sit against the model's
         self._shift_px: float | None = None
+        self._secondary_axes: tuple[np.ndarray, np.ndarray] | None = None    # (the map's, the model's)
+        self._alignment: dict | None = None             # the secondary aligned from its own lines, from a spot on
+        self._alignment_ready: AxisResampler | None = None
+        self._streamed = 0
         self._line_windows = DEFAULT_BASELINE_WINDOWS
         self._bar = None
         self._last_emit = 0.0
@@ -202,6 +207,7 @@ class LiveTransfer:
         self._resample_secondary = None
         if model_axis is None or len(model_axis) != axis.size:
             return
+        self._secondary_axes = (np.asarray(axis, np.float64), np.asarray(model_axis, np.float64))
         try:
             self._resample_secondary = recalibration_resampler(axis, np.asarray(model_axis, np.float64),
                                                                name="secondary wavelengths")
@@ -222,12 +228,34 @@ class LiveTransfer:
             check.add(baseline_correct(np.asarray(secondary, np.float32), *self._line_windows))
         if check.wants_more and not (secondary is None and check.n >= SHIFT_CHECK_MIN_SPOTS):
             return
-        shift = check.shift_px()
+        offset = check.offset()
+        shift = np.nan if offset is None else offset.whole_px
         self._lines = None                  # measured once
         self._shift_px = round(shift, 3) if np.isfinite(shift) else None
-        message = shift_message("live transfer", "secondary", shift)
+        aligning = secondary is not None and offset is not None and offset.worth_aligning \
+            and self._secondary_axes is not None
+        message = shift_message("live transfer", "secondary", shift, aligned=aligning)
         if message:
-            log.warning(message)
+            log.warning(message + (f" (from the next spots on; the first {self._streamed} were streamed as "
+                                   "measured)" if aligning else ""))
+        if aligning:
+            self._alignment = {"shift_px": round(offset.shift_px, 3), "stretch_px": round(offset.stretch_px, 3),
+                               "from_spot": None}
+            # a spline operator takes about a second to build: not on the acquisition thread
+            threading.Thread(target=self._align_secondary, args=(offset,), name="live-line-alignment",
+                             daemon=True).start()
+
+    def _align_secondary(self, offset) -> None:
+        """Worker thread: the resampler from the axis the secondary's pixels saw (its lines'
+        shift and stretch) onto the model's; the acquisition thread uses it from its next batch."""
+        try:
+            stored, model = self._secondary_axes
+            resampler = AxisResampler(offset.seen_axis(stored), model)
+        except Exception:  # a correction, not the stream: the spots go on as measured
+            log.exception("live transfer: building the secondary's line alignment failed")
+            self._alignment = None
+            return
+        self._alignment_ready = resampler
 
     def _transferred_spec(self, wavelengths) -> int | np.ndarray | None:
         """What /entry/transferred is created with: the primary's pixel count when the model's output
@@ -293,6 +321,12 @@ class LiveTransfer:
         secondary = batch.spectra["secondary"]
         nx = self._submitted.shape[1]
         try:
+            ready = self._alignment_ready
+            if ready is not None:                   # swapped in between batches, never within one
+                self._resample_secondary, self._alignment_ready = ready, None
+                self._alignment["from_spot"] = self._streamed
+                log.info("live transfer: the secondary's spectra are aligned onto the model's lines from spot %d on",
+                         self._streamed)
             if self._resample_secondary is not None:
                 secondary = self._resample_secondary(secondary)
             for k in range(len(batch)):
@@ -303,6 +337,7 @@ class LiveTransfer:
                 self._seq_spot.extend([-1] * (seq - len(self._seq_spot)))
                 self._seq_spot.append(iy * nx + ix)
                 self._submitted[iy, ix] = True
+                self._streamed += 1
         except Exception as exc:  # nothing on the live path may stop the map
             self._error(f"streaming spots: {exc}")
             log.exception("live transfer: streaming spots failed")
@@ -447,5 +482,6 @@ class LiveTransfer:
         return {"input": o.input, "results_address": o.results, "control": o.control,
                 "model": (self.model_info or {}).get("model"),
                 "trust_threshold": (self.model_info or {}).get("trust_threshold"), **self._report,
-                "secondary_shift_px": self._shift_px, "written": self.written,
+                "secondary_shift_px": self._shift_px, "secondary_alignment": self._alignment,
+                "written": self.written,
                 "not_recorded": self.not_recorded, "errors": list(self.errors)}

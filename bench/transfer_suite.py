@@ -177,10 +177,11 @@ def prepare_maps(names: Sequence[str], work: Path, quick: bool, calibrated: bool
     return paths, None
 
 
-def run_scenario(name: str, paths: Maps, config: TransferConfig, *, seed: int, only: Sequence[str] = ()) -> dict:
+def run_scenario(name: str, paths: Maps, config: TransferConfig, *, seed: int, only: Sequence[str] = (),
+                 align: bool = True) -> dict:
     """Every model of `config` fitted and scored on one scenario's maps (`prepare_maps`)."""
     started = time.perf_counter()
-    maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed)
+    maps = load_maps(paths["train"], paths["val"], paths["test"], config, seed=seed, align=align)
     models = models_from_config(config, maps["wavelengths"], seed=seed, n_fit=len(maps["arrays"]["train"]["primary"]))
     models = {k: v for k, v in models.items() if not only or k in only}
     scores = fit_and_score(models, maps, config, seed=seed, trust_models=EXPORTABLE, decoder_floor=True)
@@ -251,7 +252,9 @@ def markdown(report: Mapping) -> str:
     lines = ["# Transfer robustness suite", "",
              f"`{report['command']}` ({'smoke' if report.get('smoke') else 'quick' if report['quick'] else 'full'} run, "
              f"{report['seconds'] / 60:.0f} min on {report['cpus']} CPU core(s), seed {report['seed']})"
-             + ("; every map's wavelength axes calibrated on its day." if report.get("calibrated") else "."),
+             + ("; every map's wavelength axes calibrated on its day" if report.get("calibrated") else "")
+             + ("; maps read as stored, without aligning their lines" if report.get("align") is False else "")
+             + ".",
              "Causal protocol; RSE in baseline-corrected primary counts (1 = the mean test spectrum); "
              "k-score against the k-means labels of the true test spectra. Bold: the lowest test RSE; "
              "`recommended`: what `train` records (the lowest validation RSE; linear baselines within "
@@ -423,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="every map's wavelength axes calibrated on its day (a lab that calibrates "
                              "daily; its maps are resampled onto the model's axes): the scenarios' maps "
                              "with -calibrated in their names")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="read every map as stored: no alignment of a map's lines onto the training "
+                             "map's (what the suite measured before alignment; docs/transfer.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="scenarios run in N processes at once, each with its share of the cores "
@@ -481,7 +487,8 @@ def _run_all(names: Sequence[str], paths: Mapping[str, Maps], args, config: Tran
     if args.jobs == 1:
         for index, name in enumerate(names, 1):
             print(f"[{index}/{len(names)}] {name}", file=sys.stderr, flush=True)
-            yield index, name, run_scenario(name, paths[name], config, seed=args.seed, only=args.model or ())
+            yield index, name, run_scenario(name, paths[name], config, seed=args.seed, only=args.model or (),
+                                             align=args.align)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -489,7 +496,7 @@ def _run_all(names: Sequence[str], paths: Mapping[str, Maps], args, config: Tran
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads, args.verbose)) as pool:
         futures = {pool.submit(run_scenario, name, paths[name], config, seed=args.seed,
-                               only=args.model or ()): name for name in names}
+                               only=args.model or (), align=args.align): name for name in names}
         print(f"{len(names)} scenarios in {args.jobs} processes of {threads} thread(s)", file=sys.stderr, flush=True)
         for index, future in enumerate(as_completed(futures), 1):
             yield index, futures[future], future.result()
@@ -505,7 +512,8 @@ def _worker_init(threads: int, verbose: bool) -> None:
 
 
 def _report(args, argv, config: TransferConfig, results: Mapping, started: float) -> dict:
-    return {"bench": "transfer_suite", "quick": args.quick, "calibrated": args.calibrated, "smoke": args.smoke, "seed": args.seed,
+    return {"bench": "transfer_suite", "quick": args.quick, "calibrated": args.calibrated, "align": args.align,
+            "smoke": args.smoke, "seed": args.seed,
             "command": "python bench/transfer_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpus": len(os.sched_getaffinity(0)), "seconds": round(time.perf_counter() - started, 1),
             "config": config.to_dict(), "results": results, "learning_curve": learning_curve(results)}

@@ -134,10 +134,19 @@ def _add_secondary(args) -> int:
 
 # -- evaluate ---------------------------------------------------------------------------
 
+def add_align_flag(p) -> None:
+    p.add_argument("--no-align", dest="align", action="store_false",
+                   help="read the map's spectra as stored, even where its lines sit a quarter pixel or more "
+                        "from the model's (by default such a map is aligned from its own lines, each "
+                        "spectrometer apart: docs/transfer.md, \"Lines aligned from the map itself\")")
+
+
 def add_evaluate(subparsers) -> None:
     p = _parser(subparsers, "evaluate", "compare every model of a bundle on a paired test map",
                 ["libs-transfer evaluate model/ test.h5 --out report/ --protocol causal",
-                 "libs-transfer evaluate model/ test.h5 --out report/ --learning-curve 300 1000 3000"], _evaluate)
+                 "libs-transfer evaluate model/ test.h5 --out report/ --learning-curve 300 1000 3000",
+                 "libs-transfer evaluate model/ drifted.h5 --out as-stored/ --no-align   # what the drift costs"],
+                _evaluate)
     p.add_argument("model", type=Path, metavar="MODEL_DIR", help="bundle directory written by train")
     p.add_argument("test", type=Path, metavar="TEST.h5", help="paired map to evaluate on (both systems)")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",
@@ -147,6 +156,7 @@ def add_evaluate(subparsers) -> None:
                         "statistics, as the paper did")
     cli.add_secondary_option(p, help="which secondary system of the bundle (default: the first)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    add_align_flag(p)
     cli.add_json_flag(p, "the scores of every model")
     p.add_argument("--learning-curve", type=int, nargs="*", default=None, metavar="N",
                    help="also retrain every model on N random pairs of the bundle's training map (default "
@@ -165,10 +175,10 @@ def _evaluate(args) -> int:
         bundle = load_bundle(args.model)
         learning_curve_maps(bundle, args.secondary or bundle.default_secondary)
     report = evaluate_map(args.model, args.test, args.out, protocol=args.protocol, secondary=args.secondary,
-                          chunk_spots=args.chunk_spots)
+                          chunk_spots=args.chunk_spots, align=args.align)
     doc = {"protocol": report["protocol"], "n_spectra": report["n_spectra"], "models": report["models"],
            "recommended": report.get("recommended"), "live_model": report.get("live_model"),
-           "apparent_shift_px": report.get("apparent_shift_px")}
+           "apparent_shift_px": report.get("apparent_shift_px"), "line_alignment": report.get("line_alignment")}
     if args.learning_curve is not None:
         from transfer.suite import learning_curve_for_bundle
         sizes = args.learning_curve or None          # none given: the defaults that fit the map
@@ -188,9 +198,11 @@ def _evaluate_summary(doc: dict, out: Path) -> str:
         lines.append(f"recommended model: {doc['recommended']}" + _live_line(doc["recommended"],
                                                                              doc.get("live_model")))
     shifts = doc.get("apparent_shift_px") or {}
+    aligned = [system for system, done in (doc.get("line_alignment") or {}).items() if done and done["aligned"]]
     if shifts:
         lines.append("lines against the model's: " + ", ".join(
-            f"{system} {'n/a' if shift is None else format(shift, '+.2f')} px" for system, shift in shifts.items()))
+            f"{system} {'n/a' if shift is None else format(shift, '+.2f')} px" for system, shift in shifts.items())
+            + (f" ({' and '.join(aligned)} aligned from the map's own lines)" if aligned else ""))
     if doc.get("learning_curve"):
         lines.append(f"learning curve: {out}/learning_curve.png")
     return "\n".join(lines)
@@ -212,6 +224,7 @@ def add_predict(subparsers) -> None:
                         "recommended if it is exportable; expected_rel_error only for the model the trust "
                         "score was calibrated on, that same one)")
     p.add_argument("--chunk-spots", type=int, default=4096, help="spots read at a time (default: 4096)")
+    add_align_flag(p)
     cli.add_json_flag(p, "what was written")
 
 
@@ -220,7 +233,7 @@ def _predict(args) -> int:
 
     from transfer.predict import predict_map
     done = predict_map(args.model, args.map, secondary=args.secondary, model_name=args.model_name,
-                       chunk_spots=args.chunk_spots)
+                       chunk_spots=args.chunk_spots, align=args.align)
     if done.untrusted is not None:
         trust = (f"{done.untrusted} of {done.n_transferred} flagged untrusted "
                  f"(expected relative error above {done.threshold:.3g})")
@@ -229,7 +242,8 @@ def _predict(args) -> int:
     else:
         trust = f"no expected_rel_error (the trust score describes {done.trust_model}: --model {done.trust_model})"
     lines = ("" if done.secondary_shift_px is None else
-             f"; the secondary's lines sit {done.secondary_shift_px:+.2f} px from the model's")
+             f"; the secondary's lines sit {done.secondary_shift_px:+.2f} px from the model's"
+             + (", aligned before the transfer" if done.secondary_aligned else ""))
     cli.emit(args, f"{done.n_transferred} spectra transferred with {done.model} written to "
                    f"{args.map}:/entry/transferred; {trust}{lines}",
              {"map": str(args.map), "group": "/entry/transferred", **asdict(done)})

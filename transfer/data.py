@@ -21,6 +21,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from acquisition.shared.alignment import LineOffset, line_offset
 from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.shared.spectral import AxisResampler, axis_offset_px, recalibrated_axis
@@ -89,20 +90,76 @@ def _resampler(found: bytes, expected: bytes) -> AxisResampler:
     return AxisResampler(np.frombuffer(found), np.frombuffer(expected))
 
 
-def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Mapping[str, np.ndarray]
-                    ) -> dict[str, AxisResampler]:
-    """{system: resampler} for the systems whose axis in the map at `path` (`found`) is a
-    recalibration of the one in `axes`; a system whose axis is the same needs none. Raises
-    :class:`TransferDataError` for an axis that is neither."""
+#: Spots whose mean spectrum says where a map's lines sit.
+ALIGNMENT_SPOTS = 4096
+
+
+def line_offsets(path: Path | str, references: Mapping[str, SpectrumPreprocessor],
+                 axes: Mapping[str, np.ndarray] | None = None) -> dict[str, LineOffset | None]:
+    """{system: where the map's lines sit against the training mean of ``references[system]``}
+    (`acquisition.shared.alignment.line_offset`), measured on the mean of the first
+    :data:`ALIGNMENT_SPOTS` spots baseline-corrected as the model corrects them, after any
+    recalibration onto the model's axis (``axes``, default the references' axes). None for a
+    system whose spectra have too little structure to say."""
+    path = Path(path)
+    stat = path.stat()
+    found = inspect_map(path, list(references)).wavelengths
+    offsets = {}
+    for system, reference in references.items():
+        expected = np.asarray((axes or {}).get(system, reference.wavelengths), np.float64)
+        mean = np.asarray(reference.scaler.mean_, np.float64)
+        offsets[system] = _line_offset(str(path.resolve()), stat.st_mtime_ns, stat.st_size, system,
+                                       found[system].tobytes(), expected.tobytes(), mean.tobytes(),
+                                       reference.min_window, reference.smooth_window)
+    return offsets
+
+
+@functools.lru_cache(maxsize=16)
+def _line_offset(path: str, mtime_ns: int, size: int, system: str, found: bytes, expected: bytes, mean: bytes,
+                 min_window: int, smooth_window: int) -> LineOffset | None:
+    # a command reads one map several times over (scalers, samples, the evaluation): measured once
+    from acquisition.shared.spectral import baseline_correct
+
+    found_axis, expected_axis = np.frombuffer(found), np.frombuffer(expected)
+    recalibrate = (_resampler(found, expected) if check_axis(path, system, found_axis, expected_axis) else None)
+    total, n = np.zeros(expected_axis.size), 0
+    with PairedMapReader(path) as reader:
+        for chunk in reader.iter_chunks(systems=[system], chunk_spots=1024):
+            spectra = np.asarray(chunk.spectra[system], np.float32)[: ALIGNMENT_SPOTS - n]
+            spectra = spectra[np.isfinite(spectra).all(axis=1)]
+            if recalibrate is not None:
+                spectra = recalibrate(spectra)
+            total += baseline_correct(spectra, min_window, smooth_window).sum(axis=0)
+            n += len(spectra)
+            if n >= ALIGNMENT_SPOTS:
+                break
+    return line_offset(np.frombuffer(mean), total / n) if n else None
+
+
+def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Mapping[str, np.ndarray],
+                    align: Mapping[str, SpectrumPreprocessor] | None = None) -> dict[str, AxisResampler]:
+    """{system: resampler onto the axis in `axes`} for the systems of the map at `path` that need
+    one: an axis in the map (`found`) recalibrated from the model's, or (systems in `align`)
+    lines that sit at least `alignment.SHIFT_WARNING_PX` from those of that preprocessor's
+    training mean (:func:`line_offsets`); the two combine into one resampler. Raises
+    :class:`TransferDataError` for an axis that is neither the model's nor a recalibration."""
+    offsets = line_offsets(path, {s: r for s, r in (align or {}).items() if s in axes}, axes)
     resamplers = {}
     for system, expected in axes.items():
         here = np.asarray(found[system], np.float64)
         expected = np.asarray(expected, np.float64)
-        if check_axis(path, system, here, expected):
-            shift = axis_offset_px(here, expected).max()
+        recalibrated = check_axis(path, system, here, expected)
+        offset = offsets.get(system)
+        if offset is not None and offset.worth_aligning:
+            log.info("%s: the %s lines sit %s from the model's; its spectra are aligned onto the model's "
+                     "axis from the map's own lines", Path(path).name, system, offset.describe())
+            here = offset.seen_axis(here)
+        elif recalibrated:
             log.info("%s: the %s axis was calibrated %.2f px away from the model's; its spectra are resampled "
-                     "onto the model's axis", Path(path).name, system, shift)
-            resamplers[system] = _resampler(here.tobytes(), expected.tobytes())
+                     "onto the model's axis", Path(path).name, system, axis_offset_px(here, expected).max())
+        else:
+            continue
+        resamplers[system] = _resampler(here.tobytes(), expected.tobytes())
     return resamplers
 
 
@@ -141,16 +198,20 @@ def fit_preprocessors(paths: Sequence[Path | str], wavelengths: Mapping[str, np.
 
 def iter_raw_chunks(paths: Sequence[Path | str], systems: Sequence[str], chunk_spots: int,
                     progress: bool = False, desc: str = "reading", *,
-                    axes: Mapping[str, np.ndarray] | None = None
+                    axes: Mapping[str, np.ndarray] | None = None,
+                    align: Mapping[str, SpectrumPreprocessor] | None = None
                     ) -> Iterator[tuple[Path, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
     """(path, iy, ix, {system: raw float32 [k, n]}) for every chunk of every map, checked finite.
 
     ``axes`` ({system: nm}, e.g. the model's): a map whose axis of that system is a
-    recalibration of it (:func:`check_axis`) has its spectra resampled onto it."""
+    recalibration of it (:func:`check_axis`) has its spectra resampled onto it. ``align``
+    ({system: fitted preprocessor}, e.g. the model's): a map whose lines of that system sit
+    away from the preprocessor's training mean is aligned onto ``axes`` from its own lines
+    (:func:`axis_resamplers`)."""
     for path in map(Path, paths):
         with PairedMapReader(path) as reader:
             wanted = {s: a for s, a in (axes or {}).items() if s in systems}
-            resamplers = axis_resamplers(path, {s: reader.wavelengths(s) for s in wanted}, wanted)
+            resamplers = axis_resamplers(path, {s: reader.wavelengths(s) for s in wanted}, wanted, align)
             bar = Progress(int(reader.n_acquired), desc=f"{desc} {path.name}", unit="spot", enabled=progress)
             for chunk in reader.iter_chunks(systems=list(systems), chunk_spots=chunk_spots):
                 spectra = {s: np.asarray(chunk.spectra[s], dtype=np.float32) for s in systems}
@@ -165,17 +226,21 @@ def iter_raw_chunks(paths: Sequence[Path | str], systems: Sequence[str], chunk_s
 
 
 def iter_preprocessed_chunks(paths: Sequence[Path | str], preprocessors: Mapping[str, SpectrumPreprocessor],
-                             chunk_spots: int, progress: bool = False, desc: str = "reading"
+                             chunk_spots: int, progress: bool = False, desc: str = "reading", *, align: bool = True
                              ) -> Iterator[tuple[Path, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """Chunks of every map through the fitted ``preprocessors``; each map on their axes and
+    (``align``) with its lines aligned onto their training means (:func:`iter_raw_chunks`)."""
     axes = {s: p.wavelengths for s, p in preprocessors.items()}
-    for path, iy, ix, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, desc, axes=axes):
+    for path, iy, ix, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, desc, axes=axes,
+                                                 align=preprocessors if align else None):
         yield path, iy, ix, {s: p.transform(spectra[s]) for s, p in preprocessors.items()}
 
 
 def sample_preprocessed(paths: Sequence[Path | str], preprocessors: Mapping[str, SpectrumPreprocessor],
-                        max_spots: int, seed: int, chunk_spots: int, progress: bool = False
+                        max_spots: int, seed: int, chunk_spots: int, progress: bool = False, *, align: bool = True
                         ) -> dict[str, np.ndarray]:
-    """A seeded uniform random subset of at most `max_spots` spots over all `paths`, preprocessed."""
+    """A seeded uniform random subset of at most `max_spots` spots over all `paths`, preprocessed
+    as :func:`iter_preprocessed_chunks` does."""
     totals = [inspect_map(p, list(preprocessors)).n_spots for p in paths]
     total = sum(totals)
     rng = np.random.default_rng([seed, 7])
@@ -184,7 +249,7 @@ def sample_preprocessed(paths: Sequence[Path | str], preprocessors: Mapping[str,
     offset = 0
     axes = {s: p.wavelengths for s, p in preprocessors.items()}
     for _, iy, _, spectra in iter_raw_chunks(paths, list(preprocessors), chunk_spots, progress, "sampling",
-                                             axes=axes):
+                                             axes=axes, align=preprocessors if align else None):
         lo, hi = np.searchsorted(chosen, [offset, offset + len(iy)])
         if hi > lo:
             local = chosen[lo:hi] - offset

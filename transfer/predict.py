@@ -24,9 +24,9 @@ import torch
 
 from acquisition.shared.systems import SYSTEM_NAMES
 from acquisition.store import PairedMapReader, remove_transferred_trust, write_transferred, write_transferred_trust
-from acquisition.shared.alignment import ShiftCheck, shift_message
+from acquisition.shared.alignment import LineOffset, shift_message
 from transfer.bundle import SecondaryModel, TransferBundle, load_bundle
-from transfer.data import check_axis, inspect_map, iter_raw_chunks
+from transfer.data import check_axis, inspect_map, iter_raw_chunks, line_offsets
 from transfer.metrics import compression_ratio
 from transfer.models import count_parameters
 from transfer.preprocess import SpectrumPreprocessor
@@ -172,6 +172,24 @@ class Prediction:
     trust_model: str | None = None
     #: how far the secondary's lines sit from the model's (acquisition.shared.alignment), pixels
     secondary_shift_px: float | None = None
+    #: whether the secondary's spectra were aligned onto the model's lines before the transfer
+    secondary_aligned: bool = False
+
+
+def _shift_px(offset: LineOffset | None) -> float | None:
+    return None if offset is None or not np.isfinite(offset.whole_px) else round(offset.whole_px, 3)
+
+
+def _line_warnings(name: str, offsets: Mapping[str, LineOffset | None], aligned: bool) -> list[str]:
+    """The warnings of `shift_message` for each system, logged; said once per command."""
+    messages = []
+    for system, offset in offsets.items():
+        message = shift_message(name, system, np.nan if offset is None else offset.whole_px,
+                                aligned=aligned and offset is not None and offset.worth_aligning)
+        if message:
+            log.warning(message)
+            messages.append(message)
+    return messages
 
 
 def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
@@ -183,7 +201,8 @@ def default_model(bundle: TransferBundle, system: SecondaryModel) -> str:
 
 
 def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, secondary: str | None = None,
-                model_name: str | None = None, chunk_spots: int = 4096, progress: bool = True) -> Prediction:
+                model_name: str | None = None, chunk_spots: int = 4096, progress: bool = True,
+                align: bool = True) -> Prediction:
     """Transfers every acquired secondary spectrum of a map and writes /entry/transferred.
 
     `model_name` picks the transfer model (any of the bundle's); by default the one `export`
@@ -216,12 +235,12 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
         novelty = np.empty(n, np.float32)
         trust = transferer.trust
         expected = np.empty(n, np.float32)
-        lines = ShiftCheck(system.preprocess.scaler.mean_)
+        references = {"secondary": system.preprocess}
+        offsets = line_offsets(map_path, references)
         done = 0
         for _, iy, ix, raw in iter_raw_chunks([map_path], ["secondary"], chunk_spots, progress, "transferring",
-                                              axes={"secondary": transferer.system.wavelengths}):
-            if lines.wants_more:
-                lines.add(transferer.secondary.correct(raw["secondary"]))
+                                              axes={"secondary": transferer.system.wavelengths},
+                                              align=references if align else None):
             result = transferer.transfer(raw["secondary"])
             k = len(iy)
             spectra[done:done + k] = result["primary"]
@@ -247,13 +266,11 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
                      trust.threshold_)
         del spectra
     log.info("%d transferred spectra written to %s:/entry/transferred", done, map_path)
-    shift = lines.shift_px()
-    message = shift_message(map_path.name, "secondary", shift)
-    if message:
-        log.warning(message)
+    _line_warnings(map_path.name, offsets, align)
+    offset = offsets["secondary"]
     return Prediction(done, chosen, model_id, flagged, None if trust is None else float(trust.threshold_),
-                      None if system.trust is None else trust_model_name(bundle, system),
-                      None if not np.isfinite(shift) else round(shift, 3))
+                      None if system.trust is None else trust_model_name(bundle, system), _shift_px(offset),
+                      bool(align and offset is not None and offset.worth_aligning))
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -289,8 +306,8 @@ def _check_protocol(protocol: str) -> None:
 
 
 def protocol_preprocessors(protocol: str, primary: SpectrumPreprocessor, secondary: SpectrumPreprocessor,
-                           test_path: str | Path, *, chunk_spots: int = 4096, progress: bool = False
-                           ) -> tuple[SpectrumPreprocessor, SpectrumPreprocessor]:
+                           test_path: str | Path, *, chunk_spots: int = 4096, progress: bool = False,
+                           align: bool = True) -> tuple[SpectrumPreprocessor, SpectrumPreprocessor]:
     """The (primary, secondary) preprocessors that scale an evaluated map under `protocol`.
 
     - "causal": the training statistics, `primary` and `secondary` themselves. This is all a
@@ -303,18 +320,24 @@ def protocol_preprocessors(protocol: str, primary: SpectrumPreprocessor, seconda
         return primary, secondary
 
     axes = {"primary": primary.wavelengths, "secondary": secondary.wavelengths}
+    references = {"primary": primary, "secondary": secondary} if align else None
 
     def raw(system: str):
         for *_, spectra in iter_raw_chunks([test_path], [system], chunk_spots, progress, f"fitting {system} scaler",
-                                           axes=axes):
+                                           axes=axes, align=references):
             yield spectra[system]
     return primary.refitted(raw("primary")), secondary.refitted(raw("secondary"))
 
 
 def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_dir: str | Path, *,
                  protocol: str = "causal", secondary: str | None = None, chunk_spots: int = 4096,
-                 progress: bool = True) -> dict:
-    """Evaluates every model of the bundle on a paired test map; writes report.json/.md and figures."""
+                 progress: bool = True, align: bool = True) -> dict:
+    """Evaluates every model of the bundle on a paired test map; writes report.json/.md and figures.
+
+    ``align``: where a system's lines sit away from the model's (a spectrometer not recalibrated
+    since training), its spectra are aligned from the map's own lines, the measured primary
+    as well as the secondary, so that every model is scored in the model's frame; the report's
+    ``line_alignment`` says what was done."""
     _check_protocol(protocol)
     bundle = model if isinstance(model, TransferBundle) else load_bundle(model)
     system = bundle.secondary(secondary)
@@ -323,7 +346,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     check_axis(test_path, "primary", info.wavelengths["primary"], bundle.primary_wavelengths)
     check_axis(test_path, "secondary", info.wavelengths["secondary"], system.wavelengths)
     primary, secondary = protocol_preprocessors(protocol, bundle.primary_preprocess, system.preprocess, test_path,
-                                                chunk_spots=chunk_spots, progress=progress)
+                                                chunk_spots=chunk_spots, progress=progress, align=align)
     transferer = Transferer(bundle, system.name, primary_preprocess=primary, secondary_preprocess=secondary)
     with PairedMapReader(test_path) as reader:
         truth = reader.sample_truth or {}
@@ -334,18 +357,18 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
                             featured=live, clusters=bundle.kmeans, to_cluster_space=lambda x: np.asarray(x, dtype=np.float64),
                             phase_map=truth.get("phase_map"), phase_names=truth.get("phase_names"))
     axes = {"primary": bundle.primary_wavelengths, "secondary": system.wavelengths}
-    lines = {"primary": ShiftCheck(bundle.primary_preprocess.scaler.mean_),
-             "secondary": ShiftCheck(system.preprocess.scaler.mean_)}
-    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating", axes=axes):
+    references = {"primary": bundle.primary_preprocess, "secondary": system.preprocess}
+    offsets = line_offsets(test_path, references)
+    for _, iy, ix, raw in iter_raw_chunks([test_path], SYSTEM_NAMES, chunk_spots, progress, "evaluating", axes=axes,
+                                          align=references if align else None):
         truth_counts = np.asarray(transferer.primary.correct(raw["primary"]), dtype=np.float32)
         evaluation.update(iy, ix, truth_counts, transferer.predict_all(raw["secondary"]))
-        if lines["secondary"].wants_more:
-            lines["primary"].add(truth_counts)
-            lines["secondary"].add(transferer.secondary.correct(raw["secondary"]))
-    shifts = {name: round(check.shift_px(), 3) for name, check in lines.items()}
-    warnings = [m for m in (shift_message(test_path.name, name, shift) for name, shift in shifts.items()) if m]
-    for message in warnings:
-        log.warning(message)
+    shifts = {name: _shift_px(offset) for name, offset in offsets.items()}
+    alignment = {name: None if offset is None else
+                 {"shift_px": round(offset.shift_px, 3), "stretch_px": round(offset.stretch_px, 3),
+                  "aligned": bool(align and offset.worth_aligning)}
+                 for name, offset in offsets.items()}
+    warnings = _line_warnings(test_path.name, offsets, align)
     decoder_parameters = count_parameters(system.decoder)
     notes = (f"Model {system.model_id} (secondary system '{system.name}') evaluated on {test_path.name}. "
              + ("Scaling: training statistics only (causal, what a live system can do). "
@@ -353,7 +376,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
                 "Scaling: the test set's own statistics, as in the paper (not possible live). ")
              + _training_summary(bundle, system.name)
              + "".join(f" Warning: {m}." for m in warnings))
-    extra = {"apparent_shift_px": shifts, "recommended": entry.get("recommended"), "live_model": live,
+    extra = {"apparent_shift_px": shifts, "line_alignment": alignment, "recommended": entry.get("recommended"), "live_model": live,
              "validation_rse": entry.get("validation_rse"),
              "day_change_rse": entry.get("day_change_rse"),
              "model_id": system.model_id, "bundle_model_id": bundle.model_id, "secondary": system.name,

@@ -213,7 +213,8 @@ def write_report(out_dir, *, protocol: str, n_spectra: int, metrics: Mapping[str
     if extra:
         extra = dict(extra)
         # The model the live path should run, and the validation figures it was chosen on.
-        for key in ("recommended", "live_model", "validation_rse", "day_change_rse", "apparent_shift_px"):
+        for key in ("recommended", "live_model", "validation_rse", "day_change_rse", "apparent_shift_px",
+                    "line_alignment"):
             if extra.get(key) is not None:
                 report[key] = _json_clean(extra[key])
             extra.pop(key, None)
@@ -310,6 +311,13 @@ def _markdown(report: dict) -> str:
         lines += ["", "Lines against where the model saw them (pixels, + towards the red; from 0.25 px on, "
                   "the spectrometer's wavelength axis wants calibrating on the day): "
                   + ", ".join(f"{system} {cell(shift, '+.2f')}" for system, shift in shifts.items())]
+        aligned = {system: done for system, done in (report.get("line_alignment") or {}).items()
+                   if done and done.get("aligned")}
+        if aligned:
+            lines += ["", "Aligned from the map's own lines before every model was scored (shift at the centre, "
+                      "and more at the red end): " + ", ".join(
+                          f"{system} {done['shift_px']:+.2f} / {done['stretch_px']:+.2f} px"
+                          for system, done in aligned.items())]
     lines += ["", "Euclid and cosine are averaged over all spectra; cosine is the negative "
               "cosine similarity (-1 best); RSE is relative to the mean spectrum of the "
               "evaluated set (1 = naive baseline).", ""]

@@ -65,11 +65,13 @@ def models_from_config(config: TransferConfig, wavelengths: Mapping[str, np.ndar
 
 
 def load_maps(train: Path, val: Path, test: Path, config: TransferConfig, *, max_train: int | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, align: bool = True) -> dict:
     """Preprocessed arrays {"train"|"val"|"test": {system: [n, pixels]}}, the preprocessors and axes.
 
     The scalers are fitted on the whole training map; `max_train` keeps a seeded subset of
-    its pairs for fitting (a learning curve draws several subsets of one map)."""
+    its pairs for fitting (a learning curve draws several subsets of one map). ``align``: each
+    map's lines aligned onto the training map's, as every command reads maps
+    (transfer.data.iter_raw_chunks)."""
     info = inspect_map(train)
     for path in (val, test):
         other = inspect_map(path).wavelengths
@@ -78,9 +80,9 @@ def load_maps(train: Path, val: Path, test: Path, config: TransferConfig, *, max
     chunk = config["data"]["chunk_spots"]
     prep = fit_preprocessors([train], info.wavelengths, chunk, False, scaling=config["data"]["scaling"])
     everything = 1 << 40
-    data = {"train": sample_preprocessed([train], prep, max_train or everything, seed, chunk),
-            "val": sample_preprocessed([val], prep, everything, seed, chunk),
-            "test": sample_preprocessed([test], prep, everything, seed, chunk)}
+    data = {"train": sample_preprocessed([train], prep, max_train or everything, seed, chunk, align=align),
+            "val": sample_preprocessed([val], prep, everything, seed, chunk, align=align),
+            "test": sample_preprocessed([test], prep, everything, seed, chunk, align=align)}
     return {"arrays": data, "preprocessors": prep, "wavelengths": info.wavelengths}
 
 

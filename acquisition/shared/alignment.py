@@ -12,12 +12,21 @@ when a spectrometer needs its wavelength axis calibrated.
 Sign: positive when the map's lines sit at higher pixel numbers (towards the red) than the
 model's. A map whose axis was recalibrated is resampled onto the model's axis first
 (transfer.data, acquisition.live), and its lines then sit where the model saw them.
+
+A map that was not recalibrated can be aligned from its own lines: :func:`line_offset` measures
+the offset in eight stretches of the detector and fits a shift and a stretch (how a grating's
+drift moves lines: the same everywhere plus a little more at one end), and
+:meth:`LineOffset.seen_axis` gives the wavelengths the detector's pixels actually saw that day;
+resampled from that axis onto the model's (``spectral.AxisResampler``), the lines land back on
+the model's pixels, much as a lamp calibration on the day would put them (docs/transfer.md,
+"Lines aligned from the map itself").
 Numpy and scipy only: the live path imports it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,15 +79,127 @@ def apparent_shift_px(reference: np.ndarray, mean: np.ndarray, *, max_shift_px: 
     return float(found.x)
 
 
-def shift_message(name: str, system: str, shift_px: float) -> str | None:
-    """One sentence for the user when ``shift_px`` is at least :data:`SHIFT_WARNING_PX`, else None."""
+#: Stretches of the detector measured apart to see a stretch as well as a shift.
+ALIGN_SEGMENTS = 8
+#: A stretch whose offset lies further than this from the fitted line is dropped as a failed
+#: measurement (a stretch with no lines in it, or a line that moved differently).
+ALIGN_OUTLIER_PX = 0.25
+
+
+@dataclass(frozen=True)
+class LineOffset:
+    """How far a map's lines sit from the model's, as a shift and a stretch in pixels.
+
+    ``at(pixel)`` = ``shift_px + stretch_px * u``, where ``u`` runs from -1 at the first pixel
+    to +1 at the last (the grating's drift: positive towards the red). ``whole_px`` is the
+    offset of the whole spectrum measured at once (:func:`apparent_shift_px`), the figure
+    reports print; ``segments`` says how many of the detector's stretches agreed on the line.
+    """
+
+    n_pixels: int
+    shift_px: float
+    stretch_px: float
+    whole_px: float
+    segments: int
+
+    def at(self, pixel) -> np.ndarray:
+        pixel = np.asarray(pixel, np.float64)
+        return self.shift_px + self.stretch_px * (pixel - 0.5 * (self.n_pixels - 1)) / (0.5 * self.n_pixels)
+
+    @property
+    def max_px(self) -> float:
+        """The largest |offset| over the detector."""
+        return float(np.abs(self.at([0, self.n_pixels - 1])).max())
+
+    @property
+    def worth_aligning(self) -> bool:
+        """Where the tools warn (:data:`SHIFT_WARNING_PX`), they align: below it a map is read as
+        stored, exactly the data, so that `predict` and the live stream give the same results on
+        an ordinary day (the stretch estimate alone is good to about a tenth of a pixel at the
+        detector's ends, so it does not decide)."""
+        return bool(np.isfinite(self.whole_px) and abs(self.whole_px) >= SHIFT_WARNING_PX)
+
+    def seen_axis(self, wavelengths) -> np.ndarray:
+        """The wavelengths the pixels of a detector calibrated as ``wavelengths`` saw: a line the
+        model knows at pixel q sits at q + offset, so pixel p saw what the axis puts at p - offset."""
+        wavelengths = np.asarray(wavelengths, np.float64)
+        if wavelengths.shape != (self.n_pixels,):
+            raise ValueError(f"an axis of {self.n_pixels} pixels is needed, got {wavelengths.shape}")
+        pixel = np.arange(self.n_pixels)
+        where = pixel - self.at(pixel)
+        seen = np.interp(where, pixel, wavelengths)
+        # beyond the detector's ends the axis goes on at its end dispersion
+        blue, red = where < 0, where > self.n_pixels - 1
+        seen[blue] = wavelengths[0] + where[blue] * (wavelengths[1] - wavelengths[0])
+        seen[red] = wavelengths[-1] + (where[red] - self.n_pixels + 1) * (wavelengths[-1] - wavelengths[-2])
+        return seen
+
+    def describe(self) -> str:
+        return f"{self.shift_px:+.2f} px at the centre, {self.stretch_px:+.2f} px more at the red end"
+
+
+def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIGN_SEGMENTS) -> LineOffset | None:
+    """The shift and stretch that carry ``reference``'s lines onto ``mean``'s (two mean
+    baseline-corrected spectra on one pixel grid), or None where the spectra have too little
+    structure to say. Each of ``segments`` stretches of the detector is measured with
+    :func:`apparent_shift_px`; the stretches that agree (within :data:`ALIGN_OUTLIER_PX`) with
+    the line most of them lie on are fitted, each weighted by the square root of its line
+    amplitude. With fewer than three agreeing stretches the whole spectrum's shift is taken,
+    without a stretch."""
+    reference = np.asarray(reference, np.float64)
+    mean = np.asarray(mean, np.float64)
+    whole = apparent_shift_px(reference, mean)
+    if not np.isfinite(whole):
+        return None
+    n = reference.size
+    edges = np.linspace(0, n, segments + 1).astype(int)
+    centre = 0.5 * (edges[:-1] + edges[1:] - 1)
+    u = (centre - 0.5 * (n - 1)) / (0.5 * n)
+    offset = np.full(segments, np.nan)
+    weight = np.zeros(segments)
+    for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        if b - a > 4 * (int(np.ceil(MAX_RECALIBRATION_PX)) + 1):
+            offset[k] = apparent_shift_px(reference[a:b], mean[a:b])
+            weight[k] = np.sum((reference[a:b] - reference[a:b].mean()) ** 2)
+    # a stretch whose correlation peaked at the edge of the search found no line, only a slope
+    usable = np.flatnonzero(np.isfinite(offset) & (np.abs(offset) < MAX_RECALIBRATION_PX - 0.5) & (weight > 0))
+    if usable.size < 3:
+        return LineOffset(n, float(whole), 0.0, float(whole), 0)
+    # the line most stretches agree with (a consensus of pairs: one strong blend whose ratio
+    # changed must not drag the rest), then fitted through those, weighted by their lines
+    best, best_miss = np.zeros(0, int), np.inf
+    for i in usable:
+        for j in usable[usable > i]:
+            slope = (offset[j] - offset[i]) / (u[j] - u[i])
+            miss = np.abs(offset[usable] - offset[i] - slope * (u[usable] - u[i]))
+            agree = usable[miss <= ALIGN_OUTLIER_PX]
+            # the most stretches, and among as many the closest line: a loose line through an
+            # outlier can gather as many as the true one
+            total = float(miss[miss <= ALIGN_OUTLIER_PX].sum())
+            if agree.size > best.size or (agree.size == best.size and total < best_miss):
+                best, best_miss = agree, total
+    if best.size < 3:
+        return LineOffset(n, float(whole), 0.0, float(whole), 0)
+    root_weight = weight[best] ** 0.25          # square root of each stretch's line amplitude
+    design = np.c_[np.ones(best.size), u[best]] * root_weight[:, None]
+    (shift, stretch), *_ = np.linalg.lstsq(design, offset[best] * root_weight, rcond=None)
+    return LineOffset(n, float(shift), float(stretch), float(whole), int(best.size))
+
+
+def shift_message(name: str, system: str, shift_px: float, *, aligned: bool = False) -> str | None:
+    """One sentence for the user when ``shift_px`` is at least :data:`SHIFT_WARNING_PX`, else None;
+    ``aligned``: the spectra were aligned from the map's own lines (:func:`line_offset`)."""
     if not np.isfinite(shift_px) or abs(shift_px) < SHIFT_WARNING_PX:
         return None
     side = "red" if shift_px > 0 else "blue"
-    return (f"{name}: the {system} lines sit {abs(shift_px):.2f} px to the {side} of where the model saw them; "
-            f"the {system} spectrometer drifted since training and its stored wavelength axis was not "
-            "recalibrated. Every model transfers worse for it: calibrate the wavelength axis on the day "
-            "(the transfer then resamples onto the model's axis; docs/transfer.md)")
+    where = (f"{name}: the {system} lines sit {abs(shift_px):.2f} px to the {side} of where the model saw them; "
+             f"the {system} spectrometer drifted since training and its stored wavelength axis was not "
+             "recalibrated. ")
+    if aligned:
+        return where + ("Its spectra were aligned from the map's own lines; a calibration of the wavelength "
+                        "axis on the day is still the surer way (docs/transfer.md)")
+    return where + ("Every model transfers worse for it: calibrate the wavelength axis on the day "
+                    "(the transfer then resamples onto the model's axis; docs/transfer.md)")
 
 
 class ShiftCheck:
@@ -103,6 +224,10 @@ class ShiftCheck:
 
     def shift_px(self) -> float:
         return apparent_shift_px(self.reference, self._sum / self.n) if self.n else float("nan")
+
+    def offset(self) -> LineOffset | None:
+        """The shift and stretch of :func:`line_offset`; None before any spectrum or without lines."""
+        return line_offset(self.reference, self._sum / self.n) if self.n else None
 
 
 def model_shift_check(model_info: dict | None, max_spots: int) -> ShiftCheck | None:

@@ -158,6 +158,8 @@ def resample(X, wl_from, wl_to, *, max_extrapolation_nm: float | None = None) ->
 MAX_RECALIBRATION_PX = 5.0
 #: Spline weights below this are dropped from the operator (they decay ~3.7x a pixel).
 _SPLINE_WEIGHT_FLOOR = 1e-6
+#: pixels beyond which a cubic spline's weights lie below the floor (0.27 ** 20 ~ 4e-12)
+_SPLINE_REACH_PX = 20
 
 
 def axis_offset_px(found, expected) -> np.ndarray:
@@ -217,14 +219,21 @@ class AxisResampler:
         self.wl_to = check_wavelength_axis(wl_to, name="resampler: target axis")
         target = np.clip(self.wl_to, self.wl_from[0], self.wl_from[-1])
         n_from, rows, cols, vals = self.wl_from.size, [], [], []
-        block = 512
+        # a cubic spline's weight on a pixel falls by 2 - sqrt(3) (~0.27) per pixel away from it,
+        # below 1e-11 at 20 px: each block of source pixels is solved on a window of its
+        # neighbours and read where its weights are not negligible, which keeps building the
+        # operator linear in the pixel count (the live client builds one during a map)
+        block, reach = 128, _SPLINE_REACH_PX
         for start in range(0, n_from, block):
             stop = min(n_from, start + block)
-            unit = np.zeros((n_from, stop - start))
-            unit[np.arange(start, stop), np.arange(stop - start)] = 1.0
-            weights = CubicSpline(self.wl_from, unit, axis=0)(target)          # [n_to, block]
+            lo, hi = max(0, start - 2 * reach), min(n_from, stop + 2 * reach)
+            unit = np.zeros((hi - lo, stop - start))
+            unit[np.arange(start - lo, stop - lo), np.arange(stop - start)] = 1.0
+            near = np.flatnonzero((target >= self.wl_from[max(0, start - reach)])
+                                  & (target <= self.wl_from[min(n_from - 1, stop - 1 + reach)]))
+            weights = CubicSpline(self.wl_from[lo:hi], unit, axis=0)(target[near])     # [near, block]
             r, c = np.nonzero(np.abs(weights) > _SPLINE_WEIGHT_FLOOR)
-            rows.append(r), cols.append(c + start), vals.append(weights[r, c])
+            rows.append(near[r]), cols.append(c + start), vals.append(weights[r, c])
         self.operator = sparse.csr_matrix((np.concatenate(vals).astype(np.float32),
                                            (np.concatenate(rows), np.concatenate(cols))),
                                           shape=(self.wl_to.size, n_from))

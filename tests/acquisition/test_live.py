@@ -473,6 +473,51 @@ def test_a_drifted_secondary_on_its_factory_axis_is_named_during_the_map(tmp_pat
     assert summary.live["results"] == 30                          # a check: the map and the stream go on
 
 
+def test_a_drifted_secondary_is_aligned_from_its_own_lines_once_they_are_measured(tmp_path, make_bench, worker,
+                                                                                   bench_model, caplog):
+    """A severe day on factory axes, a map longer than the line check: the spots after the check
+    reach the worker aligned onto the model's lines (shift and stretch as the simulator drifted
+    them); those before it went out as measured. The map keeps every spectrum as measured."""
+    from acquisition.live import SHIFT_CHECK_SPOTS
+    from acquisition.shared.alignment import LineOffset
+
+    scene = PairedScene(seed=9, day=1, day_change="severe")
+    bench = make_bench(seed=9, scene=scene)
+    out = tmp_path / "drifted.h5"
+    with caplog.at_level(logging.INFO, logger="acquisition.live"):
+        summary = acquire_map(out, small_map(shape=(24, 24)), bench_config(bench), bench=bench, show_progress=False,
+                              live=live_for(worker))
+    assert summary.live["results"] == 576
+    assert "aligned from the map's own lines" in caplog.text
+    alignment = summary.live["secondary_alignment"]
+    drift = scene.conditions.drift["secondary"]            # +d moves the lines d px to the blue
+    axis = scene.wavelengths("secondary")
+    n = axis.size
+    offset = LineOffset(n, alignment["shift_px"], alignment["stretch_px"], summary.live["secondary_shift_px"], 8)
+    u = (np.arange(n) - 0.5 * (n - 1)) / (0.5 * n)
+    np.testing.assert_allclose(offset.at(np.arange(n)), -(drift.shift_px + drift.stretch_px * u), atol=0.15)
+    first = alignment["from_spot"]
+    assert SHIFT_CHECK_SPOTS <= first < 576
+
+    data = stored(out)
+    order = np.argsort(stored_shot_ids(out).ravel())               # the order the spots were streamed in
+    secondary = data["secondary"].reshape(576, -1)[order]
+    results = data["spectra"].reshape(576, -1)[order]
+    before, after = slice(0, first), slice(first, None)
+    np.testing.assert_allclose(results[before], onnx_reference(bench_model, secondary[before])["primary"],
+                               rtol=1e-5, atol=1e-3)
+    # the summary's shift and stretch are rounded to a thousandth of a pixel: near, not equal
+    aligned = onnx_reference(bench_model, AxisResampler(offset.seen_axis(axis), axis)(secondary[after]))["primary"]
+    as_measured = onnx_reference(bench_model, secondary[after])["primary"]
+    assert np.linalg.norm(results[after] - aligned) < 0.05 * np.linalg.norm(results[after] - as_measured)
+    np.testing.assert_array_equal(stored_axis(out), axis)          # the map keeps the factory axis
+
+
+def stored_axis(path) -> np.ndarray:
+    with open_map(path) as f:
+        return f["entry/secondary/wavelength"][()]
+
+
 # ----------------------------------------------------------------------------- drift monitor
 
 

@@ -156,7 +156,7 @@ def test_a_test_map_calibrated_on_its_day_is_resampled_onto_the_model_axes(train
         assert error(read[s]) < 0.3 * error(as_stored[s]), s
 
     # evaluate and predict take it; DS transfers the calibrated map better than the same light on factory axes
-    reports = {name: evaluate_map(trained_bundle, path, tmp_path / name, progress=False)
+    reports = {name: evaluate_map(trained_bundle, path, tmp_path / name, progress=False, align=False)
                for name, path in (("calibrated", calibrated), ("factory", factory))}
     rse = {name: report["models"]["ds"]["rse"] for name, report in reports.items()}
     assert rse["calibrated"] < 0.8 * rse["factory"], rse
@@ -169,9 +169,78 @@ def test_a_test_map_calibrated_on_its_day_is_resampled_onto_the_model_axes(train
         assert abs(reports["calibrated"]["apparent_shift_px"][system]) < 0.1, system
     assert "was not recalibrated" in reports["factory"]["notes"]
     assert "was not recalibrated" not in reports["calibrated"]["notes"]
-    assert abs(predict_map(trained_bundle, factory, progress=False).secondary_shift_px) > 0.5
+    assert abs(predict_map(trained_bundle, factory, progress=False, align=False).secondary_shift_px) > 0.5
     done = predict_map(trained_bundle, calibrated, progress=False)
     assert abs(done.secondary_shift_px) < 0.1
     with h5py.File(calibrated, "r") as f:
         np.testing.assert_array_equal(f["entry/transferred/wavelength"][()], axes["primary"])
         assert f["entry/transferred/spectra"].shape == (6, 6, axes["primary"].size)
+
+
+# ------------------------------------------------------------------ a spectrometer not recalibrated: lines aligned
+
+def test_a_drifted_map_on_factory_axes_is_aligned_from_its_own_lines(trained_bundle, tmp_path):
+    from dataclasses import replace
+
+    from sim.generate import generate_map, scene_of, simulate_again, simulation_attributes
+    from transfer.data import iter_raw_chunks, line_offsets
+    from transfer.predict import evaluate_map, predict_map
+
+    factory = generate_map(tmp_path / "factory.h5", shape=(8, 8), step_um=(150.0, 150.0), day=1,
+                           origin_um=(2500.0, 2500.0), progress=False, day_change="severe")
+    secondary = trained_bundle.secondary()
+    references = {"primary": trained_bundle.primary_preprocess, "secondary": secondary.preprocess}
+    axes = {"primary": trained_bundle.primary_wavelengths, "secondary": secondary.wavelengths}
+    with PairedMapReader(factory) as reader:
+        layout, attrs = reader.layout, simulation_attributes(reader.sample_truth)
+    drifted = scene_of(attrs)
+
+    # the offsets found are the simulator's drift: a drift of +d px moves a line d px to the blue
+    offsets = line_offsets(factory, references)
+    for system, offset in offsets.items():
+        drift = drifted.conditions.drift[system]
+        n = axes[system].size
+        u = (np.arange(n) - 0.5 * (n - 1)) / (0.5 * n)
+        assert abs(drift.shift_px) > 0.5
+        np.testing.assert_allclose(offset.at(np.arange(n)), -(drift.shift_px + drift.stretch_px * u), atol=0.1)
+        assert offset.worth_aligning
+
+    # what the reader hands the model is close to the same shots without the drift
+    undrifted = drifted
+    for system in axes:
+        undrifted = undrifted.with_drift(system, replace(drifted.conditions.drift[system], shift_px=0.0,
+                                                         stretch_px=0.0))
+    truth = simulate_again(layout, attrs, undrifted)
+    for align in (references, None):
+        read = {s: np.zeros_like(v) for s, v in truth.items()}
+        for _, iy, ix, spectra in iter_raw_chunks([factory], list(axes), 64, axes=axes, align=align):
+            for s in axes:
+                read[s][iy, ix] = spectra[s]
+        if align:
+            aligned = read
+    for s in axes:
+        def error(counts):
+            return np.linalg.norm(baseline_correct(counts.reshape(64, -1)) - baseline_correct(truth[s].reshape(64, -1)))
+        assert error(aligned[s]) < 0.3 * error(read[s]), s
+
+    # evaluate aligns by default and says so; DS transfers the aligned map better than the map as stored
+    reports = {align: evaluate_map(trained_bundle, factory, tmp_path / str(align), progress=False, align=align)
+               for align in (True, False)}
+    assert reports[True]["models"]["ds"]["rse"] < 0.8 * reports[False]["models"]["ds"]["rse"]
+    assert all(reports[True]["line_alignment"][s]["aligned"] for s in axes)
+    assert not any(reports[False]["line_alignment"][s]["aligned"] for s in axes)
+    assert "aligned from the map's own lines" in reports[True]["notes"]
+    assert predict_map(trained_bundle, factory, progress=False).secondary_aligned
+    assert not predict_map(trained_bundle, factory, progress=False, align=False).secondary_aligned
+
+
+def test_a_map_of_the_training_day_is_read_as_stored(trained_bundle, sim_maps):
+    from transfer.data import axis_resamplers, line_offsets
+
+    secondary = trained_bundle.secondary()
+    references = {"primary": trained_bundle.primary_preprocess, "secondary": secondary.preprocess}
+    for path in (sim_maps["train"], sim_maps["val"]):
+        offsets = line_offsets(path, references)
+        assert not any(offset.worth_aligning for offset in offsets.values()), offsets
+        axes = {"primary": trained_bundle.primary_wavelengths, "secondary": secondary.wavelengths}
+        assert axis_resamplers(path, inspect_map(path).wavelengths, axes, references) == {}
