@@ -136,7 +136,7 @@ def _add_secondary(args) -> int:
 
 def add_align_flag(p) -> None:
     p.add_argument("--no-align", dest="align", action="store_false",
-                   help="read the map's spectra as stored, even where its lines sit a quarter pixel or more "
+                   help="read the map's spectra as stored, even where its lines sit a tenth of a pixel or more "
                         "from the model's (by default such a map is aligned from its own lines, each "
                         "spectrometer apart: docs/transfer.md, \"Lines aligned from the map itself\")")
 

@@ -140,7 +140,7 @@ def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Map
                     align: Mapping[str, SpectrumPreprocessor] | None = None) -> dict[str, AxisResampler]:
     """{system: resampler onto the axis in `axes`} for the systems of the map at `path` that need
     one: an axis in the map (`found`) recalibrated from the model's, or (systems in `align`)
-    lines that sit at least `alignment.SHIFT_WARNING_PX` from those of that preprocessor's
+    lines that sit at least `alignment.ALIGN_MIN_PX` from those of that preprocessor's
     training mean (:func:`line_offsets`); the two combine into one resampler. Raises
     :class:`TransferDataError` for an axis that is neither the model's nor a recalibration."""
     offsets = line_offsets(path, {s: r for s, r in (align or {}).items() if s in axes}, axes)

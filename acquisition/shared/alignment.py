@@ -79,11 +79,16 @@ def apparent_shift_px(reference: np.ndarray, mean: np.ndarray, *, max_shift_px: 
     return float(found.x)
 
 
+#: Offsets below this (pixels, anywhere on the detector) are left alone: other maps of the
+#: training day read below 0.01 px against its mean on the simulated bench, and a map read as
+#: stored is exactly the data. Its mild days drift by a tenth of a pixel or two, and
+#: aligning them pays (docs/transfer.md, "Lines aligned from the map itself").
+ALIGN_MIN_PX = 0.05
 #: Stretches of the detector measured apart to see a stretch as well as a shift.
 ALIGN_SEGMENTS = 8
 #: A stretch whose offset lies further than this from the fitted line is dropped as a failed
 #: measurement (a stretch with no lines in it, or a line that moved differently).
-ALIGN_OUTLIER_PX = 0.25
+ALIGN_OUTLIER_PX = 0.15
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,9 @@ class LineOffset:
 
     @property
     def worth_aligning(self) -> bool:
-        """Where the tools warn (:data:`SHIFT_WARNING_PX`), they align: below it a map is read as
-        stored, exactly the data, so that `predict` and the live stream give the same results on
-        an ordinary day (the stretch estimate alone is good to about a tenth of a pixel at the
-        detector's ends, so it does not decide)."""
-        return bool(np.isfinite(self.whole_px) and abs(self.whole_px) >= SHIFT_WARNING_PX)
+        """Lines :data:`ALIGN_MIN_PX` or more away somewhere on the detector; closer, a map is
+        read as stored, exactly the data."""
+        return bool(np.isfinite(self.whole_px) and self.max_px >= ALIGN_MIN_PX)
 
     def seen_axis(self, wavelengths) -> np.ndarray:
         """The wavelengths the pixels of a detector calibrated as ``wavelengths`` saw: a line the
@@ -144,8 +147,8 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
     structure to say. Each of ``segments`` stretches of the detector is measured with
     :func:`apparent_shift_px`; the stretches that agree (within :data:`ALIGN_OUTLIER_PX`) with
     the line most of them lie on are fitted, each weighted by the square root of its line
-    amplitude. With fewer than three agreeing stretches the whole spectrum's shift is taken,
-    without a stretch."""
+    amplitude; a stretch within twice its standard error is taken as none. With fewer than
+    three agreeing stretches the whole spectrum's shift is taken, without a stretch."""
     reference = np.asarray(reference, np.float64)
     mean = np.asarray(mean, np.float64)
     whole = apparent_shift_px(reference, mean)
@@ -183,6 +186,14 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
     root_weight = weight[best] ** 0.25          # square root of each stretch's line amplitude
     design = np.c_[np.ones(best.size), u[best]] * root_weight[:, None]
     (shift, stretch), *_ = np.linalg.lstsq(design, offset[best] * root_weight, rcond=None)
+    # a stretch no larger than twice its standard error is noise: extrapolated to the detector's
+    # ends it would move lines that did not move
+    residual = (offset[best] - shift - stretch * u[best]) * root_weight
+    if best.size > 2:
+        variance = residual @ residual / (best.size - 2)
+        stretch_se = np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1])
+        if abs(stretch) <= 2 * stretch_se:
+            shift, stretch = float(np.average(offset[best], weights=root_weight ** 2)), 0.0
     return LineOffset(n, float(shift), float(stretch), float(whole), int(best.size))
 
 

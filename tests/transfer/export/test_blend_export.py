@@ -91,7 +91,8 @@ def test_export_and_predict_run_a_recommended_blend(blended, maps, tmp_path):
     assert export_model(recommended, tmp_path / "live.onnx", progress=False).model == "blend"
     target = tmp_path / "test.h5"
     shutil.copy(maps["test"], target)
-    done = predict_map(recommended, target, progress=False)
+    # the graph's parity on the spectra as stored (a drifted map is aligned first: tests/transfer/test_data.py)
+    done = predict_map(recommended, target, progress=False, align=False)
     assert done.model == "blend" and done.untrusted is None       # the trust score is DS's
     with h5py.File(target, "r") as f:
         assert f["entry/transferred"].attrs["model"] == "blend"
