@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
-	for b in store simulate sim_bench preprocess train acquire stream trust_cost model_cost stream_abuse view; do $(PY) bench/$$b.py || exit 1; done
+	for b in store simulate sim_bench preprocess resample train acquire stream trust_cost model_cost stream_abuse view; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
