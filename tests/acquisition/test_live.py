@@ -432,16 +432,22 @@ def test_secondary_only_map_gets_results_on_the_models_own_axis(tmp_path, make_b
     assert (data["label"] >= 0).all()
 
 
+def live_on_a_severe_day(tmp_path, make_bench, worker, caplog, shape, calibration="nominal"):
+    """(scene, map path, summary) of a live map on the simulated bench's severe day 1."""
+    scene = PairedScene(seed=9, day=1, day_change="severe", calibration=calibration)
+    bench = make_bench(seed=9, scene=scene)
+    out = tmp_path / f"severe-{calibration}.h5"
+    with caplog.at_level(logging.INFO, logger="acquisition.live"):
+        summary = acquire_map(out, small_map(shape=shape), bench_config(bench), bench=bench, show_progress=False,
+                              live=live_for(worker))
+    return scene, out, summary
+
+
 def test_a_secondary_calibrated_on_the_day_is_resampled_onto_the_models_axis(tmp_path, make_bench, worker,
                                                                             bench_model, caplog):
     """The spectrometer's axis moved a pixel since the model was trained (a severe day, recalibrated):
     the worker gets the spectra on the model's axis; the map keeps them as measured."""
-    scene = PairedScene(seed=9, day=1, day_change="severe", calibration="daily")
-    bench = make_bench(seed=9, scene=scene)
-    out = tmp_path / "recalibrated.h5"
-    with caplog.at_level(logging.INFO, logger="acquisition.live"):
-        summary = acquire_map(out, small_map(shape=(5, 6)), bench_config(bench), bench=bench, show_progress=False,
-                              live=live_for(worker))
+    scene, out, summary = live_on_a_severe_day(tmp_path, make_bench, worker, caplog, (5, 6), calibration="daily")
     assert summary.live["results"] == 30
     assert "resampled onto the model's axis" in caplog.text
     # resampled, the lines sit where the model saw them
@@ -461,11 +467,7 @@ def test_a_secondary_calibrated_on_the_day_is_resampled_onto_the_models_axis(tmp
 
 
 def test_a_drifted_secondary_on_its_factory_axis_is_named_during_the_map(tmp_path, make_bench, worker, caplog):
-    scene = PairedScene(seed=9, day=1, day_change="severe")          # no calibration: the light moved
-    bench = make_bench(seed=9, scene=scene)
-    with caplog.at_level(logging.INFO, logger="acquisition.live"):
-        summary = acquire_map(tmp_path / "drifted.h5", small_map(shape=(5, 6)), bench_config(bench), bench=bench,
-                              show_progress=False, live=live_for(worker))
+    scene, _, summary = live_on_a_severe_day(tmp_path, make_bench, worker, caplog, (5, 6))   # the light moved
     drift_px = scene.conditions.drift["secondary"].shift_px       # +d moves the lines d px to the blue
     assert abs(drift_px) > 0.5
     assert summary.live["secondary_shift_px"] == pytest.approx(-drift_px, abs=0.15)
@@ -481,12 +483,7 @@ def test_a_drifted_secondary_is_aligned_from_its_own_lines_once_they_are_measure
     from acquisition.live import SHIFT_CHECK_SPOTS
     from acquisition.shared.alignment import LineOffset
 
-    scene = PairedScene(seed=9, day=1, day_change="severe")
-    bench = make_bench(seed=9, scene=scene)
-    out = tmp_path / "drifted.h5"
-    with caplog.at_level(logging.INFO, logger="acquisition.live"):
-        summary = acquire_map(out, small_map(shape=(24, 24)), bench_config(bench), bench=bench, show_progress=False,
-                              live=live_for(worker))
+    scene, out, summary = live_on_a_severe_day(tmp_path, make_bench, worker, caplog, (24, 24))
     assert summary.live["results"] == 576
     assert "aligned from the map's own lines" in caplog.text
     alignment = summary.live["secondary_alignment"]
