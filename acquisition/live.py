@@ -241,7 +241,8 @@ class LiveTransfer:
         if aligning:
             self._alignment = {"shift_px": round(offset.shift_px, 3), "stretch_px": round(offset.stretch_px, 3),
                                "from_spot": None}
-            # a spline operator takes about a second to build: not on the acquisition thread
+            # building the spline operator takes tens of milliseconds (bench/resample.py), at 1 kHz
+            # tens of spots: not on the acquisition thread
             threading.Thread(target=self._align_secondary, args=(offset,), name="live-line-alignment",
                              daemon=True).start()
 

@@ -86,8 +86,8 @@ def apparent_shift_px(reference: np.ndarray, mean: np.ndarray, *, max_shift_px: 
 ALIGN_MIN_PX = 0.05
 #: Stretches of the detector measured apart to see a stretch as well as a shift.
 ALIGN_SEGMENTS = 8
-#: A stretch whose offset lies further than this from the fitted line is dropped as a failed
-#: measurement (a stretch with no lines in it, or a line that moved differently).
+#: A stretch whose offset lies further than this from the line most stretches agree on is left
+#: out as a failed measurement (a stretch with no lines in it, or a blend whose ratio changed).
 ALIGN_OUTLIER_PX = 0.15
 
 
@@ -189,11 +189,10 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
     # a stretch no larger than twice its standard error is noise: extrapolated to the detector's
     # ends it would move lines that did not move
     residual = (offset[best] - shift - stretch * u[best]) * root_weight
-    if best.size > 2:
-        variance = residual @ residual / (best.size - 2)
-        stretch_se = np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1])
-        if abs(stretch) <= 2 * stretch_se:
-            shift, stretch = float(np.average(offset[best], weights=root_weight ** 2)), 0.0
+    variance = residual @ residual / (best.size - 2)
+    stretch_se = np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1])
+    if abs(stretch) <= 2 * stretch_se:
+        shift, stretch = float(np.average(offset[best], weights=root_weight ** 2)), 0.0
     return LineOffset(n, float(shift), float(stretch), float(whole), int(best.size))
 
 
