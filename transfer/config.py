@@ -98,6 +98,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "baselines.knn_neighbors": (1, 10_000), "baselines.ds_rank": (0, 100_000),
     "baselines.pds_half_window": (0, 10_000), "baselines.ridge_alpha": (1e-12, 1e12),
     "baselines.ridge_alpha_candidates": (1e-12, 1e12), "baselines.validation_gain": (0.0, 1.0),
+    "baselines.trust_day_change": (0.0, 1.0),
     "kmeans.k_candidates": (2, 10_000), "kmeans.silhouette_spots": (1, 100_000_000),
     "kmeans.max_fit_spots": (1, 100_000_000),
     "search.trials": (1, 100_000), "search.max_epochs": (1, 100_000), "search.reduction_factor": (2, 100),

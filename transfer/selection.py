@@ -68,12 +68,14 @@ NETWORKS = ("vae_mlp", "one_step_mlp")
 
 def calibration_day_change(model: str, baselines: Mapping) -> float:
     """The amplitude of the simulated day change under which the trust score of `model` is
-    calibrated on the training day's validation map: `[baselines] validation_gain` for a linear
-    baseline, whose fit knows that day's response only (calibrated as measured, it expected
-    0.6-0.7 x the error it made on another day), and for the blend with DS (3/4 DS wherever
-    train kept one); 0 for the networks, which train against the change (docs/novelty.md,
-    "Calibrated for another day")."""
-    return 0.0 if model in NETWORKS else _validation_gain(baselines)
+    calibrated on the training day's validation map: `[baselines] trust_day_change` (without it,
+    `validation_gain`) for a linear baseline, whose fit knows that day's response only
+    (calibrated as measured, it expected 0.6-0.7 x the error it made on another day), and for
+    the blend with DS (3/4 DS wherever train kept one); 0 for the networks, which train against
+    the change (docs/novelty.md, "Calibrated for another day")."""
+    if model in NETWORKS:
+        return 0.0
+    return float(baselines.get("trust_day_change", _validation_gain(baselines)) or 0.0)
 
 
 #: the linear baselines: their validation RSE under the simulated day change (`selection_rse`) is

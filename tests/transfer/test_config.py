@@ -75,6 +75,7 @@ BROKEN_CONFIGS = [
     ("[kmeans]\nk_candidates = [1, 3]\n", "kmeans.k_candidates: 1 is outside"),
     ("[data]\nchunk_spots = -5\n", "data.chunk_spots must be positive"),
     ("[baselines]\nmodels = 3\n", "baselines.models: expected a list"),
+    ("[baselines]\ntrust_day_change = 2.0\n", "baselines.trust_day_change: 2.0 is outside"),
     ("vae = 3\n", "vae: expected a table"),
     ("[vae]\nhidden = " + "[" * 2000 + "]" * 2000 + "\n", "not valid TOML|expected an integer|vae.hidden"),
     ("\xff\xfe", "not valid TOML|cannot be read"),

@@ -91,3 +91,15 @@ def test_a_linear_models_trust_calibrated_under_the_change_expects_another_days_
     assert level[0.0] < 0.8
     assert abs(level[0.1] - 1.0) < 0.3
     assert abs(level[0.1] - 1.0) < abs(level[0.0] - 1.0)
+
+
+def test_the_trust_calibration_has_its_own_day_change_amplitude():
+    """`train` calibrates a linear model's (and the blend's) trust score under `trust_day_change`,
+    the networks' as measured; a configuration from before the key uses `validation_gain`."""
+    from transfer.config import default_config
+    from transfer.selection import calibration_day_change
+    baselines = default_config().with_overrides({"baselines": {"trust_day_change": 0.03}})["baselines"]
+    assert calibration_day_change("ds", baselines) == 0.03
+    assert calibration_day_change("blend", baselines) == 0.03
+    assert calibration_day_change("vae_mlp", baselines) == 0.0
+    assert calibration_day_change("pls", {"validation_gain": 0.2}) == 0.2
