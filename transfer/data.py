@@ -21,10 +21,10 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from acquisition.shared.alignment import LineOffset, line_offset
+from acquisition.shared.alignment import LineOffset, ShiftCheck
 from acquisition.shared.progress import Progress
 from acquisition.shared.systems import SYSTEM_NAMES
-from acquisition.shared.spectral import AxisResampler, axis_offset_px, recalibrated_axis
+from acquisition.shared.spectral import AxisResampler, axis_offset_px, baseline_correct, recalibrated_axis
 from acquisition.store import PairedMapReader
 from transfer.preprocess import DEFAULT_SCALING, SpectrumPreprocessor, WavelengthMismatchError
 
@@ -118,22 +118,19 @@ def line_offsets(path: Path | str, references: Mapping[str, SpectrumPreprocessor
 def _line_offset(path: str, mtime_ns: int, size: int, system: str, found: bytes, expected: bytes, mean: bytes,
                  min_window: int, smooth_window: int) -> LineOffset | None:
     # a command reads one map several times over (scalers, samples, the evaluation): measured once
-    from acquisition.shared.spectral import baseline_correct
-
     found_axis, expected_axis = np.frombuffer(found), np.frombuffer(expected)
     recalibrate = (_resampler(found, expected) if check_axis(path, system, found_axis, expected_axis) else None)
-    total, n = np.zeros(expected_axis.size), 0
+    check = ShiftCheck(np.frombuffer(mean), max_spots=ALIGNMENT_SPOTS)
     with PairedMapReader(path) as reader:
         for chunk in reader.iter_chunks(systems=[system], chunk_spots=1024):
-            spectra = np.asarray(chunk.spectra[system], np.float32)[: ALIGNMENT_SPOTS - n]
+            spectra = np.asarray(chunk.spectra[system], np.float32)[: check.max_spots - check.n]
             spectra = spectra[np.isfinite(spectra).all(axis=1)]
             if recalibrate is not None:
                 spectra = recalibrate(spectra)
-            total += baseline_correct(spectra, min_window, smooth_window).sum(axis=0)
-            n += len(spectra)
-            if n >= ALIGNMENT_SPOTS:
+            check.add(baseline_correct(spectra, min_window, smooth_window))
+            if not check.wants_more:
                 break
-    return line_offset(np.frombuffer(mean), total / n) if n else None
+    return check.offset()
 
 
 def axis_resamplers(path: Path | str, found: Mapping[str, np.ndarray], axes: Mapping[str, np.ndarray],

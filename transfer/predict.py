@@ -180,12 +180,17 @@ def _shift_px(offset: LineOffset | None) -> float | None:
     return None if offset is None or not np.isfinite(offset.whole_px) else round(offset.whole_px, 3)
 
 
-def _line_warnings(name: str, offsets: Mapping[str, LineOffset | None], aligned: bool) -> list[str]:
+def _was_aligned(offset: LineOffset | None, align: bool) -> bool:
+    """Whether the readers aligned a system's spectra (transfer.data.axis_resamplers' rule)."""
+    return bool(align and offset is not None and offset.worth_aligning)
+
+
+def _line_warnings(name: str, offsets: Mapping[str, LineOffset | None], align: bool) -> list[str]:
     """The warnings of `shift_message` for each system, logged; said once per command."""
     messages = []
     for system, offset in offsets.items():
         message = shift_message(name, system, np.nan if offset is None else offset.whole_px,
-                                aligned=aligned and offset is not None and offset.worth_aligning)
+                                aligned=_was_aligned(offset, align))
         if message:
             log.warning(message)
             messages.append(message)
@@ -270,7 +275,7 @@ def predict_map(model: str | Path | TransferBundle, map_path: str | Path, *, sec
     offset = offsets["secondary"]
     return Prediction(done, chosen, model_id, flagged, None if trust is None else float(trust.threshold_),
                       None if system.trust is None else trust_model_name(bundle, system), _shift_px(offset),
-                      bool(align and offset is not None and offset.worth_aligning))
+                      _was_aligned(offset, align))
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -366,7 +371,7 @@ def evaluate_map(model: str | Path | TransferBundle, test_path: str | Path, out_
     shifts = {name: _shift_px(offset) for name, offset in offsets.items()}
     alignment = {name: None if offset is None else
                  {"shift_px": round(offset.shift_px, 3), "stretch_px": round(offset.stretch_px, 3),
-                  "aligned": bool(align and offset.worth_aligning)}
+                  "aligned": _was_aligned(offset, align)}
                  for name, offset in offsets.items()}
     warnings = _line_warnings(test_path.name, offsets, align)
     decoder_parameters = count_parameters(system.decoder)

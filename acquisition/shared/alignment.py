@@ -154,6 +154,7 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
     whole = apparent_shift_px(reference, mean)
     if not np.isfinite(whole):
         return None
+    whole_only = LineOffset(reference.size, float(whole), 0.0, float(whole), 0)
     n = reference.size
     edges = np.linspace(0, n, segments + 1).astype(int)
     centre = 0.5 * (edges[:-1] + edges[1:] - 1)
@@ -167,7 +168,7 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
     # a stretch whose correlation peaked at the edge of the search found no line, only a slope
     usable = np.flatnonzero(np.isfinite(offset) & (np.abs(offset) < MAX_RECALIBRATION_PX - 0.5) & (weight > 0))
     if usable.size < 3:
-        return LineOffset(n, float(whole), 0.0, float(whole), 0)
+        return whole_only
     # the line most stretches agree with (a consensus of pairs: one strong blend whose ratio
     # changed must not drag the rest), then fitted through those, weighted by their lines
     best, best_miss = np.zeros(0, int), np.inf
@@ -182,7 +183,7 @@ def line_offset(reference: np.ndarray, mean: np.ndarray, *, segments: int = ALIG
             if agree.size > best.size or (agree.size == best.size and total < best_miss):
                 best, best_miss = agree, total
     if best.size < 3:
-        return LineOffset(n, float(whole), 0.0, float(whole), 0)
+        return whole_only
     root_weight = weight[best] ** 0.25          # square root of each stretch's line amplitude
     design = np.c_[np.ones(best.size), u[best]] * root_weight[:, None]
     (shift, stretch), *_ = np.linalg.lstsq(design, offset[best] * root_weight, rcond=None)
